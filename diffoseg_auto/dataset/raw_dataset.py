@@ -1,0 +1,178 @@
+"""Reading a raw multi-rater dataset (format: documentation/dataset_format.md).
+
+    DatasetXXX_Name/dataset.json
+    DatasetXXX_Name/imagesTr/<case>_<XXXX><file_ending>
+    DatasetXXX_Name/labelsTr/<rater>/<case><file_ending>
+    DatasetXXX_Name/imagesTs/<case>_<XXXX><file_ending>     (optional)
+
+A missing labelsTr/<rater>/<case> file means "rater did not annotate this case"; it is
+never read as an empty mask. ``rater_mask`` arrays carry that distinction downstream.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from diffoseg_auto.io.image_io import read_images, read_seg
+
+REQUIRED_FIELDS = ("name", "channel_names", "labels", "numTraining", "file_ending", "raters")
+_CHANNEL_RE = re.compile(r"^(?P<case>.+)_(?P<ch>\d{4})$")
+
+
+class DatasetFormatError(RuntimeError):
+    pass
+
+
+def load_dataset_json(folder: str | Path) -> dict:
+    """Load and minimally validate dataset.json (the full checks are in dataset.integrity)."""
+    path = Path(folder) / "dataset.json"
+    if not path.is_file():
+        raise DatasetFormatError(f"{path}: missing. Every dataset folder needs a dataset.json (see documentation/dataset_format.md).")
+    try:
+        dj = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise DatasetFormatError(f"{path}: not valid JSON ({e}). Fix the syntax.") from None
+    missing = [k for k in REQUIRED_FIELDS if k not in dj]
+    if missing:
+        raise DatasetFormatError(f"{path}: missing field(s) {missing}. Add them (see documentation/dataset_format.md).")
+    return dj
+
+
+def list_cases(images_folder: str | Path, file_ending: str, num_channels: int | None = None) -> dict[str, list[Path]]:
+    """Map case identifier -> its channel files, sorted by channel index."""
+    images_folder = Path(images_folder)
+    cases: dict[str, dict[int, Path]] = {}
+    for f in sorted(images_folder.iterdir()):
+        if not f.name.endswith(file_ending) or f.name.startswith("."):
+            continue
+        m = _CHANNEL_RE.match(f.name[: -len(file_ending)])
+        if m is None:
+            continue
+        cases.setdefault(m.group("case"), {})[int(m.group("ch"))] = f
+    out = {}
+    for case, chans in cases.items():
+        n = num_channels if num_channels is not None else max(chans) + 1
+        missing = [i for i in range(n) if i not in chans]
+        if missing:
+            raise DatasetFormatError(
+                f"{images_folder}: case '{case}' lacks channel file(s) "
+                + ", ".join(f"{case}_{i:04d}{file_ending}" for i in missing)
+                + ". Every case needs one file per channel in dataset.json's channel_names."
+            )
+        out[case] = [chans[i] for i in range(n)]
+    return out
+
+
+@dataclass
+class RawDataset:
+    """A raw dataset folder; cheap to construct (lists files, reads no image)."""
+
+    folder: Path
+    dataset_json: dict = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.folder = Path(self.folder)
+        self.dataset_json = load_dataset_json(self.folder)
+
+    @property
+    def name(self) -> str:
+        return self.folder.name
+
+    @property
+    def raters(self) -> list[str]:
+        return list(self.dataset_json["raters"])
+
+    @property
+    def num_raters(self) -> int:
+        return len(self.raters)
+
+    @property
+    def file_ending(self) -> str:
+        return self.dataset_json["file_ending"]
+
+    @property
+    def labels(self) -> dict[str, int]:
+        """Label name -> integer value; 'background' is 0."""
+        return {k: int(v) for k, v in self.dataset_json["labels"].items()}
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes including background (labels must be 0..K-1)."""
+        return max(self.labels.values()) + 1
+
+    @property
+    def num_channels(self) -> int:
+        return len(self.dataset_json["channel_names"])
+
+    @property
+    def case_groups(self) -> dict[str, str]:
+        return dict(self.dataset_json.get("case_groups", {}))
+
+    def image_files_by_case(self, split: str = "Tr") -> dict[str, list[Path]]:
+        folder = self.folder / f"images{split}"
+        if not folder.is_dir():
+            return {}
+        return list_cases(folder, self.file_ending, self.num_channels)
+
+    @property
+    def cases(self) -> list[str]:
+        return sorted(self.image_files_by_case("Tr"))
+
+    def label_file(self, rater: str | int, case: str) -> Path | None:
+        """labelsTr/<rater>/<case><ending>, or None when that rater did not annotate the case."""
+        r = self.raters[rater] if isinstance(rater, int) else rater
+        f = self.folder / "labelsTr" / r / f"{case}{self.file_ending}"
+        return f if f.is_file() else None
+
+    def rater_mask(self, case: str) -> np.ndarray:
+        """Boolean (R,): which raters annotated ``case``."""
+        return np.array([self.label_file(r, case) is not None for r in self.raters], dtype=bool)
+
+    def load_case(self, case: str, image_files: list[Path] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+        """Image (C,*S) float32, segs (R,*S) uint8 (zeros where missing), rater_mask (R,), props."""
+        files = image_files or self.image_files_by_case("Tr")[case]
+        data, props = read_images(files)
+        mask = self.rater_mask(case)
+        segs = np.zeros((self.num_raters, *data.shape[1:]), dtype=np.uint8)
+        for k, r in enumerate(self.raters):
+            if mask[k]:
+                s, _ = read_seg(self.label_file(r, case))
+                segs[k] = s
+        return data, segs, mask, props
+
+
+def open_raw_dataset(id_or_name: str | int) -> RawDataset:
+    """Resolve an id/name against $diffoseg_raw and open it."""
+    from diffoseg_auto.paths import raw_root
+    from diffoseg_auto.utilities.dataset_name_id import resolve_dataset_name
+
+    folder = raw_root() / resolve_dataset_name(id_or_name)
+    if not folder.is_dir():
+        raise DatasetFormatError(f"{folder}: raw dataset folder does not exist. Convert or generate the dataset first.")
+    return RawDataset(folder)
+
+
+def write_dataset_json(folder: str | Path, *, name: str, channel_names: dict, labels: dict, raters: list[str],
+                       num_training: int, file_ending: str, case_groups: dict | None = None,
+                       description: str = "", **extra) -> Path:
+    """Write a dataset.json (used by every converter and the toy generator)."""
+    dj = {
+        "name": name,
+        "description": description,
+        "channel_names": {str(k): v for k, v in channel_names.items()},
+        "labels": labels,
+        "raters": list(raters),
+        "numTraining": int(num_training),
+        "file_ending": file_ending,
+    }
+    if case_groups:
+        dj["case_groups"] = case_groups
+    dj.update(extra)
+    path = Path(folder) / "dataset.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(dj, indent=2))
+    return path

@@ -1,0 +1,39 @@
+"""The raw / preprocessed / results folder triad, set by environment variables as in nnU-Net."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ENV_RAW = "diffoseg_raw"
+ENV_PREPROCESSED = "diffoseg_preprocessed"
+ENV_RESULTS = "diffoseg_results"
+
+
+class EnvironmentVariableNotSetError(RuntimeError):
+    """Raised when a command needs one of the three folders and its variable is unset."""
+
+
+def _folder_from_env(name: str, purpose: str) -> Path:
+    value = os.environ.get(name)
+    if not value:
+        raise EnvironmentVariableNotSetError(
+            f"The environment variable '{name}' is not set, but it is needed for {purpose}. "
+            f"Set it to a folder, e.g. `export {name}=/data/diffoseg/{name.split('_')[1]}` "
+            f"(see documentation/getting_started.md)."
+        )
+    return Path(value)
+
+
+def raw_root() -> Path:
+    """Folder with DatasetXXX_Name raw datasets ($diffoseg_raw)."""
+    return _folder_from_env(ENV_RAW, "reading or writing raw datasets")
+
+
+def preprocessed_root() -> Path:
+    """Folder with fingerprints, plans and preprocessed data ($diffoseg_preprocessed)."""
+    return _folder_from_env(ENV_PREPROCESSED, "planning, preprocessing and training")
+
+
+def results_root() -> Path:
+    """Folder with trained models ($diffoseg_results)."""
+    return _folder_from_env(ENV_RESULTS, "training results and prediction")

@@ -1,0 +1,78 @@
+"""On-disk format of one preprocessed case (contract between preprocessing, training, prediction).
+
+    <preprocessed>/<DatasetXXX_Name>/<data_identifier>/<case>.npz   data (C,*S) float32,
+                                                                    seg (R,*S) uint8 (0 where rater missing),
+                                                                    rater_mask (R,) bool
+    <preprocessed>/<DatasetXXX_Name>/<data_identifier>/<case>.pkl   properties (geometry to undo, class_locations)
+
+npz is compressed on disk; ``unpack_dataset`` writes <case>_data.npy / <case>_seg.npy once so
+that training reads patches through memory maps instead of decompressing whole volumes.
+"""
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+
+from diffoseg_auto.utilities.file_ops import atomic_write
+
+
+def save_case(folder: str | Path, case: str, data: np.ndarray, seg: np.ndarray, rater_mask: np.ndarray, properties: dict) -> None:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if seg.shape[1:] != data.shape[1:]:
+        raise ValueError(f"{case}: seg spatial shape {seg.shape[1:]} != data {data.shape[1:]}")
+    if seg.shape[0] != len(rater_mask):
+        raise ValueError(f"{case}: seg has {seg.shape[0]} raters, rater_mask {len(rater_mask)}")
+
+    def _npz(p: Path) -> None:
+        with open(p, "wb") as fh:
+            np.savez_compressed(fh, data=data.astype(np.float32, copy=False), seg=seg.astype(np.uint8, copy=False),
+                                rater_mask=np.asarray(rater_mask, dtype=bool))
+
+    atomic_write(folder / f"{case}.npz", _npz)
+    atomic_write(folder / f"{case}.pkl", lambda p: p.write_bytes(pickle.dumps(properties)))
+
+
+def load_properties(folder: str | Path, case: str) -> dict:
+    return pickle.loads((Path(folder) / f"{case}.pkl").read_bytes())
+
+
+def list_preprocessed_cases(folder: str | Path) -> list[str]:
+    return sorted(p.stem for p in Path(folder).glob("*.npz"))
+
+
+def unpack_case(folder: str | Path, case: str) -> None:
+    folder = Path(folder)
+    npz = folder / f"{case}.npz"
+    targets = {k: folder / f"{case}_{k}.npy" for k in ("data", "seg", "rater_mask")}
+    if all(t.is_file() and t.stat().st_mtime >= npz.stat().st_mtime for t in targets.values()):
+        return
+    with np.load(npz) as z:
+        for k, t in targets.items():
+            atomic_write(t, lambda p, a=z[k]: _save_npy(p, a))
+
+
+def _save_npy(p: Path, a: np.ndarray) -> None:
+    with open(p, "wb") as fh:
+        np.save(fh, a)
+
+
+def unpack_dataset(folder: str | Path) -> None:
+    for case in list_preprocessed_cases(folder):
+        unpack_case(folder, case)
+
+
+def load_case(folder: str | Path, case: str, mmap: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    """(data, seg, rater_mask, properties); memory-mapped when unpacked .npy files exist."""
+    folder = Path(folder)
+    npy = folder / f"{case}_data.npy"
+    if mmap and npy.is_file():
+        data = np.load(npy, mmap_mode="r")
+        seg = np.load(folder / f"{case}_seg.npy", mmap_mode="r")
+        rater_mask = np.load(folder / f"{case}_rater_mask.npy")
+    else:
+        with np.load(folder / f"{case}.npz") as z:
+            data, seg, rater_mask = z["data"], z["seg"], z["rater_mask"]
+    return data, seg, rater_mask.astype(bool), load_properties(folder, case)

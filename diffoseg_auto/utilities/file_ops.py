@@ -1,0 +1,47 @@
+"""Atomic writes: a kill during a save never leaves a broken file behind."""
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+
+def atomic_write(path: str | Path, write_fn: Callable[[Path], None]) -> None:
+    """Call ``write_fn(tmp_path)`` then rename tmp over ``path`` (same folder, same file system)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".tmp_{uuid.uuid4().hex}_{path.name}"
+    try:
+        write_fn(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write(path, lambda p: p.write_text(text))
+
+
+def save_json(obj: Any, path: str | Path, indent: int = 2) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=indent, default=_json_default))
+
+
+def load_json(path: str | Path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def _json_default(o: Any) -> Any:
+    import numpy as np
+
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")

@@ -1,0 +1,47 @@
+from setuptools import setup, find_packages
+
+# Console scripts: command name -> module:function. Kept in one table so that
+# documentation/cli.md can be checked against it by a test.
+CONSOLE_SCRIPTS = {
+    # foundation
+    "diffoseg_convert_lidc": "dataset_conversion.convert_lidc:main",
+    "diffoseg_convert_npc170": "dataset_conversion.convert_npc170:main",
+    "diffoseg_convert_bubil": "dataset_conversion.convert_bubil:main",
+    "diffoseg_convert_qubiq": "dataset_conversion.convert_qubiq:main",
+    "diffoseg_convert_folder": "dataset_conversion.convert_folder:main",
+    "diffoseg_generate_toy_dataset": "dataset_conversion.generate_toy_dataset:main",
+    "diffoseg_verify_dataset": "diffoseg_auto.dataset.integrity:main",
+    # planning
+    "diffoseg_plan_and_preprocess": "planners.plan_and_preprocess_entrypoints:plan_and_preprocess_entry",
+    "diffoseg_extract_fingerprint": "planners.plan_and_preprocess_entrypoints:extract_fingerprint_entry",
+    "diffoseg_plan_experiment": "planners.plan_and_preprocess_entrypoints:plan_experiment_entry",
+    "diffoseg_preprocess": "planners.plan_and_preprocess_entrypoints:preprocess_entry",
+    # training, prediction, evaluation
+    "diffoseg_train": "diffoseg_auto.training.run_training:main",
+    "diffoseg_predict": "diffoseg_auto.inference.predict_entrypoint:main",
+    "diffoseg_evaluate": "diffoseg_auto.evaluation.evaluate_entrypoint:main",
+    "diffoseg_benchmark": "diffoseg_auto.evaluation.benchmark_entrypoint:main",
+}
+
+setup(
+    name="diffoseg_auto",
+    version="0.1.0",
+    description="Self-configuring two-stage categorical diffusion (DiffOSeg) for multi-rater segmentation",
+    packages=find_packages(include=["diffoseg_auto*", "planners*", "dataset_conversion*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "torch>=2.1",
+        "batchgenerators>=0.25",
+        "SimpleITK>=2.2",
+        "numpy",
+        "scipy",
+        "acvl-utils>=0.2",
+        "dynamic-network-architectures>=0.3",
+        "pandas",
+        "matplotlib",
+        "tqdm",
+        "h5py",
+    ],
+    extras_require={"test": ["pytest", "pytest-timeout"]},
+    entry_points={"console_scripts": [f"{k}={v}" for k, v in CONSOLE_SCRIPTS.items()]},
+)
