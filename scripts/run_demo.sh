@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The README's main command: end to end on the built-in toy dataset.
+# generate -> plan/preprocess -> train Stage I and Stage II briefly -> predict -> evaluate.
+# Budget knobs (environment): DEMO_EPOCHS, DEMO_ITERS, DEMO_STAGE2_EPOCHS, DEMO_CASES.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup_env.sh
+export PATH="$PWD/.venv/bin:$PATH"
+WORK=${DEMO_DIR:-$PWD/demo_output}
+export diffoseg_raw=${diffoseg_raw:-$WORK/raw}
+export diffoseg_preprocessed=${diffoseg_preprocessed:-$WORK/preprocessed}
+export diffoseg_results=${diffoseg_results:-$WORK/results}
+ID=${DEMO_DATASET_ID:-901}
+EPOCHS=${DEMO_EPOCHS:-4}
+ITERS=${DEMO_ITERS:-25}
+CASES=${DEMO_CASES:-30}
+
+echo "== 1/5 generate the toy dataset (2D, $CASES cases, 4 raters with known styles)"
+diffoseg_generate_toy_dataset -d "$ID" --dim 2 --cases "$CASES" --raters 4 --overwrite
+NAME=$(cd "$diffoseg_raw" && ls -d Dataset${ID}_* | head -n1)
+
+echo "== 2/5 fingerprint, plan, preprocess"
+diffoseg_plan_and_preprocess -d "$ID" -c 2d --verify_dataset_integrity -np 2
+
+echo "== 3/5 train fold 0: Stage I (consensus) then Stage II (expert prompts)"
+diffoseg_train "$ID" 2d 0 --stage both --num_epochs "$EPOCHS" --iterations_per_epoch "$ITERS" -device cpu
+
+echo "== 4/5 predict the fold's validation cases"
+VAL_IN=$WORK/val_images
+rm -rf "$VAL_IN" && mkdir -p "$VAL_IN"
+.venv/bin/python - "$diffoseg_preprocessed/$NAME/splits_final.json" "$diffoseg_raw/$NAME/imagesTr" "$VAL_IN" <<'PY'
+import json, os, sys
+splits, images, out = sys.argv[1:4]
+val = set(json.load(open(splits))[0]["val"])
+for f in sorted(os.listdir(images)):
+    if f.rsplit("_", 1)[0] in val:
+        os.symlink(os.path.join(images, f), os.path.join(out, f))
+PY
+diffoseg_predict -i "$VAL_IN" -o "$WORK/predictions" -d "$ID" -c 2d -f 0 --save_samples -device cpu
+
+echo "== 5/5 evaluate against the raters"
+diffoseg_evaluate -ref "$diffoseg_raw/$NAME/labelsTr" -pred "$WORK/predictions" -o "$WORK/predictions/summary.json"
+echo "Done. Everything is in $WORK (progress.png: $diffoseg_results/$NAME/*/fold_0/stage*/progress.png)"
