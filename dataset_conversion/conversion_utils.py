@@ -1,0 +1,114 @@
+"""Shared converter logic: target folder handling, writing arrays with geometry, CLI plumbing.
+
+Every converter and the toy generator go through these helpers so that overwrite
+refusal, file naming and error reporting behave the same everywhere.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from diffoseg_auto.io.image_io import ImageReadError, write_image, write_seg
+from diffoseg_auto.paths import EnvironmentVariableNotSetError, raw_root
+from diffoseg_auto.utilities.dataset_name_id import dataset_name
+
+
+class ConversionError(RuntimeError):
+    """Bad converter input (missing files, wrong layout); the message names the file and the fix."""
+
+
+class TargetExistsError(ConversionError):
+    """The output dataset folder exists and --overwrite was not given."""
+
+
+def target_folder(dataset_id: int, name: str, raw_folder: str | Path | None = None) -> Path:
+    """$diffoseg_raw/DatasetXXX_Name (or ``raw_folder``/DatasetXXX_Name)."""
+    root = Path(raw_folder) if raw_folder is not None else raw_root()
+    try:
+        return root / dataset_name(dataset_id, name)
+    except ValueError as e:
+        raise ConversionError(str(e)) from None
+
+
+def prepare_target_folder(dataset_id: int, name: str, overwrite: bool = False,
+                          raw_folder: str | Path | None = None) -> Path:
+    """Create an empty DatasetXXX_Name with imagesTr/ and labelsTr/ and return it.
+
+    Refuses when the folder already exists (unless ``overwrite``) or when another dataset
+    already uses the same id (that would make ``-d ID`` ambiguous later).
+    """
+    folder = target_folder(dataset_id, name, raw_folder)
+    root = folder.parent
+    if root.is_dir():
+        prefix = f"Dataset{int(dataset_id):03d}_"
+        clash = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name.startswith(prefix) and p.name != folder.name)
+        if clash:
+            raise ConversionError(
+                f"{folder}: dataset id {int(dataset_id)} is already used by {clash} in {root}. "
+                "Choose another id with -d or remove that dataset."
+            )
+    if folder.exists():
+        if not overwrite:
+            raise TargetExistsError(
+                f"{folder}: already exists. Pass --overwrite to replace it (its contents are deleted) "
+                "or choose another id/name."
+            )
+        shutil.rmtree(folder)
+    (folder / "imagesTr").mkdir(parents=True)
+    (folder / "labelsTr").mkdir(parents=True)
+    return folder
+
+
+def geometry_props(spacing: Sequence[float]) -> dict:
+    """Props for image_io writers: ``spacing`` in array axis order, zero origin, identity direction."""
+    ndim = len(spacing)
+    return {
+        "spacing": [float(s) for s in spacing],
+        "origin": [0.0] * ndim,
+        "direction": np.eye(ndim).flatten().tolist(),
+    }
+
+
+def write_image_array(arr: np.ndarray, out_file: str | Path, spacing: Sequence[float] | None = None) -> None:
+    """Write one image channel (spatial array, array axis order) atomically.
+
+    Volumetric formats get float32; natural formats (.png, ...) must be given uint8.
+    """
+    arr = np.asarray(arr)
+    if arr.dtype != np.uint8:
+        arr = arr.astype(np.float32, copy=False)
+    spacing = spacing if spacing is not None else [1.0] * arr.ndim
+    write_image(arr, geometry_props(spacing), out_file)
+
+
+def write_label_array(seg: np.ndarray, out_file: str | Path, spacing: Sequence[float] | None = None) -> None:
+    """Write one rater's label map (uint8 values 0..K-1) atomically."""
+    seg = np.asarray(seg)
+    spacing = spacing if spacing is not None else [1.0] * seg.ndim
+    write_seg(seg.astype(np.uint8), geometry_props(spacing), out_file)
+
+
+def add_target_arguments(parser: argparse.ArgumentParser, default_name: str | None) -> None:
+    """-d ID, -n NAME and --overwrite, identical for every converter."""
+    parser.add_argument("-d", "--dataset_id", type=int, required=True, help="dataset id (0-999) of the output DatasetXXX_Name")
+    if default_name is None:
+        parser.add_argument("-n", "--name", required=True, help="dataset name (letters, digits, '_' and '-')")
+    else:
+        parser.add_argument("-n", "--name", default=default_name, help=f"dataset name (default: {default_name})")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset folder of the same name")
+
+
+def run_cli(fn: Callable[[], Path]) -> int:
+    """Run a converter, print where the dataset went, and turn known errors into one line + exit 1."""
+    try:
+        out = fn()
+    except (ConversionError, EnvironmentVariableNotSetError, ImageReadError, FileNotFoundError) as e:
+        print(f"ERROR: {e}", file=sys.stderr)
+        return 1
+    print(f"Wrote dataset to {out}")
+    return 0
