@@ -1,0 +1,342 @@
+"""Numbers-level tests of the categorical diffusion math and the respaced sampler."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from diffoseg_auto.diffusion import CategoricalDiffusion, one_hot, sample_categorical
+from diffoseg_auto.diffusion.schedules import cosine_alpha_bar, linear_alpha_bar, make_alpha_bar
+
+
+# ------------------------------------------------------------------ brute-force reference
+def step_matrix(diff: CategoricalDiffusion, t: int) -> torch.Tensor:
+    """Q_t[i, j] = q(x_t = j | x_{t-1} = i), built from the per-step alpha_t only."""
+    K = diff.num_classes
+    a = diff.alpha_bar[t] / diff.alpha_bar[t - 1]
+    return a * torch.eye(K, dtype=torch.float64) + (1 - a) / K
+
+
+def cum_matrix(diff: CategoricalDiffusion, s: int, t: int) -> torch.Tensor:
+    """q(x_t | x_s) as the explicit product Q_{s+1} ... Q_t."""
+    m = torch.eye(diff.num_classes, dtype=torch.float64)
+    for u in range(s + 1, t + 1):
+        m = m @ step_matrix(diff, u)
+    return m
+
+
+def brute_posterior(diff: CategoricalDiffusion, j: int, p0: torch.Tensor, t: int, s: int) -> torch.Tensor:
+    """sum_c p0[c] * q(x_t=j | x_s) q(x_s | x0=c) / q(x_t=j | x0=c), by Bayes with K x K matrices."""
+    m_st, m_0s, m_0t = cum_matrix(diff, s, t), cum_matrix(diff, 0, s), cum_matrix(diff, 0, t)
+    out = torch.zeros(diff.num_classes, dtype=torch.float64)
+    for c in range(diff.num_classes):
+        out += p0[c] * m_st[:, j] * m_0s[c, :] / m_0t[c, j]
+    return out
+
+
+def random_probs(shape, gen) -> torch.Tensor:
+    return torch.softmax(3 * torch.randn(shape, generator=gen), dim=1)
+
+
+# ------------------------------------------------------------------ schedules
+@pytest.mark.parametrize("schedule", ["cosine", "linear"])
+@pytest.mark.parametrize("T", [10, 250, 1000])
+def test_alpha_bar_monotone_and_bounded(schedule, T):
+    ab = CategoricalDiffusion(3, T, schedule).alpha_bar
+    assert ab.shape == (T + 1,) and ab[0] == 1.0
+    assert torch.all(ab[1:] < ab[:-1])
+    assert ab[-1] > 0
+    assert ab[-1] < 1e-3  # both schedules end (almost) at pure noise
+
+
+def test_cosine_and_linear_values():
+    T = 1000
+    ab = cosine_alpha_bar(T)
+    assert ab[-1] < 1e-8  # last beta clipped to 0.999
+    assert 1 - ab[T] / ab[T - 1] == pytest.approx(0.999)
+    assert ab[T // 2].item() == pytest.approx(0.4936, abs=1e-3)  # cos^2 at ~half the angle
+    lab = linear_alpha_bar(T)
+    assert 1 - lab[1].item() == pytest.approx(1e-4)
+    assert 1 - (lab[T] / lab[T - 1]).item() == pytest.approx(0.02)
+    # scale = 1000/T keeps the endpoint noise level comparable across T
+    lab100 = linear_alpha_bar(100)
+    assert 1 - lab100[1].item() == pytest.approx(1e-3)
+    assert 1 - (lab100[100] / lab100[99]).item() == pytest.approx(0.2)
+    assert lab100[-1] < 1e-3
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "linear"])
+def test_schedule_shift_lowers_interior(schedule):
+    base = make_alpha_bar(schedule, 100, 1.0)
+    shifted = make_alpha_bar(schedule, 100, 2.0)
+    assert shifted[0] == 1.0
+    assert torch.all(shifted[1:] < base[1:])
+    logit = lambda x: torch.log(x / (1 - x))  # noqa: E731
+    torch.testing.assert_close(logit(shifted[1:-1]), logit(base[1:-1]) - 2 * torch.log(torch.tensor(2.0, dtype=torch.float64)))
+    torch.testing.assert_close(make_alpha_bar(schedule, 100, 1.0), base)
+
+
+def test_bad_schedule_arguments_raise_clear_errors():
+    with pytest.raises(ValueError, match="schedule"):
+        CategoricalDiffusion(3, 10, "sigmoid")
+    with pytest.raises(ValueError, match="schedule_shift"):
+        CategoricalDiffusion(3, 10, "cosine", schedule_shift=0.5)
+    with pytest.raises(ValueError, match="num_classes"):
+        CategoricalDiffusion(1, 10)
+
+
+# ------------------------------------------------------------------ forward process
+def test_marginals_sum_to_one_and_match_matrix_products():
+    diff = CategoricalDiffusion(4, 20)
+    gen = torch.Generator().manual_seed(0)
+    x0 = random_probs((2, 4, 5, 6), gen)
+    for t in range(diff.num_timesteps + 1):
+        q = diff.q_xt_given_x0(x0, torch.tensor([t, t]))
+        torch.testing.assert_close(q.sum(1), torch.ones(2, 5, 6))
+        # row c of Qbar_t, mixed over x0
+        expected = torch.einsum("bc...,cj->bj...", x0.double(), cum_matrix(diff, 0, t)).float()
+        torch.testing.assert_close(q, expected, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(diff.q_xt_given_x0(x0, torch.tensor([0, 0])), x0)
+
+
+def test_q_sample_frequencies_and_one_hot():
+    diff = CategoricalDiffusion(3, 10)
+    labels = torch.zeros(1, 200, 200, dtype=torch.long)
+    x0 = one_hot(labels, 3)
+    t = torch.tensor([5])
+    xt = diff.q_sample(x0, t, generator=torch.Generator().manual_seed(1))
+    assert torch.all((xt == 0) | (xt == 1)) and torch.all(xt.sum(1) == 1)
+    freq = xt.mean(dim=(0, 2, 3))
+    expected = diff.q_xt_given_x0(x0[..., :1, :1], t).reshape(3)
+    torch.testing.assert_close(freq, expected, atol=0.01, rtol=0)
+    # soft x0: the marginal is the mixture over x0
+    soft = torch.tensor([0.2, 0.0, 0.8]).reshape(1, 3, 1, 1).expand(1, 3, 200, 200)
+    xt = diff.q_sample(soft, t, generator=torch.Generator().manual_seed(2))
+    expected = diff.q_xt_given_x0(soft[..., :1, :1], t).reshape(3)
+    torch.testing.assert_close(xt.mean(dim=(0, 2, 3)), expected, atol=0.01, rtol=0)
+
+
+def test_one_hot_and_errors():
+    lab = torch.tensor([[[0, 2], [1, 0]]])
+    oh = one_hot(lab, 3)
+    assert oh.shape == (1, 3, 2, 2) and oh.dtype == torch.float32
+    torch.testing.assert_close(oh.argmax(1), lab)
+    with pytest.raises(ValueError, match="0..2"):
+        one_hot(torch.tensor([[3]]), 3)
+    with pytest.raises(TypeError):
+        one_hot(torch.tensor([[0.0]]), 3)
+
+
+def test_sample_categorical_frequencies_and_zero_probability_classes():
+    probs = torch.tensor([0.0, 0.5, 0.0, 0.5]).reshape(1, 4, 1, 1).expand(1, 4, 300, 300)
+    lab = sample_categorical(probs, torch.Generator().manual_seed(0))
+    counts = torch.bincount(lab.flatten(), minlength=4).double() / lab.numel()
+    assert counts[0] == 0 and counts[2] == 0
+    assert counts[1].item() == pytest.approx(0.5, abs=0.01)
+
+
+# ------------------------------------------------------------------ posterior
+@pytest.mark.parametrize("t,s", [(1, 0), (2, 1), (7, 6), (20, 19), (9, 3), (20, 0), (15, 1)])
+def test_q_posterior_one_hot_matches_bayes(t, s):
+    K = 3
+    diff = CategoricalDiffusion(K, 20)
+    # all (x_t, x0) combinations: j along Y, c along X
+    xt_lab = torch.arange(K).reshape(1, K, 1).expand(1, K, K)
+    x0_lab = torch.arange(K).reshape(1, 1, K).expand(1, K, K)
+    xt, x0 = one_hot(xt_lab, K), one_hot(x0_lab, K)
+    tt, ss = torch.tensor([t]), torch.tensor([s])
+    post = diff.q_posterior(xt, x0, tt, ss if s != t - 1 else None)
+    for j in range(K):
+        for c in range(K):
+            expected = brute_posterior(diff, j, torch.eye(K, dtype=torch.float64)[c], t, s)
+            torch.testing.assert_close(post[0, :, j, c].double(), expected, atol=1e-6, rtol=1e-5)
+    if s == 0:
+        torch.testing.assert_close(post, x0)
+
+
+@pytest.mark.parametrize("t,s", [(1, 0), (5, 4), (12, 2), (20, 0)])
+def test_q_posterior_soft_x0_matches_bayes_mixture_3d(t, s):
+    K = 4
+    diff = CategoricalDiffusion(K, 20, "linear", schedule_shift=1.5)
+    gen = torch.Generator().manual_seed(3)
+    p0 = random_probs((2, K, 2, 3, 2), gen)
+    xt = one_hot(torch.randint(0, K, (2, 2, 3, 2), generator=gen), K)
+    post = diff.q_posterior(xt, p0, torch.tensor([t, t]), torch.tensor([s, s]))
+    torch.testing.assert_close(post.sum(1), torch.ones(2, 2, 3, 2))
+    for b, z, y, x in [(0, 0, 0, 0), (1, 1, 2, 1), (0, 1, 1, 0), (1, 0, 2, 1)]:
+        j = int(xt[b, :, z, y, x].argmax())
+        expected = brute_posterior(diff, j, p0[b, :, z, y, x].double(), t, s)
+        torch.testing.assert_close(post[b, :, z, y, x].double(), expected, atol=1e-6, rtol=1e-5)
+    if s == 0:  # q(x_0 | x_t, x0=c) = e_c, so the mixture is p0 itself
+        torch.testing.assert_close(post, p0)
+
+
+def test_mixture_differs_from_posterior_at_averaged_x0():
+    K, t = 2, 5
+    diff = CategoricalDiffusion(K, 10)
+    xt = one_hot(torch.tensor([[[0]]]), K)
+    p0 = torch.tensor([0.5, 0.5]).reshape(1, 2, 1, 1)
+    mixture = diff.q_posterior(xt, p0, torch.tensor([t]))[0, :, 0, 0].double()
+    # "posterior at averaged x0": q(x_t|x_s) * (ab_s p0 + (1-ab_s)/K), normalised
+    naive = cum_matrix(diff, t - 1, t)[:, 0] * (diff.alpha_bar[t - 1] * 0.5 + (1 - diff.alpha_bar[t - 1]) / K)
+    naive = naive / naive.sum()
+    torch.testing.assert_close(mixture, 0.5 * brute_posterior(diff, 0, torch.tensor([1.0, 0.0], dtype=torch.float64), t, t - 1)
+                               + 0.5 * brute_posterior(diff, 0, torch.tensor([0.0, 1.0], dtype=torch.float64), t, t - 1),
+                               atol=1e-6, rtol=1e-5)
+    assert (mixture - naive).abs().max() > 1e-3
+
+
+def test_q_posterior_rejects_s_not_below_t():
+    diff = CategoricalDiffusion(2, 10)
+    x = one_hot(torch.zeros(1, 2, 2, dtype=torch.long), 2)
+    with pytest.raises(ValueError, match="s < t"):
+        diff.q_posterior(x, x, torch.tensor([3]), torch.tensor([3]))
+    with pytest.raises(ValueError, match="1..10"):
+        diff.q_posterior(x, x, torch.tensor([0]))
+
+
+# ------------------------------------------------------------------ training loss
+def test_training_loss_zero_for_perfect_prediction_and_positive_otherwise():
+    K = 3
+    diff = CategoricalDiffusion(K, 50)
+    gen = torch.Generator().manual_seed(4)
+    lab = torch.randint(0, K, (4, 8, 8), generator=gen)
+    x0 = one_hot(lab, K)
+    t = torch.tensor([1, 2, 25, 50])
+    xt = diff.q_sample(x0, t, generator=gen)
+    assert diff.training_loss(x0, x0, xt, t).item() == pytest.approx(0.0, abs=1e-6)
+    wrong = random_probs((4, K, 8, 8), gen)
+    assert diff.training_loss(x0, wrong, xt, t).item() > 1e-3
+    per_sample = [diff.training_loss(x0[i:i + 1], wrong[i:i + 1], xt[i:i + 1], t[i:i + 1]).item() for i in range(4)]
+    assert all(v > 0 for v in per_sample)
+    # at t = T the posterior hardly depends on x0 (alpha_bar_{T-1} ~ 1e-5): the KL is tiny there
+    assert per_sample[3] < 1e-3 < min(per_sample[:3])
+
+
+def test_training_loss_values_t1_is_cross_entropy_and_batch_mixes():
+    K = 2
+    diff = CategoricalDiffusion(K, 10)
+    x0 = one_hot(torch.tensor([[[0, 1]]]), K)             # (1, 2, 1, 2)
+    pred = torch.tensor([[[[0.8, 0.3]], [[0.2, 0.7]]]])    # p(correct) = 0.8, 0.7
+    xt = one_hot(torch.tensor([[[1, 1]]]), K)
+    ce = -(torch.log(torch.tensor(0.8)) + torch.log(torch.tensor(0.7))) / 2
+    loss1 = diff.training_loss(x0, pred, xt, torch.tensor([1]))
+    assert loss1.item() == pytest.approx(ce.item(), rel=1e-5)
+    # t = 5: KL of the two posteriors, computed by brute force
+    kl = 0.0
+    for v in range(2):
+        q = brute_posterior(diff, 1, x0[0, :, 0, v].double(), 5, 4)
+        p = brute_posterior(diff, 1, pred[0, :, 0, v].double(), 5, 4)
+        kl += (q * (q / p).log()).sum().item() / 2
+    loss5 = diff.training_loss(x0, pred, xt, torch.tensor([5]))
+    assert loss5.item() == pytest.approx(kl, rel=1e-4)
+    both = diff.training_loss(torch.cat([x0, x0]), torch.cat([pred, pred]), torch.cat([xt, xt]), torch.tensor([1, 5]))
+    assert both.item() == pytest.approx((ce.item() + kl) / 2, rel=1e-4)
+
+
+def test_sample_timesteps_uniform_over_1_to_T():
+    T, n = 10, 50_000
+    diff = CategoricalDiffusion(2, T)
+    t = diff.sample_timesteps(n, "cpu", generator=torch.Generator().manual_seed(5))
+    assert t.dtype == torch.long and t.shape == (n,)
+    assert t.min() == 1 and t.max() == T
+    counts = torch.bincount(t, minlength=T + 1)[1:].double()
+    chi2 = ((counts - n / T) ** 2 / (n / T)).sum().item()
+    assert chi2 < 30  # 9 degrees of freedom: p ~ 4e-4
+    t2 = diff.sample_timesteps(n, "cpu", generator=torch.Generator().manual_seed(5))
+    assert torch.equal(t, t2)
+
+
+# ------------------------------------------------------------------ sampler
+@pytest.mark.parametrize("T", [1, 7, 10, 250, 1000])
+def test_timesteps_for_sampling_properties(T):
+    diff = CategoricalDiffusion(2, T)
+    for S in sorted({1, 2, 3, 7, 10, 25, 100, T}):
+        if S > T:
+            continue
+        steps = diff.timesteps_for_sampling(S)
+        assert len(steps) == S and steps[0] == T and steps[-1] >= 1
+        assert all(a > b for a, b in zip(steps, steps[1:]))
+    assert diff.timesteps_for_sampling(T) == list(range(T, 0, -1))
+    with pytest.raises(ValueError, match="num_steps"):
+        diff.timesteps_for_sampling(T + 1)
+    assert CategoricalDiffusion(2, 1000).timesteps_for_sampling(4) == [1000, 750, 500, 250]
+
+
+def _toy_denoiser(K: int, spatial, seed: int):
+    """Deterministic, depends on x_t and t, never one-hot: exercises the mixture posterior."""
+    logits = torch.randn((1, K, *spatial), generator=torch.Generator().manual_seed(seed))
+
+    def fn(x_t, t):
+        w = t.float().reshape(-1, *([1] * (x_t.ndim - 1))) / 10.0
+        return torch.softmax(2 * x_t + w * logits, dim=1)
+    return fn
+
+
+@pytest.mark.parametrize("spatial", [(6, 5), (3, 4, 2)])
+def test_respaced_with_S_equal_T_equals_plain_loop(spatial):
+    K, T, B = 3, 12, 2
+    diff = CategoricalDiffusion(K, T)
+    fn = _toy_denoiser(K, spatial, 0)
+    shape = (B, K, *spatial)
+    labels, probs = diff.sample(fn, shape, T, generator=torch.Generator().manual_seed(7), return_probs=True)
+
+    gen = torch.Generator().manual_seed(7)
+    x = one_hot(sample_categorical(torch.full(shape, 1.0 / K), gen), K)
+    for t in range(T, 0, -1):
+        tv = torch.full((B,), t, dtype=torch.long)
+        p0 = fn(x, tv)
+        if t > 1:
+            x = one_hot(sample_categorical(diff.q_posterior(x, p0, tv), gen), K)
+    assert torch.equal(labels, p0.argmax(1))
+    torch.testing.assert_close(probs, p0)
+    assert labels.shape == (B, *spatial) and labels.dtype == torch.long
+
+    # 'sample' final step: same stream, one more draw from p0
+    lab_s = diff.sample(fn, shape, T, final_step="sample", generator=torch.Generator().manual_seed(7))
+    assert torch.equal(lab_s, sample_categorical(p0, gen))
+
+
+@pytest.mark.parametrize("S", [10, 50])
+@pytest.mark.parametrize("final_step", ["argmax", "sample"])
+def test_oracle_denoiser_recovers_x0(S, final_step):
+    K, T = 4, 50
+    diff = CategoricalDiffusion(K, T)
+    gen = torch.Generator().manual_seed(8)
+    x0_lab = torch.randint(0, K, (2, 9, 7), generator=gen)
+    x0 = one_hot(x0_lab, K)
+    out = diff.sample(lambda x_t, t: x0, x0.shape, S, final_step=final_step, generator=gen)
+    assert torch.equal(out, x0_lab)
+
+
+def test_oracle_chain_has_forward_marginals():
+    """With p0 = true x0, x_t along the respaced chain must follow q(x_t | x0)."""
+    K, T, S = 3, 20, 5
+    diff = CategoricalDiffusion(K, T)
+    x0 = one_hot(torch.zeros(1, 150, 150, dtype=torch.long), K)
+    seen = {}
+
+    def oracle(x_t, t):
+        seen[int(t[0])] = x_t[:, 0].mean().item()  # fraction still in the true class
+        return x0
+    diff.sample(oracle, x0.shape, S, generator=torch.Generator().manual_seed(9))
+    assert sorted(seen) == sorted(diff.timesteps_for_sampling(S))
+    for t, frac in seen.items():
+        expected = diff.alpha_bar[t].item() + (1 - diff.alpha_bar[t].item()) / K
+        assert frac == pytest.approx(expected, abs=0.012), t
+
+
+def test_sample_is_reproducible_and_accepts_x_T():
+    K, T = 3, 30
+    diff = CategoricalDiffusion(K, T)
+    fn = _toy_denoiser(K, (8, 8), 1)
+    a = diff.sample(fn, (2, K, 8, 8), 6, generator=torch.Generator().manual_seed(3))
+    b = diff.sample(fn, (2, K, 8, 8), 6, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)
+    x_T = one_hot(torch.zeros(2, 8, 8, dtype=torch.long), K)
+    seen = []
+    diff.sample(lambda x, t: seen.append(x.clone()) or torch.full_like(x, 1 / K), (2, K, 8, 8), 3, x_T=x_T)
+    assert torch.equal(seen[0], x_T)
+    with pytest.raises(ValueError, match="final_step"):
+        diff.sample(fn, (2, K, 8, 8), 3, final_step="mode")
+    with pytest.raises(ValueError, match="shape"):
+        diff.sample(fn, (2, K + 1, 8, 8), 3)
