@@ -233,6 +233,24 @@ def test_training_loss_values_t1_is_cross_entropy_and_batch_mixes():
     assert both.item() == pytest.approx((ce.item() + kl) / 2, rel=1e-4)
 
 
+def test_training_loss_gradient_and_half_precision_inputs():
+    K = 3
+    diff = CategoricalDiffusion(K, 1000)
+    gen = torch.Generator().manual_seed(6)
+    x0 = one_hot(torch.randint(0, K, (3, 4, 4), generator=gen), K)
+    t = torch.tensor([1, 2, 500])
+    xt = diff.q_sample(x0, t, generator=gen)
+    logits = torch.randn((3, K, 4, 4), generator=gen, requires_grad=True)
+    loss = diff.training_loss(x0, torch.softmax(logits, 1), xt, t)
+    loss.backward()
+    assert torch.isfinite(loss) and logits.grad.abs().sum() > 0
+    # float16 inputs: (1 - alpha_bar_1)/K ~ 1e-6 must not vanish; result equals the float32 one
+    p0 = torch.softmax(logits.detach(), 1)
+    post16 = diff.q_posterior(xt.half(), p0.half(), t)
+    assert post16.dtype == torch.float32
+    torch.testing.assert_close(post16, diff.q_posterior(xt, p0.half().float(), t))
+
+
 def test_sample_timesteps_uniform_over_1_to_T():
     T, n = 10, 50_000
     diff = CategoricalDiffusion(2, T)

@@ -89,6 +89,9 @@ class CategoricalDiffusion:
         s_cpu = t_cpu - 1 if s is None else self._check_t(s, "s", 0)
         if s_cpu.shape != t_cpu.shape or bool((s_cpu >= t_cpu).any()):
             raise ValueError(f"q_posterior needs s < t per sample, got t={t_cpu.tolist()} s={s_cpu.tolist()}")
+        # half precision (autocast) would flush (1 - alpha_bar_1)/K-sized terms to 0: compute in >= float32
+        dtype = torch.promote_types(torch.promote_types(x_t.dtype, x0_probs.dtype), torch.float32)
+        x_t, x0_probs = x_t.to(dtype), x0_probs.to(dtype)
         K = self.num_classes
         ab_t, ab_s = self.alpha_bar[t_cpu], self.alpha_bar[s_cpu]
         a_ts = ab_t / ab_s
@@ -111,7 +114,7 @@ class CategoricalDiffusion:
         q_true = self.q_posterior(x_t, x0_target, t)
         q_pred = self.q_posterior(x_t, x0_pred_probs, t)
         kl = (q_true * (q_true.clamp_min(eps).log() - q_pred.clamp_min(eps).log())).sum(dim=1)
-        ce = -(x0_target * x0_pred_probs.clamp_min(eps).log()).sum(dim=1)
+        ce = -(x0_target.to(q_pred.dtype) * x0_pred_probs.to(q_pred.dtype).clamp_min(eps).log()).sum(dim=1)
         is_last = self._bcast((self._check_t(t, "t", 1) == 1).double(), kl) > 0.5
         per_voxel = torch.where(is_last, ce, kl)
         return per_voxel.reshape(per_voxel.shape[0], -1).mean(dim=1).mean()
