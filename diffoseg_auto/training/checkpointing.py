@@ -1,0 +1,62 @@
+"""Checkpoint dicts (see documentation/architecture.md), atomic saves and compatibility checks."""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from diffoseg_auto.utilities.file_ops import atomic_write
+
+# init_args entries that must match for a checkpoint to be resumed / transferred by this run
+IDENTITY_KEYS = ("trainer_name", "plans_name", "configuration", "dataset_name", "num_raters", "num_classes")
+
+
+class CheckpointError(RuntimeError):
+    pass
+
+
+def save_checkpoint(path: str | Path, checkpoint: dict) -> None:
+    """torch.save to a temporary file in the same folder, then rename: never a half-written .pth."""
+    atomic_write(path, lambda p: torch.save(checkpoint, p))
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found.")
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(ckpt, dict) or "network_weights" not in ckpt or "init_args" not in ckpt:
+        raise CheckpointError(f"{path}: not a diffoseg_auto checkpoint (no network_weights / init_args).")
+    return ckpt
+
+
+def check_compatible(ckpt: dict, expected: dict, path: str | Path, keys: tuple[str, ...] = IDENTITY_KEYS) -> None:
+    """Raise when ``ckpt`` was trained on another dataset/plans/configuration (nothing is overwritten)."""
+    got = ckpt.get("init_args", {})
+    diffs = [f"{k}: checkpoint has {got.get(k)!r}, this run {expected.get(k)!r}" for k in keys if got.get(k) != expected.get(k)]
+    if diffs:
+        raise CheckpointError(f"{path} belongs to a different training run ({'; '.join(diffs)}). "
+                              f"Use another output folder or delete the checkpoint; it was left untouched.")
+
+
+def capture_rng_state(extra: dict | None = None) -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    if extra:
+        state.update(extra)
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    if "torch" in state:
+        torch.set_rng_state(state["torch"])
+    if "numpy" in state:
+        np.random.set_state(state["numpy"])
+    if "python" in state:
+        random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
