@@ -1,0 +1,158 @@
+"""Building blocks shared by the denoiser layouts: op selection from the plans, timestep
+embedding, FiLM-conditioned conv stages (dynamic_network_architectures blocks) and init helpers."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from dynamic_network_architectures.building_blocks.helper import (
+    convert_dim_to_conv_op,
+    get_matching_batchnorm,
+    get_matching_convtransp,
+    get_matching_instancenorm,
+)
+from dynamic_network_architectures.building_blocks.simple_conv_blocks import StackedConvBlocks
+from dynamic_network_architectures.initialization.weight_init import InitWeights_He
+from torch import Tensor, nn
+
+from diffoseg_auto.plans.plans import ArchitecturePlan
+
+
+def num_groups_for(channels: int, max_groups: int = 32) -> int:
+    """Largest group count <= max_groups that divides ``channels`` (GroupNorm needs a divisor)."""
+    for g in range(min(max_groups, channels), 0, -1):
+        if channels % g == 0:
+            return g
+    return 1
+
+
+class ChannelGroupNorm(nn.GroupNorm):
+    """GroupNorm with the (num_channels, **kwargs) signature that norm_op slots expect."""
+
+    def __init__(self, num_channels: int, eps: float = 1e-5, affine: bool = True):
+        super().__init__(num_groups_for(num_channels), num_channels, eps=eps, affine=affine)
+
+
+@dataclass
+class ConvOps:
+    dims: int
+    conv_op: type
+    transp_op: type
+    norm_op: type
+    norm_kwargs: dict
+    nonlin: type
+    nonlin_kwargs: dict
+    conv_bias: bool
+
+
+def ops_from_plan(arch: ArchitecturePlan, dims: int) -> ConvOps:
+    """Translate the plans' strings (norm, nonlin) into torch classes for ``dims`` = 2 or 3."""
+    conv_op = convert_dim_to_conv_op(dims)
+    norms = {
+        "instance": (get_matching_instancenorm(conv_op), {"eps": 1e-5, "affine": True}),
+        "batch": (get_matching_batchnorm(conv_op), {"eps": 1e-5, "affine": True}),
+        "group": (ChannelGroupNorm, {"eps": 1e-5, "affine": True}),
+    }
+    nonlins = {
+        "leakyrelu": (nn.LeakyReLU, {"negative_slope": 1e-2, "inplace": True}),
+        "relu": (nn.ReLU, {"inplace": True}),
+        "silu": (nn.SiLU, {"inplace": True}),
+    }
+    if arch.norm not in norms:
+        raise ValueError(f"architecture.norm must be one of {sorted(norms)}, got '{arch.norm}'. Fix it in the plans.")
+    if arch.nonlin not in nonlins:
+        raise ValueError(f"architecture.nonlin must be one of {sorted(nonlins)}, got '{arch.nonlin}'. Fix it in the plans.")
+    norm_op, norm_kwargs = norms[arch.norm]
+    nonlin, nonlin_kwargs = nonlins[arch.nonlin]
+    return ConvOps(dims, conv_op, get_matching_convtransp(conv_op), norm_op, norm_kwargs, nonlin, nonlin_kwargs,
+                   bool(arch.conv_bias))
+
+
+def zero_module(module: nn.Module) -> nn.Module:
+    """Zero all parameters: a residual branch through this module starts as the identity."""
+    for p in module.parameters():
+        nn.init.zeros_(p)
+    return module
+
+
+def he_init(module: nn.Module) -> None:
+    """nnU-Net's He init for every conv; call before zeroing the zero-init projections."""
+    module.apply(InitWeights_He(1e-2))
+
+
+def sinusoidal_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
+    """Transformer-style sin/cos features of the integer timestep, (B,) -> (B, dim)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    args = t.float()[:, None] * freqs[None]
+    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=1)
+    if dim % 2:
+        emb = torch.cat([emb, torch.zeros_like(emb[:, :1])], dim=1)
+    return emb
+
+
+class TimestepEmbedding(nn.Module):
+    """Sinusoidal features -> MLP. Returns SiLU(embedding) so FiLM heads can use it directly."""
+
+    def __init__(self, dim: int, out_dim: int | None = None):
+        super().__init__()
+        self.dim = dim
+        out_dim = out_dim or dim
+        self.mlp = nn.Sequential(nn.Linear(dim, out_dim), nn.SiLU(), nn.Linear(out_dim, out_dim))
+        self.out_dim = out_dim
+
+    def forward(self, t: Tensor) -> Tensor:
+        return nn.functional.silu(self.mlp(sinusoidal_embedding(t, self.dim)))
+
+
+def film(x: Tensor, params: Tensor) -> Tensor:
+    """x * (1 + scale) + shift with (B, 2C) params broadcast over the spatial axes."""
+    scale, shift = params.view(*params.shape, *([1] * (x.ndim - 2))).chunk(2, dim=1)
+    return x * (1 + scale) + shift
+
+
+class FiLMConvStage(nn.Module):
+    """StackedConvBlocks whose first normalised output is FiLM-modulated by the time embedding.
+
+    ``extra`` (optional) is added to the first conv's output before normalisation: this is how
+    the rater one-hot enters as "extra input channels" while its weights live in a separate,
+    zero-initialised conv that can stay trainable when the backbone is frozen.
+    """
+
+    def __init__(self, num_convs: int, ops: ConvOps, in_ch: int, out_ch: int, kernel: list[int],
+                 stride: list[int] | int, emb_dim: int):
+        super().__init__()
+        self.blocks = StackedConvBlocks(num_convs, ops.conv_op, in_ch, out_ch, kernel, stride, ops.conv_bias,
+                                        ops.norm_op, ops.norm_kwargs, None, None, ops.nonlin, ops.nonlin_kwargs)
+        self.film = nn.Linear(emb_dim, 2 * out_ch)
+        self.out_channels = out_ch
+
+    def zero_init_film(self) -> None:
+        zero_module(self.film)
+
+    def forward(self, x: Tensor, emb: Tensor, extra: Tensor | None = None) -> Tensor:
+        for i, blk in enumerate(self.blocks.convs):
+            x = blk.conv(x)
+            if i == 0 and extra is not None:
+                x = x + extra
+            x = blk.norm(x)
+            if i == 0:
+                x = film(x, self.film(emb))
+            x = blk.nonlin(x)
+        return x
+
+
+def make_rater_input(ops: ConvOps, num_raters: int, out_ch: int, kernel: list[int], stride: list[int]) -> nn.Module:
+    """Conv over the (spatially constant) rater one-hot, same kernel/stride as the first conv it joins.
+
+    conv(cat[a, r]) == conv_a(a) + conv_r(r), so this is exactly extra input channels.
+    Zero-initialised: Stage II starts as Stage I.
+    """
+    conv = ops.conv_op(num_raters, out_ch, kernel, stride, padding=[(k - 1) // 2 for k in kernel], bias=False)
+    return zero_module(conv)
+
+
+def rater_planes(onehot: Tensor, spatial: tuple[int, ...]) -> Tensor:
+    """(B, R) one-hot -> (B, R, *spatial) constant planes."""
+    return onehot.view(*onehot.shape, *([1] * len(spatial))).expand(*onehot.shape, *spatial)

@@ -1,0 +1,55 @@
+"""The paper's layout: one U-Net on [image, x_t one-hot (, rater one-hot)] concatenated.
+
+Every sampling step runs the whole network, image path included (see unet_cached.py for the
+faster layout)."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from diffoseg_auto.network.blocks import ConvOps, TimestepEmbedding, he_init, make_rater_input, rater_planes
+from diffoseg_auto.network.denoiser_base import DenoiserBase
+from diffoseg_auto.network.film_unet import FiLMDecoder, FiLMEncoder
+from diffoseg_auto.network.prompt_block import PromptBlock
+from diffoseg_auto.plans.plans import ArchitecturePlan
+
+
+class ConcatUNetDenoiser(DenoiserBase):
+    def __init__(self, arch: ArchitecturePlan, ops: ConvOps, num_input_channels: int, num_classes: int,
+                 num_raters: int | None):
+        super().__init__(num_input_channels, num_classes, num_raters, ops.dims)
+        f = list(arch.features_per_stage)
+        self.time_embedding = TimestepEmbedding(arch.time_embedding_dim)
+        emb = self.time_embedding.out_dim
+        self.encoder = FiLMEncoder(ops, num_input_channels + num_classes, f, arch.kernel_sizes, arch.strides,
+                                   arch.n_conv_per_stage, emb)
+        self.decoder = FiLMDecoder(ops, f, arch.kernel_sizes, arch.strides, arch.n_conv_per_stage_decoder, emb,
+                                   num_classes)
+        he_init(self)
+        for m in self.modules():
+            if hasattr(m, "zero_init_film"):
+                m.zero_init_film()
+        if num_raters is not None:
+            self.rater_input = make_rater_input(ops, num_raters, f[0], arch.kernel_sizes[0], arch.strides[0])
+            self.prompt_block = PromptBlock(f[-1], num_raters, arch.num_prompts, arch.prompt_dim, ops)
+
+    def encode(self, image: Tensor) -> Any:
+        self._check_image(image)
+        return image
+
+    def denoise(self, cache: Any, x_t: Tensor, t: Tensor, rater_id: Tensor | None = None) -> Tensor:
+        t, rater_onehot = self._check_inputs(x_t, t, rater_id)
+        image = cache
+        if image.shape[0] != x_t.shape[0] or image.shape[2:] != x_t.shape[2:]:
+            raise ValueError(f"ConcatUNetDenoiser.denoise: image {tuple(image.shape)} and x_t {tuple(x_t.shape)} "
+                             "must have the same batch size and spatial shape (expand_cache the image first)")
+        emb = self.time_embedding(t)
+        extra = None
+        if rater_onehot is not None:
+            extra = self.rater_input(rater_planes(rater_onehot, tuple(x_t.shape[2:])))
+        skips = self.encoder(torch.cat([image, x_t], dim=1), emb, first_extra=extra)
+        if rater_onehot is not None:
+            skips[-1] = self.prompt_block(skips[-1], rater_onehot.argmax(1))
+        return self.decoder(skips, emb)

@@ -1,0 +1,241 @@
+"""Denoiser networks: shapes, caching, time conditioning, Stage I -> II transfer, freezing, topology."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from diffoseg_auto.network import DenoiserBase, build_denoiser, expand_cache, freeze_backbone, transfer_stage1_weights
+from diffoseg_auto.network.prompt_block import PromptBlock
+from diffoseg_auto.plans.plans import ArchitecturePlan, ConfigurationPlan, Plans
+
+torch.set_num_threads(2)
+C, K = 2, 3
+
+
+def make_plans(dims: int = 2, denoiser: str = "cached_encoder", raters: int = 3, **arch_kw) -> Plans:
+    n = 3
+    patch = [16] * dims if dims == 2 else [8] * dims
+    strides = [[1] * dims] + [[2] * dims] * (n - 1)
+    kernels = [[3] * dims, [3] * dims, [1] + [3] * (dims - 1)]  # anisotropic last kernel to check topology
+    arch = ArchitecturePlan(
+        n_stages=n, features_per_stage=[8, 16, 16], kernel_sizes=kernels, strides=strides,
+        n_conv_per_stage=[2, 2, 1], n_conv_per_stage_decoder=[1, 1], time_embedding_dim=16,
+        num_prompts=3, prompt_dim=4, denoiser=denoiser, x_t_width_divisor=2,
+        reference={"base_channels": 8, "channel_mult": [1, 2], "num_res_blocks": 1,
+                   "attention_resolutions": [8], "num_heads": 2},
+        **arch_kw,
+    )
+    cfg = ConfigurationPlan(data_identifier="d", spatial_dims=dims, patch_size=patch, batch_size=2,
+                            spacing=[1.0] * dims, median_image_size_in_voxels=patch,
+                            normalization_schemes=["zscore"] * C, use_mask_for_norm=[False] * C,
+                            resampling_order_data=3, resampling_order_seg=1, architecture=arch)
+    return Plans(dataset_name="Dataset001_T", plans_name="P", num_classes=K, raters=[f"r{i}" for i in range(raters)],
+                 num_input_channels=C, original_median_spacing=[1.0] * dims, original_median_shape=patch,
+                 foreground_intensity_properties_per_channel={}, configurations={"c": cfg})
+
+
+def inputs(plans: Plans, b: int = 2, seed: int = 0):
+    cfg = plans.configurations["c"]
+    g = torch.Generator().manual_seed(seed)
+    img = torch.randn(b, C, *cfg.patch_size, generator=g)
+    labels = torch.randint(0, K, (b, *cfg.patch_size), generator=g)
+    x_t = nn.functional.one_hot(labels, K).movedim(-1, 1).float()
+    t = torch.randint(1, 100, (b,), generator=g)
+    return img, x_t, t
+
+
+def perturb(module: nn.Module, seed: int = 1, std: float = 0.1) -> None:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * std)
+
+
+def build(plans, stage, seed=0):
+    torch.manual_seed(seed)
+    return build_denoiser(plans, "c", stage).eval()
+
+
+LAYOUTS = [(2, "cached_encoder"), (3, "cached_encoder"), (2, "concat"), (3, "concat"), (2, "reference_openai")]
+
+
+@pytest.mark.parametrize("dims,layout", LAYOUTS)
+@pytest.mark.parametrize("stage", [1, 2])
+def test_output_shape(dims, layout, stage):
+    plans = make_plans(dims, layout)
+    net = build(plans, stage)
+    assert isinstance(net, DenoiserBase) and net.num_classes == K
+    assert net.num_raters == (None if stage == 1 else 3)
+    img, x_t, t = inputs(plans)
+    rid = torch.tensor([0, 2]) if stage == 2 else None
+    out = net(img, x_t, t, rid)
+    assert out.shape == (2, K, *plans.configurations["c"].patch_size)
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("layout", ["cached_encoder", "concat", "reference_openai"])
+def test_encode_once_serves_many_steps(layout):
+    plans = make_plans(2, layout)
+    net = build(plans, 1)
+    perturb(net)
+    img, x_t, t = inputs(plans)
+    cache = net.encode(img)
+    with torch.no_grad():
+        for seed in range(3):
+            _, x2, t2 = inputs(plans, seed=seed + 10)
+            torch.testing.assert_close(net.denoise(cache, x2, t2), net(img, x2, t2), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("layout", ["cached_encoder", "concat"])
+def test_expand_cache_matches_repeated_batch(layout):
+    plans = make_plans(2, layout)
+    net = build(plans, 1)
+    perturb(net)
+    img, _, _ = inputs(plans)
+    n = 3
+    _, x_t, t = inputs(plans, b=2 * n, seed=5)
+    with torch.no_grad():
+        a = net.denoise(expand_cache(net.encode(img), n), x_t, t)
+        b = net(img.repeat_interleave(n, 0), x_t, t)
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+
+
+def test_expand_cache_nested():
+    x = torch.arange(4.0).view(2, 2)
+    out = expand_cache({"a": [x, (x, 7)], "b": "s"}, 2)
+    assert out["b"] == "s" and out["a"][1][1] == 7 and isinstance(out["a"][1], tuple)
+    assert out["a"][0].tolist() == [[0, 1], [0, 1], [2, 3], [2, 3]]
+
+
+@pytest.mark.parametrize("layout", ["cached_encoder", "concat"])
+def test_time_conditioning(layout):
+    plans = make_plans(2, layout)
+    net = build(plans, 1)
+    img, x_t, _ = inputs(plans)
+    t1, t2 = torch.tensor([1, 1]), torch.tensor([90, 90])
+    with torch.no_grad():
+        # FiLM projections are zero-initialised: at init the output does not depend on t
+        torch.testing.assert_close(net(img, x_t, t1), net(img, x_t, t2), rtol=0, atol=0)
+        for name, p in net.named_parameters():
+            if ".film." in name:
+                p.normal_(0, 0.1)
+        assert (net(img, x_t, t1) - net(img, x_t, t2)).abs().max() > 1e-3
+
+
+def test_reference_time_conditioning():
+    plans = make_plans(2, "reference_openai")
+    net = build(plans, 1)
+    perturb(net)
+    img, x_t, _ = inputs(plans)
+    with torch.no_grad():
+        assert (net(img, x_t, torch.tensor([1, 1])) - net(img, x_t, torch.tensor([90, 90]))).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("dims,layout", LAYOUTS)
+@pytest.mark.parametrize("raters", [3, 6])
+def test_stage2_starts_as_stage1(dims, layout, raters):
+    plans = make_plans(dims, layout, raters=raters)
+    s1 = build(plans, 1)
+    perturb(s1)  # non-trivial Stage I weights, zero-init FiLM/residual layers included
+    s2 = build(plans, 2, seed=3)
+    missing = transfer_stage1_weights(s2, s1.state_dict())
+    assert missing and all(n.startswith(("prompt_block.", "rater_input.")) for n in missing)
+    assert s2.prompt_block.rater_weight.shape[0] == raters
+    img, x_t, t = inputs(plans)
+    with torch.no_grad():
+        ref = s1(img, x_t, t)
+        for k in range(raters):
+            torch.testing.assert_close(s2(img, x_t, t, torch.tensor([k, k])), ref, rtol=0, atol=1e-5)
+        perturb(s2.prompt_block, seed=7, std=0.5)
+        outs = [s2(img, x_t, t, torch.tensor([k, k])) for k in range(raters)]
+    for a in range(raters):
+        for b in range(a + 1, raters):
+            assert (outs[a] - outs[b]).abs().max() > 1e-4
+
+
+def test_transfer_grows_input_channels_with_zeros():
+    old, new = nn.Conv2d(3, 4, 3), nn.Conv2d(5, 4, 3)
+    missing = transfer_stage1_weights(new, old.state_dict())
+    assert missing == []
+    torch.testing.assert_close(new.weight[:, :3], old.weight)
+    assert new.weight[:, 3:].abs().max() == 0
+    x = torch.randn(1, 5, 6, 6)
+    torch.testing.assert_close(new(x), old(x[:, :3]))
+
+
+def test_transfer_rejects_other_plans():
+    s2 = build(make_plans(2, "concat"), 2)
+    s1_other = build(make_plans(2, "cached_encoder"), 1)
+    with pytest.raises(ValueError, match="same plans"):
+        transfer_stage1_weights(s2, s1_other.state_dict())
+
+
+@pytest.mark.parametrize("layout", ["cached_encoder", "concat", "reference_openai"])
+def test_freeze_backbone(layout):
+    net = build(make_plans(2, layout), 2)
+    freeze_backbone(net)
+    trainable = {n for n, p in net.named_parameters() if p.requires_grad}
+    expected = {n for n, _ in net.named_parameters() if n.startswith(("prompt_block.", "rater_input."))}
+    assert trainable == expected and "rater_input.weight" in trainable and "prompt_block.prompts" in trainable
+    with pytest.raises(ValueError, match="Stage II"):
+        freeze_backbone(build(make_plans(2, layout), 1))
+
+
+@pytest.mark.parametrize("dims,layout", [(2, "concat"), (3, "concat"), (3, "cached_encoder")])
+def test_topology_matches_plans(dims, layout):
+    plans = make_plans(dims, layout)
+    arch = plans.configurations["c"].architecture
+    net = build(plans, 1)
+    encoders = [net.encoder] if layout == "concat" else [net.xt_encoder]
+    for enc in encoders:
+        for s, stage in enumerate(enc.stages):
+            convs = [m.conv for m in stage.blocks.convs]
+            assert len(convs) == arch.n_conv_per_stage[s]
+            assert list(convs[0].stride) == arch.strides[s]
+            assert all(list(c.kernel_size) == arch.kernel_sizes[s] for c in convs)
+            assert all(list(c.stride) == [1] * dims for c in convs[1:])
+    if layout == "cached_encoder":
+        for s, stage in enumerate(net.image_encoder.stages):
+            convs = [m for m in stage.modules() if isinstance(m, nn.Conv3d)]
+            assert list(convs[0].stride) == arch.strides[s] and list(convs[0].kernel_size) == arch.kernel_sizes[s]
+        assert [st.out_channels for st in net.xt_encoder.stages] == [4, 8, 8]  # features // x_t_width_divisor
+    ups = net.decoder.upsample  # deepest first
+    assert [list(u.stride) for u in ups] == arch.strides[:0:-1]
+    assert [len(st.blocks.convs) for st in net.decoder.stages] == arch.n_conv_per_stage_decoder[::-1]
+
+
+def test_input_errors():
+    plans = make_plans(2, "cached_encoder")
+    s1, s2 = build(plans, 1), build(plans, 2)
+    img, x_t, t = inputs(plans)
+    with pytest.raises(ValueError, match="rater_id"):
+        s2(img, x_t, t)
+    with pytest.raises(ValueError, match="0..2"):
+        s2(img, x_t, t, torch.tensor([0, 3]))
+    with pytest.raises(ValueError, match="Stage I"):
+        s1(img, x_t, t, torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="x_t must be one-hot"):
+        s1(img, x_t[:, :2], t)
+    with pytest.raises(ValueError, match="expand_cache"):
+        s1.denoise(s1.encode(img), torch.cat([x_t, x_t]), torch.cat([t, t]))
+    with pytest.raises(ValueError, match="deep_supervision"):
+        build_denoiser(make_plans(2, "concat", deep_supervision=True), "c", 1)
+
+
+def test_prompt_block_selects_rater_map():
+    from diffoseg_auto.network.blocks import ops_from_plan
+
+    ops = ops_from_plan(make_plans(2).configurations["c"].architecture, 2)
+    torch.manual_seed(0)
+    pb = PromptBlock(6, num_raters=4, num_prompts=3, prompt_dim=2, ops=ops).eval()
+    x = torch.randn(2, 6, 4, 4)
+    torch.testing.assert_close(pb(x, torch.tensor([1, 3])), x)  # zero-init output projection => identity
+    w = pb.prompt_weights(x)
+    torch.testing.assert_close(w.sum(1), torch.ones(2))
+    perturb(pb.out, std=0.5)
+    with torch.no_grad():
+        both = pb(x, torch.tensor([1, 3]))
+        # each row only depends on its own rater id
+        torch.testing.assert_close(both[:1], pb(x[:1], torch.tensor([1])), rtol=0, atol=1e-5)
+        torch.testing.assert_close(both[1:], pb(x[1:], torch.tensor([3])), rtol=0, atol=1e-5)
