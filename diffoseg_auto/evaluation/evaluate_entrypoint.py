@@ -1,0 +1,124 @@
+"""``diffoseg_evaluate``: score a prediction folder against a multi-rater labelsTr folder."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from multiprocessing import get_context
+from pathlib import Path
+
+import pandas as pd
+
+from diffoseg_auto.evaluation.metrics import MODES, evaluate_case, summarize
+from diffoseg_auto.evaluation.prediction_folder import (EvaluationInputError, list_predicted_cases, load_prediction,
+                                                        load_reference, reference_info)
+from diffoseg_auto.utilities.file_ops import atomic_write, save_json
+
+
+def _evaluate_one(job: tuple) -> dict:
+    """One case; a top-level function so spawned workers can import it."""
+    ref_folder, pred_folder, raters, case, ending, num_classes, mode = job
+    labels, mask, ref_props, ref_file = load_reference(ref_folder, raters, case, ending)
+    samples, consensus, rater_predictions = load_prediction(pred_folder, raters, case, ending, ref_props, ref_file)
+    res = evaluate_case(samples, labels, mask, num_classes, rater_predictions=rater_predictions,
+                        consensus=consensus, mode=mode)
+    return {"case": case, "num_raters_available": int(mask.sum()), **res}
+
+
+def _infer_num_classes(ref_folder: Path, raters: list[str], cases: list[str], ending: str) -> int:
+    top = 1
+    for case in cases:
+        labels, _, _, _ = load_reference(ref_folder, raters, case, ending)
+        top = max(top, int(labels.max()))
+    return top + 1
+
+
+def per_case_table(per_case: list[dict]) -> pd.DataFrame:
+    """One row per case, one column per scalar metric (the rater x prompt matrix is left out)."""
+    rows = [{k: v for k, v in d.items() if k != "rater_prompt_dice_matrix"} for d in per_case]
+    return pd.DataFrame(rows).set_index("case") if rows else pd.DataFrame()
+
+
+def evaluate_folder(ref_folder: str | Path, pred_folder: str | Path, output_file: str | Path | None = None,
+                    mode: str = "strict", raters: list[str] | None = None, num_classes: int | None = None,
+                    file_ending: str | None = None, num_processes: int = 1, dataset_json: str | Path | None = None) -> dict:
+    """Evaluate every predicted case; writes summary.json (+ summary_per_case.csv) and returns the summary."""
+    if mode not in MODES:
+        raise ValueError(f"unknown mode '{mode}'. Use one of {MODES}.")
+    ref_folder, pred_folder = Path(ref_folder), Path(pred_folder)
+    if not pred_folder.is_dir():
+        raise EvaluationInputError(f"{pred_folder}: prediction folder does not exist. Create it with diffoseg_predict.")
+    info = reference_info(ref_folder, raters, dataset_json, file_ending)
+    cases = list_predicted_cases(pred_folder, info.file_ending)
+    if not cases:
+        raise EvaluationInputError(
+            f"{pred_folder}: no predictions found (expected consensus/<case>{info.file_ending} or samples/<case>.npz). "
+            "Is this a diffoseg_predict output folder?"
+        )
+    if num_classes is None:
+        num_classes = info.num_classes or _infer_num_classes(ref_folder, info.raters, cases, info.file_ending)
+    num_classes = max(int(num_classes), 2)
+    jobs = [(ref_folder, pred_folder, info.raters, c, info.file_ending, num_classes, mode) for c in cases]
+    if num_processes <= 1 or len(jobs) <= 2:
+        per_case = [_evaluate_one(j) for j in jobs]
+    else:
+        with get_context("spawn").Pool(min(num_processes, len(jobs))) as pool:
+            per_case = pool.map(_evaluate_one, jobs)
+    summary = summarize(per_case, info.raters, mode)
+    summary["num_classes"] = num_classes
+    output_file = Path(output_file) if output_file is not None else pred_folder / "summary.json"
+    save_json(summary, output_file)
+    table = per_case_table(per_case)
+    atomic_write(output_file.parent / "summary_per_case.csv", lambda p: table.to_csv(p))
+    return summary
+
+
+def format_summary(summary: dict) -> str:
+    """Mean +- std per metric, as a pandas table for the terminal."""
+    df = pd.DataFrame({"mean": summary["metrics"], "std": summary["metrics_std"]})
+    return f"mode: {summary['mode']}, cases: {summary['num_cases']}\n" + df.to_string(float_format=lambda v: f"{v:.4f}")
+
+
+def _num_classes_arg(s: str) -> int | None:
+    if s == "auto":
+        return None
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 2 or 'auto', got '{s}'") from None
+    if v < 2:
+        raise argparse.ArgumentTypeError("num_classes counts the background too: it must be >= 2")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Evaluate a diffoseg_predict output folder against the raters' masks "
+                                            "(GED, Dice_soft, Dice_max, Dice_match, consensus and per-rater Dice).")
+    p.add_argument("-ref", required=True, help="labelsTr folder of the raw dataset (one sub-folder per rater)")
+    p.add_argument("-pred", required=True, help="prediction folder written by diffoseg_predict")
+    p.add_argument("-o", default=None, help="output summary.json (default: PRED/summary.json)")
+    p.add_argument("--mode", choices=MODES, default="strict",
+                   help="strict: definitions as intended; dpersona: reproduce the D-Persona/DiffOSeg metric code "
+                        "(see documentation/benchmarking.md). Default: strict")
+    p.add_argument("-l", "--num_classes", type=_num_classes_arg, default=None,
+                   help="number of classes incl. background, or 'auto' (dataset.json, else largest label + 1). Default: auto")
+    p.add_argument("--dataset_json", default=None, help="dataset.json to take rater order, labels and file ending from "
+                                                        "(default: REF/../dataset.json when it exists)")
+    p.add_argument("-np", type=int, default=min(2, os.cpu_count() or 1), help="worker processes (default: min(2, CPUs))")
+    return p
+
+
+def main() -> None:
+    args = build_parser().parse_args()
+    try:
+        summary = evaluate_folder(args.ref, args.pred, args.o, mode=args.mode, num_classes=args.num_classes,
+                                  num_processes=args.np, dataset_json=args.dataset_json)
+    except EvaluationInputError as e:
+        sys.exit(f"diffoseg_evaluate: {e}")
+    print(format_summary(summary))
+    out = Path(args.o) if args.o else Path(args.pred) / "summary.json"
+    print(f"written: {out} and {out.parent / 'summary_per_case.csv'}")
+
+
+if __name__ == "__main__":
+    main()
