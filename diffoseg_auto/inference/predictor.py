@@ -1,0 +1,186 @@
+"""Whole-image diffusion sampling with sliding windows, mirroring TTA and fold ensembles.
+
+The reverse chain runs on the WHOLE (padded) preprocessed image: at every step the x_0
+probabilities of all windows (each mirrored and each fold, averaged) are blended with a
+Gaussian importance map into one full-image x_0 map, and x_{t-1} is drawn from the exact
+posterior mixture on the full image. Samples therefore stay coherent across window borders.
+
+Every window image is encoded once per mirroring and fold (``net.encode``); the caches are
+reused for all steps and all N samples (``expand_cache``), so a step costs only ``denoise``.
+
+A 2d configuration of 3D data (``configuration.slice_axis`` set) treats the volume with a
+window of one voxel along the slice axis: every slice is a 2D image and slices are batched
+like windows. The chain still runs on the whole volume (one x_t per sample).
+"""
+from __future__ import annotations
+
+import itertools
+from contextlib import nullcontext
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from acvl_utils.cropping_and_padding.padding import pad_nd_image
+from torch import Tensor
+
+from diffoseg_auto.diffusion.categorical_diffusion import CategoricalDiffusion
+from diffoseg_auto.inference.sliding_window import compute_gaussian, sliding_window_slicers
+from diffoseg_auto.network.denoiser_base import DenoiserBase, expand_cache
+from diffoseg_auto.plans.plans import ConfigurationPlan
+
+
+class DiffOSegPredictor:
+    """Samples label maps for one preprocessed case.
+
+    ``network``: one denoiser or a list (fold ensemble: x_0 probabilities averaged over folds at
+    every step). All networks must be of the same stage (Stage I: no rater; Stage II: rater prompts).
+    ``max_batch``: rows (windows x samples) per network call; default
+    ``configuration.inference.windows_per_batch * num_samples``.
+    """
+
+    def __init__(self, network: DenoiserBase | Sequence[DenoiserBase], diffusion: CategoricalDiffusion,
+                 configuration: ConfigurationPlan, device: torch.device | str = "cpu", use_mirroring: bool = True,
+                 step_size: float = 0.5, max_batch: int | None = None):
+        nets = list(network) if isinstance(network, (list, tuple)) else [network]
+        if not nets:
+            raise ValueError("DiffOSegPredictor needs at least one network")
+        stages = {getattr(n, "num_raters", None) for n in nets}
+        if len(stages) != 1:
+            raise ValueError(f"All networks of an ensemble must be of the same stage; got num_raters {sorted(map(str, stages))}")
+        if not 0 < step_size <= 1:
+            raise ValueError(f"step_size must be in (0, 1], got {step_size}")
+        if max_batch is not None and max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        self.device = torch.device(device)
+        self.networks = [n.to(self.device).eval() for n in nets]
+        self.num_raters: int | None = stages.pop()
+        self.diffusion = diffusion
+        self.configuration = configuration
+        self.step_size = float(step_size)
+        self.max_batch = max_batch
+        self.use_mirroring = bool(use_mirroring)
+        axes = list(configuration.augmentation.mirror_axes) if use_mirroring else []
+        # all subsets of the mirror axes (identity first), as nnU-Net's TTA
+        self.mirror_combinations: list[tuple[int, ...]] = [
+            c for r in range(len(axes) + 1) for c in itertools.combinations(sorted(axes), r)]
+
+    # ------------------------------------------------------------------ geometry helpers
+    def _volume_patch(self, ndim: int) -> list[int]:
+        """Window size in the coordinates of the sampled array (1 along the slice axis of 2d-on-3D)."""
+        cfg = self.configuration
+        patch = [int(p) for p in cfg.patch_size]
+        if cfg.slice_axis is None:
+            if ndim != cfg.spatial_dims:
+                raise ValueError(f"sample_case: data has {ndim} spatial dims but the configuration is {cfg.spatial_dims}d "
+                                 "(and has no slice_axis). Preprocess the case with the same configuration.")
+            return patch
+        if ndim != cfg.spatial_dims + 1:
+            raise ValueError(f"sample_case: a 2d configuration with slice_axis={cfg.slice_axis} expects 3D data (C, Z, Y, X), "
+                             f"got {ndim} spatial dims")
+        return patch[:cfg.slice_axis] + [1] + patch[cfg.slice_axis:]
+
+    def _to_net(self, window: Tensor) -> Tensor:
+        """(B, C, *vol_patch) -> (B, C, *net_patch): drop the slice axis of 2d-on-3D."""
+        ax = self.configuration.slice_axis
+        return window if ax is None else window.squeeze(ax + 2)
+
+    def _from_net(self, window: Tensor) -> Tensor:
+        ax = self.configuration.slice_axis
+        return window if ax is None else window.unsqueeze(ax + 2)
+
+    def _autocast(self):
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+        return nullcontext()
+
+    # ------------------------------------------------------------------ sampling
+    @torch.no_grad()
+    def sample_case(self, data: np.ndarray, num_samples: int, sampling_steps: int, rater_id: int | None = None,
+                    seed: int = 0, final_step: str | None = None) -> np.ndarray:
+        """``data`` (C, *S) preprocessed image -> (N, *S) uint8 label samples in preprocessed geometry."""
+        data = np.asarray(data)
+        if data.ndim < 3:
+            raise ValueError(f"sample_case: data must be channel first (C, *S), got shape {data.shape}")
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        if self.num_raters is None and rater_id is not None:
+            raise ValueError("sample_case: rater_id given, but the network is a Stage I (consensus) model. "
+                             "Load the Stage II model for per-rater sampling.")
+        if self.num_raters is not None and (rater_id is None or not 0 <= int(rater_id) < self.num_raters):
+            raise ValueError(f"sample_case: the Stage II model needs rater_id in 0..{self.num_raters - 1}, got {rater_id}")
+        final_step = final_step or self.configuration.diffusion.final_step
+        n_samples = int(num_samples)
+        K = self.diffusion.num_classes
+
+        vol_patch = self._volume_patch(data.ndim - 1)
+        image = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32)).to(self.device)
+        image, unpad = pad_nd_image(image, vol_patch, "constant", {"value": 0}, True)
+        spatial = tuple(image.shape[1:])
+        windows = sliding_window_slicers(spatial, vol_patch, self.step_size)
+
+        # Gaussian blending weights: per-window map and the full-image normaliser
+        gauss = self._from_net(compute_gaussian(self.configuration.patch_size, device=self.device)[None, None])[0, 0]
+        weight_sum = torch.zeros(spatial, device=self.device)
+        for sl in windows:
+            weight_sum[sl] += gauss
+
+        max_batch = self.max_batch or max(1, int(self.configuration.inference.windows_per_batch)) * n_samples
+        win_per_call = max(1, max_batch // n_samples)
+        samples_per_call = min(n_samples, max_batch)
+        chunks = [windows[i:i + win_per_call] for i in range(0, len(windows), win_per_call)]
+        caches = self._encode_windows(image, chunks)
+        rater = None if rater_id is None else int(rater_id)
+
+        def denoise_fn(x_t: Tensor, t: Tensor) -> Tensor:
+            acc = torch.zeros_like(x_t)
+            for chunk, chunk_caches in zip(chunks, caches):
+                w = len(chunk)
+                for j0 in range(0, n_samples, samples_per_call):
+                    j1 = min(n_samples, j0 + samples_per_call)
+                    n = j1 - j0
+                    # rows window-major: row b*n + j = window b, sample j0 + j (matches expand_cache)
+                    xw = self._to_net(torch.stack([x_t[(slice(j0, j1), slice(None), *sl)] for sl in chunk], 0).flatten(0, 1))
+                    tw = t[j0:j1].repeat(w)
+                    rw = None if rater is None else torch.full((w * n,), rater, dtype=torch.long, device=self.device)
+                    probs = self._x0_probs(chunk_caches, xw, tw, rw, n)
+                    probs = self._from_net(probs).unflatten(0, (w, n)) * gauss
+                    for b, sl in enumerate(chunk):
+                        acc[(slice(j0, j1), slice(None), *sl)] += probs[b]
+            return acc / weight_sum
+
+        generator = torch.Generator(device=self.device).manual_seed(int(seed))
+        labels = self.diffusion.sample(denoise_fn, (n_samples, K, *spatial), int(sampling_steps), final_step=final_step,
+                                       generator=generator, device=self.device)
+        labels = labels[(slice(None), *unpad[1:])]
+        return labels.to(torch.uint8).cpu().numpy()
+
+    def _encode_windows(self, image: Tensor, chunks: list[list[tuple[slice, ...]]]) -> list[list[Any]]:
+        """caches[chunk][fold * n_mirror + mirror]: the encoder output of the (mirrored) window batch."""
+        out = []
+        for chunk in chunks:
+            img = self._to_net(torch.stack([image[(slice(None), *sl)] for sl in chunk], 0))
+            per_chunk = []
+            for net in self.networks:
+                for axes in self.mirror_combinations:
+                    with self._autocast():
+                        per_chunk.append(net.encode(self._flip(img, axes)))
+            out.append(per_chunk)
+        return out
+
+    def _x0_probs(self, chunk_caches: list[Any], x_t: Tensor, t: Tensor, rater: Tensor | None, n: int) -> Tensor:
+        """Mean over folds and mirrorings of softmax(logits), in unmirrored orientation."""
+        total = None
+        i = 0
+        for net in self.networks:
+            for axes in self.mirror_combinations:
+                cache = expand_cache(chunk_caches[i], n)
+                i += 1
+                with self._autocast():
+                    logits = net.denoise(cache, self._flip(x_t, axes), t, rater)
+                p = self._flip(torch.softmax(logits.float(), dim=1), axes)
+                total = p if total is None else total + p
+        return total / i
+
+    @staticmethod
+    def _flip(x: Tensor, axes: tuple[int, ...]) -> Tensor:
+        return torch.flip(x, [a + 2 for a in axes]) if axes else x

@@ -1,0 +1,205 @@
+"""Prediction: sliding-window geometry, whole-image diffusion sampling, export, diffoseg_predict."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from diffoseg_auto.diffusion.categorical_diffusion import CategoricalDiffusion
+from diffoseg_auto.inference.predictor import DiffOSegPredictor
+from diffoseg_auto.inference.sliding_window import compute_gaussian, compute_steps_for_sliding_window, sliding_window_slicers
+from diffoseg_auto.network.denoiser_base import DenoiserBase
+from diffoseg_auto.plans.plans import ArchitecturePlan, AugmentationPlan, ConfigurationPlan, DiffusionPlan, InferencePlan
+
+
+def make_configuration(patch=(16, 16), mirror_axes=(0, 1), slice_axis=None, spatial_dims=None, windows_per_batch=4,
+                       num_timesteps=20, denoiser="cached_encoder") -> ConfigurationPlan:
+    d = spatial_dims or len(patch)
+    arch = ArchitecturePlan(n_stages=2, features_per_stage=[4, 8], kernel_sizes=[[3] * d] * 2, strides=[[1] * d, [2] * d],
+                            n_conv_per_stage=[1, 1], n_conv_per_stage_decoder=[1], time_embedding_dim=8, num_prompts=2,
+                            prompt_dim=4, denoiser=denoiser)
+    return ConfigurationPlan(
+        data_identifier="test", spatial_dims=d, patch_size=list(patch), batch_size=2, spacing=[1.0] * d,
+        median_image_size_in_voxels=list(patch), normalization_schemes=["zscore"], use_mask_for_norm=[False],
+        resampling_order_data=3, resampling_order_seg=1, architecture=arch,
+        diffusion=DiffusionPlan(num_timesteps=num_timesteps, sampling_steps=5, num_samples=2),
+        augmentation=AugmentationPlan(mirror_axes=list(mirror_axes)),
+        inference=InferencePlan(windows_per_batch=windows_per_batch), slice_axis=slice_axis)
+
+
+class ThresholdDenoiser(DenoiserBase):
+    """Predicts x0 = (image > 0.5) with huge confidence, whatever x_t; counts encode/denoise rows."""
+
+    def __init__(self, spatial_dims: int = 2, num_classes: int = 2, num_raters: int | None = None):
+        super().__init__(1, num_classes, num_raters, spatial_dims)
+        self.dummy = nn.Parameter(torch.zeros(()))
+        self.encoded_rows = 0
+        self.encode_calls = 0
+        self.denoise_calls = 0
+
+    def encode(self, image):
+        self._check_image(image)
+        self.encoded_rows += image.shape[0]
+        self.encode_calls += 1
+        return {"mask": (image[:, 0] > 0.5).long()}
+
+    def denoise(self, cache, x_t, t, rater_id=None):
+        self._check_inputs(x_t, t, rater_id)
+        self.denoise_calls += 1
+        mask = cache["mask"]
+        assert mask.shape[0] == x_t.shape[0] and mask.shape[1:] == x_t.shape[2:]
+        if rater_id is not None:  # rater k draws the mask shifted by k classes (to see the prompt arrive)
+            mask = (mask + rater_id.view(-1, *[1] * self.spatial_dims)) % self.num_classes
+        return 50.0 * nn.functional.one_hot(mask, self.num_classes).movedim(-1, 1).float()
+
+
+# ------------------------------------------------------------------ sliding-window geometry
+
+def test_gaussian_properties():
+    g = compute_gaussian((16, 12))
+    assert g.shape == (16, 12)
+    assert float(g.max()) == pytest.approx(1.0)
+    assert float(g.min()) > 0
+    assert torch.allclose(g, g.flip(0)) and torch.allclose(g, g.flip(1))  # symmetric about the centre
+    # separable Gaussian centred at (7.5, 5.5) with sigma = patch / 8 = (2, 1.5), divided by its
+    # value at the nearest voxel (offset 0.5 on each axis)
+    expected_corner = math.exp(-0.5 * ((7.5 ** 2 - 0.5 ** 2) / 2.0 ** 2 + (5.5 ** 2 - 0.5 ** 2) / 1.5 ** 2))
+    assert float(g[0, 0]) == pytest.approx(expected_corner, rel=1e-5)
+    assert int(g.argmax()) in (7 * 12 + 5, 7 * 12 + 6, 8 * 12 + 5, 8 * 12 + 6)
+
+
+@pytest.mark.parametrize("size,patch,step", [((40, 16), (16, 16), 0.5), ((50, 33, 17), (16, 8, 17), 0.5), ((64,), (32,), 1.0),
+                                             ((31, 29), (8, 8), 0.25)])
+def test_sliding_window_covers_image(size, patch, step):
+    steps = compute_steps_for_sliding_window(size, patch, step)
+    for s, p, st in zip(size, patch, steps):
+        assert len(st) == math.ceil((s - p) / (p * step)) + 1  # window count formula
+        assert st[0] == 0 and st[-1] == s - p
+    slicers = sliding_window_slicers(size, patch, step)
+    assert len(slicers) == int(np.prod([len(s) for s in steps]))
+    cover = np.zeros(size, dtype=int)
+    for sl in slicers:
+        cover[sl] += 1
+    assert cover.min() >= 1
+
+
+def test_slice_tile_gives_one_window_per_slice():
+    assert compute_steps_for_sliding_window((5, 32, 32), (1, 32, 16), 0.5) == [[0, 1, 2, 3, 4], [0], [0, 8, 16]]
+
+
+def test_sliding_window_rejects_bad_input():
+    with pytest.raises(ValueError, match="smaller than the patch"):
+        compute_steps_for_sliding_window((8, 8), (16, 16), 0.5)
+    with pytest.raises(ValueError, match="step_size"):
+        compute_steps_for_sliding_window((16, 16), (16, 16), 0.0)
+
+
+# ------------------------------------------------------------------ predictor
+
+def _blob_image(shape, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.random((1, *shape)).astype(np.float32)
+
+
+def test_known_x0_gives_exact_mask_over_several_windows_with_mirroring():
+    cfg = make_configuration(patch=(16, 16), mirror_axes=(0, 1))
+    net = ThresholdDenoiser()
+    data = _blob_image((40, 24))
+    pred = DiffOSegPredictor(net, CategoricalDiffusion(2, 20), cfg, "cpu", use_mirroring=True, step_size=0.5)
+    samples = pred.sample_case(data, num_samples=3, sampling_steps=5, seed=1)
+    assert samples.shape == (3, 40, 24) and samples.dtype == np.uint8
+    expected = (data[0] > 0.5).astype(np.uint8)
+    for s in samples:
+        np.testing.assert_array_equal(s, expected)
+
+
+def test_encode_once_per_window_mirror_fold():
+    cfg = make_configuration(patch=(16, 16), mirror_axes=(0, 1), windows_per_batch=2)
+    nets = [ThresholdDenoiser(), ThresholdDenoiser()]
+    data = _blob_image((40, 24))
+    n_windows = len(sliding_window_slicers((40, 24), (16, 16), 0.5))
+    assert n_windows == 4 * 2  # ceil((40-16)/8)+1 by ceil((24-16)/8)+1
+    pred = DiffOSegPredictor(nets, CategoricalDiffusion(2, 20), cfg, "cpu", use_mirroring=True)
+    steps = 4
+    samples = pred.sample_case(data, num_samples=2, sampling_steps=steps)
+    np.testing.assert_array_equal(samples[0], (data[0] > 0.5))
+    n_chunks = math.ceil(n_windows / 2)  # windows_per_batch = 2 windows per call
+    for net in nets:
+        assert net.encoded_rows == n_windows * 4  # every window x 4 mirrorings, once for all steps and samples
+        assert net.encode_calls == n_chunks * 4
+        assert net.denoise_calls == n_chunks * 4 * steps
+
+
+def test_image_smaller_than_patch_is_padded_and_cropped_back():
+    cfg = make_configuration(patch=(16, 16), mirror_axes=())
+    data = _blob_image((10, 13), seed=3)
+    pred = DiffOSegPredictor(ThresholdDenoiser(), CategoricalDiffusion(2, 20), cfg, "cpu")
+    samples = pred.sample_case(data, 2, 3)
+    assert samples.shape == (2, 10, 13)
+    np.testing.assert_array_equal(samples[1], data[0] > 0.5)
+
+
+def test_stage2_rater_prompt_and_rater_checks():
+    cfg = make_configuration(patch=(16, 16), mirror_axes=(1,))
+    data = _blob_image((16, 20), seed=4)
+    pred = DiffOSegPredictor(ThresholdDenoiser(num_classes=3, num_raters=2), CategoricalDiffusion(3, 20), cfg, "cpu")
+    s = pred.sample_case(data, 1, 3, rater_id=1)
+    np.testing.assert_array_equal(s[0], (data[0] > 0.5).astype(np.uint8) + 1)
+    with pytest.raises(ValueError, match="rater_id in 0..1"):
+        pred.sample_case(data, 1, 3)
+    stage1 = DiffOSegPredictor(ThresholdDenoiser(), CategoricalDiffusion(2, 20), cfg, "cpu")
+    with pytest.raises(ValueError, match="Stage I"):
+        stage1.sample_case(data, 1, 3, rater_id=0)
+
+
+def test_2d_configuration_on_3d_data_slices():
+    cfg = make_configuration(patch=(16, 16), mirror_axes=(0, 1), slice_axis=0, windows_per_batch=3)
+    net = ThresholdDenoiser(spatial_dims=2)
+    data = _blob_image((5, 16, 24), seed=5)
+    pred = DiffOSegPredictor(net, CategoricalDiffusion(2, 20), cfg, "cpu")
+    samples = pred.sample_case(data, 2, 3)
+    assert samples.shape == (2, 5, 16, 24)
+    np.testing.assert_array_equal(samples[0], data[0] > 0.5)
+    assert net.encoded_rows == 5 * 2 * 4  # 5 slices x 2 windows per slice x 4 mirrorings
+
+
+def test_2d_configuration_on_3d_data_slice_axis_2():
+    cfg = make_configuration(patch=(8, 8), mirror_axes=(), slice_axis=2)
+    net = ThresholdDenoiser(spatial_dims=2)
+    data = _blob_image((8, 12, 3), seed=6)
+    samples = DiffOSegPredictor(net, CategoricalDiffusion(2, 20), cfg, "cpu").sample_case(data, 1, 2)
+    np.testing.assert_array_equal(samples[0], data[0] > 0.5)
+    assert net.encoded_rows == 3 * 2
+
+
+class RandomDenoiser(ThresholdDenoiser):
+    """x0 prediction depends on x_t (so the chain's randomness shows in the samples)."""
+
+    def denoise(self, cache, x_t, t, rater_id=None):
+        self._check_inputs(x_t, t, rater_id)
+        return 0.5 * x_t + 0.1 * cache["mask"][:, None].float()
+
+
+def test_deterministic_given_seed():
+    cfg = make_configuration(patch=(16, 16), mirror_axes=(0,))
+    data = _blob_image((24, 24), seed=7)
+    pred = DiffOSegPredictor(RandomDenoiser(num_classes=3), CategoricalDiffusion(3, 20), cfg, "cpu")
+    a = pred.sample_case(data, 4, 5, seed=11)
+    b = pred.sample_case(data, 4, 5, seed=11)
+    c = pred.sample_case(data, 4, 5, seed=12)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    assert not np.array_equal(a[0], a[1])  # samples differ from each other
+    # the batching layout does not change the result
+    pred_small = DiffOSegPredictor(RandomDenoiser(num_classes=3), CategoricalDiffusion(3, 20), cfg, "cpu", max_batch=1)
+    np.testing.assert_array_equal(pred_small.sample_case(data, 4, 5, seed=11), a)
+
+
+def test_wrong_data_dimensionality_is_a_clear_error():
+    cfg = make_configuration(patch=(16, 16))
+    pred = DiffOSegPredictor(ThresholdDenoiser(), CategoricalDiffusion(2, 20), cfg, "cpu")
+    with pytest.raises(ValueError, match="3 spatial dims but the configuration is 2d"):
+        pred.sample_case(np.zeros((1, 4, 16, 16), np.float32), 1, 2)
