@@ -112,3 +112,38 @@ def run_cli(fn: Callable[[], Path]) -> int:
         return 1
     print(f"Wrote dataset to {out}")
     return 0
+
+
+def read_mask_gray(path: str | Path) -> tuple[np.ndarray, dict]:
+    """Read a mask that may be stored as RGB (some tools save masks that way) as one gray channel."""
+    from diffoseg_auto.io.image_io import read_image_file
+
+    arr, props = read_image_file(path)
+    return (arr[0] if arr.shape[0] == 1 else arr.mean(0)), props
+
+
+def binarize(mask: np.ndarray, threshold: float, invert: bool = False) -> np.ndarray:
+    """uint8 0/1: ``mask > threshold``, or ``mask < threshold`` for dark-object masks (``invert``)."""
+    return ((mask < threshold) if invert else (mask > threshold)).astype(np.uint8)
+
+
+def file_stem(path: str | Path) -> str:
+    """File name without its (possibly double, e.g. .nii.gz) supported ending."""
+    from diffoseg_auto.io.image_io import file_ending_of
+
+    name = Path(path).name
+    return name[: -len(file_ending_of(name))]
+
+
+def sanitize_case_name(name: str) -> str:
+    """Case identifiers become file names: keep letters, digits, '_', '-' and '.'."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9_.\-]", "_", name)
+
+
+def require_dir(path: str | Path, what: str) -> Path:
+    path = Path(path)
+    if not path.is_dir():
+        raise ConversionError(f"{path}: {what} folder does not exist. Check the path given on the command line.")
+    return path
