@@ -1,0 +1,161 @@
+"""Console commands: diffoseg_plan_and_preprocess and its three steps on their own."""
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from typing import Sequence
+
+DEFAULT_PLANNER = "planners.experiment_planner.ExperimentPlanner"
+ALL_CONFIGURATIONS = ("2d", "3d_fullres", "3d_lowres")
+
+
+def _add_dataset(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-d", nargs="+", required=True, help="dataset id(s) or name(s), e.g. 170 or Dataset170_NPC")
+
+
+def _add_np(p: argparse.ArgumentParser) -> None:
+    from diffoseg_auto.preprocessing.parallel import default_num_processes
+
+    p.add_argument("-np", type=int, default=default_num_processes(),
+                   help="worker processes (default min(2, cpu count); <= 1 runs in-process)")
+
+
+def _add_plan(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-gpu_memory_target", type=float, default=8.0, help="GPU memory (GB) the batch/patch must fit")
+    p.add_argument("-pl", default=DEFAULT_PLANNER, help="planner class as a dotted path (plug-in)")
+    p.add_argument("-overwrite_plans_name", default=None, help="plans name (default: the planner's, DiffOSegPlans)")
+
+
+def _add_preprocess(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-c", nargs="+", default=list(ALL_CONFIGURATIONS),
+                   help="configurations to preprocess (those the plans do not contain are skipped)")
+    p.add_argument("-plans_name", default="DiffOSegPlans", help="plans file to preprocess with")
+
+
+def run_fingerprint(datasets: Sequence[str], num_processes: int, verify: bool, clean: bool) -> None:
+    from planners.fingerprint import extract_fingerprint_dataset
+
+    for d in datasets:
+        print(f"Fingerprint of {d}")
+        extract_fingerprint_dataset(d, num_processes, clean=clean, verify_integrity=verify)
+
+
+def run_planning(datasets: Sequence[str], planner: str, gpu_gb: float, plans_name: str | None) -> list[str]:
+    from planners.experiment_planner import plan_experiment
+
+    names = []
+    for d in datasets:
+        plans = plan_experiment(d, planner, gpu_gb, plans_name)
+        names.append(plans.plans_name)
+        for name, c in plans.configurations.items():
+            print(f"{plans.dataset_name} {name}: patch {c.patch_size}, batch {c.batch_size}, "
+                  f"stages {c.architecture.n_stages}, spacing {[round(s, 4) for s in c.spacing]}")
+    return names
+
+
+def run_preprocessing(datasets: Sequence[str], configurations: Sequence[str], plans_name: str, num_processes: int,
+                      clean: bool) -> None:
+    from diffoseg_auto.paths import preprocessed_root
+    from diffoseg_auto.plans.plans import load_plans
+    from diffoseg_auto.preprocessing.preprocessor import DefaultPreprocessor
+    from diffoseg_auto.utilities.dataset_name_id import resolve_dataset_name
+
+    for d in datasets:
+        name = resolve_dataset_name(d)
+        plans = load_plans(preprocessed_root() / name / f"{plans_name}.json")
+        for c in configurations:
+            if c not in plans.configurations:
+                print(f"{name}: configuration '{c}' is not in the plans (e.g. 3d configurations of 2D data); skipped")
+                continue
+            pp = DefaultPreprocessor(plans, c)
+            if clean and pp.output_folder(name).is_dir():
+                shutil.rmtree(pp.output_folder(name))
+            out = pp.run(name, num_processes)
+            print(f"{name} {c}: preprocessed into {out}")
+
+
+def _main(fn, argv: Sequence[str] | None) -> None:
+    """Turn the expected user errors into one readable line instead of a traceback."""
+    from diffoseg_auto.dataset.raw_dataset import DatasetFormatError
+    from diffoseg_auto.paths import EnvironmentVariableNotSetError
+    from diffoseg_auto.plans.plans import PlansValidationError
+    from diffoseg_auto.utilities.dataset_name_id import DatasetNotFoundError
+
+    errors: tuple[type[BaseException], ...] = (DatasetFormatError, EnvironmentVariableNotSetError, PlansValidationError,
+                                               DatasetNotFoundError, FileNotFoundError, ValueError)
+    try:
+        from diffoseg_auto.dataset.integrity import DatasetIntegrityError
+
+        errors = errors + (DatasetIntegrityError,)
+    except ImportError:
+        pass
+    try:
+        fn(argv)
+    except errors as e:
+        print(f"ERROR: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
+def plan_and_preprocess(argv: Sequence[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description="Fingerprint, plan and preprocess multi-rater dataset(s).")
+    _add_dataset(p)
+    _add_np(p)
+    _add_plan(p)
+    _add_preprocess(p)
+    p.add_argument("--verify_dataset_integrity", action="store_true", help="check the raw dataset first")
+    p.add_argument("--clean", action="store_true", help="recompute the fingerprint and overwrite preprocessed data")
+    p.add_argument("--no_pp", action="store_true", help="fingerprint and plan only")
+    a = p.parse_args(argv)
+    run_fingerprint(a.d, a.np, a.verify_dataset_integrity, a.clean)
+    names = run_planning(a.d, a.pl, a.gpu_memory_target, a.overwrite_plans_name)
+    if not a.no_pp:
+        run_preprocessing(a.d, a.c, names[0], a.np, a.clean)
+
+
+def extract_fingerprint(argv: Sequence[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description="Compute dataset_fingerprint.json for raw dataset(s).")
+    _add_dataset(p)
+    _add_np(p)
+    p.add_argument("--verify_dataset_integrity", action="store_true")
+    p.add_argument("--clean", action="store_true", help="recompute even if a fingerprint exists")
+    a = p.parse_args(argv)
+    run_fingerprint(a.d, a.np, a.verify_dataset_integrity, a.clean)
+
+
+def plan_experiment(argv: Sequence[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description="Write DiffOSegPlans.json from an existing fingerprint.")
+    _add_dataset(p)
+    _add_plan(p)
+    a = p.parse_args(argv)
+    run_planning(a.d, a.pl, a.gpu_memory_target, a.overwrite_plans_name)
+
+
+def preprocess(argv: Sequence[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description="Preprocess raw dataset(s) with existing plans.")
+    _add_dataset(p)
+    _add_np(p)
+    _add_preprocess(p)
+    p.add_argument("--clean", action="store_true", help="delete existing preprocessed data of the configuration first")
+    a = p.parse_args(argv)
+    run_preprocessing(a.d, a.c, a.plans_name, a.np, a.clean)
+
+
+def plan_and_preprocess_entry(argv: Sequence[str] | None = None) -> None:
+    _main(plan_and_preprocess, argv)
+
+
+def extract_fingerprint_entry(argv: Sequence[str] | None = None) -> None:
+    _main(extract_fingerprint, argv)
+
+
+def plan_experiment_entry(argv: Sequence[str] | None = None) -> None:
+    _main(plan_experiment, argv)
+
+
+def preprocess_entry(argv: Sequence[str] | None = None) -> None:
+    _main(preprocess, argv)
+
+
+if __name__ == "__main__":
+    plan_and_preprocess_entry()
