@@ -1,0 +1,73 @@
+"""Distributed data parallel helpers: init from torchrun's environment, launch with -num_gpus, reductions.
+
+Under torchrun (RANK / WORLD_SIZE / LOCAL_RANK set) the process group uses nccl on CUDA and
+gloo otherwise. ``launch_torchrun`` starts ``python -m torch.distributed.run --nproc_per_node N``
+on this same command, so ``diffoseg_train ... -num_gpus 2`` behaves like nnU-Net's.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import torch
+import torch.distributed as dist
+
+DIST_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
+
+
+def launched_by_torchrun() -> bool:
+    return all(k in os.environ for k in DIST_ENV)
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    return dist.get_rank() if is_distributed() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def init_from_env(device_type: str) -> torch.device:
+    """Join the process group torchrun set up; returns this rank's device (cuda:LOCAL_RANK or cpu)."""
+    local_rank = int(os.environ["LOCAL_RANK"])
+    use_cuda = device_type == "cuda" and torch.cuda.is_available()
+    if not is_distributed():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+def cleanup() -> None:
+    if is_distributed():
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    if is_distributed():
+        dist.barrier()
+
+
+def mean_over_ranks(value: float, device: torch.device) -> float:
+    if not is_distributed():
+        return float(value)
+    t = torch.tensor([float(value)], dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return float(t.item()) / world_size()
+
+
+def per_rank_batch_size(batch_size: int, world: int) -> int:
+    return max(1, int(batch_size) // max(1, int(world)))
+
+
+def launch_torchrun(num_processes: int, argv: list[str], module: str = "diffoseg_auto.training.run_training") -> int:
+    """Re-run ``module`` with ``argv`` under torchrun with ``num_processes`` ranks; returns the exit code."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={int(num_processes)}",
+           "-m", module, *argv]
+    return subprocess.call(cmd)

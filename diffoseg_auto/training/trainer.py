@@ -1,0 +1,323 @@
+"""DiffOSeg trainer: nnU-Net-like hooks around small parts (data, augmentation, targets, diffusion,
+network factory, EMA, checkpoints, logger).
+
+One trainer object trains ONE stage of one fold. Stage I learns the probabilistic consensus, Stage II
+starts from the Stage I fold checkpoint and learns per-rater prompts. Reproducibility: every random
+stream of an epoch (patch sampling, augmentation, targets, timesteps, forward noise) is seeded from
+(seed, rank, epoch), so a run resumed at epoch e repeats epochs e.. exactly (in-process loading,
+``num_workers=0``; background workers are fast but not bit-reproducible).
+"""
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from diffoseg_auto.diffusion.categorical_diffusion import CategoricalDiffusion
+from diffoseg_auto.network.factory import build_denoiser, freeze_backbone, transfer_stage1_weights
+from diffoseg_auto.plans.plans import Plans
+from diffoseg_auto.preprocessing.case_storage import list_preprocessed_cases, unpack_dataset
+from diffoseg_auto.training import ddp
+from diffoseg_auto.training.augmentation import (default_num_workers, get_training_transforms, get_validation_transforms,
+                                                 make_augmenter, sampling_patch_size, seed_augmentation)
+from diffoseg_auto.training.checkpointing import (CheckpointError, capture_rng_state, check_compatible,
+                                                  load_checkpoint, save_checkpoint)
+from diffoseg_auto.training.data_loader import DiffOSegDataLoader
+from diffoseg_auto.training.ema import EMA
+from diffoseg_auto.training.logger import TrainingLogger
+from diffoseg_auto.training.optim import build_optimizer, lr_at_epoch, set_lr
+from diffoseg_auto.training.outputs import (copy_plan_files, fold_folder, preprocessed_dataset_folder, stage_folder,
+                                            trainer_folder)
+from diffoseg_auto.training.splits import get_or_create_splits, select_fold
+from diffoseg_auto.training.targets import consensus_targets, rater_targets
+from diffoseg_auto.training.validation import validate_cases
+from diffoseg_auto.utilities.file_ops import load_json, save_json
+
+
+class Stage1CheckpointMissingError(FileNotFoundError):
+    pass
+
+
+class DiffOSegTrainer:
+    save_every = 5  # checkpoint_latest every N epochs (and at the end); resume repeats the epochs since
+
+    def __init__(self, plans: Plans, configuration: str, fold: int | str, dataset_name: str, stage: int,
+                 device: torch.device, seed: int = 12345, num_epochs: int | None = None,
+                 iterations_per_epoch: int | None = None, output_folder: str | Path | None = None,
+                 num_workers: int | None = None, val_iterations: int | None = None,
+                 freeze_backbone: bool | None = None):
+        if stage not in (1, 2):
+            raise ValueError(f"stage must be 1 or 2, got {stage}")
+        self.plans, self.configuration, self.fold, self.dataset_name = plans, configuration, fold, dataset_name
+        self.cfg = plans.get_configuration(configuration)
+        self.stage, self.seed = stage, int(seed)
+        self.device = torch.device(device)
+        self.rank, self.world_size = ddp.rank(), ddp.world_size()
+        self.is_main = self.rank == 0
+        tr, s2 = self.cfg.training, self.cfg.stage2
+        self.initial_lr = tr.initial_lr if stage == 1 else s2.initial_lr
+        self.num_epochs = int(num_epochs if num_epochs is not None else (tr.num_epochs if stage == 1 else s2.num_epochs))
+        self.iterations_per_epoch = int(iterations_per_epoch if iterations_per_epoch is not None else
+                                        (tr.iterations_per_epoch if stage == 1 else s2.iterations_per_epoch))
+        self.val_iterations = int(val_iterations if val_iterations is not None else tr.num_val_iterations_per_epoch)
+        self.freeze_backbone = bool(s2.freeze_backbone if freeze_backbone is None else freeze_backbone) and stage == 2
+        self.num_workers = default_num_workers() if num_workers is None else int(num_workers)
+        self.batch_size = ddp.per_rank_batch_size(self.cfg.batch_size, self.world_size)
+        self.trainer_dir = (Path(output_folder) if output_folder is not None else
+                            trainer_folder(dataset_name, type(self).__name__, plans.plans_name, configuration))
+        self.output_folder = stage_folder(self.trainer_dir, fold, stage)
+        self.data_folder = preprocessed_dataset_folder(dataset_name) / self.cfg.data_identifier
+        self.use_amp = self.device.type == "cuda"
+        self.diffusion = CategoricalDiffusion(plans.num_classes, self.cfg.diffusion.num_timesteps,
+                                              self.cfg.diffusion.schedule, self.cfg.diffusion.schedule_shift)
+        self.logger = TrainingLogger()
+        self.current_epoch = 0
+        self.best_ema_val: float | None = None
+        self.was_initialized = False
+        self.network = self.ddp_network = self.optimizer = self.ema = self.grad_scaler = None
+
+    # ------------------------------------------------------------------ identity / set-up
+    @property
+    def init_args(self) -> dict:
+        return {"trainer_name": type(self).__name__, "plans_name": self.plans.plans_name,
+                "configuration": self.configuration, "dataset_name": self.dataset_name, "stage": self.stage,
+                "fold": self.fold, "num_raters": self.plans.num_raters, "num_classes": self.plans.num_classes}
+
+    def initialize(self) -> None:
+        if self.was_initialized:
+            return
+        torch.manual_seed(self.seed)  # identical initial weights on every rank
+        self.network = build_denoiser(self.plans, self.configuration, self.stage)
+        if self.stage == 2:
+            self._load_stage1()
+            if self.freeze_backbone:
+                freeze_backbone(self.network)
+        self.network.to(self.device)
+        self.ema = EMA(self.network, self.cfg.training.ema_decay)
+        self.ddp_network = self.network
+        if ddp.is_distributed():
+            self.ddp_network = torch.nn.parallel.DistributedDataParallel(
+                self.network, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.optimizer = build_optimizer(self.network, self.cfg.training.optimizer, self.initial_lr,
+                                         self.cfg.training.weight_decay)
+        self.grad_scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.was_initialized = True
+
+    def stage1_checkpoint_path(self) -> Path:
+        return stage_folder(self.trainer_dir, self.fold, 1) / "checkpoint_final.pth"
+
+    def _load_stage1(self) -> None:
+        path = self.stage1_checkpoint_path()
+        if not path.is_file():
+            raise Stage1CheckpointMissingError(
+                f"{path}: Stage I checkpoint not found. Run stage 1 first "
+                f"(diffoseg_train {self.dataset_name} {self.configuration} {self.fold} --stage 1), or use --stage both.")
+        ckpt = load_checkpoint(path)
+        check_compatible(ckpt, self.init_args, path)
+        self.stage1_not_transferred = transfer_stage1_weights(self.network, ckpt["network_weights"])
+
+    def _build_loaders(self) -> None:
+        cases = list_preprocessed_cases(self.data_folder)
+        if not cases:
+            raise FileNotFoundError(f"{self.data_folder}: no preprocessed cases. Run diffoseg_plan_and_preprocess "
+                                    f"for configuration '{self.configuration}' first.")
+        pp = preprocessed_dataset_folder(self.dataset_name)
+        if self.is_main:
+            groups = load_json(pp / "dataset.json").get("case_groups") if (pp / "dataset.json").is_file() else None
+            get_or_create_splits(pp, cases, groups, seed=self.seed)
+            unpack_dataset(self.data_folder)
+        ddp.barrier()
+        self.train_cases, self.val_cases = select_fold(get_or_create_splits(pp, cases, None), self.fold, cases,
+                                                       str(pp / "splits_final.json"))
+        aug, patch = self.cfg.augmentation, list(self.cfg.patch_size)
+        sd = self.cfg.spatial_dims
+        fg = self.cfg.training.oversample_foreground_percent
+        self.dl_tr = DiffOSegDataLoader(self.data_folder, self.train_cases, self.batch_size,
+                                        sampling_patch_size(patch, aug, sd), fg, self.cfg.slice_axis, self.seed, self.rank)
+        self.dl_val = DiffOSegDataLoader(self.data_folder, self.val_cases, self.batch_size, patch, fg,
+                                         self.cfg.slice_axis, self.seed + 1, self.rank)
+        small = len(self.train_cases) < 2 * max(self.num_workers, 1)
+        workers = 0 if small else self.num_workers
+        self.mt_tr = make_augmenter(self.dl_tr, get_training_transforms(patch, aug, sd), workers, self.seed + 100 * self.rank)
+        self.mt_val = make_augmenter(self.dl_val, get_validation_transforms(), max(0, workers // 2), self.seed + 7)
+
+    # ------------------------------------------------------------------ hooks
+    def on_train_start(self, continue_training: bool = False) -> None:
+        self.initialize()
+        if continue_training:
+            self.load_resume_checkpoint()
+        self._build_loaders()
+        if self.is_main:
+            self.output_folder.mkdir(parents=True, exist_ok=True)
+            copy_plan_files(self.plans, self.dataset_name, self.trainer_dir)
+            self.logger.open(self.output_folder)
+            save_json(self.debug_info(), self.output_folder / "debug.json")
+            self.print(f"stage {self.stage}, fold {self.fold}: {len(self.train_cases)} training / {len(self.val_cases)} "
+                       f"validation cases, {self.num_epochs} epochs x {self.iterations_per_epoch} iterations, "
+                       f"batch {self.batch_size} x {self.world_size} rank(s), device {self.device}")
+
+    def on_epoch_start(self) -> None:
+        e = self.current_epoch
+        self.network.train()
+        set_lr(self.optimizer, lr_at_epoch(self.initial_lr, e, self.num_epochs, self.cfg.training.lr_schedule,
+                                           self.cfg.training.poly_exponent))
+        self.dl_tr.set_epoch(e)
+        self.dl_val.set_epoch(e)
+        seed_augmentation([self.seed % 2**32, self.rank, e])
+        self.target_rng = np.random.RandomState([self.seed % 2**32, self.rank, e, 1])
+        self.torch_gen = torch.Generator().manual_seed(int(np.random.RandomState([self.seed % 2**32, self.rank, e, 2])
+                                                            .randint(0, 2**31 - 1)))
+        self.logger.log("epoch_start_timestamps", time.time(), e)
+        self.logger.log("lrs", self.optimizer.param_groups[0]["lr"], e)
+
+    def _loss(self, batch: dict, network) -> torch.Tensor:
+        data = torch.from_numpy(np.ascontiguousarray(batch["data"])).to(self.device, non_blocking=True)
+        seg, rmask, k = batch["seg"], batch["rater_mask"], self.plans.num_classes
+        if self.stage == 1:
+            x0, rater_id = consensus_targets(seg, rmask, k, self.cfg.training.consensus_target, self.target_rng), None
+        else:
+            x0, ids = rater_targets(seg, rmask, k, self.target_rng)
+            rater_id = torch.from_numpy(ids).to(self.device)
+        x0 = torch.from_numpy(x0).to(self.device)
+        t = self.diffusion.sample_timesteps(x0.shape[0], self.device, self.torch_gen)
+        x_t = self.diffusion.q_sample(x0, t, self.torch_gen)
+        with torch.autocast(self.device.type, enabled=self.use_amp):
+            logits = network(data, x_t, t, rater_id)
+        return self.diffusion.training_loss(x0, F.softmax(logits.float(), dim=1), x_t, t)
+
+    def train_step(self, batch: dict) -> float:
+        loss = self._loss(batch, self.ddp_network)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.grad_scaler.scale(loss).backward()
+        self.grad_scaler.unscale_(self.optimizer)
+        torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.cfg.training.grad_clip)
+        self.grad_scaler.step(self.optimizer)
+        self.grad_scaler.update()
+        self.ema.update(self.network)
+        return float(loss.detach().cpu())
+
+    @torch.no_grad()
+    def validation_step(self, batch: dict) -> float:
+        """Loss of the raw network (EMA lags far behind early in training) on an un-augmented val patch."""
+        return float(self._loss(batch, self.network).cpu())
+
+    def on_epoch_end(self, train_losses: list[float], val_losses: list[float]) -> None:
+        e = self.current_epoch
+        self.logger.log("train_losses", ddp.mean_over_ranks(np.mean(train_losses), self.device), e)
+        self.logger.log("val_losses", ddp.mean_over_ranks(np.mean(val_losses) if val_losses else np.nan, self.device), e)
+        self.logger.log("epoch_end_timestamps", time.time(), e)
+        self.current_epoch = e + 1
+        if self.is_main:
+            self.print(self.logger.epoch_line(e, self.num_epochs))
+            ema_val = self.logger.values["ema_val_losses"][e]
+            if np.isfinite(ema_val) and (self.best_ema_val is None or ema_val < self.best_ema_val):
+                self.best_ema_val = ema_val
+                self.save_checkpoint(self.output_folder / "checkpoint_best.pth")
+            if self.current_epoch % self.save_every == 0 or self.current_epoch == self.num_epochs:
+                self.save_checkpoint(self.output_folder / "checkpoint_latest.pth")
+            self.logger.plot(self.output_folder / "progress.png")
+
+    def on_train_end(self) -> None:
+        if self.is_main:
+            final = self.output_folder / "checkpoint_final.pth"
+            self.save_checkpoint(final)
+            self.save_checkpoint(self.output_folder / "checkpoint_latest.pth")
+            self.copy_final_to_fold()
+        for it in (self.mt_tr, self.mt_val):
+            if hasattr(it, "_finish"):
+                it._finish()
+        ddp.barrier()
+
+    def copy_final_to_fold(self) -> None:
+        """fold_N/checkpoint_final.pth = Stage II final when Stage II ran, else Stage I final."""
+        if self.stage == 1 and (stage_folder(self.trainer_dir, self.fold, 2) / "checkpoint_final.pth").is_file():
+            return
+        dst = fold_folder(self.trainer_dir, self.fold) / "checkpoint_final.pth"
+        tmp = dst.parent / f".tmp_{dst.name}"
+        shutil.copyfile(self.output_folder / "checkpoint_final.pth", tmp)
+        tmp.replace(dst)
+
+    # ------------------------------------------------------------------ loop
+    def run_training(self, continue_training: bool = False) -> None:
+        self.on_train_start(continue_training)
+        while self.current_epoch < self.num_epochs:
+            self.on_epoch_start()
+            train_losses = [self.train_step(next(self.mt_tr)) for _ in range(self.iterations_per_epoch)]
+            self.network.eval()
+            val_losses = [self.validation_step(next(self.mt_val)) for _ in range(self.val_iterations)]
+            self.on_epoch_end(train_losses, val_losses)
+        self.on_train_end()
+
+    def perform_actual_validation(self) -> dict | None:
+        """Sample every validation case with the EMA weights; write validation/summary.json (rank 0 only)."""
+        if not self.is_main:
+            return None
+        if not hasattr(self, "val_cases"):
+            cases = list_preprocessed_cases(self.data_folder)
+            pp = preprocessed_dataset_folder(self.dataset_name)
+            _, self.val_cases = select_fold(get_or_create_splits(pp, cases, None), self.fold, cases)
+        c = self.cfg
+        n = min(c.training.num_val_samples, c.diffusion.num_samples) if c.training.num_val_samples else c.diffusion.num_samples
+        return validate_cases(self.ema.model, self.diffusion, c, self.data_folder, self.val_cases, self.stage,
+                              self.plans.num_classes, self.plans.raters, self.device, self.output_folder / "validation",
+                              num_samples=n, sampling_steps=c.diffusion.sampling_steps)
+
+    # ------------------------------------------------------------------ checkpoints
+    def checkpoint_dict(self) -> dict:
+        return {"network_weights": self.ema.state_dict(), "raw_network_weights": self.network.state_dict(),
+                "optimizer_state": self.optimizer.state_dict(), "grad_scaler_state": self.grad_scaler.state_dict(),
+                "epoch": self.current_epoch, "logging": {**self.logger.state(), "best_ema_val": self.best_ema_val},
+                "rng_state": capture_rng_state({"data_loader": self.dl_tr.get_rng_state() if hasattr(self, "dl_tr") else None}),
+                "init_args": self.init_args, "trainer_name": type(self).__name__, "plans": self.plans.to_dict()}
+
+    def save_checkpoint(self, path: Path) -> None:
+        if self.is_main:
+            save_checkpoint(path, self.checkpoint_dict())
+
+    def load_checkpoint(self, path: str | Path, weights_only: bool = False) -> dict:
+        self.initialize()
+        ckpt = load_checkpoint(path)
+        check_compatible(ckpt, self.init_args, path, keys=("trainer_name", "plans_name", "configuration", "dataset_name",
+                                                            "stage", "fold", "num_raters", "num_classes"))
+        self.network.load_state_dict(ckpt["raw_network_weights"])
+        self.ema.load_state_dict(ckpt["network_weights"])
+        if not weights_only:
+            self.optimizer.load_state_dict(ckpt["optimizer_state"])
+            if ckpt.get("grad_scaler_state"):
+                self.grad_scaler.load_state_dict(ckpt["grad_scaler_state"])
+            self.current_epoch = int(ckpt["epoch"])
+            self.logger.load_state(ckpt["logging"], self.current_epoch)
+            self.best_ema_val = ckpt["logging"].get("best_ema_val")
+        return ckpt
+
+    def load_resume_checkpoint(self) -> None:
+        """--c: the most advanced of checkpoint_latest / checkpoint_final; none -> start fresh (with a note)."""
+        found = [p for p in (self.output_folder / "checkpoint_latest.pth", self.output_folder / "checkpoint_final.pth")
+                 if p.is_file()]
+        if not found:
+            self.print(f"--c: no checkpoint in {self.output_folder}, starting a new training")
+            return
+        best = max(found, key=lambda p: load_checkpoint(p)["epoch"])
+        self.load_checkpoint(best)
+        self.print(f"continuing from {best.name} at epoch {self.current_epoch}")
+
+    # ------------------------------------------------------------------ misc
+    def print(self, *args) -> None:
+        if self.is_main:
+            self.logger.print(*args)
+
+    def debug_info(self) -> dict:
+        return {**self.init_args, "seed": self.seed, "device": str(self.device), "world_size": self.world_size,
+                "batch_size_per_rank": self.batch_size, "num_epochs": self.num_epochs,
+                "iterations_per_epoch": self.iterations_per_epoch, "val_iterations": self.val_iterations,
+                "initial_lr": self.initial_lr, "freeze_backbone": self.freeze_backbone, "num_workers": self.num_workers,
+                "use_amp": self.use_amp, "save_every": self.save_every, "output_folder": str(self.output_folder),
+                "data_folder": str(self.data_folder), "configuration_plan": self.plans.to_dict()["configurations"][self.configuration],
+                "torch_version": torch.__version__, "network_class": type(self.network).__name__ if self.network else None}
+
+
+__all__ = ["DiffOSegTrainer", "CheckpointError", "Stage1CheckpointMissingError"]

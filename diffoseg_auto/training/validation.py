@@ -1,0 +1,48 @@
+"""End-of-stage validation: sample every validation case with the EMA network and score it against its raters."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from diffoseg_auto.evaluation.metrics import evaluate_case, summarize
+from diffoseg_auto.plans.plans import ConfigurationPlan
+from diffoseg_auto.preprocessing.case_storage import load_case
+from diffoseg_auto.training.targets import one_hot_np
+from diffoseg_auto.utilities.file_ops import save_json
+
+
+def consensus_from_samples(samples: np.ndarray, num_classes: int) -> np.ndarray:
+    """Argmax of the mean one-hot over samples (N,*S) -> (*S) uint8 (ties -> lower class)."""
+    return np.argmax(one_hot_np(samples, num_classes, axis=1).mean(0), axis=0).astype(np.uint8)
+
+
+def validate_cases(network: nn.Module, diffusion, configuration: ConfigurationPlan, data_folder: Path,
+                   cases: list[str], stage: int, num_classes: int, raters: list[str], device: torch.device,
+                   output_folder: Path, num_samples: int, sampling_steps: int, mode: str = "strict") -> dict:
+    """Stage 1: N samples per case (+ their consensus). Stage 2: one sample per rater prompt.
+    Writes ``output_folder/summary.json`` (atomic) and returns the summary."""
+    from diffoseg_auto.inference.predictor import DiffOSegPredictor
+
+    network.eval()
+    predictor = DiffOSegPredictor(network, diffusion, configuration, device,
+                                  use_mirroring=configuration.inference.use_mirroring,
+                                  step_size=configuration.inference.step_size)
+    per_case = []
+    for i, case in enumerate(tqdm(cases, desc=f"validation stage {stage}")):
+        data, seg, rater_mask, _ = load_case(data_folder, case, mmap=False)
+        if stage == 1:
+            samples = predictor.sample_case(data, num_samples, sampling_steps, seed=i)
+            res = evaluate_case(samples, seg, rater_mask, num_classes,
+                                consensus=consensus_from_samples(samples, num_classes), mode=mode)
+        else:
+            preds = np.stack([predictor.sample_case(data, 1, sampling_steps, rater_id=r, seed=i)[0]
+                              for r in range(len(raters))])
+            res = evaluate_case(None, seg, rater_mask, num_classes, rater_predictions=preds, mode=mode)
+        per_case.append({"case": case, **res})
+    summary = summarize(per_case, raters, mode)
+    save_json(summary, Path(output_folder) / "summary.json")
+    return summary

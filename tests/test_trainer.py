@@ -1,0 +1,140 @@
+"""End-to-end toy training (both stages), resume equality, --val, and bad-input errors."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from diffoseg_auto.plans.plans import (ArchitecturePlan, AugmentationPlan, ConfigurationPlan, DiffusionPlan, Plans,
+                                       Stage2Plan, TrainingPlan, save_plans)
+from diffoseg_auto.training.checkpointing import CheckpointError
+from diffoseg_auto.training.run_training import main, run_training
+from diffoseg_auto.training.splits import SplitsError
+from diffoseg_auto.training.trainer import Stage1CheckpointMissingError
+from diffoseg_auto.utilities.file_ops import save_json
+from test_training_data import make_toy_cases
+
+DATASET = "Dataset901_TrainToy"
+
+
+def tiny_plans(num_epochs: int = 1) -> Plans:
+    arch = ArchitecturePlan(n_stages=2, features_per_stage=[4, 8], kernel_sizes=[[3, 3], [3, 3]],
+                            strides=[[1, 1], [2, 2]], n_conv_per_stage=[1, 1], n_conv_per_stage_decoder=[1],
+                            time_embedding_dim=8, num_prompts=3, prompt_dim=4, x_t_width_divisor=2)
+    cfg = ConfigurationPlan(
+        data_identifier="DiffOSegPlans_2d", spatial_dims=2, patch_size=[32, 32], batch_size=2, spacing=[1.0, 1.0],
+        median_image_size_in_voxels=[32, 32], normalization_schemes=["zscore"], use_mask_for_norm=[False],
+        resampling_order_data=3, resampling_order_seg=1, architecture=arch,
+        diffusion=DiffusionPlan(num_timesteps=10, sampling_steps=2, num_samples=2),
+        training=TrainingPlan(num_epochs=num_epochs, iterations_per_epoch=2, num_val_iterations_per_epoch=1,
+                              ema_decay=0.5, num_val_samples=2, initial_lr=1e-2),
+        stage2=Stage2Plan(num_epochs=1, iterations_per_epoch=2, initial_lr=5e-3),
+        augmentation=AugmentationPlan(mirror_axes=[0, 1], rotation_degrees=[-20, 20]))
+    cfg.inference.use_mirroring = False
+    return Plans(dataset_name=DATASET, plans_name="DiffOSegPlans", num_classes=2, raters=["r0", "r1", "r2"],
+                 num_input_channels=1, original_median_spacing=[1.0, 1.0], original_median_shape=[32, 32],
+                 foreground_intensity_properties_per_channel={}, configurations={"2d": cfg})
+
+
+@pytest.fixture
+def toy(env_folders):
+    pp = env_folders["preprocessed"] / DATASET
+    cases = make_toy_cases(pp / "DiffOSegPlans_2d", n=4)
+    save_plans(tiny_plans(), pp / "DiffOSegPlans.json")
+    save_json({"raters": ["r0", "r1", "r2"], "labels": {"background": 0, "lesion": 1},
+               "case_groups": {c: f"p{i // 2}" for i, c in enumerate(cases)}}, pp / "dataset.json")
+    save_json({"toy": True}, pp / "dataset_fingerprint.json")
+    return env_folders
+
+
+def test_both_stages_write_every_file(toy, capsys):
+    trainers = run_training(DATASET, "2d", 0, "both", num_workers=0)
+    assert [t.stage for t in trainers] == [1, 2]
+    root = toy["results"] / DATASET / "DiffOSegTrainer__DiffOSegPlans__2d"
+    for name in ("plans.json", "dataset.json", "dataset_fingerprint.json"):
+        assert (root / name).is_file()
+    splits = json.loads((toy["preprocessed"] / DATASET / "splits_final.json").read_text())
+    assert len(splits) == 2 and splits[0]["val"] in (["case_000", "case_001"], ["case_002", "case_003"])  # grouped
+    for stage in (1, 2):
+        sf = root / "fold_0" / f"stage{stage}"
+        for name in ("checkpoint_latest.pth", "checkpoint_best.pth", "checkpoint_final.pth", "progress.png",
+                     "debug.json", "validation/summary.json"):
+            assert (sf / name).is_file(), f"stage{stage}/{name} missing"
+        assert len(list(sf.glob("training_log_*.txt"))) == 1
+        ck = torch.load(sf / "checkpoint_final.pth", weights_only=False)
+        assert ck["epoch"] == 1
+        assert ck["init_args"] == {"trainer_name": "DiffOSegTrainer", "plans_name": "DiffOSegPlans", "configuration": "2d",
+                                   "dataset_name": DATASET, "stage": stage, "fold": 0, "num_raters": 3, "num_classes": 2}
+        assert {"network_weights", "raw_network_weights", "optimizer_state", "grad_scaler_state", "logging",
+                "rng_state", "trainer_name", "plans"} <= set(ck)
+        assert len(ck["logging"]["train_losses"]) == 1 and np.isfinite(ck["logging"]["train_losses"][0])
+        assert json.loads((sf / "debug.json").read_text())["stage"] == stage
+        summary = json.loads((sf / "validation" / "summary.json").read_text())
+        assert summary["num_cases"] == 2
+        key = "GED" if stage == 1 else "Dice_rater_strict"
+        assert any(k.startswith(key) for k in summary["metrics"]), summary["metrics"].keys()
+    s1 = torch.load(root / "fold_0" / "stage1" / "checkpoint_final.pth", weights_only=False)
+    s2 = torch.load(root / "fold_0" / "stage2" / "checkpoint_final.pth", weights_only=False)
+    fold_final = torch.load(root / "fold_0" / "checkpoint_final.pth", weights_only=False)
+    assert fold_final["init_args"]["stage"] == 2
+    # EMA (decay 0.5) differs from the raw weights after training
+    k = next(n for n, v in s1["network_weights"].items() if v.dtype.is_floating_point and v.ndim > 1)
+    assert not torch.equal(s1["network_weights"][k], s1["raw_network_weights"][k])
+    assert s2["network_weights"].keys() != s1["network_weights"].keys()  # stage 2 has the prompt block
+    out = capsys.readouterr().out
+    assert "epoch 1/1" in out and "ETA" in out and "lr 1.00e-02" in out
+
+
+def test_resume_gives_same_weights_as_uninterrupted(toy, tmp_path):
+    full = run_training(DATASET, "2d", 0, "1", num_epochs=2, num_workers=0, output_folder=tmp_path / "a",
+                        skip_final_validation=True)[0]
+    run_training(DATASET, "2d", 0, "1", num_epochs=1, num_workers=0, output_folder=tmp_path / "b",
+                 skip_final_validation=True)
+    resumed = run_training(DATASET, "2d", 0, "1", num_epochs=2, num_workers=0, output_folder=tmp_path / "b",
+                           continue_training=True, skip_final_validation=True)[0]
+    assert resumed.current_epoch == 2
+    a, b = full.network.state_dict(), resumed.network.state_dict()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=1e-6, msg=name)
+    for name, v in full.ema.state_dict().items():
+        torch.testing.assert_close(v, resumed.ema.state_dict()[name], rtol=0, atol=1e-6)
+    assert resumed.logger.values["train_losses"] == pytest.approx(full.logger.values["train_losses"], abs=1e-6)
+
+
+def test_val_only_and_stage2_needs_stage1(toy, tmp_path):
+    with pytest.raises(Stage1CheckpointMissingError, match="Run stage 1 first"):
+        run_training(DATASET, "2d", 1, "2", num_workers=0)
+    run_training(DATASET, "2d", 1, "1", num_workers=0, skip_final_validation=True)
+    sf = toy["results"] / DATASET / "DiffOSegTrainer__DiffOSegPlans__2d" / "fold_1" / "stage1"
+    assert not (sf / "validation").exists()
+    run_training(DATASET, "2d", 1, "1", only_validation=True)
+    assert json.loads((sf / "validation" / "summary.json").read_text())["num_cases"] == 2
+
+
+def test_foreign_checkpoint_is_rejected_and_kept(toy, tmp_path):
+    run_training(DATASET, "2d", 0, "1", num_workers=0, output_folder=tmp_path, skip_final_validation=True)
+    latest = tmp_path / "fold_0" / "stage1" / "checkpoint_latest.pth"
+    ck = torch.load(latest, weights_only=False)
+    ck["init_args"]["dataset_name"] = "Dataset999_Other"
+    torch.save(ck, latest)
+    before = latest.read_bytes()
+    with pytest.raises(CheckpointError, match="different training run"):
+        run_training(DATASET, "2d", 0, "1", num_workers=0, output_folder=tmp_path, continue_training=True)
+    assert latest.read_bytes() == before
+
+
+def test_bad_inputs_give_clear_errors(toy, capsys):
+    with pytest.raises(SplitsError, match="Fold 7 is outside"):
+        run_training(DATASET, "2d", 7, "1", num_workers=0)
+    with pytest.raises(ValueError, match="Configuration '3d_fullres' is not in plans"):
+        run_training(DATASET, "3d_fullres", 0, "1")
+    with pytest.raises(FileNotFoundError, match="plans file not found"):
+        run_training(DATASET, "2d", 0, "1", plans_identifier="OtherPlans")
+    with pytest.raises(ValueError, match="Unknown trainer"):
+        run_training(DATASET, "2d", 0, "1", trainer="NoSuchTrainer")
+    with pytest.raises(SystemExit) as e:
+        main([DATASET, "2d", "0", "--stage", "2", "-device", "cpu"])
+    assert "Run stage 1 first" in str(e.value.code)
