@@ -1,0 +1,129 @@
+"""Figures for benchmarks: a per-case grid of raters, samples and per-rater predictions, and the
+benchmark overview (metric bars + rater x prompt Dice heat map). Uses matplotlib's Agg canvas
+directly, so importing this module never changes the global backend."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from diffoseg_auto.utilities.file_ops import atomic_write
+
+
+def _save(fig: Figure, out_png: str | Path) -> None:
+    FigureCanvasAgg(fig)
+    atomic_write(out_png, lambda p: fig.savefig(p, format="png", dpi=100, bbox_inches="tight"))
+
+
+def _slice_index(rater_labels: np.ndarray) -> int:
+    """For 3D: the slice (axis 0 of *S) with the most foreground in the union of the raters."""
+    fg = (np.asarray(rater_labels) > 0).any(0)
+    return int(fg.reshape(fg.shape[0], -1).sum(1).argmax())
+
+
+def plot_case_grid(image: np.ndarray, rater_labels: np.ndarray, samples: np.ndarray | None,
+                   rater_predictions: np.ndarray | None, out_png: str | Path,
+                   rater_names: list[str] | None = None, rater_mask: np.ndarray | None = None,
+                   title: str | None = None, max_samples: int = 8) -> None:
+    """Row 1: image and each rater's mask; row 2: predicted samples; row 3: per-rater predictions.
+
+    image (C,*S) or (*S); rater_labels (R,*S); samples (N,*S) or None; rater_predictions (R,*S) or None.
+    3D cases show the slice with the most rater foreground.
+    """
+    labels = np.asarray(rater_labels)
+    img = np.asarray(image)
+    if img.ndim == labels.ndim:  # channel-first: show the first channel
+        img = img[0]
+    spatial_ndim = labels.ndim - 1
+    if spatial_ndim == 3:
+        z = _slice_index(labels)
+        img, labels = img[z], labels[:, z]
+        samples = None if samples is None else np.asarray(samples)[:, z]
+        rater_predictions = None if rater_predictions is None else np.asarray(rater_predictions)[:, z]
+    R = labels.shape[0]
+    names = rater_names or [f"rater {k}" for k in range(R)]
+    mask = np.ones(R, bool) if rater_mask is None else np.asarray(rater_mask, bool)
+    rows = [("image", [img]), ("raters", list(labels))]
+    n_s = 0 if samples is None else min(len(samples), max_samples)
+    ncols = max(1 + R, n_s, R if rater_predictions is not None else 0)
+    nrows = 1 + (n_s > 0) + (rater_predictions is not None)
+    fig = Figure(figsize=(1.8 * ncols, 1.9 * nrows))
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    vmax = max(1, int(labels.max()))
+    axes[0, 0].imshow(img, cmap="gray")
+    axes[0, 0].set_title("image", fontsize=8)
+    for k in range(R):
+        ax = axes[0, k + 1]
+        if mask[k]:
+            ax.imshow(labels[k], cmap="viridis", vmin=0, vmax=vmax, interpolation="nearest")
+            ax.set_title(names[k], fontsize=8)
+        else:
+            ax.text(0.5, 0.5, "not annotated", ha="center", va="center", fontsize=7, transform=ax.transAxes)
+            ax.set_title(names[k], fontsize=8)
+    row = 1
+    if n_s:
+        for i in range(n_s):
+            axes[row, i].imshow(samples[i], cmap="viridis", vmin=0, vmax=vmax, interpolation="nearest")
+            axes[row, i].set_title(f"sample {i}", fontsize=8)
+        row += 1
+    if rater_predictions is not None:
+        for k in range(R):
+            axes[row, k].imshow(rater_predictions[k], cmap="viridis", vmin=0, vmax=vmax, interpolation="nearest")
+            axes[row, k].set_title(f"prompt {names[k]}", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    _save(fig, out_png)
+
+
+def plot_benchmark(panels: list[dict], out_png: str | Path) -> None:
+    """One row per dataset: grouped bars (metric x configuration) and the rater x prompt Dice heat map.
+
+    Each panel: {"dataset": str, "bars": {configuration: {metric: (mean, std)}},
+    "matrix": (R, R) array or None, "raters": [names], "matrix_label": str}.
+    """
+    n = max(1, len(panels))
+    fig = Figure(figsize=(13, 4 * n))
+    axes = fig.subplots(n, 2, squeeze=False, gridspec_kw={"width_ratios": [2.2, 1]})
+    for row, panel in enumerate(panels):
+        ax = axes[row, 0]
+        configs = list(panel["bars"])
+        metrics = [m for m in dict.fromkeys(m for c in configs for m in panel["bars"][c])]
+        width = 0.8 / max(1, len(configs))
+        x = np.arange(len(metrics))
+        for i, c in enumerate(configs):
+            vals = [panel["bars"][c].get(m, (np.nan, np.nan)) for m in metrics]
+            means = np.array([v[0] for v in vals], float)
+            stds = np.nan_to_num(np.array([v[1] for v in vals], float))
+            ax.bar(x + (i - (len(configs) - 1) / 2) * width, means, width, yerr=stds, capsize=2, label=c)
+        ax.set_xticks(x)
+        ax.set_xticklabels(metrics, rotation=30, ha="right", fontsize=8)
+        ax.set_title(panel["dataset"])
+        ax.legend(fontsize=7)
+        ax.grid(axis="y", alpha=0.3)
+        hm = axes[row, 1]
+        matrix = panel.get("matrix")
+        if matrix is None:
+            hm.axis("off")
+            hm.text(0.5, 0.5, "no rater x prompt matrix\n(Stage II summaries missing)", ha="center", va="center",
+                    transform=hm.transAxes)
+            continue
+        m = np.asarray(matrix, float)
+        im = hm.imshow(m, vmin=0, vmax=1, cmap="magma")
+        names = panel.get("raters") or [str(k) for k in range(m.shape[1])]
+        hm.set_xticks(range(m.shape[1]))
+        hm.set_xticklabels(names[: m.shape[1]], rotation=45, ha="right", fontsize=7)
+        hm.set_yticks(range(m.shape[0]))
+        hm.set_yticklabels(names[: m.shape[0]], fontsize=7)
+        hm.set_xlabel("rater (label)")
+        hm.set_ylabel("prompt")
+        hm.set_title(panel.get("matrix_label", "rater x prompt Dice"), fontsize=9)
+        for (i, j), v in np.ndenumerate(m):
+            if np.isfinite(v):
+                hm.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6, color="white" if v < 0.6 else "black")
+        fig.colorbar(im, ax=hm, fraction=0.046)
+    fig.tight_layout()
+    _save(fig, out_png)
