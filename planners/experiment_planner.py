@@ -135,8 +135,12 @@ class ExperimentPlanner:
     def num_prompts(self) -> int:
         return max(8, self.num_raters)
 
-    def plan_topology_and_batch(self, spacing: Sequence[float], median_shape: Sequence[int]) -> dict:
-        """nnU-Net's loop: start large, shrink the axis that covers most of the image until batch 2 fits."""
+    def plan_topology_and_batch(self, spacing: Sequence[float], median_shape: Sequence[int],
+                                dataset_voxels: float | None = None) -> dict:
+        """nnU-Net's loop: start large, shrink the axis that covers most of the image until batch 2 fits.
+
+        ``dataset_voxels``: voxels of the whole (resampled) dataset for the 5% batch cap; default
+        median image x number of cases (a 2d configuration of 3D data passes the volumes' count)."""
         budget = self.gpu_memory_target_gb * 1024 ** 3
         patch = self.initial_patch_size(spacing, median_shape)
         _, strides, kernels, patch, divisible = get_pool_and_conv_props(spacing, patch, self.min_feature_map_size)
@@ -155,7 +159,8 @@ class ExperimentPlanner:
         per_sample = (self._memory(patch, 2, features, kernels, strides) - self._memory(patch, 1, features, kernels, strides))
         fixed = self._memory(patch, 0, features, kernels, strides)
         batch_by_memory = int((budget - fixed) // per_sample)
-        dataset_voxels = float(np.prod(median_shape)) * self.num_cases
+        if dataset_voxels is None:
+            dataset_voxels = float(np.prod(median_shape)) * self.num_cases
         batch_by_data = int(round(self.max_dataset_fraction_per_batch * dataset_voxels / float(np.prod(patch))))
         batch = max(self.min_batch_size, min(batch_by_memory, batch_by_data))
         return {"patch_size": [int(p) for p in patch], "strides": strides, "kernel_sizes": kernels,
@@ -193,7 +198,8 @@ class ExperimentPlanner:
                             median_shape: list[int], slice_axis: int | None = None) -> ConfigurationPlan:
         """``data_spacing``: target spacing of the stored volume; ``net_spacing``/``median_shape``: what the network sees."""
         dim = len(net_spacing)
-        topo = self.plan_topology_and_batch(net_spacing, median_shape)
+        volume_voxels = float(np.prod(self.median_shape_at(data_spacing))) * self.num_cases
+        topo = self.plan_topology_and_batch(net_spacing, median_shape, volume_voxels)
         schemes, use_mask = self.determine_normalization()
         aniso = None if dim == 2 else _lowres_axis(net_spacing)
         aug = self.augmentation(dim, aniso)
