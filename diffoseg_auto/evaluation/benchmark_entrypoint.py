@@ -244,10 +244,9 @@ def _plot(table: pd.DataFrame, matrices: dict, out_png: Path) -> None:
         bars: dict[str, dict] = {}
         for _, r in sub[sub["metric"].isin(HEADLINE)].iterrows():
             bars.setdefault(r["configuration"], {})[r["metric"]] = (r["mean"], r["std"])
-        for c in bars:
-            bars[c] = {m: bars[c][m] for m in _metric_order(bars[c])}
+        order = _metric_order(m for c in bars for m in bars[c])
         mats = [(cfg, m) for (d, cfg), m in matrices.items() if d == ds]
-        panel = {"dataset": ds, "bars": bars, "matrix": None}
+        panel = {"dataset": ds, "bars": bars, "metrics": order, "matrix": None}
         if mats:
             cfg, (m, raters) = mats[0]
             panel.update(matrix=m, raters=raters, matrix_label=f"rater x prompt Dice ({cfg}, mean over folds)")

@@ -82,7 +82,7 @@ def plot_case_grid(image: np.ndarray, rater_labels: np.ndarray, samples: np.ndar
 def plot_benchmark(panels: list[dict], out_png: str | Path) -> None:
     """One row per dataset: grouped bars (metric x configuration) and the rater x prompt Dice heat map.
 
-    Each panel: {"dataset": str, "bars": {configuration: {metric: (mean, std)}},
+    Each panel: {"dataset": str, "bars": {configuration: {metric: (mean, std)}}, "metrics": order of the bars,
     "matrix": (R, R) array or None, "raters": [names], "matrix_label": str}.
     """
     n = max(1, len(panels))
@@ -91,7 +91,7 @@ def plot_benchmark(panels: list[dict], out_png: str | Path) -> None:
     for row, panel in enumerate(panels):
         ax = axes[row, 0]
         configs = list(panel["bars"])
-        metrics = [m for m in dict.fromkeys(m for c in configs for m in panel["bars"][c])]
+        metrics = panel.get("metrics") or list(dict.fromkeys(m for c in configs for m in panel["bars"][c]))
         width = 0.8 / max(1, len(configs))
         x = np.arange(len(metrics))
         for i, c in enumerate(configs):
