@@ -1,6 +1,8 @@
 """Denoiser networks: shapes, caching, time conditioning, Stage I -> II transfer, freezing, topology."""
 from __future__ import annotations
 
+import collections
+
 import pytest
 import torch
 from torch import nn
@@ -106,6 +108,9 @@ def test_expand_cache_nested():
     out = expand_cache({"a": [x, (x, 7)], "b": "s"}, 2)
     assert out["b"] == "s" and out["a"][1][1] == 7 and isinstance(out["a"][1], tuple)
     assert out["a"][0].tolist() == [[0, 1], [0, 1], [2, 3], [2, 3]]
+    pair = collections.namedtuple("pair", "feat meta")
+    nt = expand_cache(pair(torch.tensor([5, 6]), None), 3)
+    assert isinstance(nt, pair) and nt.feat.tolist() == [5, 5, 5, 6, 6, 6] and nt.meta is None
 
 
 @pytest.mark.parametrize("layout", ["cached_encoder", "concat"])

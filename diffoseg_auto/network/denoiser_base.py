@@ -92,8 +92,9 @@ def expand_cache(cache: Any, n: int) -> Any:
         return cache if n == 1 else cache.repeat_interleave(n, dim=0)
     if isinstance(cache, dict):
         return {k: expand_cache(v, n) for k, v in cache.items()}
-    if isinstance(cache, (list, tuple)):
+    if isinstance(cache, list):
+        return [expand_cache(v, n) for v in cache]
+    if isinstance(cache, tuple):
         out = [expand_cache(v, n) for v in cache]
-        return type(cache)(out) if isinstance(cache, tuple) and not hasattr(cache, "_fields") else (
-            type(cache)(*out) if isinstance(cache, tuple) else out)
+        return type(cache)(*out) if hasattr(cache, "_fields") else tuple(out)  # namedtuples take positional args
     return cache
