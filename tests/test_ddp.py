@@ -1,0 +1,50 @@
+"""DDP on CPU (gloo): two ranks launched by torchrun train one short epoch and end with identical weights."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import torch
+
+from diffoseg_auto.training.ddp import per_rank_batch_size
+from test_trainer import DATASET, toy  # noqa: F401  (fixture)
+
+SCRIPT = """
+import os, sys, torch
+from diffoseg_auto.training.run_training import run_training
+out = sys.argv[1]
+tr = run_training("{dataset}", "2d", 0, "1", num_epochs=1, iterations_per_epoch=2, val_iterations=1, device="cpu",
+                  num_workers=0, skip_final_validation=True)[0]
+torch.save({{"rank": tr.rank, "world": tr.world_size, "batch": tr.batch_size, "weights": tr.network.state_dict(),
+            "ema": tr.ema.state_dict(), "patch": tr.dl_tr.generate_train_batch()["data"]}},
+           os.path.join(out, f"rank{{tr.rank}}.pt"))
+"""
+
+
+def test_per_rank_batch_size():
+    assert per_rank_batch_size(8, 2) == 4 and per_rank_batch_size(2, 4) == 1 and per_rank_batch_size(3, 1) == 3
+
+
+def test_two_ranks_end_with_identical_weights(toy, tmp_path: Path):  # noqa: F811
+    script = tmp_path / "ddp_run.py"
+    script.write_text(textwrap.dedent(SCRIPT.format(dataset=DATASET)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           str(script), str(tmp_path)], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1))
+    assert (r0["rank"], r1["rank"], r0["world"], r0["batch"]) == (0, 1, 2, 1)  # batch 2 split over 2 ranks
+    for name, v in r0["weights"].items():
+        assert torch.equal(v, r1["weights"][name]), name
+    for name, v in r0["ema"].items():
+        assert torch.equal(v, r1["ema"][name]), name
+    assert not (r0["patch"] == r1["patch"]).all()  # each rank draws its own data
+    k = next(n for n, v in r0["weights"].items() if v.dtype.is_floating_point and v.ndim > 1)
+    assert not torch.equal(r0["weights"][k], r0["ema"][k])  # the weights did train (EMA lags behind)
+    init = torch.load(sorted((toy["results"] / DATASET).rglob("checkpoint_final.pth"))[0], weights_only=False)
+    assert init["epoch"] == 1  # only rank 0 wrote, and it wrote the finished run
+    logs = list((toy["results"] / DATASET).rglob("training_log_*.txt"))
+    assert len(logs) == 1  # rank 1 wrote no log
