@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from diffoseg_auto.io.image_io import read_images, read_seg
+from diffoseg_auto.io.image_io import NATURAL_IMAGE_ENDINGS, read_images, read_seg
 
 REQUIRED_FIELDS = ("name", "channel_names", "labels", "numTraining", "file_ending", "raters")
 _CHANNEL_RE = re.compile(r"^(?P<case>.+)_(?P<ch>\d{4})$")
@@ -116,7 +116,10 @@ class RawDataset:
         folder = self.folder / f"images{split}"
         if not folder.is_dir():
             return {}
-        return list_cases(folder, self.file_ending, self.num_channels)
+        # natural images may hold several channels in one RGB file (documentation/dataset_format.md):
+        # infer the files from the folder there; the integrity check verifies the channel count
+        natural = self.file_ending in NATURAL_IMAGE_ENDINGS
+        return list_cases(folder, self.file_ending, None if natural else self.num_channels)
 
     @property
     def cases(self) -> list[str]:
