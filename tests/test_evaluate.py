@@ -66,6 +66,7 @@ def test_evaluate_folder_values(folders):
     assert c2["GED"] == pytest.approx(2 * 0.5 - 0.5 - 0.0)
     assert "Dice_consensus_majority" not in c2
     assert s["metrics"]["Dice_max"] == pytest.approx(0.75)
+    assert "num_raters_available" not in s["metrics"]
     assert s["metrics"]["Dice_consensus_majority"] == 1.0  # nan-aware: c2 has no consensus
     mat = np.array(s["rater_prompt_dice_matrix"], dtype=float)
     assert mat.shape == (3, 3) and np.all(np.isnan(mat[:, 1])) and mat[2, 2] == pytest.approx(0.4)

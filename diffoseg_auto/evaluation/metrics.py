@@ -272,12 +272,16 @@ def evaluate_case(samples: np.ndarray | None, rater_labels: np.ndarray, rater_ma
     return out
 
 
+# per-case bookkeeping entries that are not metrics (kept in the per-case table only)
+NON_METRIC_KEYS = ("case", "num_raters_available")
+
+
 def summarize(per_case: list[dict], raters: list[str], mode: str) -> dict:
     """Mean and std over cases (NaN-aware) of every scalar metric, plus the mean rater x prompt matrix."""
     names: list[str] = []
     for d in per_case:
         for k, v in d.items():
-            if k not in names and isinstance(v, (int, float, np.floating, np.integer)) and not isinstance(v, bool):
+            if k not in names and k not in NON_METRIC_KEYS and isinstance(v, (int, float, np.floating, np.integer)) and not isinstance(v, bool):
                 names.append(k)
     means, stds = {}, {}
     with warnings.catch_warnings():
