@@ -203,3 +203,179 @@ def test_wrong_data_dimensionality_is_a_clear_error():
     pred = DiffOSegPredictor(ThresholdDenoiser(), CategoricalDiffusion(2, 20), cfg, "cpu")
     with pytest.raises(ValueError, match="3 spatial dims but the configuration is 2d"):
         pred.sample_case(np.zeros((1, 4, 16, 16), np.float32), 1, 2)
+
+
+# ------------------------------------------------------------------ export helpers
+
+def test_uncertainty_and_sample_packing_values():
+    from diffoseg_auto.inference.export_prediction import entropy, mean_one_hot, pack_samples, uncertainty_map, unpack_samples
+
+    samples = np.array([[[0, 1]], [[0, 1]], [[0, 0]], [[0, 1]]], dtype=np.uint8)  # (4, 1, 2)
+    probs = mean_one_hot(samples, 2)
+    np.testing.assert_allclose(probs[:, 0, 1], [0.25, 0.75])
+    ent = entropy(probs)
+    assert ent[0, 0] == 0.0  # all samples agree
+    assert ent[0, 1] == pytest.approx(-(0.25 * math.log(0.25) + 0.75 * math.log(0.75)), rel=1e-6)
+    png = uncertainty_map(np.array([[0.5, 1.0], [0.5, 0.0]], np.float32), ".png")
+    assert png.dtype == np.uint8 and png.tolist() == [255, 0]
+    assert uncertainty_map(probs, ".nii.gz").dtype == np.float32
+    packed = pack_samples(samples, 2)
+    assert set(packed) == {"packed", "shape"}
+    np.testing.assert_array_equal(unpack_samples(packed), samples)
+    three = pack_samples(samples * 2, 3)
+    np.testing.assert_array_equal(unpack_samples(three), samples * 2)
+
+
+# ------------------------------------------------------------------ end to end: model folder -> diffoseg_predict
+
+DATASET = "Dataset901_Tiny"
+
+
+def _tiny_plans(dataset_name=DATASET):
+    from diffoseg_auto.plans.plans import Plans
+
+    cfg = make_configuration(patch=(16, 16), mirror_axes=(0, 1))
+    cfg.spacing = [1.0, 1.0]
+    cfg.data_identifier = "DiffOSegPlans_2d"
+    return Plans(dataset_name=dataset_name, plans_name="DiffOSegPlans", num_classes=2, raters=["r1", "r2"],
+                 num_input_channels=1, original_median_spacing=[0.5, 0.8], original_median_shape=[20, 28],
+                 foreground_intensity_properties_per_channel={}, configurations={"2d": cfg})
+
+
+def _write_model_folder(results, plans, stages=(1, 2), trained_on=DATASET, folds=(0,)):
+    """A results folder as diffoseg_train writes it: random-weight checkpoints (timing of weights is irrelevant here)."""
+    from diffoseg_auto.dataset.raw_dataset import write_dataset_json
+    from diffoseg_auto.network.factory import build_denoiser
+    from diffoseg_auto.training.checkpointing import save_checkpoint
+
+    folder = results / DATASET / "DiffOSegTrainer__DiffOSegPlans__2d"
+    write_dataset_json(folder, name="Tiny", channel_names={0: "MR"}, labels={"background": 0, "lesion": 1},
+                       raters=plans.raters, num_training=2, file_ending=".nii.gz")
+    for fold in folds:
+        for stage in stages:
+            torch.manual_seed(10 * stage + fold)
+            net = build_denoiser(plans, "2d", stage)
+            init_args = {"trainer_name": "DiffOSegTrainer", "plans_name": "DiffOSegPlans", "configuration": "2d",
+                         "dataset_name": trained_on, "stage": stage, "fold": fold, "num_raters": plans.num_raters,
+                         "num_classes": plans.num_classes}
+            save_checkpoint(folder / f"fold_{fold}" / f"stage{stage}" / "checkpoint_final.pth",
+                            {"network_weights": net.state_dict(), "init_args": init_args, "plans": plans.to_dict(),
+                             "trainer_name": "DiffOSegTrainer"})
+    return folder
+
+
+def _write_raw_input(folder, n_cases=2, shape=(20, 28), ending=".nii.gz"):
+    import SimpleITK as sitk
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(n_cases):
+        arr = rng.normal(size=shape).astype(np.float32)
+        arr[5:12, 8:20] += 3.0
+        img = sitk.GetImageFromArray(arr)
+        img.SetSpacing((0.8, 0.5))  # SimpleITK (x, y) order: array spacing (0.5, 0.8)
+        img.SetOrigin((3.0, -2.0))
+        sitk.WriteImage(img, str(folder / f"case{i}_0000{ending}"))
+
+
+def _predict(env_folders, tmp_path, **kw):
+    from diffoseg_auto.inference.predict_entrypoint import predict_from_folder
+
+    args = dict(num_samples=3, sampling_steps=3, device="cpu", num_processes_preprocessing=1, num_processes_export=1)
+    args.update(kw)
+    return predict_from_folder(tmp_path / "input", tmp_path / "out", DATASET, "2d", [0], **args)
+
+
+def test_predict_from_folder_end_to_end_geometry_and_outputs(env_folders, tmp_path):
+    from diffoseg_auto.evaluation.prediction_folder import load_samples_npz
+    from diffoseg_auto.io.image_io import geometry_matches, read_images, read_seg
+
+    _write_model_folder(env_folders["results"], _tiny_plans())
+    _write_raw_input(tmp_path / "input")
+    cases = _predict(env_folders, tmp_path, save_samples=True, save_probabilities=True)
+    assert cases == ["case0", "case1"]
+    out = tmp_path / "out"
+    for case in cases:
+        _, in_props = read_images([tmp_path / "input" / f"{case}_0000.nii.gz"])
+        assert in_props["shape"] == [20, 28]
+        cons, p = read_seg(out / "consensus" / f"{case}.nii.gz")
+        assert geometry_matches(p, in_props) == []  # size, spacing, origin, direction of the input
+        assert p["spacing"] == pytest.approx([0.5, 0.8]) and p["origin"] == pytest.approx([3.0, -2.0])
+        with np.load(out / "consensus" / f"{case}.npz") as z:
+            probs = z["probabilities"]
+        assert probs.dtype == np.float16 and probs.shape == (2, 20, 28)
+        np.testing.assert_allclose(probs.astype(np.float32).sum(0), 1.0, atol=2e-3)
+        np.testing.assert_array_equal(cons, probs.astype(np.float32).argmax(0))
+        unc, pu = read_seg(out / "uncertainty" / f"{case}.nii.gz")
+        assert unc.dtype == np.float32 and geometry_matches(pu, in_props) == []
+        assert unc.min() >= 0 and unc.max() <= math.log(2) + 1e-5
+        samples = load_samples_npz(out / "samples" / f"{case}.npz")
+        assert samples.shape == (3, 20, 28) and set(np.unique(samples)) <= {0, 1}
+        for r in ("r1", "r2"):  # Stage II exists: all raters by default
+            rs, pr = read_seg(out / "raters" / r / f"{case}.nii.gz")
+            assert geometry_matches(pr, in_props) == [] and set(np.unique(rs)) <= {0, 1}
+    # reproducible: a second run with the same seed gives the same samples
+    first = load_samples_npz(out / "samples" / "case0.npz")
+    _predict(env_folders, tmp_path, save_samples=True, raters="none")
+    np.testing.assert_array_equal(load_samples_npz(out / "samples" / "case0.npz"), first)
+
+
+def test_predict_raters_without_stage2_is_a_clear_error(env_folders, tmp_path):
+    from diffoseg_auto.inference.predict_entrypoint import PredictionError
+
+    _write_model_folder(env_folders["results"], _tiny_plans(), stages=(1,))
+    _write_raw_input(tmp_path / "input", n_cases=1)
+    with pytest.raises(PredictionError, match="no Stage II"):
+        _predict(env_folders, tmp_path, raters=["r1"])
+    with pytest.raises(PredictionError, match="unknown rater"):
+        _predict(env_folders, tmp_path, raters=["nobody"])
+    assert _predict(env_folders, tmp_path, raters="none") == ["case0"]  # consensus still works
+    assert not (tmp_path / "out" / "raters").exists()
+    assert (tmp_path / "out" / "consensus" / "case0.nii.gz").is_file()
+
+
+def test_predict_missing_channel_error_names_the_file(env_folders, tmp_path):
+    from diffoseg_auto.dataset.raw_dataset import DatasetFormatError
+
+    _write_model_folder(env_folders["results"], _tiny_plans(), stages=(1,))
+    _write_raw_input(tmp_path / "input", n_cases=1)
+    (tmp_path / "input" / "case0_0000.nii.gz").rename(tmp_path / "input" / "case0_0001.nii.gz")
+    with pytest.raises(DatasetFormatError, match="case0_0000.nii.gz"):
+        _predict(env_folders, tmp_path, raters="none")
+
+
+def test_checkpoint_of_another_dataset_is_a_clear_error(env_folders, tmp_path):
+    from diffoseg_auto.inference.model_loading import ModelLoadError
+
+    _write_model_folder(env_folders["results"], _tiny_plans(), stages=(1,), trained_on="Dataset902_Other")
+    _write_raw_input(tmp_path / "input", n_cases=1)
+    with pytest.raises(ModelLoadError, match="trained on 'Dataset902_Other', not on 'Dataset901_Tiny'"):
+        _predict(env_folders, tmp_path, raters="none")
+
+
+def test_load_trained_model_errors_and_ensemble(env_folders):
+    from diffoseg_auto.inference.model_loading import ModelLoadError, load_trained_model
+
+    folder = _write_model_folder(env_folders["results"], _tiny_plans(), stages=(1,), folds=(0, 1))
+    nets, plans, cfg_name, diffusion = load_trained_model(folder, [0, 1], 1)
+    assert len(nets) == 2 and cfg_name == "2d" and plans.raters == ["r1", "r2"]
+    assert diffusion.num_classes == 2 and diffusion.num_timesteps == 20
+    assert not all(torch.equal(a, b) for a, b in zip(nets[0].state_dict().values(), nets[1].state_dict().values()))
+    with pytest.raises(ModelLoadError, match="no Stage II model for fold 0"):
+        load_trained_model(folder, [0], 2)
+    with pytest.raises(ModelLoadError, match="fold 3 was not trained"):
+        load_trained_model(folder, [3], 1)
+
+
+def test_cli_main_runs_and_reports_errors_cleanly(env_folders, tmp_path):
+    from diffoseg_auto.inference.predict_entrypoint import main
+
+    _write_model_folder(env_folders["results"], _tiny_plans(), stages=(1,))
+    _write_raw_input(tmp_path / "input", n_cases=1)
+    base = ["-i", str(tmp_path / "input"), "-o", str(tmp_path / "out"), "-d", "901", "-c", "2d", "-f", "0",
+            "-device", "cpu", "--num_samples", "2", "--sampling_steps", "2", "-npp", "1", "-nps", "1", "--disable_tta"]
+    with pytest.raises(SystemExit, match="no Stage II"):
+        main(base + ["--raters", "all"])
+    main(base)  # default --raters: none, because no Stage II model exists
+    assert (tmp_path / "out" / "consensus" / "case0.nii.gz").is_file()
+    assert (tmp_path / "out" / "uncertainty" / "case0.nii.gz").is_file()

@@ -95,19 +95,19 @@ class DiffOSegPredictor:
 
     # ------------------------------------------------------------------ sampling
     @torch.no_grad()
-    def sample_case(self, data: np.ndarray, num_samples: int, sampling_steps: int, rater_id: int | None = None,
-                    seed: int = 0, final_step: str | None = None) -> np.ndarray:
-        """``data`` (C, *S) preprocessed image -> (N, *S) uint8 label samples in preprocessed geometry."""
+    def sample_case(self, data: np.ndarray, num_samples: int, sampling_steps: int,
+                    rater_id: int | Sequence[int] | None = None, seed: int = 0, final_step: str | None = None) -> np.ndarray:
+        """``data`` (C, *S) preprocessed image -> (N, *S) uint8 label samples in preprocessed geometry.
+
+        ``rater_id`` (Stage II only): one rater for all samples, or one per sample (length N), so that
+        all raters of a case share one encoding of the windows.
+        """
         data = np.asarray(data)
         if data.ndim < 3:
             raise ValueError(f"sample_case: data must be channel first (C, *S), got shape {data.shape}")
         if num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-        if self.num_raters is None and rater_id is not None:
-            raise ValueError("sample_case: rater_id given, but the network is a Stage I (consensus) model. "
-                             "Load the Stage II model for per-rater sampling.")
-        if self.num_raters is not None and (rater_id is None or not 0 <= int(rater_id) < self.num_raters):
-            raise ValueError(f"sample_case: the Stage II model needs rater_id in 0..{self.num_raters - 1}, got {rater_id}")
+        raters = self._rater_ids(rater_id, int(num_samples))
         final_step = final_step or self.configuration.diffusion.final_step
         n_samples = int(num_samples)
         K = self.diffusion.num_classes
@@ -129,7 +129,6 @@ class DiffOSegPredictor:
         samples_per_call = min(n_samples, max_batch)
         chunks = [windows[i:i + win_per_call] for i in range(0, len(windows), win_per_call)]
         caches = self._encode_windows(image, chunks)
-        rater = None if rater_id is None else int(rater_id)
 
         def denoise_fn(x_t: Tensor, t: Tensor) -> Tensor:
             acc = torch.zeros_like(x_t)
@@ -141,7 +140,7 @@ class DiffOSegPredictor:
                     # rows window-major: row b*n + j = window b, sample j0 + j (matches expand_cache)
                     xw = self._to_net(torch.stack([x_t[(slice(j0, j1), slice(None), *sl)] for sl in chunk], 0).flatten(0, 1))
                     tw = t[j0:j1].repeat(w)
-                    rw = None if rater is None else torch.full((w * n,), rater, dtype=torch.long, device=self.device)
+                    rw = None if raters is None else raters[j0:j1].repeat(w)
                     probs = self._x0_probs(chunk_caches, xw, tw, rw, n)
                     probs = self._from_net(probs).unflatten(0, (w, n)) * gauss
                     for b, sl in enumerate(chunk):
@@ -153,6 +152,24 @@ class DiffOSegPredictor:
                                        generator=generator, device=self.device)
         labels = labels[(slice(None), *unpad[1:])]
         return labels.to(torch.uint8).cpu().numpy()
+
+    def _rater_ids(self, rater_id: int | Sequence[int] | None, num_samples: int) -> Tensor | None:
+        """Validated per-sample rater ids (N,) on the device, or None for Stage I."""
+        if self.num_raters is None:
+            if rater_id is not None:
+                raise ValueError("sample_case: rater_id given, but the network is a Stage I (consensus) model. "
+                                 "Load the Stage II model for per-rater sampling.")
+            return None
+        if rater_id is None:
+            raise ValueError(f"sample_case: the Stage II model needs rater_id in 0..{self.num_raters - 1}, got None")
+        ids = np.atleast_1d(np.asarray(rater_id, dtype=np.int64))
+        if ids.size == 1:
+            ids = np.full(num_samples, int(ids[0]), dtype=np.int64)
+        if ids.shape != (num_samples,):
+            raise ValueError(f"sample_case: rater_id needs one entry or one per sample ({num_samples}), got {ids.size}")
+        if ids.min() < 0 or ids.max() >= self.num_raters:
+            raise ValueError(f"sample_case: the Stage II model needs rater_id in 0..{self.num_raters - 1}, got {ids.tolist()}")
+        return torch.from_numpy(ids).to(self.device)
 
     def _encode_windows(self, image: Tensor, chunks: list[list[tuple[slice, ...]]]) -> list[list[Any]]:
         """caches[chunk][fold * n_mirror + mirror]: the encoder output of the (mirrored) window batch."""

@@ -1,0 +1,114 @@
+"""Rebuild trained denoisers from a results folder (one per fold) for prediction.
+
+    <model_folder> = $diffoseg_results/<DatasetXXX_Name>/<Trainer>__<Plans>__<config>
+    <model_folder>/fold_<f>/stage1|stage2/<checkpoint_name>
+
+Checkpoints carry the plans, so the network is rebuilt exactly as it was trained, whatever
+the plans file on disk says today.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from diffoseg_auto.diffusion.categorical_diffusion import CategoricalDiffusion
+from diffoseg_auto.network.denoiser_base import DenoiserBase
+from diffoseg_auto.network.factory import build_denoiser
+from diffoseg_auto.plans.plans import Plans, plans_from_dict
+from diffoseg_auto.training.checkpointing import load_checkpoint
+
+# init_args entries that must agree between the folds of an ensemble
+_ENSEMBLE_KEYS = ("dataset_name", "plans_name", "configuration", "num_classes", "num_raters")
+
+
+class ModelLoadError(RuntimeError):
+    """A model folder / checkpoint that cannot be used for this prediction (the message names the file and the fix)."""
+
+
+def checkpoint_path(model_folder: str | Path, fold: int | str, stage: int, checkpoint_name: str = "checkpoint_final.pth") -> Path:
+    return Path(model_folder) / f"fold_{fold}" / f"stage{stage}" / checkpoint_name
+
+
+def has_stage2(model_folder: str | Path, folds: Sequence[int | str], checkpoint_name: str = "checkpoint_final.pth") -> bool:
+    """True when every requested fold has a Stage II checkpoint."""
+    return all(checkpoint_path(model_folder, f, 2, checkpoint_name).is_file() for f in folds)
+
+
+def _missing_checkpoint_error(model_folder: Path, fold: int | str, stage: int, checkpoint_name: str) -> ModelLoadError:
+    path = checkpoint_path(model_folder, fold, stage, checkpoint_name)
+    fold_dir = model_folder / f"fold_{fold}"
+    if not model_folder.is_dir():
+        return ModelLoadError(f"{model_folder}: model folder does not exist. Check -d / -tr / -p / -c, or train the model first "
+                              "(diffoseg_train).")
+    if not fold_dir.is_dir():
+        trained = sorted(p.name.removeprefix("fold_") for p in model_folder.glob("fold_*") if p.is_dir())
+        return ModelLoadError(f"{fold_dir}: fold {fold} was not trained. Trained folds: {trained or 'none'}; pass them with -f.")
+    if stage == 2 and checkpoint_path(model_folder, fold, 1, checkpoint_name).is_file():
+        return ModelLoadError(f"{path}: no Stage II model for fold {fold} (Stage I exists). Train Stage II "
+                              "(diffoseg_train ... --stage 2) for per-rater predictions, or predict the consensus only "
+                              "with --raters none.")
+    present = sorted(p.name for p in path.parent.glob("*.pth")) if path.parent.is_dir() else []
+    return ModelLoadError(f"{path}: checkpoint not found. Checkpoints in {path.parent}: {present or 'none'} (choose one with -chk).")
+
+
+def load_trained_model(model_folder: str | Path, folds: Sequence[int | str], stage: int,
+                       checkpoint_name: str = "checkpoint_final.pth", device: torch.device | str = "cpu",
+                       expected_dataset: str | None = None) -> tuple[list[DenoiserBase], Plans, str, CategoricalDiffusion]:
+    """Load the EMA weights of ``folds`` -> (networks in eval mode on ``device``, plans, configuration name, diffusion).
+
+    ``expected_dataset``: the DatasetXXX_Name the caller predicts for; a checkpoint trained on
+    another dataset is an error.
+    """
+    model_folder = Path(model_folder)
+    if stage not in (1, 2):
+        raise ValueError(f"stage must be 1 (consensus) or 2 (per-rater), got {stage}")
+    if not folds:
+        raise ValueError("load_trained_model: no folds given")
+    nets: list[DenoiserBase] = []
+    first_args: dict | None = None
+    plans: Plans | None = None
+    for fold in folds:
+        path = checkpoint_path(model_folder, fold, stage, checkpoint_name)
+        if not path.is_file():
+            raise _missing_checkpoint_error(model_folder, fold, stage, checkpoint_name)
+        ckpt = load_checkpoint(path)
+        args = ckpt["init_args"]
+        if "plans" not in ckpt:
+            raise ModelLoadError(f"{path}: the checkpoint has no 'plans'; it cannot be rebuilt. Re-save it with diffoseg_train.")
+        if int(args.get("stage", stage)) != stage:
+            raise ModelLoadError(f"{path}: init_args says stage {args.get('stage')}, but it lies in the stage{stage} folder.")
+        if expected_dataset is not None and args.get("dataset_name") != expected_dataset:
+            raise ModelLoadError(f"{path}: this model was trained on {args.get('dataset_name')!r}, not on {expected_dataset!r} "
+                                 "(-d). Predict with the dataset the model was trained on, or point to the right model folder.")
+        if first_args is None:
+            first_args = args
+            plans = plans_from_dict(ckpt["plans"], where=f"{path} (plans)")
+        else:
+            diffs = [f"{k}: {first_args.get(k)!r} vs {args.get(k)!r}" for k in _ENSEMBLE_KEYS if first_args.get(k) != args.get(k)]
+            if diffs:
+                raise ModelLoadError(f"{path}: fold {fold} does not match fold {folds[0]} ({'; '.join(diffs)}); "
+                                     "an ensemble needs folds of the same training setup.")
+        net = build_denoiser(plans, args["configuration"], stage)
+        state = {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in ckpt["network_weights"].items()}
+        try:
+            net.load_state_dict(state)
+        except RuntimeError as e:
+            raise ModelLoadError(f"{path}: weights do not fit the network rebuilt from its plans ({str(e).splitlines()[0]}).") from None
+        nets.append(net.to(device).eval())
+    assert plans is not None and first_args is not None
+    configuration = first_args["configuration"]
+    d = plans.get_configuration(configuration).diffusion
+    diffusion = CategoricalDiffusion(plans.num_classes, d.num_timesteps, d.schedule, d.schedule_shift)
+    return nets, plans, configuration, diffusion
+
+
+def load_predictor_from_training_output(model_folder: str | Path, folds: Sequence[int | str], stage: int,
+                                        checkpoint_name: str = "checkpoint_final.pth", device: torch.device | str = "cpu",
+                                        use_mirroring: bool = True, step_size: float = 0.5):
+    """Convenience: ``load_trained_model`` wrapped in a ``DiffOSegPredictor`` (the fold ensemble)."""
+    from diffoseg_auto.inference.predictor import DiffOSegPredictor
+
+    nets, plans, configuration, diffusion = load_trained_model(model_folder, folds, stage, checkpoint_name, device)
+    return DiffOSegPredictor(nets, diffusion, plans.get_configuration(configuration), device, use_mirroring, step_size)
