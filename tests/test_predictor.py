@@ -379,3 +379,16 @@ def test_cli_main_runs_and_reports_errors_cleanly(env_folders, tmp_path):
     main(base)  # default --raters: none, because no Stage II model exists
     assert (tmp_path / "out" / "consensus" / "case0.nii.gz").is_file()
     assert (tmp_path / "out" / "uncertainty" / "case0.nii.gz").is_file()
+
+
+def test_worker_processes_give_the_same_outputs(env_folders, tmp_path):
+    """-npp 2 / -nps 2 (spawned workers) write exactly what the in-process path writes."""
+    from diffoseg_auto.evaluation.prediction_folder import load_samples_npz
+
+    _write_model_folder(env_folders["results"], _tiny_plans(), stages=(1,))
+    _write_raw_input(tmp_path / "input", n_cases=3)
+    _predict(env_folders, tmp_path, save_samples=True, raters="none", num_processes_preprocessing=2, num_processes_export=2)
+    parallel = {c: load_samples_npz(tmp_path / "out" / "samples" / f"{c}.npz") for c in ("case0", "case1", "case2")}
+    _predict(env_folders, tmp_path, save_samples=True, raters="none")
+    for c, s in parallel.items():
+        np.testing.assert_array_equal(load_samples_npz(tmp_path / "out" / "samples" / f"{c}.npz"), s)

@@ -24,6 +24,7 @@ from diffoseg_auto.dataset.raw_dataset import DatasetFormatError, list_cases, lo
 from diffoseg_auto.inference.export_prediction import export_case, mean_one_hot
 from diffoseg_auto.inference.model_loading import ModelLoadError, has_stage2, load_trained_model
 from diffoseg_auto.inference.predictor import DiffOSegPredictor
+from diffoseg_auto.inference.workers import export_job, preprocess_job
 from diffoseg_auto.io.image_io import ImageReadError
 from diffoseg_auto.paths import EnvironmentVariableNotSetError
 from diffoseg_auto.plans.plans import Plans
@@ -91,35 +92,20 @@ def _case_seed(seed: int, key: str) -> int:
     return (int(seed) * 1_000_003 + zlib.crc32(key.encode())) % (2 ** 63)
 
 
-# ------------------------------------------------------------------ worker functions (module level: spawn-safe)
-
-def _preprocess_job(job: tuple) -> tuple[str, np.ndarray, dict]:
-    from diffoseg_auto.preprocessing.preprocessor import DefaultPreprocessor
-
-    plans, configuration, case, files = job
-    data, _, _, properties = DefaultPreprocessor(plans, configuration).run_case([Path(f) for f in files])
-    return case, data, properties
-
-
-def _export_job(kwargs: dict) -> str:
-    export_case(**kwargs)
-    return kwargs["case"]
-
-
 def _iter_preprocessed(jobs: list[tuple], num_processes: int) -> Iterator[tuple[str, np.ndarray, dict]]:
     """Preprocessed cases in order; with workers, at most num_processes + 1 cases are held ahead."""
     if num_processes <= 1 or len(jobs) <= 1:
         for job in jobs:
-            yield _preprocess_job(job)
+            yield preprocess_job(job)
         return
     with mp.get_context("spawn").Pool(min(num_processes, len(jobs))) as pool:
         it = iter(jobs)
-        pending = deque(pool.apply_async(_preprocess_job, (j,)) for j in islice(it, num_processes + 1))
+        pending = deque(pool.apply_async(preprocess_job, (j,)) for j in islice(it, num_processes + 1))
         while pending:
             result = pending.popleft().get()
             nxt = next(it, None)
             if nxt is not None:
-                pending.append(pool.apply_async(_preprocess_job, (nxt,)))
+                pending.append(pool.apply_async(preprocess_job, (nxt,)))
             yield result
 
 
@@ -137,7 +123,7 @@ class _Exporter:
             return
         while len(self.pending) >= self.max_pending:
             self.pending.popleft().get()
-        self.pending.append(self.pool.apply_async(_export_job, (kwargs,)))
+        self.pending.append(self.pool.apply_async(export_job, (kwargs,)))
 
     def __enter__(self) -> "_Exporter":
         return self
