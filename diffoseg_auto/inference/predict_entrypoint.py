@@ -251,6 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    bad = [f for f in args.f if f != "all" and not f.isdigit()]
+    if bad:
+        raise SystemExit(f"diffoseg_predict: -f takes fold numbers or 'all', got {bad}")
     folds = [f if f == "all" else int(f) for f in args.f]
     try:
         predict_from_folder(args.i, args.o, args.d, args.c, folds, trainer=args.tr, plans=args.p,
