@@ -1,4 +1,4 @@
-"""DDP on CPU (gloo): two ranks launched by torchrun train one short epoch and end with identical weights."""
+"""DDP on CPU (gloo): two ranks launched by torchrun train one short epoch per stage and end with identical weights."""
 from __future__ import annotations
 
 import os
@@ -16,9 +16,9 @@ SCRIPT = """
 import os, sys, torch
 from diffoseg_auto.training.run_training import run_training
 out = sys.argv[1]
-tr = run_training("{dataset}", "2d", 0, "1", num_epochs=1, iterations_per_epoch=2, val_iterations=1, device="cpu",
-                  num_workers=0, skip_final_validation=True)[0]
-torch.save({{"rank": tr.rank, "world": tr.world_size, "batch": tr.batch_size, "weights": tr.network.state_dict(),
+tr = run_training("{dataset}", "2d", 0, "both", num_epochs=1, iterations_per_epoch=2, val_iterations=1, device="cpu",
+                  num_workers=0, skip_final_validation=True)[-1]
+torch.save({{"rank": tr.rank, "stage": tr.stage, "world": tr.world_size, "batch": tr.batch_size, "weights": tr.network.state_dict(),
             "ema": tr.ema.state_dict(), "patch": tr.dl_tr.generate_train_batch()["data"]}},
            os.path.join(out, f"rank{{tr.rank}}.pt"))
 """
@@ -44,7 +44,25 @@ def test_two_ranks_end_with_identical_weights(toy, tmp_path: Path):  # noqa: F81
     assert not (r0["patch"] == r1["patch"]).all()  # each rank draws its own data
     k = next(n for n, v in r0["weights"].items() if v.dtype.is_floating_point and v.ndim > 1)
     assert not torch.equal(r0["weights"][k], r0["ema"][k])  # the weights did train (EMA lags behind)
-    init = torch.load(sorted((toy["results"] / DATASET).rglob("checkpoint_final.pth"))[0], weights_only=False)
-    assert init["epoch"] == 1  # only rank 0 wrote, and it wrote the finished run
+    assert r0["stage"] == 2 and "prompt" in " ".join(r0["weights"])  # the Stage II network
+    fold_final = torch.load(next((toy["results"] / DATASET).rglob("fold_0/checkpoint_final.pth")), weights_only=False)
+    assert fold_final["init_args"]["stage"] == 2 and fold_final["epoch"] == 1
+    for name, v in fold_final["network_weights"].items():  # rank 0 saved what both ranks hold
+        assert torch.equal(v, r1["ema"][name]), name
     logs = list((toy["results"] / DATASET).rglob("training_log_*.txt"))
-    assert len(logs) == 1  # rank 1 wrote no log
+    assert len(logs) == 2  # one per stage; rank 1 wrote none
+
+
+def test_cli_num_gpus_relaunches_with_torchrun(toy, monkeypatch):  # noqa: F811
+    import pytest
+
+    from diffoseg_auto.training.run_training import main
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    with pytest.raises(SystemExit) as e:
+        main([DATASET, "2d", "1", "--stage", "1", "-device", "cpu", "-num_gpus", "2", "--num_epochs", "1",
+              "--iterations_per_epoch", "1", "--val_iterations", "1", "--num_workers", "0"])
+    assert e.value.code == 0
+    sf = toy["results"] / DATASET / "DiffOSegTrainer__DiffOSegPlans__2d" / "fold_1" / "stage1"
+    assert torch.load(sf / "checkpoint_final.pth", weights_only=False)["epoch"] == 1
+    assert (sf / "validation" / "summary.json").is_file()  # validation ran on rank 0
