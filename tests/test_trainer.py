@@ -112,6 +112,15 @@ def test_val_only_and_stage2_needs_stage1(toy, tmp_path):
     assert not (sf / "validation").exists()
     run_training(DATASET, "2d", 1, "1", only_validation=True)
     assert json.loads((sf / "validation" / "summary.json").read_text())["num_cases"] == 2
+    # Stage II with a frozen backbone: every transferred Stage I tensor is unchanged after training
+    tr2 = run_training(DATASET, "2d", 1, "2", num_workers=0, freeze_backbone=True, skip_final_validation=True)[0]
+    s1 = torch.load(sf / "checkpoint_final.pth", weights_only=False)["network_weights"]
+    s2 = tr2.network.state_dict()
+    same = [n for n in s1 if s1[n].shape == s2[n].shape]
+    assert same and all(torch.equal(s1[n], s2[n]) for n in same)
+    trainable = {n for n, p in tr2.network.named_parameters() if p.requires_grad}
+    assert trainable and trainable.isdisjoint(same)
+    assert json.loads((sf.parent / "stage2" / "debug.json").read_text())["freeze_backbone"] is True
 
 
 def test_foreign_checkpoint_is_rejected_and_kept(toy, tmp_path):

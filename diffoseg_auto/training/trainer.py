@@ -214,7 +214,9 @@ class DiffOSegTrainer:
         if self.is_main:
             self.print(self.logger.epoch_line(e, self.num_epochs))
             ema_val = self.logger.values["ema_val_losses"][e]
-            if np.isfinite(ema_val) and (self.best_ema_val is None or ema_val < self.best_ema_val):
+            if not np.isfinite(ema_val):  # no validation batches (val_iterations 0): best = latest
+                self.save_checkpoint(self.output_folder / "checkpoint_best.pth")
+            elif self.best_ema_val is None or ema_val < self.best_ema_val:
                 self.best_ema_val = ema_val
                 self.save_checkpoint(self.output_folder / "checkpoint_best.pth")
             if self.current_epoch % self.save_every == 0 or self.current_epoch == self.num_epochs:
@@ -261,10 +263,9 @@ class DiffOSegTrainer:
             pp = preprocessed_dataset_folder(self.dataset_name)
             _, self.val_cases = select_fold(get_or_create_splits(pp, cases, None), self.fold, cases)
         c = self.cfg
-        n = min(c.training.num_val_samples, c.diffusion.num_samples) if c.training.num_val_samples else c.diffusion.num_samples
         return validate_cases(self.ema.model, self.diffusion, c, self.data_folder, self.val_cases, self.stage,
                               self.plans.num_classes, self.plans.raters, self.device, self.output_folder / "validation",
-                              num_samples=n, sampling_steps=c.diffusion.sampling_steps)
+                              num_samples=c.training.num_val_samples, sampling_steps=c.diffusion.sampling_steps)
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoint_dict(self) -> dict:
