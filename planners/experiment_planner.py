@@ -198,7 +198,9 @@ class ExperimentPlanner:
                             median_shape: list[int], slice_axis: int | None = None) -> ConfigurationPlan:
         """``data_spacing``: target spacing of the stored volume; ``net_spacing``/``median_shape``: what the network sees."""
         dim = len(net_spacing)
-        volume_voxels = float(np.prod(self.median_shape_at(data_spacing))) * self.num_cases
+        # The 5% cap counts every (case, rater) annotation: a diffusion batch element is an (image, t,
+        # rater subset) draw, so two patches of one image in a batch still carry different targets.
+        volume_voxels = float(np.prod(self.median_shape_at(data_spacing))) * self.num_cases * self.num_raters
         topo = self.plan_topology_and_batch(net_spacing, median_shape, volume_voxels)
         schemes, use_mask = self.determine_normalization()
         aniso = None if dim == 2 else _lowres_axis(net_spacing)
@@ -211,7 +213,7 @@ class ExperimentPlanner:
             "patch_and_batch": (f"patch shrunk from the image size until batch {self.min_batch_size} fits "
                                 f"{self.gpu_memory_target_gb} GB (model: {topo['estimated_memory_gb']} GB at batch "
                                 f"{topo['batch_size']}); batch = min(memory {topo['batch_by_memory']}, 5% of dataset "
-                                f"voxels {topo['batch_by_data']}), at least {self.min_batch_size}"),
+                                f"voxels x raters {topo['batch_by_data']}), at least {self.min_batch_size}"),
             "diffusion": (f"T={diff.num_timesteps} as in the DiffOSeg paper; cosine schedule shifted by "
                           f"{diff.schedule_shift} for a {topo['patch_size']} patch; {diff.sampling_steps} respaced "
                           f"x0-parameterised steps are accurate for categorical diffusion; N={diff.num_samples} "

@@ -129,7 +129,7 @@ def test_2d_128_with_4_raters() -> None:
     c = p.configurations["2d"]
     assert c.patch_size == [128, 128]
     assert c.architecture.n_stages == 6 and c.architecture.features_per_stage[-1] == 512
-    assert c.batch_size == 2  # 5% of 20 images of one patch each is < 2: the minimum applies
+    assert c.batch_size == 4  # 5% of 20 images x 4 raters, one patch each
     assert c.diffusion.num_timesteps == 250 and c.diffusion.schedule == "cosine"
     assert c.diffusion.schedule_shift == 1.0 and c.diffusion.sampling_steps == 25
     assert c.diffusion.num_samples == 16 >= 4
@@ -178,7 +178,9 @@ def test_diffusion_rules() -> None:
 
 def test_batch_capped_by_five_percent_of_dataset() -> None:
     c = plan(fingerprint([[1, 1]] * 2000, [[64, 64]] * 2000)).configurations["2d"]
-    assert c.batch_size == 100  # 0.05 * 2000 images / 1 patch each; memory allows more
+    assert c.batch_size == 400  # 0.05 * 2000 images * 4 raters / 1 patch each; memory allows more
+    few = plan(fingerprint([[1, 1]] * 5, [[64, 64]] * 5)).configurations["2d"]
+    assert few.batch_size == 2  # 0.05 * 5 * 4 = 1 patch: the minimum of 2 applies
 
 
 def test_plans_validate_and_round_trip(tmp_path) -> None:
