@@ -81,6 +81,14 @@ def he_init(module: nn.Module) -> None:
     module.apply(InitWeights_He(1e-2))
 
 
+def init_film_network(module: nn.Module) -> None:
+    """He init, then zero every FiLM projection so the time conditioning starts as identity."""
+    he_init(module)
+    for m in module.modules():
+        if hasattr(m, "zero_init_film"):
+            m.zero_init_film()
+
+
 def sinusoidal_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
     """Transformer-style sin/cos features of the integer timestep, (B,) -> (B, dim)."""
     half = dim // 2

@@ -42,7 +42,27 @@ class DenoiserBase(nn.Module):
     def forward(self, image: Tensor, x_t: Tensor, t: Tensor, rater_id: Tensor | None = None) -> Tensor:
         return self.denoise(self.encode(image), x_t, t, rater_id)
 
+    # ------------------------------------------------------------ construction helpers shared by all layouts
+
+    def _add_stage2_modules(self, ops: Any, first_width: int, first_kernel: list[int], first_stride: list[int],
+                            bottleneck_width: int, num_prompts: int, prompt_dim: int) -> None:
+        """Stage II only: the zero-initialised rater input and the prompt block (Stage II starts as Stage I)."""
+        if self.num_raters is None:
+            return
+        from diffoseg_auto.network.blocks import make_rater_input
+        from diffoseg_auto.network.prompt_block import PromptBlock
+
+        self.rater_input = make_rater_input(ops, self.num_raters, first_width, first_kernel, first_stride)
+        self.prompt_block = PromptBlock(bottleneck_width, self.num_raters, num_prompts, prompt_dim, ops)
+
     # ------------------------------------------------------------ input checks shared by all layouts
+
+    def _image_from_cache(self, cache: Any, x_t: Tensor) -> Tensor:
+        """Layouts whose cache is the image itself: it must line up with x_t row by row."""
+        if cache.shape[0] != x_t.shape[0] or cache.shape[2:] != x_t.shape[2:]:
+            raise ValueError(f"{type(self).__name__}.denoise: image {tuple(cache.shape)} and x_t {tuple(x_t.shape)} "
+                             "must have the same batch size and spatial shape (expand_cache the image first)")
+        return cache
 
     def _check_image(self, image: Tensor) -> None:
         if image.ndim != 2 + self.spatial_dims or image.shape[1] != self.num_input_channels:

@@ -15,12 +15,10 @@ from diffoseg_auto.network.blocks import (
     TimestepEmbedding,
     film,
     he_init,
-    make_rater_input,
     rater_planes,
     zero_module,
 )
 from diffoseg_auto.network.denoiser_base import DenoiserBase
-from diffoseg_auto.network.prompt_block import PromptBlock
 
 REFERENCE_DEFAULTS = {"base_channels": 32, "channel_mult": [1, 2, 3, 4], "num_res_blocks": 2,
                       "attention_resolutions": [16, 8], "num_heads": 4}
@@ -141,9 +139,7 @@ class ReferenceOpenAIUNet(DenoiserBase):
                 zero_module(mod.out_layers[-1])
             elif isinstance(mod, AttentionBlock):
                 zero_module(mod.proj_out)
-        if num_raters is not None:
-            self.rater_input = make_rater_input(ops, num_raters, base, [3] * ops.dims, [1] * ops.dims)
-            self.prompt_block = PromptBlock(mult[-1] * base, num_raters, num_prompts, prompt_dim, ops)
+        self._add_stage2_modules(ops, base, [3] * ops.dims, [1] * ops.dims, mult[-1] * base, num_prompts, prompt_dim)
 
     def encode(self, image: Tensor) -> Any:
         self._check_image(image)
@@ -151,10 +147,7 @@ class ReferenceOpenAIUNet(DenoiserBase):
 
     def denoise(self, cache: Any, x_t: Tensor, t: Tensor, rater_id: Tensor | None = None) -> Tensor:
         t, rater_onehot = self._check_inputs(x_t, t, rater_id)
-        image = cache
-        if image.shape[0] != x_t.shape[0] or image.shape[2:] != x_t.shape[2:]:
-            raise ValueError(f"ReferenceOpenAIUNet.denoise: image {tuple(image.shape)} and x_t {tuple(x_t.shape)} "
-                             "must have the same batch size and spatial shape (expand_cache the image first)")
+        image = self._image_from_cache(cache, x_t)
         emb = self.time_embedding(t)
         h = self.input_conv(torch.cat([image, x_t], dim=1))
         if rater_onehot is not None:

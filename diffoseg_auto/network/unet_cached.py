@@ -14,10 +14,9 @@ from typing import Any
 from dynamic_network_architectures.building_blocks.plain_conv_encoder import PlainConvEncoder
 from torch import Tensor, nn
 
-from diffoseg_auto.network.blocks import ConvOps, TimestepEmbedding, he_init, make_rater_input, rater_planes
+from diffoseg_auto.network.blocks import ConvOps, TimestepEmbedding, init_film_network, rater_planes
 from diffoseg_auto.network.denoiser_base import DenoiserBase
 from diffoseg_auto.network.film_unet import FiLMDecoder, FiLMEncoder
-from diffoseg_auto.network.prompt_block import PromptBlock
 from diffoseg_auto.plans.plans import ArchitecturePlan
 
 
@@ -46,13 +45,9 @@ class CachedEncoderDenoiser(DenoiserBase):
         self.xt_encoder = FiLMEncoder(ops, num_classes, w, arch.kernel_sizes, arch.strides, arch.n_conv_per_stage, emb)
         self.decoder = FiLMDecoder(ops, w, arch.kernel_sizes, arch.strides, arch.n_conv_per_stage_decoder, emb,
                                    num_classes)
-        he_init(self)
-        for m in self.modules():
-            if hasattr(m, "zero_init_film"):
-                m.zero_init_film()
-        if num_raters is not None:
-            self.rater_input = make_rater_input(ops, num_raters, w[0], arch.kernel_sizes[0], arch.strides[0])
-            self.prompt_block = PromptBlock(w[-1], num_raters, arch.num_prompts, arch.prompt_dim, ops)
+        init_film_network(self)
+        self._add_stage2_modules(ops, w[0], arch.kernel_sizes[0], arch.strides[0], w[-1], arch.num_prompts,
+                                 arch.prompt_dim)
 
     def encode(self, image: Tensor) -> Any:
         """List of projected image features, one (B, w_s, *S_s) tensor per stage."""

@@ -9,10 +9,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from diffoseg_auto.network.blocks import ConvOps, TimestepEmbedding, he_init, make_rater_input, rater_planes
+from diffoseg_auto.network.blocks import ConvOps, TimestepEmbedding, init_film_network, rater_planes
 from diffoseg_auto.network.denoiser_base import DenoiserBase
 from diffoseg_auto.network.film_unet import FiLMDecoder, FiLMEncoder
-from diffoseg_auto.network.prompt_block import PromptBlock
 from diffoseg_auto.plans.plans import ArchitecturePlan
 
 
@@ -27,13 +26,9 @@ class ConcatUNetDenoiser(DenoiserBase):
                                    arch.n_conv_per_stage, emb)
         self.decoder = FiLMDecoder(ops, f, arch.kernel_sizes, arch.strides, arch.n_conv_per_stage_decoder, emb,
                                    num_classes)
-        he_init(self)
-        for m in self.modules():
-            if hasattr(m, "zero_init_film"):
-                m.zero_init_film()
-        if num_raters is not None:
-            self.rater_input = make_rater_input(ops, num_raters, f[0], arch.kernel_sizes[0], arch.strides[0])
-            self.prompt_block = PromptBlock(f[-1], num_raters, arch.num_prompts, arch.prompt_dim, ops)
+        init_film_network(self)
+        self._add_stage2_modules(ops, f[0], arch.kernel_sizes[0], arch.strides[0], f[-1], arch.num_prompts,
+                                 arch.prompt_dim)
 
     def encode(self, image: Tensor) -> Any:
         self._check_image(image)
@@ -41,10 +36,7 @@ class ConcatUNetDenoiser(DenoiserBase):
 
     def denoise(self, cache: Any, x_t: Tensor, t: Tensor, rater_id: Tensor | None = None) -> Tensor:
         t, rater_onehot = self._check_inputs(x_t, t, rater_id)
-        image = cache
-        if image.shape[0] != x_t.shape[0] or image.shape[2:] != x_t.shape[2:]:
-            raise ValueError(f"ConcatUNetDenoiser.denoise: image {tuple(image.shape)} and x_t {tuple(x_t.shape)} "
-                             "must have the same batch size and spatial shape (expand_cache the image first)")
+        image = self._image_from_cache(cache, x_t)
         emb = self.time_embedding(t)
         extra = None
         if rater_onehot is not None:
