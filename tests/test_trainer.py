@@ -147,3 +147,16 @@ def test_bad_inputs_give_clear_errors(toy, capsys):
     with pytest.raises(SystemExit) as e:
         main([DATASET, "2d", "0", "--stage", "2", "-device", "cpu"])
     assert "Run stage 1 first" in str(e.value.code)
+
+
+def test_time_budget_cuts_epochs(toy, tmp_path):
+    # a budget far below one epoch's time: the stage stops after the first epoch and says so
+    tr = run_training(DATASET, "2d", 0, "1", num_epochs=50, num_workers=0, output_folder=tmp_path / "budget",
+                      skip_final_validation=True, max_minutes=1e-4)[0]
+    assert tr.current_epoch == 1 and tr.num_epochs == 1
+    ckpt = torch.load(tmp_path / "budget" / "fold_0" / "stage1" / "checkpoint_final.pth", weights_only=False)
+    assert ckpt["epoch"] == 1
+    # a generous budget leaves the planned epochs alone
+    tr = run_training(DATASET, "2d", 0, "1", num_epochs=2, num_workers=0, output_folder=tmp_path / "free",
+                      skip_final_validation=True, max_minutes=60)[0]
+    assert tr.current_epoch == 2

@@ -61,7 +61,8 @@ def run_training(dataset: str | int, configuration: str, fold: int | str, stage:
                  continue_training: bool = False, only_validation: bool = False, num_epochs: int | None = None,
                  iterations_per_epoch: int | None = None, val_iterations: int | None = None, device: str = "cpu",
                  seed: int = 12345, freeze_backbone: bool | None = None, num_workers: int | None = None,
-                 output_folder: str | Path | None = None, skip_final_validation: bool = False) -> list[DiffOSegTrainer]:
+                 output_folder: str | Path | None = None, skip_final_validation: bool = False,
+                 max_minutes: float | None = None) -> list[DiffOSegTrainer]:
     """Train (or with ``only_validation`` just validate) the requested stage(s); returns the trainers."""
     from diffoseg_auto.paths import preprocessed_root
 
@@ -85,7 +86,8 @@ def run_training(dataset: str | int, configuration: str, fold: int | str, stage:
         for s in stages:
             tr = trainer_cls(plans, configuration, fold, dataset_name, s, dev, seed=seed, num_epochs=num_epochs,
                              iterations_per_epoch=iterations_per_epoch, output_folder=output_folder,
-                             num_workers=num_workers, val_iterations=val_iterations, freeze_backbone=freeze_backbone)
+                             num_workers=num_workers, val_iterations=val_iterations, freeze_backbone=freeze_backbone,
+                             max_minutes=max_minutes)
             if only_validation:
                 tr.load_checkpoint(tr.output_folder / "checkpoint_final.pth", weights_only=True)
             else:
@@ -113,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num_epochs", type=int, default=None, help="override the plans' number of epochs")
     p.add_argument("--iterations_per_epoch", type=int, default=None, help="override the plans' iterations per epoch")
     p.add_argument("--val_iterations", type=int, default=None, help="override the validation-loss batches per epoch")
+    p.add_argument("--max_minutes", type=float, default=None,
+                   help="wall-clock budget per stage: the number of epochs is cut to what fits (equal-time benchmarks)")
     p.add_argument("-device", default="cuda" if torch.cuda.is_available() else "cpu",
                    help="cpu, cuda or mps (default: cuda when available)")
     p.add_argument("--seed", type=int, default=12345, help="random seed (data order, init, noise)")
@@ -132,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         run_training(args.dataset, args.configuration, args.fold, args.stage, args.tr, args.p, args.c, args.val,
                      args.num_epochs, args.iterations_per_epoch, args.val_iterations, args.device, args.seed,
-                     True if args.freeze_backbone else None, args.num_workers)
+                     True if args.freeze_backbone else None, args.num_workers, max_minutes=args.max_minutes)
     except (FileNotFoundError, ValueError, CheckpointError, DatasetNotFoundError, EnvironmentVariableNotSetError) as e:
         sys.exit(f"diffoseg_train: {e}")
 

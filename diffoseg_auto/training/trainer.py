@@ -49,7 +49,7 @@ class DiffOSegTrainer:
                  device: torch.device, seed: int = 12345, num_epochs: int | None = None,
                  iterations_per_epoch: int | None = None, output_folder: str | Path | None = None,
                  num_workers: int | None = None, val_iterations: int | None = None,
-                 freeze_backbone: bool | None = None):
+                 freeze_backbone: bool | None = None, max_minutes: float | None = None):
         if stage not in (1, 2):
             raise ValueError(f"stage must be 1 or 2, got {stage}")
         self.plans, self.configuration, self.fold, self.dataset_name = plans, configuration, fold, dataset_name
@@ -66,6 +66,8 @@ class DiffOSegTrainer:
         self.val_iterations = int(val_iterations if val_iterations is not None else tr.num_val_iterations_per_epoch)
         self.freeze_backbone = bool(s2.freeze_backbone if freeze_backbone is None else freeze_backbone) and stage == 2
         self.num_workers = default_num_workers() if num_workers is None else int(num_workers)
+        # wall-clock budget of this stage (benchmarks at equal training time); None = train all epochs
+        self.max_minutes = None if max_minutes is None else float(max_minutes)
         self.batch_size = ddp.per_rank_batch_size(self.cfg.batch_size, self.world_size)
         self.trainer_dir = (Path(output_folder) if output_folder is not None else
                             trainer_folder(dataset_name, type(self).__name__, plans.plans_name, configuration))
@@ -246,13 +248,30 @@ class DiffOSegTrainer:
     # ------------------------------------------------------------------ loop
     def run_training(self, continue_training: bool = False) -> None:
         self.on_train_start(continue_training)
+        self._epochs_before_budget = self.current_epoch  # a resumed run budgets only its own epochs
+        start = time.time()
         while self.current_epoch < self.num_epochs:
             self.on_epoch_start()
             train_losses = [self.train_step(next(self.mt_tr)) for _ in range(self.iterations_per_epoch)]
             self.network.eval()
             val_losses = [self.validation_step(next(self.mt_val)) for _ in range(self.val_iterations)]
             self.on_epoch_end(train_losses, val_losses)
+            if self.max_minutes is not None:
+                self._fit_epochs_to_budget(time.time() - start)
         self.on_train_end()
+
+    def _fit_epochs_to_budget(self, elapsed_s: float) -> None:
+        """Shrink num_epochs so the stage ends within max_minutes (the poly LR then decays over what fits).
+
+        Epochs agree across DDP ranks because the decision uses rank 0's clock."""
+        done = self.current_epoch
+        per_epoch = elapsed_s / max(1, done - self._epochs_before_budget)
+        fits = done + int((self.max_minutes * 60 - elapsed_s) // per_epoch)
+        fits = int(ddp.broadcast_int(max(done, fits), self.device))
+        if fits < self.num_epochs:
+            self.num_epochs = fits
+            self.print(f"time budget {self.max_minutes:g} min: training ends after epoch {fits} "
+                       f"({fits * self.iterations_per_epoch} iterations)")
 
     def perform_actual_validation(self) -> dict | None:
         """Sample every validation case with the EMA weights; write validation/summary.json (rank 0 only)."""
@@ -315,7 +334,7 @@ class DiffOSegTrainer:
         return {**self.init_args, "seed": self.seed, "device": str(self.device), "world_size": self.world_size,
                 "batch_size_per_rank": self.batch_size, "num_epochs": self.num_epochs,
                 "iterations_per_epoch": self.iterations_per_epoch, "val_iterations": self.val_iterations,
-                "initial_lr": self.initial_lr, "freeze_backbone": self.freeze_backbone, "num_workers": self.num_workers,
+                "initial_lr": self.initial_lr, "max_minutes": self.max_minutes, "freeze_backbone": self.freeze_backbone, "num_workers": self.num_workers,
                 "use_amp": self.use_amp, "save_every": self.save_every, "output_folder": str(self.output_folder),
                 "data_folder": str(self.data_folder), "configuration_plan": self.plans.to_dict()["configurations"][self.configuration],
                 "torch_version": torch.__version__, "network_class": type(self.network).__name__ if self.network else None}
