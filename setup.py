@@ -16,6 +16,7 @@ CONSOLE_SCRIPTS = {
     "diffoseg_extract_fingerprint": "planners.plan_and_preprocess_entrypoints:extract_fingerprint_entry",
     "diffoseg_plan_experiment": "planners.plan_and_preprocess_entrypoints:plan_experiment_entry",
     "diffoseg_preprocess": "planners.plan_and_preprocess_entrypoints:preprocess_entry",
+    "diffoseg_add_reference_configuration": "planners.reference_configuration:main",
     # training, prediction, evaluation
     "diffoseg_train": "diffoseg_auto.training.run_training:main",
     "diffoseg_predict": "diffoseg_auto.inference.predict_entrypoint:main",
