@@ -178,3 +178,20 @@ def test_augmentation_consistent_across_raters_and_deterministic(tmp_path: Path)
     np.testing.assert_array_equal(a["seg"][:, 0], a["seg"][:, 2])
     np.testing.assert_array_equal(a["data"], b["data"])
     np.testing.assert_array_equal(a["seg"], b["seg"])
+
+
+def test_ema_warmup_then_planned_decay():
+    import torch
+
+    from diffoseg_auto.training.ema import EMA
+
+    net = torch.nn.Linear(1, 1, bias=False)
+    torch.nn.init.zeros_(net.weight)
+    ema = EMA(net, 0.999)
+    assert ema.current_decay() == pytest.approx(0.1)  # (1 + 0) / (10 + 0)
+    with torch.no_grad():
+        net.weight.fill_(1.0)
+    ema.update(net)
+    assert float(ema.model.weight) == pytest.approx(0.9)  # 0.1 * 0 + 0.9 * 1
+    ema.num_updates = 100_000
+    assert ema.current_decay() == 0.999  # warm-up over: the plans' decay

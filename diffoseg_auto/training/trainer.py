@@ -290,7 +290,7 @@ class DiffOSegTrainer:
     def checkpoint_dict(self) -> dict:
         return {"network_weights": self.ema.state_dict(), "raw_network_weights": self.network.state_dict(),
                 "optimizer_state": self.optimizer.state_dict(), "grad_scaler_state": self.grad_scaler.state_dict(),
-                "epoch": self.current_epoch, "logging": {**self.logger.state(), "best_ema_val": self.best_ema_val},
+                "epoch": self.current_epoch, "ema_num_updates": self.ema.num_updates, "logging": {**self.logger.state(), "best_ema_val": self.best_ema_val},
                 "rng_state": capture_rng_state({"data_loader": self.dl_tr.get_rng_state() if hasattr(self, "dl_tr") else None}),
                 "init_args": self.init_args, "trainer_name": type(self).__name__, "plans": self.plans.to_dict()}
 
@@ -305,6 +305,7 @@ class DiffOSegTrainer:
                                                             "stage", "fold", "num_raters", "num_classes"))
         self.network.load_state_dict(ckpt["raw_network_weights"])
         self.ema.load_state_dict(ckpt["network_weights"])
+        self.ema.num_updates = int(ckpt.get("ema_num_updates", int(ckpt["epoch"]) * self.iterations_per_epoch))
         if not weights_only:
             self.optimizer.load_state_dict(ckpt["optimizer_state"])
             if ckpt.get("grad_scaler_state"):
