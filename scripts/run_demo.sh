@@ -11,7 +11,7 @@ export diffoseg_raw=${diffoseg_raw:-$WORK/raw}
 export diffoseg_preprocessed=${diffoseg_preprocessed:-$WORK/preprocessed}
 export diffoseg_results=${diffoseg_results:-$WORK/results}
 ID=${DEMO_DATASET_ID:-901}
-EPOCHS=${DEMO_EPOCHS:-4}
+EPOCHS=${DEMO_EPOCHS:-8}
 ITERS=${DEMO_ITERS:-25}
 CASES=${DEMO_CASES:-30}
 
@@ -27,15 +27,7 @@ diffoseg_train "$ID" 2d 0 --stage both --num_epochs "$EPOCHS" --iterations_per_e
 
 echo "== 4/5 predict the fold's validation cases"
 VAL_IN=$WORK/val_images
-rm -rf "$VAL_IN" && mkdir -p "$VAL_IN"
-.venv/bin/python - "$diffoseg_preprocessed/$NAME/splits_final.json" "$diffoseg_raw/$NAME/imagesTr" "$VAL_IN" <<'PY'
-import json, os, sys
-splits, images, out = sys.argv[1:4]
-val = set(json.load(open(splits))[0]["val"])
-for f in sorted(os.listdir(images)):
-    if f.rsplit("_", 1)[0] in val:
-        os.symlink(os.path.join(images, f), os.path.join(out, f))
-PY
+.venv/bin/python -m diffoseg_auto.utilities.fold_images "$ID" 0 "$VAL_IN"
 diffoseg_predict -i "$VAL_IN" -o "$WORK/predictions" -d "$ID" -c 2d -f 0 --save_samples -device cpu
 
 echo "== 5/5 evaluate against the raters"

@@ -1,0 +1,56 @@
+"""Collect the raw images of one fold's validation (or training) cases into a folder of links.
+
+`diffoseg_predict` takes a folder of images; this makes one for the held-out cases of a fold so
+that demos and benchmarks predict exactly what training did not see.
+`python -m diffoseg_auto.utilities.fold_images DATASET FOLD OUT_FOLDER [--split val|train]`
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+from pathlib import Path
+
+from diffoseg_auto.dataset.raw_dataset import open_raw_dataset
+from diffoseg_auto.paths import preprocessed_root
+from diffoseg_auto.utilities.dataset_name_id import resolve_dataset_name
+
+
+def link_fold_images(dataset: str | int, fold: int, output_folder: str | Path, split: str = "val") -> list[str]:
+    """Link (or copy where links are impossible) the fold's images into ``output_folder``; returns the cases."""
+    name = resolve_dataset_name(dataset)
+    splits_file = preprocessed_root() / name / "splits_final.json"
+    if not splits_file.is_file():
+        raise FileNotFoundError(f"{splits_file}: no splits yet. They are created by the first `diffoseg_train {dataset} ...`.")
+    splits = json.loads(splits_file.read_text())
+    if not 0 <= int(fold) < len(splits):
+        raise ValueError(f"fold {fold} is not in {splits_file} (folds 0..{len(splits) - 1})")
+    cases = list(splits[int(fold)][split])
+    files = open_raw_dataset(name).image_files_by_case("Tr")
+    out = Path(output_folder)
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    for case in cases:
+        for f in files[case]:
+            try:
+                os.symlink(f.resolve(), out / f.name)
+            except OSError:
+                shutil.copyfile(f, out / f.name)
+    return cases
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description="Link the raw images of a fold's validation cases into a folder.")
+    p.add_argument("dataset")
+    p.add_argument("fold", type=int)
+    p.add_argument("output_folder")
+    p.add_argument("--split", choices=["val", "train"], default="val")
+    a = p.parse_args(argv)
+    cases = link_fold_images(a.dataset, a.fold, a.output_folder, a.split)
+    print(f"{len(cases)} {a.split} cases of fold {a.fold} linked into {a.output_folder}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,19 @@
+import json
+
+import pytest
+
+from dataset_conversion.generate_toy_dataset import generate_toy_dataset
+from diffoseg_auto.utilities.fold_images import link_fold_images
+
+
+def test_links_exactly_the_validation_cases(env_folders, tmp_path):
+    generate_toy_dataset(env_folders["raw"] / "Dataset950_Links", dim=2, num_cases=6, num_raters=2, seed=1)
+    pp = env_folders["preprocessed"] / "Dataset950_Links"
+    pp.mkdir(parents=True)
+    (pp / "splits_final.json").write_text(json.dumps([{"train": ["toy_000", "toy_001", "toy_002", "toy_003"],
+                                                       "val": ["toy_004", "toy_005"]}]))
+    cases = link_fold_images(950, 0, tmp_path / "val")
+    assert cases == ["toy_004", "toy_005"]
+    assert sorted(p.name for p in (tmp_path / "val").iterdir()) == ["toy_004_0000.nii.gz", "toy_005_0000.nii.gz"]
+    with pytest.raises(ValueError, match="fold 3"):
+        link_fold_images(950, 3, tmp_path / "bad")
