@@ -231,9 +231,11 @@ def _resolve_inheritance(raw_cfgs: dict, where: str) -> dict:
         if name in resolved:
             return resolved[name]
         if name not in raw_cfgs:
-            raise PlansValidationError(f"{where}: configuration '{chain[-1]}' inherits from unknown '{name}'")
+            raise PlansValidationError(f"{where}: configurations.{chain[-1]} inherits from unknown '{name}'. "
+                                       f"Known configurations: {sorted(raw_cfgs)}")
         if name in chain:
-            raise PlansValidationError(f"{where}: inheritance cycle {' -> '.join(chain + (name,))}")
+            raise PlansValidationError(f"{where}: configurations.{chain[0]}: inheritance cycle "
+                                       f"{' -> '.join(chain + (name,))}")
         cfg = dict(raw_cfgs[name])
         parent = cfg.pop("inherits_from", None)
         if parent is not None:
