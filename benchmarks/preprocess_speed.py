@@ -129,7 +129,7 @@ def make_datasets(work: Path, num_cases: int, size: int, num_raters: int, rater:
 @dataclass
 class Run:
     tool: str
-    round: int
+    round: int | str   # round number, or the phase name for --phases runs
     seconds: float
 
 
@@ -151,12 +151,31 @@ def nnunet_command(venv: Path, configs: list[str], num_processes: int) -> list[s
             "-np", *[str(num_processes)] * len(configs), "-npfp", str(num_processes), "--clean"]
 
 
-def timed_run(tool: str, cmd: list[str], work: Path, round_: int) -> Run:
-    """Delete the tool's preprocessed output, run ``cmd``, return its wall time; log in work/logs."""
+def phase_commands(tool: str, venv: Path, configs: list[str], num_processes: int) -> dict[str, list[str]]:
+    """fingerprint / planning / preprocessing as three separate commands (each pays its own start-up)."""
+    n, d = str(num_processes), str(DATASET_ID)
+    if tool == "nnunet":
+        b = venv / "bin"
+        return {"fingerprint": [str(b / "nnUNetv2_extract_fingerprint"), "-d", d, "-np", n, "--clean"],
+                "planning": [str(b / "nnUNetv2_plan_experiment"), "-d", d],
+                "preprocessing": [str(b / "nnUNetv2_preprocess"), "-d", d, "-c", *configs, "-np", *[n] * len(configs)]}
+
+    def entry(fn: str, *args: str) -> list[str]:
+        return [sys.executable, "-c", f"import sys; from planners.plan_and_preprocess_entrypoints import {fn}; {fn}(sys.argv[1:])",
+                *args]
+
+    return {"fingerprint": entry("extract_fingerprint_entry", "-d", d, "-np", n, "--clean"),
+            "planning": entry("plan_experiment_entry", "-d", d),
+            "preprocessing": entry("preprocess_entry", "-d", d, "-c", *configs, "-np", n, "--clean")}
+
+
+def timed_run(tool: str, cmd: list[str], work: Path, round_: int | str, clean: bool = True) -> Run:
+    """Delete the tool's preprocessed output (``clean``), run ``cmd``, return its wall time; log in work/logs."""
     prefix = "diffoseg" if tool == "ours" else "nnUNet"
-    shutil.rmtree(work / f"{prefix}_preprocessed", ignore_errors=True)
-    (work / f"{prefix}_preprocessed").mkdir(parents=True)
-    log = work / "logs" / f"{tool}_round{round_}.log"
+    if clean:
+        shutil.rmtree(work / f"{prefix}_preprocessed", ignore_errors=True)
+        (work / f"{prefix}_preprocessed").mkdir(parents=True)
+    log = work / "logs" / f"{tool}_{'round' if isinstance(round_, int) else 'phase_'}{round_}.log"
     log.parent.mkdir(exist_ok=True)
     start = time.perf_counter()
     with open(log, "w") as f:
@@ -166,6 +185,17 @@ def timed_run(tool: str, cmd: list[str], work: Path, round_: int) -> Run:
         tail = log.read_text()[-3000:]
         raise SystemExit(f"{tool} round {round_} failed (exit {r.returncode}): {' '.join(cmd)}\n--- {log} (tail) ---\n{tail}")
     return Run(tool, round_, seconds)
+
+
+def time_phases(tools: list[str], venv: Path, work: Path, configs: list[str], num_processes: int) -> dict:
+    """{tool: {phase: seconds}}: one run of the three steps, preprocessed folder emptied before the first."""
+    out: dict = {}
+    for tool in tools:
+        out[tool] = {}
+        for i, (phase, cmd) in enumerate(phase_commands(tool, venv, configs, num_processes).items()):
+            out[tool][phase] = timed_run(tool, cmd, work, phase, clean=i == 0).seconds
+            print(f"phase {phase}: {tool} {out[tool][phase]:.2f} s", flush=True)
+    return out
 
 
 def our_plan_summary(work: Path, config: str) -> dict:
@@ -218,7 +248,9 @@ def run_benchmark(args: argparse.Namespace) -> dict:
             if nnunet_ok:
                 runs.append(timed_run("nnunet", nn_cmd, work, rnd))
                 print(f"round {rnd}: nnU-Net {runs[-1].seconds:.2f} s", flush=True)
-        result: dict = {"cases": len(cases), "size": args.size, "raters": args.raters, "num_processes": args.num_processes,
+        tools = ["ours", "nnunet"] if nnunet_ok else ["ours"]
+        phases = time_phases(tools, venv, work, args.configurations, args.num_processes) if args.phases else {}
+        result: dict = {"phases": phases, "cases": len(cases), "size": args.size, "raters": args.raters, "num_processes": args.num_processes,
                         "configurations": args.configurations, "cpu_count": os.cpu_count(),
                         "runs": [r.__dict__ for r in runs], "nnunet_skipped": None if nnunet_ok else why}
         ours_t = [r.seconds for r in runs if r.tool == "ours"]
@@ -239,6 +271,9 @@ def run_benchmark(args: argparse.Namespace) -> dict:
             result["plans"]["nnunet"] = nn_p
         for key in ("patch_size", "batch_size", "n_stages", "spacing"):
             rows.append([f"{plans_cfg} {key}", str(ours_p[key]), str(result["plans"]["nnunet"][key]) if nnunet_ok else "skipped"])
+        for phase in ("fingerprint", "planning", "preprocessing") if phases else ():
+            rows.append([f"phase {phase} [s]", f"{phases['ours'][phase]:.2f}",
+                         f"{phases['nnunet'][phase]:.2f}" if nnunet_ok else "skipped"])
         print(_fmt_table(rows))
         if nnunet_ok:
             goal = "reached" if result["ratio_best"] <= 1.0 else "NOT reached"
@@ -265,6 +300,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("-np", "--num_processes", type=int, default=2, help="worker processes for both tools")
     p.add_argument("-c", "--configurations", nargs="+", default=["3d_fullres"], help="configurations to preprocess (both tools)")
     p.add_argument("--repeats", type=int, default=2, help="timed rounds (each: ours then nnU-Net)")
+    p.add_argument("--phases", action="store_true",
+                   help="after the timed rounds, also time fingerprint, planning and preprocessing as separate commands")
     p.add_argument("--nnunet_venv", default=str(DEFAULT_VENV), help="virtual environment with nnunetv2")
     p.add_argument("--setup", action="store_true", help="create the nnU-Net venv if missing (pip, no torch download)")
     p.add_argument("--work_dir", default=None, help="parent of the temporary working folder (default: system temp)")
