@@ -75,7 +75,8 @@ def make_plans_tiny(plans_file: Path, patch: list[int], step_size: float) -> Non
     save_plans(plans, plans_file)
 
 
-def run_pipeline(env: dict[str, Path], raw: Path, dataset_id: int, patch: list[int], step_size: float) -> dict:
+def run_pipeline(env: dict[str, Path], raw: Path, dataset_id: int, patch: list[int], step_size: float,
+                 trainer_validation: bool = True) -> dict:
     name = raw.name
     plan_and_preprocess(["-d", str(dataset_id), "-np", "1", "-c", "2d", "--verify_dataset_integrity"])
     pp = env["preprocessed"] / name
@@ -86,11 +87,11 @@ def run_pipeline(env: dict[str, Path], raw: Path, dataset_id: int, patch: list[i
     make_plans_tiny(pp / "DiffOSegPlans.json", patch, step_size)
 
     run_training(dataset_id, "2d", 0, stage="both", num_epochs=1, iterations_per_epoch=2, val_iterations=1,
-                 device="cpu", num_workers=0)
+                 device="cpu", num_workers=0, skip_final_validation=not trainer_validation)
     fold = env["results"] / name / TRAINER_FOLDER / "fold_0"
     for stage in ("stage1", "stage2"):
         assert (fold / stage / "checkpoint_final.pth").is_file()
-        assert (fold / stage / "validation" / "summary.json").is_file()
+        assert (fold / stage / "validation" / "summary.json").is_file() == trainer_validation
     assert (fold / "checkpoint_final.pth").is_file()
 
     _, val = select_fold(load_json(pp / "splits_final.json"), 0, cases)
@@ -151,6 +152,7 @@ def test_bubil_pipeline(env_folders):
     full = RawDataset(convert_bubil(BUBIL, 40))
     assert len(full.cases) == 35 and full.num_raters == 10
     raw = subset_dataset(full.folder, 41, "BUBILsmall", full.cases[:4])
-    # full 811x1024 images; a 256x256 patch with step 1.0 tiles them with 4x4 windows
-    summary = run_pipeline(env_folders, raw, 41, patch=[256, 256], step_size=1.0)
+    # full 811x1024 images; a 256x256 patch with step 1.0 tiles them with 4x4 windows. The trainer's own
+    # validation (one chain per rater and case, 10 raters) is covered by the LIDC test and skipped here for time.
+    summary = run_pipeline(env_folders, raw, 41, patch=[256, 256], step_size=1.0, trainer_validation=False)
     assert summary["num_cases"] == 1
