@@ -39,8 +39,8 @@ def validate_cases(network: nn.Module, diffusion, configuration: ConfigurationPl
             res = evaluate_case(samples, seg, rater_mask, num_classes,
                                 consensus=consensus_from_samples(samples, num_classes), mode=mode)
         else:
-            preds = np.stack([predictor.sample_case(data, 1, sampling_steps, rater_id=r, seed=i)[0]
-                              for r in range(len(raters))])
+            # all rater prompts in one batched chain: each window is encoded once for every rater
+            preds = predictor.sample_case(data, len(raters), sampling_steps, rater_id=list(range(len(raters))), seed=i)
             res = evaluate_case(None, seg, rater_mask, num_classes, rater_predictions=preds, mode=mode)
         per_case.append({"case": case, **res})
     summary = summarize(per_case, raters, mode)
