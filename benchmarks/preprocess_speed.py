@@ -34,10 +34,27 @@ DEFAULT_VENV = REPO / "benchmarks" / ".venv_nnunet"
 DATASET_ID = 990
 DATASET_NAME = f"Dataset{DATASET_ID:03d}_Toy3DSpeed"
 NNUNET_CMD = "nnUNetv2_plan_and_preprocess"
-# PyPI distribution name -> import name, for nnunetv2's requirements whose names differ
-_IMPORT_NAMES = {"acvl-utils": "acvl_utils", "scikit-image": "skimage", "scikit-learn": "sklearn",
-                 "dynamic-network-architectures": "dynamic_network_architectures", "SimpleITK": "SimpleITK",
-                 "batchgeneratorsv2": "batchgeneratorsv2"}
+# run inside the nnU-Net venv: requirements (transitively, markers evaluated) of nnunetv2 with no installed distribution
+_MISSING_REQUIREMENTS = """
+import importlib.metadata as m, json
+from packaging.requirements import Requirement
+todo, seen, missing = ["nnunetv2"], set(), set()
+while todo:
+    dist = todo.pop()
+    if dist.lower() in seen:
+        continue
+    seen.add(dist.lower())
+    for q in m.requires(dist) or []:
+        r = Requirement(q)
+        if r.marker is not None and not r.marker.evaluate({"extra": ""}):
+            continue
+        try:
+            m.distribution(r.name)
+            todo.append(r.name)
+        except m.PackageNotFoundError:
+            missing.add(r.name)
+print(json.dumps(sorted(missing)))
+"""
 
 
 # ---------------------------------------------------------------- nnU-Net environment
@@ -60,6 +77,13 @@ def _pip(venv: Path, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True)
 
 
+def _missing_requirements(venv: Path) -> list[str]:
+    r = subprocess.run([str(_venv_python(venv)), "-c", _MISSING_REQUIREMENTS], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"{venv}: could not list nnunetv2's requirements: {r.stderr.strip()[-500:]}")
+    return json.loads(r.stdout)
+
+
 def setup_nnunet_venv(venv: Path = DEFAULT_VENV) -> tuple[bool, str]:
     """Create ``venv`` with nnunetv2 from PyPI, reusing this interpreter's site-packages. (ok, message)."""
     if nnunet_available(venv):
@@ -74,25 +98,21 @@ def setup_nnunet_venv(venv: Path = DEFAULT_VENV) -> tuple[bool, str]:
     r = _pip(venv, "--no-deps", "nnunetv2")
     if r.returncode != 0:
         return False, f"pip install --no-deps nnunetv2 failed in {venv}: {r.stderr.strip()[-500:]}"
-    # install only the requirements not importable yet; pin torch so pip can never pull a CUDA build
-    check = ("import importlib.metadata as m, importlib.util as u, json, re, sys\n"
-             f"names = {_IMPORT_NAMES!r}\n"
-             "reqs = [re.split(r'[ ;<>=!~\\[]', q)[0] for q in (m.requires('nnunetv2') or []) if 'extra ==' not in q]\n"
-             "print(json.dumps([q for q in reqs if u.find_spec(names.get(q, q.replace('-', '_'))) is None]))\n")
-    missing = json.loads(subprocess.run([str(_venv_python(venv)), "-c", check], capture_output=True, text=True,
-                                        check=True).stdout)
-    if missing:
-        import torch
-
-        with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
-            f.write(f"torch=={torch.__version__}\n")
-        r = _pip(venv, "-c", f.name, *missing)
-        os.unlink(f.name)
+    # install only what is missing, each with --no-deps, until nothing is: pip never resolves torch itself
+    installed: list[str] = []
+    for _ in range(10):
+        missing = _missing_requirements(venv)
+        if not missing:
+            break
+        if "torch" in missing:
+            return False, f"{venv}: torch is not visible through the .pth file; refusing to download it (5 GB CUDA build)"
+        r = _pip(venv, "--no-deps", *missing)
         if r.returncode != 0:
-            return False, f"pip install {' '.join(missing)} failed in {venv}: {r.stderr.strip()[-500:]}"
+            return False, f"pip install --no-deps {' '.join(missing)} failed in {venv}: {r.stderr.strip()[-500:]}"
+        installed += missing
     if not nnunet_available(venv):
         return False, f"{venv}/bin/{NNUNET_CMD} -h fails after installation; see `{venv}/bin/{NNUNET_CMD} -h`"
-    return True, f"{venv}: installed nnunetv2 (+ {', '.join(missing) or 'no missing dependencies'})"
+    return True, f"{venv}: installed nnunetv2 (+ {', '.join(installed) or 'no missing dependencies'})"
 
 
 # ---------------------------------------------------------------- data
@@ -224,7 +244,10 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     venv = Path(args.nnunet_venv)
     nnunet_ok, why = True, ""
     if args.setup:
-        nnunet_ok, why = setup_nnunet_venv(venv)
+        try:
+            nnunet_ok, why = setup_nnunet_venv(venv)
+        except (OSError, RuntimeError, ValueError) as e:  # a failed install skips the nnU-Net half, it never aborts ours
+            nnunet_ok, why = False, f"installing nnU-Net into {venv} failed: {e}"
         print(why)
     elif not nnunet_available(venv):
         nnunet_ok, why = False, f"{venv}/bin/{NNUNET_CMD} not found or broken (run with --setup to install it)"
