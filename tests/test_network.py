@@ -138,6 +138,22 @@ def test_reference_time_conditioning():
 
 
 @pytest.mark.parametrize("dims,layout", LAYOUTS)
+def test_rater_embedding_steers_every_stage(dims, layout):
+    """The rater enters the timestep embedding too: with the prompt block and the (norm-cancelled)
+    constant input planes left at zero, the rater embedding alone changes the output."""
+    plans = make_plans(dims, layout, raters=3)
+    s1 = build(plans, 1)
+    perturb(s1)
+    s2 = build(plans, 2)
+    transfer_stage1_weights(s2, s1.state_dict())
+    img, x_t, t = inputs(plans)
+    with torch.no_grad():
+        s2.rater_embedding.weight.normal_(0, 1.0)
+        outs = [s2(img, x_t, t, torch.tensor([k, k])) for k in range(3)]
+    assert (outs[0] - outs[1]).abs().max() > 1e-3 and (outs[1] - outs[2]).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("dims,layout", LAYOUTS)
 @pytest.mark.parametrize("raters", [3, 6])
 def test_stage2_starts_as_stage1(dims, layout, raters):
     plans = make_plans(dims, layout, raters=raters)
@@ -145,7 +161,8 @@ def test_stage2_starts_as_stage1(dims, layout, raters):
     perturb(s1)  # non-trivial Stage I weights, zero-init FiLM/residual layers included
     s2 = build(plans, 2, seed=3)
     missing = transfer_stage1_weights(s2, s1.state_dict())
-    assert missing and all(n.startswith(("prompt_block.", "rater_input.")) for n in missing)
+    assert missing and all(n.startswith(DenoiserBase.stage2_param_prefixes) for n in missing)
+    assert "rater_embedding.weight" in missing
     assert s2.prompt_block.rater_weight.shape[0] == raters
     img, x_t, t = inputs(plans)
     with torch.no_grad():
@@ -181,7 +198,7 @@ def test_freeze_backbone(layout):
     net = build(make_plans(2, layout), 2)
     freeze_backbone(net)
     trainable = {n for n, p in net.named_parameters() if p.requires_grad}
-    expected = {n for n, _ in net.named_parameters() if n.startswith(("prompt_block.", "rater_input."))}
+    expected = {n for n, _ in net.named_parameters() if n.startswith(DenoiserBase.stage2_param_prefixes)}
     assert trainable == expected and "rater_input.weight" in trainable and "prompt_block.prompts" in trainable
     with pytest.raises(ValueError, match="Stage II"):
         freeze_backbone(build(make_plans(2, layout), 1))

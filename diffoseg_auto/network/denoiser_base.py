@@ -22,7 +22,7 @@ class DenoiserBase(nn.Module):
 
     # names of parameter groups that exist only in Stage II (prompt block, rater input);
     # freeze_backbone keeps exactly these trainable
-    stage2_param_prefixes: tuple[str, ...] = ("prompt_block.", "rater_input.")
+    stage2_param_prefixes: tuple[str, ...] = ("prompt_block.", "rater_input.", "rater_embedding.")
 
     def __init__(self, num_input_channels: int, num_classes: int, num_raters: int | None, spatial_dims: int):
         super().__init__()
@@ -54,6 +54,19 @@ class DenoiserBase(nn.Module):
 
         self.rater_input = make_rater_input(ops, self.num_raters, first_width, first_kernel, first_stride)
         self.prompt_block = PromptBlock(bottleneck_width, self.num_raters, num_prompts, prompt_dim, ops)
+        # The rater one-hot enters as constant input planes (the paper), but instance/group norm
+        # subtracts a spatially constant offset, so that path barely reaches deeper layers. The
+        # rater is therefore also added to the timestep embedding, which drives the scale/shift
+        # of every stage. Zero-initialised: Stage II starts as Stage I.
+        self.rater_embedding = nn.Linear(self.num_raters, self.time_embedding.out_dim, bias=False)
+        nn.init.zeros_(self.rater_embedding.weight)
+
+    def _embed(self, t: Tensor, rater_onehot: Tensor | None) -> Tensor:
+        """Timestep embedding, plus the rater's embedding in Stage II."""
+        emb = self.time_embedding(t)
+        if rater_onehot is not None:
+            emb = emb + self.rater_embedding(rater_onehot.to(emb.dtype))
+        return emb
 
     # ------------------------------------------------------------ input checks shared by all layouts
 

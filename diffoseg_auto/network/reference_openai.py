@@ -148,7 +148,7 @@ class ReferenceOpenAIUNet(DenoiserBase):
     def denoise(self, cache: Any, x_t: Tensor, t: Tensor, rater_id: Tensor | None = None) -> Tensor:
         t, rater_onehot = self._check_inputs(x_t, t, rater_id)
         image = self._image_from_cache(cache, x_t)
-        emb = self.time_embedding(t)
+        emb = self._embed(t, rater_onehot)
         h = self.input_conv(torch.cat([image, x_t], dim=1))
         if rater_onehot is not None:
             h = h + self.rater_input(rater_planes(rater_onehot, tuple(x_t.shape[2:])))

@@ -62,7 +62,7 @@ class CachedEncoderDenoiser(DenoiserBase):
             raise ValueError(f"CachedEncoderDenoiser.denoise: cached features {tuple(cache[0].shape)} do not match "
                              f"x_t {tuple(x_t.shape)} (batch and spatial shape); use expand_cache(cache, n) for n "
                              "samples per image")
-        emb = self.time_embedding(t)
+        emb = self._embed(t, rater_onehot)
         extra = None
         if rater_onehot is not None:
             extra = self.rater_input(rater_planes(rater_onehot, tuple(x_t.shape[2:])))
