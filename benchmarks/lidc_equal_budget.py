@@ -1,0 +1,184 @@
+"""LIDC-IDRI subset: our planned configuration vs the paper's reference configuration at equal wall clock.
+
+One command does the whole comparison on the real data in ../shared/data/lidc_subset:
+convert -> plan/preprocess -> add the reference configuration -> train both stages of fold 0
+for both configurations with the same wall-clock budget (run side by side, one CPU thread each,
+so both see the same machine) -> predict the fold's validation cases -> evaluate -> one table
+(JSON + Markdown). Also measures sampling seconds per image and, with --ged_curve, GED against
+the number of sampling steps for our model.
+
+    python benchmarks/lidc_equal_budget.py --work /tmp/lidc_bench --stage1_minutes 30 --stage2_minutes 15
+
+Sampling the reference at its 250 steps is timed on one image (--reference_timing_cases); its
+metrics use --reference_eval_steps steps when 250 steps for every case would not fit the CPU budget
+(the table says which).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+LIDC = ROOT.parent / "shared" / "data" / "lidc_subset" / "lidc_subset.npz"
+CONFIGS = {"planned": "2d", "paper_reference": "2d_paper_reference"}
+HEADLINE = ["GED", "Dice_soft", "Dice_match", "Dice_max", "Dice_rater_strict", "Dice_rater_dpersona",
+            "Dice_consensus_majority"]
+
+
+def set_env(work: Path) -> None:
+    for var, sub in (("diffoseg_raw", "raw"), ("diffoseg_preprocessed", "preprocessed"), ("diffoseg_results", "results")):
+        os.environ[var] = str(work / sub)
+
+
+def prepare(dataset_id: int) -> None:
+    from dataset_conversion.convert_lidc import convert_lidc
+    from planners.plan_and_preprocess_entrypoints import plan_and_preprocess
+    from planners.reference_configuration import main as add_reference
+
+    convert_lidc(LIDC, dataset_id, overwrite=True)
+    plan_and_preprocess(["-d", str(dataset_id), "-c", "2d", "-np", "2", "--verify_dataset_integrity"])
+    add_reference(["-d", str(dataset_id)])
+
+
+def train_one(dataset_id: int, configuration: str, stage1_minutes: float, stage2_minutes: float) -> dict:
+    """Runs in its own process (one CPU thread); returns iterations reached per stage."""
+    import torch
+
+    from diffoseg_auto.training.run_training import run_training
+
+    torch.set_num_threads(1)
+    reached = {}
+    for stage, minutes in ((1, stage1_minutes), (2, stage2_minutes)):
+        t0 = time.time()
+        tr = run_training(dataset_id, configuration, 0, str(stage), num_workers=0, device="cpu",
+                          max_minutes=minutes, skip_final_validation=True, num_epochs=1000,
+                          iterations_per_epoch=25, val_iterations=2)[0]
+        reached[f"stage{stage}"] = {"epochs": tr.current_epoch, "iterations": tr.current_epoch * tr.iterations_per_epoch,
+                                    "batch_size": tr.batch_size, "seconds": round(time.time() - t0, 1)}
+    return reached
+
+
+def predict_and_evaluate(dataset_id: int, configuration: str, work: Path, tag: str, steps: int | None,
+                         num_samples: int, cases_folder: Path, raters: str | None = None) -> dict:
+    import torch
+
+    from diffoseg_auto.evaluation.evaluate_entrypoint import evaluate_folder
+    from diffoseg_auto.inference.predict_entrypoint import predict_from_folder
+
+    torch.set_num_threads(2)
+    out = work / f"pred_{tag}"
+    t0 = time.time()
+    cases = predict_from_folder(cases_folder, out, dataset_id, configuration, [0], num_samples=num_samples,
+                                sampling_steps=steps, save_samples=True, device="cpu", use_mirroring=False, raters=raters,
+                                num_processes_preprocessing=1, num_processes_export=1)
+    seconds = time.time() - t0
+    raw = Path(os.environ["diffoseg_raw"]) / f"Dataset{dataset_id:03d}_LIDC"
+    s = evaluate_folder(raw / "labelsTr", out, out / "summary.json")
+    sd = evaluate_folder(raw / "labelsTr", out, out / "summary_dpersona.json", mode="dpersona")
+    m = {k: s["metrics"].get(k) for k in HEADLINE}
+    m["Dice_rater_dpersona"] = s["metrics"].get("Dice_rater_dpersona")
+    m["GED_dpersona_mode"] = sd["metrics"].get("GED")
+    return {"metrics": m, "seconds_per_image": round(seconds / len(cases), 2), "sampling_steps": steps,
+            "num_samples": num_samples, "cases": len(cases), "rater_prompt_dice_matrix": s.get("rater_prompt_dice_matrix")}
+
+
+def time_sampling(dataset_id: int, configuration: str, steps: int, num_samples: int) -> float:
+    """Seconds to draw num_samples Stage I samples of one 128x128 validation image (2 threads)."""
+    import numpy as np
+    import torch
+
+    from diffoseg_auto.inference.model_loading import load_trained_model
+    from diffoseg_auto.inference.predictor import DiffOSegPredictor
+    from diffoseg_auto.preprocessing.case_storage import list_preprocessed_cases, load_case
+
+    torch.set_num_threads(2)
+    name = f"Dataset{dataset_id:03d}_LIDC"
+    folder = Path(os.environ["diffoseg_results"]) / name / f"DiffOSegTrainer__DiffOSegPlans__{configuration}"
+    nets, plans, cfg_name, diffusion = load_trained_model(folder, [0], 1, device="cpu")
+    cfg = plans.get_configuration(cfg_name)
+    data_folder = Path(os.environ["diffoseg_preprocessed"]) / name / cfg.data_identifier
+    data = load_case(data_folder, list_preprocessed_cases(data_folder)[0], mmap=False)[0]
+    pred = DiffOSegPredictor(nets, diffusion, cfg, torch.device("cpu"), use_mirroring=False)
+    t0 = time.time()
+    pred.sample_case(np.asarray(data), num_samples, steps, seed=0)
+    return time.time() - t0
+
+
+def run_both_trainings(a: argparse.Namespace, work: Path) -> dict:
+    """Both configurations side by side, one CPU thread each, same wall-clock budget."""
+    work.mkdir(parents=True, exist_ok=True)
+    prepare(a.dataset_id)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    procs = {tag: subprocess.Popen([sys.executable, __file__, "--work", str(work), "-d", str(a.dataset_id),
+                                    "--_train_child", cfg, str(a.stage1_minutes), str(a.stage2_minutes)],
+                                   stdout=subprocess.PIPE, stderr=open(work / f"train_{tag}.log", "w"), text=True, env=env)
+             for tag, cfg in CONFIGS.items()}
+    training = {}
+    for tag, proc in procs.items():
+        out, _ = proc.communicate()
+        lines = [l for l in out.splitlines() if l.startswith("RESULT ")]
+        if proc.returncode != 0 or not lines:
+            raise SystemExit(f"training {tag} failed; see {work / f'train_{tag}.log'}")
+        training[tag] = json.loads(lines[-1][len("RESULT "):])
+    return training
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--work", default="/tmp/lidc_bench")
+    p.add_argument("-d", "--dataset_id", type=int, default=100)
+    p.add_argument("--stage1_minutes", type=float, default=30)
+    p.add_argument("--stage2_minutes", type=float, default=15)
+    p.add_argument("--num_samples", type=int, default=16)
+    p.add_argument("--reference_eval_steps", type=int, default=25,
+                   help="sampling steps for the reference's metrics (its own 250 is timed, see --reference_full_steps)")
+    p.add_argument("--reference_full_steps", action="store_true", help="evaluate the reference with its planned 250 steps")
+    p.add_argument("--ged_curve", type=int, nargs="*", default=[5, 10, 25, 50], help="sampling steps for our GED curve")
+    p.add_argument("--ged_curve_samples", type=int, default=8)
+    p.add_argument("--skip_training", action="store_true", help="reuse the trained models and training.json in --work")
+    p.add_argument("--_train_child", nargs=3, help=argparse.SUPPRESS)
+    a = p.parse_args()
+    work = Path(a.work)
+    set_env(work)
+    if a._train_child:  # child process: train one configuration, print JSON
+        cfg, m1, m2 = a._train_child
+        print("RESULT " + json.dumps(train_one(a.dataset_id, cfg, float(m1), float(m2))), flush=True)
+        return
+
+    from diffoseg_auto.utilities.fold_images import link_fold_images
+
+    t_start = time.time()
+    if a.skip_training:
+        training = json.loads((work / "training.json").read_text())
+    else:
+        training = run_both_trainings(a, work)
+        (work / "training.json").write_text(json.dumps(training, indent=2))
+
+    val = work / "val_images"
+    link_fold_images(a.dataset_id, 0, val)
+    results = {"training": training, "budget_minutes": {"stage1": a.stage1_minutes, "stage2": a.stage2_minutes}}
+    results["planned"] = predict_and_evaluate(a.dataset_id, "2d", work, "planned", None, a.num_samples, val)
+    ref_steps = None if a.reference_full_steps else a.reference_eval_steps
+    results["paper_reference"] = predict_and_evaluate(a.dataset_id, "2d_paper_reference", work, "reference", ref_steps,
+                                                      a.num_samples, val)
+    # sampling speed, 10 samples of one image, each configuration at its planned number of steps
+    results["sampling_seconds_10_samples"] = {
+        "planned": round(time_sampling(a.dataset_id, "2d", 25, 10), 2),
+        "paper_reference_250_steps": round(time_sampling(a.dataset_id, "2d_paper_reference", 250, 10), 2)}
+    curve = {}
+    for s in a.ged_curve:
+        r = predict_and_evaluate(a.dataset_id, "2d", work, f"curve_{s}", s, a.ged_curve_samples, val, raters="none")
+        curve[s] = {"GED": r["metrics"]["GED"], "Dice_soft": r["metrics"]["Dice_soft"]}
+    results["ged_vs_steps_planned"] = curve
+    results["total_minutes"] = round((time.time() - t_start) / 60, 1)
+    (work / "lidc_equal_budget.json").write_text(json.dumps(results, indent=2))
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
