@@ -50,13 +50,12 @@ def lidc_like_plans():
 
 
 def reference_configuration(plans, configuration: str):
-    """The paper's setting on top of the planned configuration: ADM network, concat layout, T = S = 250."""
-    ref = copy.deepcopy(plans)
-    cfg = ref.configurations[configuration]
-    cfg.architecture.denoiser = "reference_openai"
-    cfg.architecture.reference = {}
-    cfg.diffusion.num_timesteps = 250
-    cfg.diffusion.sampling_steps = 250
+    """The paper's setting on top of the planned configuration (planners.reference_configuration:
+    ADM network as in the official code, concat layout, T = S = 250), under the same configuration name."""
+    from planners.reference_configuration import add_reference_configuration
+
+    ref = add_reference_configuration(copy.deepcopy(plans), configuration, "paper_reference")
+    ref.configurations[configuration] = ref.configurations.pop("paper_reference")
     return ref
 
 

@@ -3,7 +3,8 @@
 Configurations (Stage I unless --stage 2, K=2 classes, C=1 channel, 2D 128x128 as LIDC):
   planned_cached   the planned nnU-Net-style 2D topology, cached_encoder layout (our default)
   planned_concat   the same topology, concat layout (the paper's input layout on nnU-Net's U-Net)
-  reference        reference_openai: ADM-style U-Net, base 32, mult (1,2,3,4), attention at 16
+  reference        planners.reference_configuration: ADM-style U-Net of the official code (base 32,
+                   mult (1,1,2,3,4), attention at 16 and 8), batch 12
 The planned topology comes from --plans/--configuration when given, else from the planner's
 topology rules (planners.topology), else nnU-Net's 2D 128x128 topology written out.
 
@@ -68,7 +69,7 @@ def _plans_for(name: str, plans_path: str | None, configuration: str):
     from diffoseg_auto.plans.plans import ConfigurationPlan, Plans
 
     arch, batch, source = _planned_architecture(plans_path, configuration)
-    layout = {"planned_cached": "cached_encoder", "planned_concat": "concat", "reference": "reference_openai"}[name]
+    layout = {"planned_cached": "cached_encoder", "planned_concat": "concat", "reference": "cached_encoder"}[name]
     arch = dataclasses.replace(arch, denoiser=layout, deep_supervision=False)
     cfg = ConfigurationPlan(data_identifier="bench", spatial_dims=2, patch_size=[128, 128], batch_size=batch,
                             spacing=[1.0, 1.0], median_image_size_in_voxels=[128, 128], normalization_schemes=["zscore"],
@@ -78,6 +79,12 @@ def _plans_for(name: str, plans_path: str | None, configuration: str):
                   raters=[f"rater{i}" for i in range(4)], num_input_channels=1, original_median_spacing=[1.0, 1.0],
                   original_median_shape=[128, 128], foreground_intensity_properties_per_channel={},
                   configurations={"2d": cfg})
+    if name == "reference":  # the official code's network and batch, from planners.reference_configuration
+        from planners.reference_configuration import add_reference_configuration
+
+        add_reference_configuration(plans, "2d", "paper_reference")
+        plans.configurations["2d"] = plans.configurations.pop("paper_reference")
+        batch = plans.configurations["2d"].batch_size
     return plans, batch, source
 
 
