@@ -146,29 +146,41 @@ def _inter_rater_rows(ds: str, ref: dict) -> list[dict]:
              "num_folds": np.nan} for k, v in ref["metrics"].items()]
 
 
-def _prediction_folder(model_folder: Path, fold: int) -> Path | None:
-    for stage in (2, 1):
+def _prediction_folders(model_folder: Path, fold: int) -> list[Path]:
+    """The fold's validation prediction folders: Stage I (samples, consensus), then Stage II (raters)."""
+    found = []
+    for stage in (1, 2):
         f = model_folder / f"fold_{fold}" / f"stage{stage}" / "validation"
         if any((f / sub).is_dir() for sub in ("samples", "consensus", "raters")):
-            return f
-    return None
+            found.append(f)
+    return found
 
 
-def case_figures(raw_folder: Path, pred_folder: Path, out_dir: Path, prefix: str, max_cases: int = 3, log=print) -> list[Path]:
-    """Sample-grid figures for the first ``max_cases`` predicted cases of a prediction folder."""
+def case_figures(raw_folder: Path, pred_folders: Path | list[Path], out_dir: Path, prefix: str, max_cases: int = 3,
+                 log=print) -> list[Path]:
+    """Sample-grid figures for the first ``max_cases`` predicted cases.
+
+    ``pred_folders``: one prediction folder or several (e.g. Stage I and Stage II validation); the
+    samples come from the first that has them, the per-rater predictions likewise."""
     from diffoseg_auto.dataset.raw_dataset import RawDataset
     from diffoseg_auto.evaluation.figures import plot_case_grid
     from diffoseg_auto.evaluation.prediction_folder import list_predicted_cases, load_prediction, load_reference
 
+    folders = [Path(pred_folders)] if isinstance(pred_folders, (str, Path)) else [Path(f) for f in pred_folders]
     ds = RawDataset(raw_folder)
     images = ds.image_files_by_case("Tr")
+    cases = sorted({c for f in folders for c in list_predicted_cases(f, ds.file_ending)})
     written = []
-    for case in list_predicted_cases(pred_folder, ds.file_ending)[:max_cases]:
+    for case in cases[:max_cases]:
         if case not in images:
             log(f"no image for case '{case}' in {raw_folder / 'imagesTr'}; figure skipped.")
             continue
         labels, mask, props, ref_file = load_reference(raw_folder / "labelsTr", ds.raters, case, ds.file_ending)
-        samples, _, rater_preds = load_prediction(pred_folder, ds.raters, case, ds.file_ending, props, ref_file)
+        samples = rater_preds = None
+        for f in folders:
+            s, _, r = load_prediction(f, ds.raters, case, ds.file_ending, props, ref_file)
+            samples = samples if samples is not None else s
+            rater_preds = rater_preds if rater_preds is not None else r
         image, _, _, _ = ds.load_case(case, images[case])
         out = out_dir / f"{prefix}__{case}.png"
         plot_case_grid(image, labels, samples, rater_preds, out, rater_names=ds.raters, rater_mask=mask,
@@ -226,8 +238,8 @@ def benchmark(datasets: list[str], configurations: list[str], folds: list[int], 
         for ds in names:
             for cfg in configurations:
                 for f in folds:
-                    pf = _prediction_folder(res_root / ds / f"{trainer}__{plans}__{cfg}", f)
-                    if pf is None:
+                    pf = _prediction_folders(res_root / ds / f"{trainer}__{plans}__{cfg}", f)
+                    if not pf:
                         log(f"no validation predictions for {ds} {cfg} fold {f} (samples/, consensus/ or raters/ "
                             "under fold_<f>/stage*/validation); run `diffoseg_train ... --val` or diffoseg_predict; figures skipped.")
                         continue

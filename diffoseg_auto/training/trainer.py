@@ -284,7 +284,13 @@ class DiffOSegTrainer:
         c = self.cfg
         return validate_cases(self.ema.model, self.diffusion, c, self.data_folder, self.val_cases, self.stage,
                               self.plans.num_classes, self.plans.raters, self.device, self.output_folder / "validation",
-                              num_samples=c.training.num_val_samples, sampling_steps=c.diffusion.sampling_steps)
+                              num_samples=c.training.num_val_samples, sampling_steps=c.diffusion.sampling_steps,
+                              file_ending=self._raw_file_ending())
+
+    def _raw_file_ending(self) -> str | None:
+        """The raw images' file ending (dataset.json copy in the preprocessed folder), for exporting predictions."""
+        dj = preprocessed_dataset_folder(self.dataset_name) / "dataset.json"
+        return load_json(dj).get("file_ending") if dj.is_file() else None
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoint_dict(self) -> dict:

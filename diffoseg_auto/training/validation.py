@@ -11,20 +11,25 @@ from tqdm import tqdm
 from diffoseg_auto.evaluation.metrics import evaluate_case, summarize
 from diffoseg_auto.plans.plans import ConfigurationPlan
 from diffoseg_auto.preprocessing.case_storage import load_case
-from diffoseg_auto.training.targets import one_hot_np
 from diffoseg_auto.utilities.file_ops import save_json
 
 
 def consensus_from_samples(samples: np.ndarray, num_classes: int) -> np.ndarray:
     """Argmax of the mean one-hot over samples (N,*S) -> (*S) uint8 (ties -> lower class)."""
-    return np.argmax(one_hot_np(samples, num_classes, axis=1).mean(0), axis=0).astype(np.uint8)
+    from diffoseg_auto.inference.export_prediction import mean_one_hot
+
+    return np.argmax(mean_one_hot(samples, num_classes), axis=0).astype(np.uint8)
 
 
 def validate_cases(network: nn.Module, diffusion, configuration: ConfigurationPlan, data_folder: Path,
                    cases: list[str], stage: int, num_classes: int, raters: list[str], device: torch.device,
-                   output_folder: Path, num_samples: int, sampling_steps: int, mode: str = "strict") -> dict:
+                   output_folder: Path, num_samples: int, sampling_steps: int, mode: str = "strict",
+                   file_ending: str | None = None) -> dict:
     """Stage 1: N samples per case (+ their consensus). Stage 2: one sample per rater prompt.
-    Writes ``output_folder/summary.json`` (atomic) and returns the summary."""
+    Writes ``output_folder/summary.json`` (atomic) and returns the summary. With ``file_ending`` the
+    predictions are also exported in the raw images' geometry (samples/, consensus/, uncertainty/,
+    raters/ as diffoseg_predict writes them), for diffoseg_evaluate and diffoseg_benchmark --figures."""
+    from diffoseg_auto.inference.export_prediction import export_case, mean_one_hot
     from diffoseg_auto.inference.predictor import DiffOSegPredictor
 
     network.eval()
@@ -33,15 +38,21 @@ def validate_cases(network: nn.Module, diffusion, configuration: ConfigurationPl
                                   step_size=configuration.inference.step_size)
     per_case = []
     for i, case in enumerate(tqdm(cases, desc=f"validation stage {stage}")):
-        data, seg, rater_mask, _ = load_case(data_folder, case, mmap=False)
+        data, seg, rater_mask, properties = load_case(data_folder, case, mmap=False)
+        export = dict(case=case, output_folder=output_folder, file_ending=file_ending, properties=properties,
+                      configuration=configuration, num_classes=num_classes)
         if stage == 1:
             samples = predictor.sample_case(data, num_samples, sampling_steps, seed=i)
             res = evaluate_case(samples, seg, rater_mask, num_classes,
                                 consensus=consensus_from_samples(samples, num_classes), mode=mode)
+            if file_ending:
+                export_case(**export, consensus_probabilities=mean_one_hot(samples, num_classes), samples=samples)
         else:
             # all rater prompts in one batched chain: each window is encoded once for every rater
             preds = predictor.sample_case(data, len(raters), sampling_steps, rater_id=list(range(len(raters))), seed=i)
             res = evaluate_case(None, seg, rater_mask, num_classes, rater_predictions=preds, mode=mode)
+            if file_ending:
+                export_case(**export, rater_samples={r: preds[k:k + 1] for k, r in enumerate(raters)})
         per_case.append({"case": case, **res})
     summary = summarize(per_case, raters, mode)
     save_json(summary, Path(output_folder) / "summary.json")
