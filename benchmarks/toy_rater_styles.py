@@ -6,7 +6,7 @@ prints the rater x prompt Dice matrix (rows: prompt, columns: rater labels) and 
 predicted foreground area. Goals: every row's maximum is on the diagonal, and the dilating
 rater's prompt predicts more foreground than the eroding rater's.
 
-    python benchmarks/toy_rater_styles.py [--work /tmp/diffoseg_toy_styles] [--epochs 15] [--iterations 50]
+    python benchmarks/toy_rater_styles.py [--work /tmp/diffoseg_toy_styles] [--epochs 15] [--stage2_epochs 25] [--iterations 50]
 """
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ def main() -> None:
     p.add_argument("--work", default="/tmp/diffoseg_toy_styles")
     p.add_argument("--dataset_id", type=int, default=902)
     p.add_argument("--cases", type=int, default=40)
-    p.add_argument("--epochs", type=int, default=15, help="epochs per stage")
+    p.add_argument("--epochs", type=int, default=15, help="Stage I epochs")
+    p.add_argument("--stage2_epochs", type=int, default=25, help="Stage II epochs")
     p.add_argument("--iterations", type=int, default=50, help="iterations per epoch")
     p.add_argument("--device", default="cpu")
     p.add_argument("--skip_training", action="store_true", help="reuse a trained model in --work")
@@ -48,7 +49,9 @@ def main() -> None:
     if not a.skip_training:
         generate_toy_dataset(raw, dim=2, num_cases=a.cases, num_raters=4, seed=0)
         plan_and_preprocess(["-d", str(a.dataset_id), "-c", "2d", "-np", "2"])
-        run_training(a.dataset_id, "2d", 0, "both", num_epochs=a.epochs, iterations_per_epoch=a.iterations,
+        run_training(a.dataset_id, "2d", 0, "1", num_epochs=a.epochs, iterations_per_epoch=a.iterations,
+                     device=a.device)
+        run_training(a.dataset_id, "2d", 0, "2", num_epochs=a.stage2_epochs, iterations_per_epoch=a.iterations,
                      device=a.device)
     t_train = time.time() - t0
     val_in, pred = work / "val_images", work / "predictions"

@@ -9,12 +9,13 @@ rater0_dilate          dilates the true object by 2 px (Euclidean distance <= 2;
                        sigmas are physical, 1 unit = 1 in-plane px, so anisotropy is respected)
 rater1_erode           erodes the true object by 2 px
 rater2_smooth          Gaussian-smooths the mask (sigma 2 px), thresholds at 0.5: rounder outlines
-rater3_miss_small      drops objects whose equivalent radius is below the small-object
-                       threshold, and leaves ~15% of cases unannotated (no label file)
+rater3_miss_small      drops objects whose equivalent radius is below 1.6x the small-object
+                       threshold (it overlooks small and mid-sized objects), and leaves ~15% of
+                       cases unannotated (no label file)
 =====================  =====================================================================
 
 With more than 4 raters the styles cycle with stronger settings (cycle c: 2+c px,
-sigma 2+c, miss threshold x(1+0.25c), 15%+5c% missing cases), e.g. ``rater4_dilate``.
+sigma 2+c, miss threshold x(1.6+0.25c), 15%+5c% missing cases), e.g. ``rater4_dilate``.
 Fewer raters take the first ones. Everything is deterministic given ``seed``.
 Case ``toy_{2p}`` and ``toy_{2p+1}`` form patient ``patient_{p}`` in ``case_groups``.
 """
@@ -50,7 +51,7 @@ def rater_styles(num_raters: int) -> list[RaterStyle]:
     out = []
     for k in range(num_raters):
         kind, cycle = RATER_STYLES[k % 4], k // 4
-        strength = 1.0 + 0.25 * cycle if kind == "miss_small" else 2.0 + cycle
+        strength = 1.6 + 0.25 * cycle if kind == "miss_small" else 2.0 + cycle
         missing = BASE_MISSING_FRACTION + 0.05 * cycle if kind == "miss_small" else 0.0
         out.append(RaterStyle(f"rater{k}_{kind}", kind, strength, missing))
     return out

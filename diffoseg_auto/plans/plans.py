@@ -76,7 +76,7 @@ class TrainingPlan:
 class Stage2Plan:
     num_epochs: int = 50
     iterations_per_epoch: int = 250
-    initial_lr: float = 5e-4
+    initial_lr: float = 1e-3          # the new rater parameters start at zero and have far to go
     freeze_backbone: bool = False
 
 
