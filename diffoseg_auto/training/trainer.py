@@ -249,6 +249,7 @@ class DiffOSegTrainer:
     def run_training(self, continue_training: bool = False) -> None:
         self.on_train_start(continue_training)
         self._epochs_before_budget = self.current_epoch  # a resumed run budgets only its own epochs
+        self._requested_epochs = self.num_epochs
         start = time.time()
         while self.current_epoch < self.num_epochs:
             self.on_epoch_start()
@@ -267,8 +268,10 @@ class DiffOSegTrainer:
         done = self.current_epoch
         per_epoch = elapsed_s / max(1, done - self._epochs_before_budget)
         fits = done + int((self.max_minutes * 60 - elapsed_s) // per_epoch)
-        fits = int(ddp.broadcast_int(max(done, fits), self.device))
-        if fits < self.num_epochs:
+        # re-estimated every epoch, never beyond the requested epochs: a slow first epoch (start-up, a busy
+        # machine) must not lock in a short run
+        fits = int(ddp.broadcast_int(min(self._requested_epochs, max(done, fits)), self.device))
+        if fits != self.num_epochs:
             self.num_epochs = fits
             self.print(f"time budget {self.max_minutes:g} min: training ends after epoch {fits} "
                        f"({fits * self.iterations_per_epoch} iterations)")
