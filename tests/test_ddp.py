@@ -43,7 +43,7 @@ def test_two_ranks_end_with_identical_weights(toy, tmp_path: Path):  # noqa: F81
         assert torch.equal(v, r1["ema"][name]), name
     assert not (r0["patch"] == r1["patch"]).all()  # each rank draws its own data
     k = next(n for n, v in r0["weights"].items() if v.dtype.is_floating_point and v.ndim > 1)
-    assert not torch.equal(r0["weights"][k], r0["ema"][k])  # the weights did train (EMA lags behind)
+    assert torch.equal(r0["weights"][k], r0["ema"][k])  # 2 iterations: the EMA horizon rule gives decay 0 on every rank
     assert r0["stage"] == 2 and "prompt" in " ".join(r0["weights"])  # the Stage II network
     fold_final = torch.load(next((toy["results"] / DATASET).rglob("fold_0/checkpoint_final.pth")), weights_only=False)
     assert fold_final["init_args"]["stage"] == 2 and fold_final["epoch"] == 1

@@ -80,9 +80,9 @@ def test_both_stages_write_every_file(toy, capsys):
     s2 = torch.load(root / "fold_0" / "stage2" / "checkpoint_final.pth", weights_only=False)
     fold_final = torch.load(root / "fold_0" / "checkpoint_final.pth", weights_only=False)
     assert fold_final["init_args"]["stage"] == 2
-    # EMA (decay 0.5) differs from the raw weights after training
+    # 2 iterations: the EMA horizon rule (at most 10% of the run) gives decay 0, so EMA == raw weights
     k = next(n for n, v in s1["network_weights"].items() if v.dtype.is_floating_point and v.ndim > 1)
-    assert not torch.equal(s1["network_weights"][k], s1["raw_network_weights"][k])
+    assert torch.equal(s1["network_weights"][k], s1["raw_network_weights"][k])
     assert s2["network_weights"].keys() != s1["network_weights"].keys()  # stage 2 has the prompt block
     out = capsys.readouterr().out
     assert "epoch 1/1" in out and "ETA" in out and "lr 1.00e-02" in out
@@ -160,3 +160,14 @@ def test_time_budget_cuts_epochs(toy, tmp_path):
     tr = run_training(DATASET, "2d", 0, "1", num_epochs=2, num_workers=0, output_folder=tmp_path / "free",
                       skip_final_validation=True, max_minutes=60)[0]
     assert tr.current_epoch == 2
+
+
+def test_ema_horizon_follows_run_length(toy):
+    from diffoseg_auto.training.trainer import DiffOSegTrainer
+
+    plans = tiny_plans()
+    plans.configurations["2d"].training.ema_decay = 0.999
+    short = DiffOSegTrainer(plans, "2d", 0, DATASET, 1, torch.device("cpu"), num_epochs=10, iterations_per_epoch=50)
+    assert short.ema_decay() == pytest.approx(0.98)  # 1 - 10 / 500
+    long = DiffOSegTrainer(plans, "2d", 0, DATASET, 1, torch.device("cpu"), num_epochs=100, iterations_per_epoch=250)
+    assert long.ema_decay() == 0.999  # the plans' decay once the run is long enough

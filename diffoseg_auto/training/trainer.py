@@ -99,7 +99,7 @@ class DiffOSegTrainer:
             if self.freeze_backbone:
                 freeze_backbone(self.network)
         self.network.to(self.device)
-        self.ema = EMA(self.network, self.cfg.training.ema_decay)
+        self.ema = EMA(self.network, self.ema_decay())
         self.ddp_network = self.network
         if ddp.is_distributed():
             self.ddp_network = torch.nn.parallel.DistributedDataParallel(
@@ -108,6 +108,14 @@ class DiffOSegTrainer:
                                          self.cfg.training.weight_decay)
         self.grad_scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.was_initialized = True
+
+    def ema_decay(self) -> float:
+        """The plans' decay, shortened so the EMA spans at most ~10% of this stage's iterations.
+
+        0.999 averages over ~1000 steps: right for the planned 25,000, but in a short run (a CPU
+        budget, --num_epochs) it would still carry the early, barely trained weights."""
+        total = max(1, self.num_epochs * self.iterations_per_epoch)
+        return min(self.cfg.training.ema_decay, max(0.0, 1.0 - 10.0 / total))
 
     def stage1_checkpoint_path(self) -> Path:
         return stage_folder(self.trainer_dir, self.fold, 1) / "checkpoint_final.pth"
