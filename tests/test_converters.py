@@ -20,10 +20,9 @@ from dataset_conversion.convert_npc170 import convert_npc170
 from dataset_conversion.convert_qubiq import convert_qubiq
 from diffoseg_auto.dataset.integrity import verify_dataset_integrity
 from diffoseg_auto.dataset.raw_dataset import RawDataset
+from shared_data import DATA
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-if not SHARED.is_dir():
-    SHARED = Path("/work/shared/data")
+SHARED = DATA
 LIDC_NPZ = SHARED / "lidc_subset" / "lidc_subset.npz"
 BUBIL = SHARED / "bubil_cells" / "BU-BIL_Dataset1"
 

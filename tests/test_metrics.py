@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from diffoseg_auto.evaluation import metrics as M
+from shared_data import DOCS
 
-REF_DIR = Path("/work/shared/docs")
+REF_DIR = DOCS
 
 
 def cols(*idx: int, shape=(4, 4)) -> np.ndarray:

@@ -7,7 +7,6 @@ structural: counts, geometry, files per rater and metrics in their valid ranges.
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,9 +16,10 @@ from dataset_conversion.convert_bubil import convert_bubil
 from dataset_conversion.convert_lidc import convert_lidc
 from diffoseg_auto.dataset.raw_dataset import RawDataset
 from pipeline_helpers import run_pipeline, subset_dataset
+from shared_data import DATA
 
 torch.set_num_threads(2)
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED = DATA
 LIDC_NPZ = SHARED / "lidc_subset" / "lidc_subset.npz"
 BUBIL = SHARED / "bubil_cells" / "BU-BIL_Dataset1"
 
