@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 
 from dataset_conversion.conversion_utils import (
-    ConversionError, add_target_arguments, binarize, prepare_target_folder, read_mask_gray, require_dir, run_cli,
+    ConversionError, binarize, prepare_target_folder, read_mask_gray, require_dir, run_cli,
     sanitize_case_name,
 )
 from diffoseg_auto.dataset.raw_dataset import write_dataset_json

@@ -29,7 +29,7 @@ import numpy as np
 from scipy import ndimage
 
 from dataset_conversion.conversion_utils import (
-    ConversionError, add_target_arguments, prepare_target_folder, run_cli, write_image_array, write_label_array,
+    ConversionError, prepare_target_folder, run_cli, write_image_array, write_label_array,
 )
 from diffoseg_auto.dataset.raw_dataset import write_dataset_json
 

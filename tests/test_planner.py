@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from diffoseg_auto.plans.plans import load_plans, plans_from_dict
+from diffoseg_auto.plans.plans import load_plans
 from planners.experiment_planner import (ExperimentPlanner, load_planner_class, normalization_for_channel,
                                          num_samples_for_raters, schedule_shift_for_patch,
                                          target_spacing_from_fingerprint)

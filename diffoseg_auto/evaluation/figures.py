@@ -45,7 +45,6 @@ def plot_case_grid(image: np.ndarray, rater_labels: np.ndarray, samples: np.ndar
     R = labels.shape[0]
     names = rater_names or [f"rater {k}" for k in range(R)]
     mask = np.ones(R, bool) if rater_mask is None else np.asarray(rater_mask, bool)
-    rows = [("image", [img]), ("raters", list(labels))]
     n_s = 0 if samples is None else min(len(samples), max_samples)
     ncols = max(1 + R, n_s, R if rater_predictions is not None else 0)
     nrows = 1 + (n_s > 0) + (rater_predictions is not None)
