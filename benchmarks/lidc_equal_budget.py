@@ -128,6 +128,37 @@ def run_both_trainings(a: argparse.Namespace, work: Path) -> dict:
     return training
 
 
+def render_markdown(r: dict) -> str:
+    """The results table of documentation/results.md, from lidc_equal_budget.json."""
+    cols = [("planned", "planned (ours)"), ("paper_reference", "paper reference")]
+    rows = ["| | " + " | ".join(c[1] for c in cols) + " |", "|---|" + "---:|" * len(cols)]
+
+    def row(name, fn):
+        rows.append(f"| {name} | " + " | ".join(fn(tag) for tag, _ in cols) + " |")
+
+    fmt = lambda v: "n/a" if v is None else f"{v:.4f}"
+    for m in HEADLINE:
+        row(m, lambda tag, m=m: fmt(r[tag]["metrics"].get(m)))
+    row("GED (dpersona mode)", lambda tag: fmt(r[tag]["metrics"].get("GED_dpersona_mode")))
+    row("sampling steps used for the metrics", lambda tag: str(r[tag]["sampling_steps"] or "planned (25)"))
+    row("samples per case", lambda tag: str(r[tag]["num_samples"]))
+    row("prediction s / image (N samples + 4 prompts, no TTA)", lambda tag: f"{r[tag]['seconds_per_image']:.1f}")
+    sp = r["sampling_seconds_10_samples"]
+    row("s for 10 samples of one image at the planned steps (25 vs 250)",
+        lambda tag: f"{sp['planned']:.1f}" if tag == "planned" else f"{sp['paper_reference_250_steps']:.1f}")
+    for st in ("stage1", "stage2"):
+        row(f"{st}: iterations reached (batch)",
+            lambda tag, st=st: f"{r['training'][tag][st]['iterations']} ({r['training'][tag][st]['batch_size']})")
+    curve = r.get("ged_vs_steps_planned", {})
+    lines = ["\n".join(rows), "", f"Sampling speed-up at the planned steps: {sp['paper_reference_250_steps'] / sp['planned']:.1f}x.", ""]
+    if curve:
+        lines += ["GED and Dice_soft of our model against the number of sampling steps (same held-out cases, "
+                  f"{r['ged_vs_steps_planned_samples'] if 'ged_vs_steps_planned_samples' in r else 8} samples):", "",
+                  "| steps | GED | Dice_soft |", "|---:|---:|---:|"]
+        lines += [f"| {s} | {v['GED']:.4f} | {v['Dice_soft']:.4f} |" for s, v in curve.items()]
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--work", default="/tmp/lidc_bench")
@@ -141,10 +172,14 @@ def main() -> None:
     p.add_argument("--ged_curve", type=int, nargs="*", default=[5, 10, 25, 50], help="sampling steps for our GED curve")
     p.add_argument("--ged_curve_samples", type=int, default=8)
     p.add_argument("--skip_training", action="store_true", help="reuse the trained models and training.json in --work")
+    p.add_argument("--render_only", action="store_true", help="only print the Markdown table of an existing run")
     p.add_argument("--_train_child", nargs=3, help=argparse.SUPPRESS)
     a = p.parse_args()
     work = Path(a.work)
     set_env(work)
+    if a.render_only:
+        print(render_markdown(json.loads((work / "lidc_equal_budget.json").read_text())), end="")
+        return
     if a._train_child:  # child process: train one configuration, print JSON
         cfg, m1, m2 = a._train_child
         print("RESULT " + json.dumps(train_one(a.dataset_id, cfg, float(m1), float(m2))), flush=True)
@@ -176,8 +211,10 @@ def main() -> None:
         curve[s] = {"GED": r["metrics"]["GED"], "Dice_soft": r["metrics"]["Dice_soft"]}
     results["ged_vs_steps_planned"] = curve
     results["total_minutes"] = round((time.time() - t_start) / 60, 1)
+    results["ged_vs_steps_planned_samples"] = a.ged_curve_samples
     (work / "lidc_equal_budget.json").write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))
+    print(render_markdown(results), end="")
 
 
 if __name__ == "__main__":
