@@ -113,6 +113,15 @@ class DenoiserBase(nn.Module):
         return t, nn.functional.one_hot(rater_id, self.num_raters).to(x_t.dtype)
 
 
+class ImageInputDenoiser(DenoiserBase):
+    """Layouts that take the image together with x_t at the input (the paper's): nothing to cache
+    but the image itself, so ``encode`` is the identity."""
+
+    def encode(self, image: Tensor) -> Any:
+        self._check_image(image)
+        return image
+
+
 def expand_cache(cache: Any, n: int) -> Any:
     """Repeat every tensor of an ``encode`` result n times along dim 0 (repeat_interleave).
 

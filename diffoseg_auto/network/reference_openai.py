@@ -18,7 +18,7 @@ from diffoseg_auto.network.blocks import (
     rater_planes,
     zero_module,
 )
-from diffoseg_auto.network.denoiser_base import DenoiserBase
+from diffoseg_auto.network.denoiser_base import ImageInputDenoiser
 
 REFERENCE_DEFAULTS = {"base_channels": 32, "channel_mult": [1, 2, 3, 4], "num_res_blocks": 2,
                       "attention_resolutions": [16, 8], "num_heads": 4}
@@ -86,7 +86,7 @@ class Level(nn.ModuleList):
         return x
 
 
-class ReferenceOpenAIUNet(DenoiserBase):
+class ReferenceOpenAIUNet(ImageInputDenoiser):
     def __init__(self, reference: dict, ops: ConvOps, patch_size: list[int], num_input_channels: int,
                  num_classes: int, num_raters: int | None, num_prompts: int, prompt_dim: int):
         super().__init__(num_input_channels, num_classes, num_raters, ops.dims)
@@ -140,10 +140,6 @@ class ReferenceOpenAIUNet(DenoiserBase):
             elif isinstance(mod, AttentionBlock):
                 zero_module(mod.proj_out)
         self._add_stage2_modules(ops, base, [3] * ops.dims, [1] * ops.dims, mult[-1] * base, num_prompts, prompt_dim)
-
-    def encode(self, image: Tensor) -> Any:
-        self._check_image(image)
-        return image
 
     def denoise(self, cache: Any, x_t: Tensor, t: Tensor, rater_id: Tensor | None = None) -> Tensor:
         t, rater_onehot = self._check_inputs(x_t, t, rater_id)

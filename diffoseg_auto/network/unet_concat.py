@@ -10,12 +10,12 @@ import torch
 from torch import Tensor
 
 from diffoseg_auto.network.blocks import ConvOps, TimestepEmbedding, init_film_network, rater_planes
-from diffoseg_auto.network.denoiser_base import DenoiserBase
+from diffoseg_auto.network.denoiser_base import ImageInputDenoiser
 from diffoseg_auto.network.film_unet import FiLMDecoder, FiLMEncoder
 from diffoseg_auto.plans.plans import ArchitecturePlan
 
 
-class ConcatUNetDenoiser(DenoiserBase):
+class ConcatUNetDenoiser(ImageInputDenoiser):
     def __init__(self, arch: ArchitecturePlan, ops: ConvOps, num_input_channels: int, num_classes: int,
                  num_raters: int | None):
         super().__init__(num_input_channels, num_classes, num_raters, ops.dims)
@@ -29,10 +29,6 @@ class ConcatUNetDenoiser(DenoiserBase):
         init_film_network(self)
         self._add_stage2_modules(ops, f[0], arch.kernel_sizes[0], arch.strides[0], f[-1], arch.num_prompts,
                                  arch.prompt_dim)
-
-    def encode(self, image: Tensor) -> Any:
-        self._check_image(image)
-        return image
 
     def denoise(self, cache: Any, x_t: Tensor, t: Tensor, rater_id: Tensor | None = None) -> Tensor:
         t, rater_onehot = self._check_inputs(x_t, t, rater_id)
