@@ -81,7 +81,6 @@ def predict_and_evaluate(dataset_id: int, configuration: str, work: Path, tag: s
     s = evaluate_folder(raw / "labelsTr", out, out / "summary.json")
     sd = evaluate_folder(raw / "labelsTr", out, out / "summary_dpersona.json", mode="dpersona")
     m = {k: s["metrics"].get(k) for k in HEADLINE}
-    m["Dice_rater_dpersona"] = s["metrics"].get("Dice_rater_dpersona")
     m["GED_dpersona_mode"] = sd["metrics"].get("GED")
     return {"metrics": m, "seconds_per_image": round(seconds / len(cases), 2), "sampling_steps": steps,
             "num_samples": num_samples, "cases": len(cases), "rater_prompt_dice_matrix": s.get("rater_prompt_dice_matrix")}
