@@ -23,18 +23,11 @@ import sys
 import time
 from pathlib import Path
 
+from budget_common import HEADLINE, predict_and_evaluate, set_env, train_with_budget
+
 ROOT = Path(__file__).resolve().parents[1]
 LIDC = ROOT.parent / "shared" / "data" / "lidc_subset" / "lidc_subset.npz"
 CONFIGS = {"planned": "2d", "paper_reference": "2d_paper_reference"}
-HEADLINE = ["GED", "Dice_soft", "Dice_match", "Dice_max", "Dice_rater_strict", "Dice_rater_dpersona",
-            "Dice_consensus_majority"]
-
-
-def set_env(work: Path) -> None:
-    for var, sub in (("diffoseg_raw", "raw"), ("diffoseg_preprocessed", "preprocessed"), ("diffoseg_results", "results")):
-        os.environ[var] = str(work / sub)
-
-
 def prepare(dataset_id: int) -> None:
     from dataset_conversion.convert_lidc import convert_lidc
     from planners.plan_and_preprocess_entrypoints import plan_and_preprocess
@@ -43,47 +36,6 @@ def prepare(dataset_id: int) -> None:
     convert_lidc(LIDC, dataset_id, overwrite=True)
     plan_and_preprocess(["-d", str(dataset_id), "-c", "2d", "-np", "2", "--verify_dataset_integrity"])
     add_reference(["-d", str(dataset_id)])
-
-
-def train_one(dataset_id: int, configuration: str, stage1_minutes: float, stage2_minutes: float) -> dict:
-    """Runs in its own process (one CPU thread); returns iterations reached per stage."""
-    import torch
-
-    from diffoseg_auto.training.run_training import run_training
-
-    torch.set_num_threads(1)
-    reached = {}
-    for stage, minutes in ((1, stage1_minutes), (2, stage2_minutes)):
-        t0 = time.time()
-        tr = run_training(dataset_id, configuration, 0, str(stage), num_workers=0, device="cpu",
-                          max_minutes=minutes, skip_final_validation=True, num_epochs=1000,
-                          iterations_per_epoch=25, val_iterations=2)[0]
-        reached[f"stage{stage}"] = {"epochs": tr.current_epoch, "iterations": tr.current_epoch * tr.iterations_per_epoch,
-                                    "batch_size": tr.batch_size, "seconds": round(time.time() - t0, 1)}
-    return reached
-
-
-def predict_and_evaluate(dataset_id: int, configuration: str, work: Path, tag: str, steps: int | None,
-                         num_samples: int, cases_folder: Path, raters: str | None = None) -> dict:
-    import torch
-
-    from diffoseg_auto.evaluation.evaluate_entrypoint import evaluate_folder
-    from diffoseg_auto.inference.predict_entrypoint import predict_from_folder
-
-    torch.set_num_threads(2)
-    out = work / f"pred_{tag}"
-    t0 = time.time()
-    cases = predict_from_folder(cases_folder, out, dataset_id, configuration, [0], num_samples=num_samples,
-                                sampling_steps=steps, save_samples=True, device="cpu", use_mirroring=False, raters=raters,
-                                num_processes_preprocessing=1, num_processes_export=1)
-    seconds = time.time() - t0
-    raw = Path(os.environ["diffoseg_raw"]) / f"Dataset{dataset_id:03d}_LIDC"
-    s = evaluate_folder(raw / "labelsTr", out, out / "summary.json")
-    sd = evaluate_folder(raw / "labelsTr", out, out / "summary_dpersona.json", mode="dpersona")
-    m = {k: s["metrics"].get(k) for k in HEADLINE}
-    m["GED_dpersona_mode"] = sd["metrics"].get("GED")
-    return {"metrics": m, "seconds_per_image": round(seconds / len(cases), 2), "sampling_steps": steps,
-            "num_samples": num_samples, "cases": len(cases), "rater_prompt_dice_matrix": s.get("rater_prompt_dice_matrix")}
 
 
 def time_sampling(dataset_id: int, configuration: str, steps: int, num_samples: int) -> float:
@@ -181,7 +133,7 @@ def main() -> None:
         return
     if a._train_child:  # child process: train one configuration, print JSON
         cfg, m1, m2 = a._train_child
-        print("RESULT " + json.dumps(train_one(a.dataset_id, cfg, float(m1), float(m2))), flush=True)
+        print("RESULT " + json.dumps(train_with_budget(a.dataset_id, cfg, float(m1), float(m2))), flush=True)
         return
 
     from diffoseg_auto.utilities.fold_images import link_fold_images

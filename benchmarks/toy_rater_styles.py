@@ -7,6 +7,10 @@ predicted foreground area. Goals: every row's maximum is on the diagonal, and th
 rater's prompt predicts more foreground than the eroding rater's.
 
     python benchmarks/toy_rater_styles.py [--work /tmp/diffoseg_toy_styles] [--epochs 15] [--stage2_epochs 25] [--iterations 50]
+        [--set training.x0_ce_weight=0.1 ...] [--rater_num_samples 1]
+
+``--set`` edits the planned '2d' configuration (dotted keys, JSON values) before training, as a
+user would edit the plans file.
 """
 from __future__ import annotations
 
@@ -19,6 +23,23 @@ from pathlib import Path
 import numpy as np
 
 
+def edit_plans(plans_file: Path, configuration: str, edits: list[str]) -> None:
+    """Apply KEY=VALUE edits (dotted keys into the configuration, JSON values) to a plans file."""
+    if not edits:
+        return
+    plans = json.loads(plans_file.read_text())
+    for edit in edits:
+        key, _, value = edit.partition("=")
+        *parents, leaf = key.split(".")
+        node = plans["configurations"][configuration]
+        for k in parents:
+            node = node[k]
+        if leaf not in node:
+            raise SystemExit(f"--set {edit}: '{key}' is not a field of configuration '{configuration}' in {plans_file}")
+        node[leaf] = json.loads(value)
+    plans_file.write_text(json.dumps(plans, indent=2))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--work", default="/tmp/diffoseg_toy_styles")
@@ -29,6 +50,9 @@ def main() -> None:
     p.add_argument("--iterations", type=int, default=50, help="iterations per epoch")
     p.add_argument("--device", default="cpu")
     p.add_argument("--skip_training", action="store_true", help="reuse a trained model in --work")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="plans edits for the '2d' configuration, e.g. training.x0_ce_weight=0.1")
+    p.add_argument("--rater_num_samples", type=int, default=1, help="samples averaged per rater prompt")
     a = p.parse_args()
 
     work = Path(a.work)
@@ -49,6 +73,7 @@ def main() -> None:
     if not a.skip_training:
         generate_toy_dataset(raw, dim=2, num_cases=a.cases, num_raters=4, seed=0)
         plan_and_preprocess(["-d", str(a.dataset_id), "-c", "2d", "-np", "2"])
+        edit_plans(work / "preprocessed" / name / "DiffOSegPlans.json", "2d", a.set)
         run_training(a.dataset_id, "2d", 0, "1", num_epochs=a.epochs, iterations_per_epoch=a.iterations,
                      device=a.device)
         run_training(a.dataset_id, "2d", 0, "2", num_epochs=a.stage2_epochs, iterations_per_epoch=a.iterations,
@@ -56,14 +81,15 @@ def main() -> None:
     t_train = time.time() - t0
     val_in, pred = work / "val_images", work / "predictions"
     cases = link_fold_images(a.dataset_id, 0, val_in)
-    predict_from_folder(val_in, pred, a.dataset_id, "2d", [0], device=a.device, save_samples=True)
+    predict_from_folder(val_in, pred, a.dataset_id, "2d", [0], device=a.device, save_samples=True,
+                        rater_num_samples=a.rater_num_samples)
     summary = evaluate_folder(raw / "labelsTr", pred, pred / "summary.json")
     raters = json.loads((raw / "dataset.json").read_text())["raters"]
     matrix = np.array(summary["rater_prompt_dice_matrix"], dtype=float)
     area = {r: float(np.mean([read_seg(pred / "raters" / r / f"{c}.nii.gz")[0].astype(bool).sum() for c in cases]))
             for r in raters}
     diag_dominant = [bool(np.nanargmax(matrix[k]) == k) for k in range(len(raters))]
-    result = {"cases": cases, "raters": raters, "rater_prompt_dice_matrix": matrix.tolist(),
+    result = {"plans_edits": a.set, "rater_num_samples": a.rater_num_samples, "cases": cases, "raters": raters, "rater_prompt_dice_matrix": matrix.tolist(),
               "row_max_on_diagonal": diag_dominant, "mean_predicted_foreground_pixels": area,
               "dilate_gt_erode": area[raters[0]] > area[raters[1]], "train_seconds": round(t_train, 1),
               "total_seconds": round(time.time() - t0, 1),

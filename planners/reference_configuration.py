@@ -102,6 +102,7 @@ def add_reference_configuration(plans: Plans, base_configuration: str = "2d",
     t.optimizer, t.initial_lr, t.weight_decay = "adam", PAPER_LR, 0.0
     t.lr_schedule, t.poly_exponent = "poly", 1.0
     t.consensus_target = "soft"
+    t.x0_ce_weight = 0.0  # the paper's loss is the KL alone
     cfg.stage2.initial_lr = PAPER_LR
     cfg.previous_stage = None
     cfg.notes = {

@@ -233,6 +233,22 @@ def test_training_loss_values_t1_is_cross_entropy_and_batch_mixes():
     assert both.item() == pytest.approx((ce.item() + kl) / 2, rel=1e-4)
 
 
+def test_training_loss_x0_cross_entropy_weight_adds_weighted_ce_for_t_above_1_only():
+    K = 2
+    diff = CategoricalDiffusion(K, 10)
+    x0 = one_hot(torch.tensor([[[0, 1]]]), K)
+    pred = torch.tensor([[[[0.8, 0.3]], [[0.2, 0.7]]]])
+    xt = one_hot(torch.tensor([[[1, 1]]]), K)
+    ce = -(torch.log(torch.tensor(0.8)) + torch.log(torch.tensor(0.7))).item() / 2
+    kl5 = diff.training_loss(x0, pred, xt, torch.tensor([5])).item()
+    hybrid5 = diff.training_loss(x0, pred, xt, torch.tensor([5]), x0_ce_weight=0.5).item()
+    assert hybrid5 == pytest.approx(kl5 + 0.5 * ce, rel=1e-5)
+    # t = 1 is already the cross-entropy: the weight must not count it twice
+    assert diff.training_loss(x0, pred, xt, torch.tensor([1]), x0_ce_weight=0.5).item() == pytest.approx(ce, rel=1e-5)
+    # a perfect prediction still has zero loss
+    assert diff.training_loss(x0, x0, xt, torch.tensor([5]), x0_ce_weight=1.0).item() == pytest.approx(0.0, abs=1e-6)
+
+
 def test_training_loss_gradient_and_half_precision_inputs():
     K = 3
     diff = CategoricalDiffusion(K, 1000)

@@ -46,6 +46,7 @@ def test_values_of_the_added_configuration():
     t = ref.training
     assert (t.optimizer, t.initial_lr, t.weight_decay, t.lr_schedule, t.poly_exponent) == ("adam", 1e-4, 0.0, "poly", 1.0)
     assert ref.stage2.initial_lr == 1e-4
+    assert t.x0_ce_weight == 0.0  # the paper trains with the KL alone
     assert ref.batch_size == 12 and ref.patch_size == [128, 128]
     assert t.consensus_target == "soft" and "intersection" in ref.notes["consensus_target"]
     # data settings and EMA come from the base: the same preprocessed data is reused

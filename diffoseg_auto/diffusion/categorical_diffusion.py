@@ -108,15 +108,20 @@ class CategoricalDiffusion:
         t = torch.randint(1, self.num_timesteps + 1, (batch_size,), generator=generator, device=gen_device)
         return t.to(device) if device is not None else t
 
-    def training_loss(self, x0_target: Tensor, x0_pred_probs: Tensor, x_t: Tensor, t: Tensor, eps: float = 1e-8) -> Tensor:
+    def training_loss(self, x0_target: Tensor, x0_pred_probs: Tensor, x_t: Tensor, t: Tensor, eps: float = 1e-8,
+                      x0_ce_weight: float = 0.0) -> Tensor:
         """Per sample: KL(q(x_{t-1}|x_t,x0) || q(x_{t-1}|x_t,p0)) for t > 1, CE -sum x0 log p0 for t == 1;
-        each is a sum over classes, averaged over voxels, then over the batch."""
+        each is a sum over classes, averaged over voxels, then over the batch.
+
+        ``x0_ce_weight`` > 0 adds that weight x CE for t > 1 too (D3PM's hybrid loss). At high t both
+        posteriors are close to uniform whatever x_0 is, so the KL term barely supervises the decisions
+        made early in sampling (is this object there?); the CE term supervises p0 directly."""
         q_true = self.q_posterior(x_t, x0_target, t)
         q_pred = self.q_posterior(x_t, x0_pred_probs, t)
         kl = (q_true * (q_true.clamp_min(eps).log() - q_pred.clamp_min(eps).log())).sum(dim=1)
         ce = -(x0_target.to(q_pred.dtype) * x0_pred_probs.to(q_pred.dtype).clamp_min(eps).log()).sum(dim=1)
         is_last = self._bcast((self._check_t(t, "t", 1) == 1).double(), kl) > 0.5
-        per_voxel = torch.where(is_last, ce, kl)
+        per_voxel = torch.where(is_last, ce, kl + x0_ce_weight * ce if x0_ce_weight else kl)
         return per_voxel.reshape(per_voxel.shape[0], -1).mean(dim=1).mean()
 
     # ---------------------------------------------------------------- sampling

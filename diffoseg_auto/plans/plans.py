@@ -70,6 +70,9 @@ class TrainingPlan:
     consensus_target: str = "soft"    # soft | intersection | majority
     oversample_foreground_percent: float = 0.33
     num_val_samples: int = 4          # samples per case in the end-of-stage validation
+    # weight of an auxiliary cross-entropy on the predicted x_0 at every t (D3PM's hybrid loss);
+    # 0 = the paper's pure KL loss. See documentation/method.md, "Training loss".
+    x0_ce_weight: float = 0.0
 
 
 @dataclass
@@ -210,6 +213,7 @@ def validate_configuration(c: ConfigurationPlan, where: str) -> None:
     _check(t.consensus_target in ("soft", "intersection", "majority"), f"{where}.training", f"consensus_target must be soft, intersection or majority, got '{t.consensus_target}'")
     _check(t.optimizer in ("adam", "adamw"), f"{where}.training", "optimizer must be adam or adamw")
     _check(0 <= t.ema_decay < 1, f"{where}.training", "ema_decay must be in [0, 1)")
+    _check(t.x0_ce_weight >= 0, f"{where}.training", f"x0_ce_weight must be >= 0 (0 = pure KL loss), got {t.x0_ce_weight}")
     _check(all(0 <= ax < d for ax in c.augmentation.mirror_axes), f"{where}.augmentation", f"mirror_axes must be in 0..{d - 1}")
     for s in c.normalization_schemes:
         _check(s in ("ct", "zscore", "none", "rescale_0_1"), where, f"unknown normalization scheme '{s}' (ct | zscore | none | rescale_0_1)")

@@ -197,7 +197,8 @@ class DiffOSegTrainer:
         x_t = self.diffusion.q_sample(x0, t, self.torch_gen)
         with torch.autocast(self.device.type, enabled=self.use_amp):
             logits = network(data, x_t, t, rater_id)
-        return self.diffusion.training_loss(x0, F.softmax(logits.float(), dim=1), x_t, t)
+        return self.diffusion.training_loss(x0, F.softmax(logits.float(), dim=1), x_t, t,
+                                            x0_ce_weight=self.cfg.training.x0_ce_weight)
 
     def train_step(self, batch: dict) -> float:
         loss = self._loss(batch, self.ddp_network)

@@ -1,0 +1,63 @@
+"""Shared steps of the real-data budget benchmarks (LIDC, BU-BIL): environment, time-budgeted
+training of fold 0, prediction of the fold's validation cases and their evaluation."""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+HEADLINE = ["GED", "Dice_soft", "Dice_match", "Dice_max", "Dice_rater_strict", "Dice_rater_dpersona",
+            "Dice_consensus_majority"]
+
+
+def set_env(work: Path) -> None:
+    """Point the three diffoseg folders into ``work`` (the benchmark never touches the user's own)."""
+    for var, sub in (("diffoseg_raw", "raw"), ("diffoseg_preprocessed", "preprocessed"), ("diffoseg_results", "results")):
+        os.environ[var] = str(work / sub)
+
+
+def train_with_budget(dataset_id: int, configuration: str, stage1_minutes: float, stage2_minutes: float,
+                      threads: int = 1, iterations_per_epoch: int = 25) -> dict:
+    """Stage I then Stage II of fold 0, each stopped by ``--max_minutes``; returns iterations reached per stage."""
+    import torch
+
+    from diffoseg_auto.training.run_training import run_training
+
+    torch.set_num_threads(threads)
+    reached = {}
+    for stage, minutes in ((1, stage1_minutes), (2, stage2_minutes)):
+        t0 = time.time()
+        tr = run_training(dataset_id, configuration, 0, str(stage), num_workers=0, device="cpu",
+                          max_minutes=minutes, skip_final_validation=True, num_epochs=1000,
+                          iterations_per_epoch=iterations_per_epoch, val_iterations=2)[0]
+        reached[f"stage{stage}"] = {"epochs": tr.current_epoch, "iterations": tr.current_epoch * tr.iterations_per_epoch,
+                                    "batch_size": tr.batch_size, "seconds": round(time.time() - t0, 1)}
+    return reached
+
+
+def predict_and_evaluate(dataset_id: int, configuration: str, work: Path, tag: str, steps: int | None,
+                         num_samples: int, cases_folder: Path, raters: str | None = None, threads: int = 2,
+                         rater_num_samples: int = 1) -> dict:
+    """Predict ``cases_folder`` into work/pred_<tag>, evaluate (strict and D-Persona modes), time it."""
+    import torch
+
+    from diffoseg_auto.evaluation.evaluate_entrypoint import evaluate_folder
+    from diffoseg_auto.inference.predict_entrypoint import predict_from_folder
+    from diffoseg_auto.paths import raw_root
+    from diffoseg_auto.utilities.dataset_name_id import resolve_dataset_name
+
+    torch.set_num_threads(threads)
+    out = work / f"pred_{tag}"
+    t0 = time.time()
+    cases = predict_from_folder(cases_folder, out, dataset_id, configuration, [0], num_samples=num_samples,
+                                sampling_steps=steps, save_samples=True, device="cpu", use_mirroring=False, raters=raters,
+                                rater_num_samples=rater_num_samples, num_processes_preprocessing=1,
+                                num_processes_export=1)
+    seconds = time.time() - t0
+    labels = raw_root() / resolve_dataset_name(dataset_id) / "labelsTr"
+    s = evaluate_folder(labels, out, out / "summary.json")
+    sd = evaluate_folder(labels, out, out / "summary_dpersona.json", mode="dpersona")
+    m = {k: s["metrics"].get(k) for k in HEADLINE}
+    m["GED_dpersona_mode"] = sd["metrics"].get("GED")
+    return {"metrics": m, "seconds_per_image": round(seconds / len(cases), 2), "sampling_steps": steps,
+            "num_samples": num_samples, "cases": len(cases), "rater_prompt_dice_matrix": s.get("rater_prompt_dice_matrix")}
