@@ -6,8 +6,8 @@ prints the rater x prompt Dice matrix (rows: prompt, columns: rater labels) and 
 predicted foreground area. Goals: every row's maximum is on the diagonal, and the dilating
 rater's prompt predicts more foreground than the eroding rater's.
 
-    python benchmarks/toy_rater_styles.py [--work /tmp/diffoseg_toy_styles] [--epochs 15] [--stage2_epochs 25] [--iterations 50]
-        [--set training.x0_ce_weight=0.1 ...] [--rater_num_samples 1]
+    python benchmarks/toy_rater_styles.py [--work /tmp/diffoseg_toy_styles] [--cases 60] [--epochs 10] [--stage2_epochs 35] [--iterations 50]
+        [--set training.x0_ce_weight=0.1 ...] [--rater_num_samples 4]
 
 ``--set`` edits the planned '2d' configuration (dotted keys, JSON values) before training, as a
 user would edit the plans file.
@@ -44,15 +44,16 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--work", default="/tmp/diffoseg_toy_styles")
     p.add_argument("--dataset_id", type=int, default=902)
-    p.add_argument("--cases", type=int, default=40)
-    p.add_argument("--epochs", type=int, default=15, help="Stage I epochs")
-    p.add_argument("--stage2_epochs", type=int, default=25, help="Stage II epochs")
+    p.add_argument("--cases", type=int, default=60, help="cases generated; fold 0 holds out a fifth")
+    p.add_argument("--epochs", type=int, default=10, help="Stage I epochs")
+    p.add_argument("--stage2_epochs", type=int, default=35, help="Stage II epochs")
     p.add_argument("--iterations", type=int, default=50, help="iterations per epoch")
     p.add_argument("--device", default="cpu")
     p.add_argument("--skip_training", action="store_true", help="reuse a trained model in --work")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="plans edits for the '2d' configuration, e.g. training.x0_ce_weight=0.1")
-    p.add_argument("--rater_num_samples", type=int, default=1, help="samples averaged per rater prompt")
+    p.add_argument("--rater_num_samples", type=int, default=4,
+                   help="samples averaged per rater prompt (the prediction is their argmax, not one random draw)")
     a = p.parse_args()
 
     work = Path(a.work)

@@ -29,6 +29,7 @@ def base_plans(patch: list[int] | None = None, dims: int = 2) -> Plans:
                             use_mask_for_norm=[False], resampling_order_data=3, resampling_order_seg=1,
                             architecture=arch, notes={"planner": "base"})
     cfg.training.ema_decay = 0.995
+    cfg.training.x0_ce_weight = 0.1  # as the planner: the reference must reset it to the paper's 0
     return Plans(dataset_name=DATASET, plans_name="DiffOSegPlans", num_classes=2, raters=[f"rater{k}" for k in range(4)],
                  num_input_channels=1, original_median_spacing=[1.0] * dims, original_median_shape=patch,
                  foreground_intensity_properties_per_channel={}, configurations={"2d": cfg})
