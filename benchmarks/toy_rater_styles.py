@@ -6,7 +6,7 @@ prints the rater x prompt Dice matrix (rows: prompt, columns: rater labels) and 
 predicted foreground area. Goals: every row's maximum is on the diagonal, and the dilating
 rater's prompt predicts more foreground than the eroding rater's.
 
-    python benchmarks/toy_rater_styles.py [--work /tmp/diffoseg_toy_styles] [--cases 60] [--epochs 10] [--stage2_epochs 35] [--iterations 50]
+    python benchmarks/toy_rater_styles.py [--work /tmp/diffoseg_toy_styles] [--cases 60] [--epochs 10] [--stage2_epochs 35] [--iterations 35]
         [--set training.x0_ce_weight=0.1 ...] [--rater_num_samples 4]
 
 ``--set`` edits the planned '2d' configuration (dotted keys, JSON values) before training, as a
@@ -47,7 +47,7 @@ def main() -> None:
     p.add_argument("--cases", type=int, default=60, help="cases generated; fold 0 holds out a fifth")
     p.add_argument("--epochs", type=int, default=10, help="Stage I epochs")
     p.add_argument("--stage2_epochs", type=int, default=35, help="Stage II epochs")
-    p.add_argument("--iterations", type=int, default=50, help="iterations per epoch")
+    p.add_argument("--iterations", type=int, default=35, help="iterations per epoch")
     p.add_argument("--device", default="cpu")
     p.add_argument("--skip_training", action="store_true", help="reuse a trained model in --work")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
