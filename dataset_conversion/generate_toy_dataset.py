@@ -9,13 +9,13 @@ rater0_dilate          dilates the true object by 2 px (Euclidean distance <= 2;
                        sigmas are physical, 1 unit = 1 in-plane px, so anisotropy is respected)
 rater1_erode           erodes the true object by 2 px
 rater2_smooth          Gaussian-smooths the mask (sigma 2 px), thresholds at 0.5: rounder outlines
-rater3_miss_small      drops objects whose equivalent radius is below 1.6x the small-object
-                       threshold (it overlooks small and mid-sized objects), and leaves ~15% of
-                       cases unannotated (no label file)
+rater3_miss_small      overlooks the small objects (equivalent radius below the gap between the
+                       small and the large size range), and leaves ~15% of cases unannotated
+                       (no label file)
 =====================  =====================================================================
 
 With more than 4 raters the styles cycle with stronger settings (cycle c: 2+c px,
-sigma 2+c, miss threshold x(1.6+0.25c), 15%+5c% missing cases), e.g. ``rater4_dilate``.
+sigma 2+c, miss threshold x(1+0.25c), 15%+5c% missing cases), e.g. ``rater4_dilate``.
 Fewer raters take the first ones. Everything is deterministic given ``seed``.
 Case ``toy_{2p}`` and ``toy_{2p+1}`` form patient ``patient_{p}`` in ``case_groups``.
 """
@@ -51,7 +51,7 @@ def rater_styles(num_raters: int) -> list[RaterStyle]:
     out = []
     for k in range(num_raters):
         kind, cycle = RATER_STYLES[k % 4], k // 4
-        strength = 1.6 + 0.25 * cycle if kind == "miss_small" else 2.0 + cycle
+        strength = 1.0 + 0.25 * cycle if kind == "miss_small" else 2.0 + cycle
         missing = BASE_MISSING_FRACTION + 0.05 * cycle if kind == "miss_small" else 0.0
         out.append(RaterStyle(f"rater{k}_{kind}", kind, strength, missing))
     return out
@@ -76,7 +76,9 @@ def _synthesize_case(rng: np.random.Generator, shape: tuple[int, ...], spacing: 
     """Image (float32), per-object label maps (0..K-1) and the object radii classes."""
     ndim = len(shape)
     extent = np.array(shape) * spacing
-    r_small = (max(2.0, 0.04 * size), max(2.5, 0.055 * size))
+    # small objects are big enough to matter in Dice (a rater who skips them is not a copy of the
+    # others) and their size range is separate from the large one, so "small" is well defined
+    r_small = (max(2.0, 0.06 * size), max(2.5, 0.08 * size))
     r_large = (0.1 * size, 0.2 * size) if ndim == 2 else (0.15 * size, 0.25 * size)
     num_objects = int(rng.integers(1, 4))
     image = rng.normal(0.0, 0.25, size=shape)
@@ -84,7 +86,7 @@ def _synthesize_case(rng: np.random.Generator, shape: tuple[int, ...], spacing: 
     for i in range(num_objects):
         small = i > 0 and rng.random() < 0.5  # the first object is always large: no empty case
         radius = rng.uniform(*(r_small if small else r_large))
-        radii = radius * rng.uniform(0.75, 1.25, size=ndim)
+        radii = radius * rng.uniform(0.8, 1.2, size=ndim)
         radii[0] = max(radii[0], 1.01 * spacing[0])  # never thinner than one slice
         center = np.array([rng.uniform(min(radius + 1, e / 2), max(e - radius - 1, e / 2)) for e in extent])
         rotation, _ = np.linalg.qr(rng.normal(size=(ndim, ndim)))
