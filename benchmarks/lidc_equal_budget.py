@@ -79,6 +79,29 @@ def run_both_trainings(a: argparse.Namespace, work: Path) -> dict:
     return training
 
 
+def score_at_planned_steps(a: argparse.Namespace, work: Path, link_fold_images) -> None:
+    """Stage I metrics of both trained models, each at its own planned number of sampling steps."""
+    from diffoseg_auto.plans.plans import load_plans
+    from diffoseg_auto.utilities.dataset_name_id import resolve_dataset_name
+
+    val = work / "val_images"
+    link_fold_images(a.dataset_id, 0, val)
+    plans = load_plans(Path(os.environ["diffoseg_preprocessed"]) / resolve_dataset_name(a.dataset_id) / "DiffOSegPlans.json")
+    scored = {}
+    for tag, cfg in CONFIGS.items():
+        steps = plans.get_configuration(cfg).diffusion.sampling_steps
+        r = predict_and_evaluate(a.dataset_id, cfg, work, f"{tag}_{steps}steps", steps, a.planned_steps_only, val,
+                                 raters="none", threads=a.threads)
+        scored[tag] = {"sampling_steps": steps, "num_samples": a.planned_steps_only,
+                       "seconds_per_image": r["seconds_per_image"],
+                       **{k: r["metrics"][k] for k in ("GED", "Dice_soft", "Dice_match", "Dice_max")}}
+    out = work / "lidc_equal_budget.json"
+    results = json.loads(out.read_text()) if out.is_file() else {}
+    results["stage1_at_planned_steps"] = scored
+    out.write_text(json.dumps(results, indent=2))
+    print(json.dumps(scored, indent=2))
+
+
 def render_markdown(r: dict) -> str:
     """The results table of documentation/results.md, from lidc_equal_budget.json."""
     cols = [("planned", "planned (ours)"), ("paper_reference", "paper reference")]
@@ -107,6 +130,14 @@ def render_markdown(r: dict) -> str:
                   f"{r['ged_vs_steps_planned_samples'] if 'ged_vs_steps_planned_samples' in r else 8} samples):", "",
                   "| steps | GED | Dice_soft |", "|---:|---:|---:|"]
         lines += [f"| {s} | {v['GED']:.4f} | {v['Dice_soft']:.4f} |" for s, v in curve.items()]
+    own = r.get("stage1_at_planned_steps")
+    if own:
+        lines += ["", "Stage I of both models, each sampled at its own planned number of steps "
+                  f"({own['planned']['num_samples']} samples per case, `--planned_steps_only`):", "",
+                  "| | steps | GED | Dice_soft | Dice_match | Dice_max | s / image |", "|---|---:|---:|---:|---:|---:|---:|"]
+        lines += [f"| {name} | {own[tag]['sampling_steps']} | {own[tag]['GED']:.4f} | {own[tag]['Dice_soft']:.4f} | "
+                  f"{own[tag]['Dice_match']:.4f} | {own[tag]['Dice_max']:.4f} | {own[tag]['seconds_per_image']:.1f} |"
+                  for tag, name in (("planned", "planned (ours)"), ("paper_reference", "paper reference"))]
     return "\n".join(lines) + "\n"
 
 
@@ -124,6 +155,10 @@ def main() -> None:
     p.add_argument("--ged_curve_samples", type=int, default=8)
     p.add_argument("--skip_training", action="store_true", help="reuse the trained models and training.json in --work")
     p.add_argument("--render_only", action="store_true", help="only print the Markdown table of an existing run")
+    p.add_argument("--planned_steps_only", type=int, default=None, metavar="N",
+                   help="with trained models in --work: score Stage I of both configurations at their own planned "
+                        "steps (25 vs 250) with N samples per case, add it to lidc_equal_budget.json and stop")
+    p.add_argument("--threads", type=int, default=2, help="CPU threads for prediction")
     p.add_argument("--_train_child", nargs=3, help=argparse.SUPPRESS)
     a = p.parse_args()
     work = Path(a.work)
@@ -138,6 +173,9 @@ def main() -> None:
 
     from diffoseg_auto.utilities.fold_images import link_fold_images
 
+    if a.planned_steps_only:
+        score_at_planned_steps(a, work, link_fold_images)
+        return
     t_start = time.time()
     if a.skip_training:
         training = json.loads((work / "training.json").read_text())

@@ -170,3 +170,10 @@ def test_ema_horizon_follows_run_length(toy):
     assert short.ema_decay() == pytest.approx(0.98)  # 1 - 10 / 500
     long = DiffOSegTrainer(plans, "2d", 0, DATASET, 1, torch.device("cpu"), num_epochs=100, iterations_per_epoch=250)
     assert long.ema_decay() == 0.999  # the plans' decay once the run is long enough
+
+
+def test_progress_title_shows_end_of_stage_metrics_in_fixed_order():
+    from diffoseg_auto.training.logger import final_metrics_title
+
+    title = final_metrics_title({"Dice_soft": 0.8, "GED": 0.25, "Dice_rater_strict": None, "other": 1.0})
+    assert title == "end-of-stage validation: GED 0.250, Dice_soft 0.800"

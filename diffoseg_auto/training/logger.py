@@ -11,6 +11,13 @@ from diffoseg_auto.utilities.file_ops import atomic_write
 KEYS = ("train_losses", "val_losses", "ema_val_losses", "lrs", "epoch_start_timestamps", "epoch_end_timestamps")
 
 
+def final_metrics_title(metrics: dict) -> str:
+    """progress.png's title line for the end-of-stage validation metrics (those present, in a fixed order)."""
+    shown = [k for k in ("GED", "Dice_soft", "Dice_match", "Dice_max", "Dice_rater_strict")
+             if metrics.get(k) is not None]
+    return "end-of-stage validation: " + ", ".join(f"{k} {metrics[k]:.3f}" for k in shown)
+
+
 class TrainingLogger:
     """Holds one list per key; ``ema_val_losses`` is the smoothed validation loss that selects checkpoint_best."""
 
@@ -64,7 +71,8 @@ class TrainingLogger:
                 f"lr {v['lrs'][epoch]:.2e}  time {dur:.1f}s  ETA {time.strftime('%H:%M:%S', time.gmtime(eta))}")
 
     # -- plot
-    def plot(self, path: Path) -> None:
+    def plot(self, path: Path, final_metrics: dict | None = None) -> None:
+        """Losses, epoch time and learning rate; ``final_metrics`` (end-of-stage validation) go in the title."""
         import matplotlib
 
         matplotlib.use("Agg")
@@ -77,8 +85,10 @@ class TrainingLogger:
         ax[0].plot(x, v["train_losses"], label="train loss")
         ax[0].plot(x[:len(v["val_losses"])], v["val_losses"], label="val loss")
         ax[0].plot(x[:len(v["ema_val_losses"])], v["ema_val_losses"], label="val loss (EMA, selects best)")
-        ax[0].set_ylabel("loss (KL)")
+        ax[0].set_ylabel("diffusion loss")
         ax[0].legend()
+        if final_metrics:
+            ax[0].set_title(final_metrics_title(final_metrics), fontsize=9)
         times = [e - s for s, e in zip(v["epoch_start_timestamps"], v["epoch_end_timestamps"])]
         ax[1].plot(x[:len(times)], times)
         ax[1].set_ylabel("epoch time [s]")
