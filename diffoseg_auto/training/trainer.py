@@ -319,9 +319,10 @@ class DiffOSegTrainer:
         if self.is_main:
             save_checkpoint(path, self.checkpoint_dict())
 
-    def load_checkpoint(self, path: str | Path, weights_only: bool = False) -> dict:
+    def load_checkpoint(self, path: str | Path, weights_only: bool = False, ckpt: dict | None = None) -> dict:
+        """Restore from ``path`` (``ckpt``: its already loaded contents, to avoid reading it twice)."""
         self.initialize()
-        ckpt = load_checkpoint(path)
+        ckpt = load_checkpoint(path) if ckpt is None else ckpt
         check_compatible(ckpt, self.init_args, path, keys=("trainer_name", "plans_name", "configuration", "dataset_name",
                                                             "stage", "fold", "num_raters", "num_classes"))
         self.network.load_state_dict(ckpt["raw_network_weights"])
@@ -343,8 +344,9 @@ class DiffOSegTrainer:
         if not found:
             self.print(f"--c: no checkpoint in {self.output_folder}, starting a new training")
             return
-        best = max(found, key=lambda p: load_checkpoint(p)["epoch"])
-        self.load_checkpoint(best)
+        loaded = {p: load_checkpoint(p) for p in found}
+        best = max(found, key=lambda p: loaded[p]["epoch"])
+        self.load_checkpoint(best, ckpt=loaded[best])
         self.print(f"continuing from {best.name} at epoch {self.current_epoch}")
 
     # ------------------------------------------------------------------ misc
