@@ -21,8 +21,7 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
-from budget_common import HEADLINE, predict_and_evaluate, set_env, train_with_budget
+from budget_common import HEADLINE, predict_and_evaluate, rows_max_on_diagonal, set_env, train_with_budget
 
 ROOT = Path(__file__).resolve().parents[1]
 BUBIL = ROOT.parent / "shared" / "data" / "bubil_cells" / "BU-BIL_Dataset1"
@@ -31,7 +30,9 @@ CPU_CONFIGURATION = "2d_halfres"
 
 def add_halfres_configuration(plans_file: Path, batch_size: int) -> dict:
     """Add CPU_CONFIGURATION (inherits '2d'; twice the spacing, 256x256 patches) to the plans JSON."""
-    plans = json.loads(plans_file.read_text())
+    from diffoseg_auto.utilities.file_ops import load_json, save_json
+
+    plans = load_json(plans_file)
     base = plans["configurations"]["2d"]
     plans["configurations"][CPU_CONFIGURATION] = {
         "inherits_from": "2d",
@@ -42,7 +43,7 @@ def add_halfres_configuration(plans_file: Path, batch_size: int) -> dict:
         "batch_size": batch_size,
         "notes": {"purpose": "CPU budget: half resolution and 256x256 patches (added by benchmarks/bubil_cpu_budget.py)"},
     }
-    plans_file.write_text(json.dumps(plans, indent=2))
+    save_json(plans, plans_file)
     return plans["configurations"][CPU_CONFIGURATION]
 
 
@@ -56,15 +57,6 @@ def prepare(dataset_id: int, batch_size: int) -> None:
     plan_and_preprocess(["-d", str(dataset_id), "-c", "2d", "-np", "2", "--verify_dataset_integrity", "--no_pp"])
     add_halfres_configuration(preprocessed_root() / resolve_dataset_name(dataset_id) / "DiffOSegPlans.json", batch_size)
     preprocess(["-d", str(dataset_id), "-c", CPU_CONFIGURATION, "-np", "2"])
-
-
-def diagonal_rows(matrix: list[list[float]] | None) -> tuple[int, int]:
-    """(rows whose maximum is on the diagonal, rows with a value) of a rater x prompt Dice matrix."""
-    if not matrix:
-        return 0, 0
-    m = np.array(matrix, dtype=float)
-    rows = [k for k in range(len(m)) if np.isfinite(m[k]).any()]
-    return sum(int(np.nanargmax(m[k]) == k) for k in rows), len(rows)
 
 
 def render_markdown(r: dict) -> str:
@@ -83,7 +75,8 @@ def render_markdown(r: dict) -> str:
         t = r["training"][st]
         rows.append(f"| {st}: iterations reached (batch), minutes | {t['iterations']} ({t['batch_size']}), "
                     f"{t['seconds'] / 60:.1f} | - |")
-    d, n = diagonal_rows(ours.get("rater_prompt_dice_matrix"))
+    rows_with_values = [r for r in rows_max_on_diagonal(ours.get("rater_prompt_dice_matrix") or []) if r is not None]
+    d, n = sum(rows_with_values), len(rows_with_values)
     rows.append(f"| rater x prompt rows with the maximum on the diagonal | {d} of {n} | - |")
     return "\n".join(rows) + "\n"
 

@@ -61,3 +61,11 @@ def predict_and_evaluate(dataset_id: int, configuration: str, work: Path, tag: s
     m["GED_dpersona_mode"] = sd["metrics"].get("GED")
     return {"metrics": m, "seconds_per_image": round(seconds / len(cases), 2), "sampling_steps": steps,
             "num_samples": num_samples, "cases": len(cases), "rater_prompt_dice_matrix": s.get("rater_prompt_dice_matrix")}
+
+
+def rows_max_on_diagonal(matrix) -> list[bool | None]:
+    """Per row of a rater x prompt Dice matrix: is its maximum on the diagonal (None: row has no value)?"""
+    import numpy as np
+
+    m = np.array(matrix, dtype=float)
+    return [bool(np.nanargmax(m[k]) == k) if np.isfinite(m[k]).any() else None for k in range(len(m))]

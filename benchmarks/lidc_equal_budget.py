@@ -45,14 +45,15 @@ def time_sampling(dataset_id: int, configuration: str, steps: int, num_samples: 
 
     from diffoseg_auto.inference.model_loading import load_trained_model
     from diffoseg_auto.inference.predictor import DiffOSegPredictor
+    from diffoseg_auto.paths import preprocessed_root, results_root
     from diffoseg_auto.preprocessing.case_storage import list_preprocessed_cases, load_case
 
     torch.set_num_threads(2)
     name = f"Dataset{dataset_id:03d}_LIDC"
-    folder = Path(os.environ["diffoseg_results"]) / name / f"DiffOSegTrainer__DiffOSegPlans__{configuration}"
+    folder = results_root() / name / f"DiffOSegTrainer__DiffOSegPlans__{configuration}"
     nets, plans, cfg_name, diffusion = load_trained_model(folder, [0], 1, device="cpu")
     cfg = plans.get_configuration(cfg_name)
-    data_folder = Path(os.environ["diffoseg_preprocessed"]) / name / cfg.data_identifier
+    data_folder = preprocessed_root() / name / cfg.data_identifier
     data = load_case(data_folder, list_preprocessed_cases(data_folder)[0], mmap=False)[0]
     pred = DiffOSegPredictor(nets, diffusion, cfg, torch.device("cpu"), use_mirroring=False)
     t0 = time.time()
@@ -79,14 +80,16 @@ def run_both_trainings(a: argparse.Namespace, work: Path) -> dict:
     return training
 
 
-def score_at_planned_steps(a: argparse.Namespace, work: Path, link_fold_images) -> None:
+def score_at_planned_steps(a: argparse.Namespace, work: Path) -> None:
     """Stage I metrics of both trained models, each at its own planned number of sampling steps."""
+    from diffoseg_auto.paths import preprocessed_root
     from diffoseg_auto.plans.plans import load_plans
     from diffoseg_auto.utilities.dataset_name_id import resolve_dataset_name
+    from diffoseg_auto.utilities.fold_images import link_fold_images
 
     val = work / "val_images"
     link_fold_images(a.dataset_id, 0, val)
-    plans = load_plans(Path(os.environ["diffoseg_preprocessed"]) / resolve_dataset_name(a.dataset_id) / "DiffOSegPlans.json")
+    plans = load_plans(preprocessed_root() / resolve_dataset_name(a.dataset_id) / "DiffOSegPlans.json")
     scored = {}
     for tag, cfg in CONFIGS.items():
         steps = plans.get_configuration(cfg).diffusion.sampling_steps
@@ -137,7 +140,7 @@ def render_markdown(r: dict) -> str:
                   "| | steps | GED | Dice_soft | Dice_match | Dice_max | s / image |", "|---|---:|---:|---:|---:|---:|---:|"]
         lines += [f"| {name} | {own[tag]['sampling_steps']} | {own[tag]['GED']:.4f} | {own[tag]['Dice_soft']:.4f} | "
                   f"{own[tag]['Dice_match']:.4f} | {own[tag]['Dice_max']:.4f} | {own[tag]['seconds_per_image']:.1f} |"
-                  for tag, name in (("planned", "planned (ours)"), ("paper_reference", "paper reference"))]
+                  for tag, name in cols]
     return "\n".join(lines) + "\n"
 
 
@@ -171,11 +174,12 @@ def main() -> None:
         print("RESULT " + json.dumps(train_with_budget(a.dataset_id, cfg, float(m1), float(m2))), flush=True)
         return
 
+    if a.planned_steps_only:
+        score_at_planned_steps(a, work)
+        return
+
     from diffoseg_auto.utilities.fold_images import link_fold_images
 
-    if a.planned_steps_only:
-        score_at_planned_steps(a, work, link_fold_images)
-        return
     t_start = time.time()
     if a.skip_training:
         training = json.loads((work / "training.json").read_text())

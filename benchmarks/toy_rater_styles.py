@@ -21,13 +21,16 @@ import time
 from pathlib import Path
 
 import numpy as np
+from budget_common import rows_max_on_diagonal
 
 
 def edit_plans(plans_file: Path, configuration: str, edits: list[str]) -> None:
     """Apply KEY=VALUE edits (dotted keys into the configuration, JSON values) to a plans file."""
     if not edits:
         return
-    plans = json.loads(plans_file.read_text())
+    from diffoseg_auto.utilities.file_ops import load_json, save_json
+
+    plans = load_json(plans_file)
     for edit in edits:
         key, _, value = edit.partition("=")
         *parents, leaf = key.split(".")
@@ -37,7 +40,7 @@ def edit_plans(plans_file: Path, configuration: str, edits: list[str]) -> None:
         if leaf not in node:
             raise SystemExit(f"--set {edit}: '{key}' is not a field of configuration '{configuration}' in {plans_file}")
         node[leaf] = json.loads(value)
-    plans_file.write_text(json.dumps(plans, indent=2))
+    save_json(plans, plans_file)
 
 
 def main() -> None:
@@ -89,7 +92,7 @@ def main() -> None:
     matrix = np.array(summary["rater_prompt_dice_matrix"], dtype=float)
     area = {r: float(np.mean([read_seg(pred / "raters" / r / f"{c}.nii.gz")[0].astype(bool).sum() for c in cases]))
             for r in raters}
-    diag_dominant = [bool(np.nanargmax(matrix[k]) == k) for k in range(len(raters))]
+    diag_dominant = rows_max_on_diagonal(matrix)
     result = {"plans_edits": a.set, "rater_num_samples": a.rater_num_samples, "cases": cases, "raters": raters, "rater_prompt_dice_matrix": matrix.tolist(),
               "row_max_on_diagonal": diag_dominant, "mean_predicted_foreground_pixels": area,
               "dilate_gt_erode": area[raters[0]] > area[raters[1]], "train_seconds": round(t_train, 1),
@@ -101,7 +104,7 @@ def main() -> None:
     for k, r in enumerate(raters):
         print(f"{r[:15]:<15} " + " ".join(f"{v:14.3f}" for v in matrix[k]) + ("   <- max on diagonal" if diag_dominant[k] else ""))
     print("mean predicted foreground (pixels): " + ", ".join(f"{r}: {v:.1f}" for r, v in area.items()))
-    print(f"diagonal-dominant rows: {sum(diag_dominant)}/{len(raters)}; dilate > erode: {result['dilate_gt_erode']}; "
+    print(f"diagonal-dominant rows: {sum(bool(d) for d in diag_dominant)}/{len(raters)}; dilate > erode: {result['dilate_gt_erode']}; "
           f"training {t_train / 60:.1f} min; written {work / 'toy_rater_styles.json'}")
 
 
