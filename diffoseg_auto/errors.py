@@ -1,0 +1,11 @@
+"""The one base class of user-facing errors.
+
+A ``UserError`` means the input (a file, an argument, an environment variable) is wrong and the
+user can fix it: console scripts print its message as one line and exit 1. Anything else is a
+bug and keeps its traceback. Every message names the file or argument and says the fix.
+"""
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """Bad input the user can fix; the message is one line naming the file/argument and the fix."""
