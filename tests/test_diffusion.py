@@ -25,12 +25,18 @@ def cum_matrix(diff: CategoricalDiffusion, s: int, t: int) -> torch.Tensor:
 
 
 def brute_posterior(diff: CategoricalDiffusion, j: int, p0: torch.Tensor, t: int, s: int) -> torch.Tensor:
-    """sum_c p0[c] * q(x_t=j | x_s) q(x_s | x0=c) / q(x_t=j | x0=c), by Bayes with K x K matrices."""
-    m_st, m_0s, m_0t = cum_matrix(diff, s, t), cum_matrix(diff, 0, s), cum_matrix(diff, 0, t)
-    out = torch.zeros(diff.num_classes, dtype=torch.float64)
-    for c in range(diff.num_classes):
-        out += p0[c] * m_st[:, j] * m_0s[c, :] / m_0t[c, j]
-    return out
+    """q(x_s | x_t = j) for x0 ~ p0 by enumeration: build the joint p(x0) q(x_s | x0) q(x_t | x_s) over
+    every (x0, x_s, x_t) from the K x K matrices, keep x_t = j, normalise (Bayes). Shares no formula
+    with q_posterior."""
+    K = diff.num_classes
+    m_0s, m_st = cum_matrix(diff, 0, s), cum_matrix(diff, s, t)
+    joint = torch.zeros(K, K, K, dtype=torch.float64)  # (x0, x_s, x_t)
+    for c in range(K):
+        for i in range(K):
+            for k in range(K):
+                joint[c, i, k] = p0[c] * m_0s[c, i] * m_st[i, k]
+    observed = joint[:, :, j]  # condition on x_t = j
+    return observed.sum(dim=0) / observed.sum()
 
 
 def random_probs(shape, gen) -> torch.Tensor:
@@ -154,7 +160,7 @@ def test_q_posterior_one_hot_matches_bayes(t, s):
 
 
 @pytest.mark.parametrize("t,s", [(1, 0), (5, 4), (12, 2), (20, 0)])
-def test_q_posterior_soft_x0_matches_bayes_mixture_3d(t, s):
+def test_q_posterior_soft_x0_matches_bayes_3d(t, s):
     K = 4
     diff = CategoricalDiffusion(K, 20, "linear", schedule_shift=1.5)
     gen = torch.Generator().manual_seed(3)
@@ -166,23 +172,41 @@ def test_q_posterior_soft_x0_matches_bayes_mixture_3d(t, s):
         j = int(xt[b, :, z, y, x].argmax())
         expected = brute_posterior(diff, j, p0[b, :, z, y, x].double(), t, s)
         torch.testing.assert_close(post[b, :, z, y, x].double(), expected, atol=1e-6, rtol=1e-5)
-    if s == 0:  # q(x_0 | x_t, x0=c) = e_c, so the mixture is p0 itself
-        torch.testing.assert_close(post, p0)
+    if s == 0:  # q(x0 | x_t) ∝ p0 * q(x_t | x0): p0 reweighted by the likelihood of the observed x_t
+        lik = diff.q_xt_given_x0(xt, torch.tensor([t, t]))  # q(x_t=j | x0=c) is symmetric in (j, c)
+        torch.testing.assert_close(post, p0 * lik / (p0 * lik).sum(1, keepdim=True))
 
 
-def test_mixture_differs_from_posterior_at_averaged_x0():
-    K, t = 2, 5
-    diff = CategoricalDiffusion(K, 10)
+def test_soft_posterior_weights_components_by_their_likelihood_of_x_t():
+    """The issue's example: K=2, cosine, T=250, p=(0.5, 0.5), x_t=0, t=2 -> q(x_1=1 | x_t) = 0.00014.
+    A mixture weighted by the prior p_c (the former code) gives 0.29: x_t=0 at t=2 is strong evidence
+    for x0=0, and Bayes must use it."""
+    K, t = 2, 2
+    diff = CategoricalDiffusion(K, 250, "cosine")
     xt = one_hot(torch.tensor([[[0]]]), K)
     p0 = torch.tensor([0.5, 0.5]).reshape(1, 2, 1, 1)
-    mixture = diff.q_posterior(xt, p0, torch.tensor([t]))[0, :, 0, 0].double()
-    # "posterior at averaged x0": q(x_t|x_s) * (ab_s p0 + (1-ab_s)/K), normalised
-    naive = cum_matrix(diff, t - 1, t)[:, 0] * (diff.alpha_bar[t - 1] * 0.5 + (1 - diff.alpha_bar[t - 1]) / K)
-    naive = naive / naive.sum()
-    torch.testing.assert_close(mixture, 0.5 * brute_posterior(diff, 0, torch.tensor([1.0, 0.0], dtype=torch.float64), t, t - 1)
-                               + 0.5 * brute_posterior(diff, 0, torch.tensor([0.0, 1.0], dtype=torch.float64), t, t - 1),
-                               atol=1e-6, rtol=1e-5)
-    assert (mixture - naive).abs().max() > 1e-3
+    post = diff.q_posterior(xt, p0, torch.tensor([t]))[0, :, 0, 0].double()
+    assert post[1].item() == pytest.approx(1.4e-4, rel=0.05)
+    torch.testing.assert_close(post, brute_posterior(diff, 0, p0.reshape(2).double(), t, t - 1), atol=1e-9, rtol=1e-6)
+    prior_weighted = 0.5 * brute_posterior(diff, 0, torch.tensor([1.0, 0.0], dtype=torch.float64), t, t - 1) \
+        + 0.5 * brute_posterior(diff, 0, torch.tensor([0.0, 1.0], dtype=torch.float64), t, t - 1)
+    assert prior_weighted[1].item() == pytest.approx(0.29, abs=0.01)
+
+
+@pytest.mark.parametrize("shift", [1.0, 2.0])
+@pytest.mark.parametrize("t,s", [(2, 1), (9, 8), (9, 3), (20, 0), (20, 11)])
+def test_q_posterior_soft_x0_matches_enumerated_joint_cosine(t, s, shift):
+    """Soft x0, adjacent and respaced steps, with and without a schedule shift, K = 3."""
+    K = 3
+    diff = CategoricalDiffusion(K, 20, "cosine", schedule_shift=shift)
+    gen = torch.Generator().manual_seed(11)
+    p0 = random_probs((1, K, 5), gen)
+    xt = one_hot(torch.tensor([[0, 1, 2, 0, 2]]), K)
+    post = diff.q_posterior(xt, p0, torch.tensor([t]), torch.tensor([s]))
+    for v in range(5):
+        j = int(xt[0, :, v].argmax())
+        expected = brute_posterior(diff, j, p0[0, :, v].double(), t, s)
+        torch.testing.assert_close(post[0, :, v].double(), expected, atol=1e-6, rtol=1e-5)
 
 
 def test_q_posterior_rejects_s_not_below_t():
@@ -288,16 +312,16 @@ def test_timesteps_for_sampling_properties(T):
         if S > T:
             continue
         steps = diff.timesteps_for_sampling(S)
-        assert len(steps) == S and steps[0] == T and steps[-1] >= 1
+        assert len(steps) == S and steps[0] == T and steps[-1] == (1 if S > 1 else T)
         assert all(a > b for a, b in zip(steps, steps[1:]))
     assert diff.timesteps_for_sampling(T) == list(range(T, 0, -1))
     with pytest.raises(ValueError, match="num_steps"):
         diff.timesteps_for_sampling(T + 1)
-    assert CategoricalDiffusion(2, 1000).timesteps_for_sampling(4) == [1000, 750, 500, 250]
+    assert CategoricalDiffusion(2, 1000).timesteps_for_sampling(4) == [1000, 667, 334, 1]
 
 
 def _toy_denoiser(K: int, spatial, seed: int):
-    """Deterministic, depends on x_t and t, never one-hot: exercises the mixture posterior."""
+    """Deterministic, depends on x_t and t, never one-hot: exercises the soft-x0 posterior."""
     logits = torch.randn((1, K, *spatial), generator=torch.Generator().manual_seed(seed))
 
     def fn(x_t, t):

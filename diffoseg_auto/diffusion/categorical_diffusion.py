@@ -79,11 +79,13 @@ class CategoricalDiffusion:
         return _one_hot(labels, self.num_classes).to(x0_probs.dtype)
 
     def q_posterior(self, x_t: Tensor, x0_probs: Tensor, t: Tensor, s: Tensor | None = None) -> Tensor:
-        """Exact mixture sum_c p(x0=c) q(x_s | x_t, x0=c) for one-hot x_t, 0 <= s < t.
+        """q(x_s | x_t, x0 ~ p) by Bayes for one-hot x_t, 0 <= s < t, and a per-voxel distribution p over x0.
 
-        With theta_i = q(x_t | x_s=i) = a x_t,i + (1-a)/K (a = alpha_bar_t/alpha_bar_s) and
-        Z_c = q(x_t | x0=c) = alpha_bar_t x_t,c + (1-alpha_bar_t)/K:
-            result_i = theta_i * (alpha_bar_s w_i + (1-alpha_bar_s)/K * sum_c w_c),  w_c = p_c / Z_c.
+        The joint is p(x0=c) q(x_s=i | x0=c) q(x_t | x_s=i); conditioning on the observed x_t weights each
+        component by its likelihood q(x_t | x0=c), which leaves CCDM/D3PM's single normaliser:
+            result_i ∝ theta_i * (alpha_bar_s p_i + (1 - alpha_bar_s)/K),
+            theta_i = q(x_t | x_s=i) = a x_t,i + (1-a)/K,   a = alpha_bar_t / alpha_bar_s.
+        For one-hot p it is the usual posterior; for the network's p it is D3PM's reverse step.
         """
         t_cpu = self._check_t(t, "t", 1)
         s_cpu = t_cpu - 1 if s is None else self._check_t(s, "s", 0)
@@ -93,12 +95,11 @@ class CategoricalDiffusion:
         dtype = torch.promote_types(torch.promote_types(x_t.dtype, x0_probs.dtype), torch.float32)
         x_t, x0_probs = x_t.to(dtype), x0_probs.to(dtype)
         K = self.num_classes
-        ab_t, ab_s = self.alpha_bar[t_cpu], self.alpha_bar[s_cpu]
-        a_ts = ab_t / ab_s
+        ab_s = self.alpha_bar[s_cpu]
+        a_ts = self.alpha_bar[t_cpu] / ab_s
         theta = self._bcast(a_ts, x_t) * x_t + self._bcast((1.0 - a_ts) / K, x_t)
-        z = self._bcast(ab_t, x_t) * x_t + self._bcast((1.0 - ab_t) / K, x_t)
-        w = x0_probs / z.clamp_min(torch.finfo(z.dtype).tiny)
-        post = theta * (self._bcast(ab_s, w) * w + self._bcast((1.0 - ab_s) / K, w) * w.sum(dim=1, keepdim=True))
+        prior_s = self._bcast(ab_s, x0_probs) * x0_probs + self._bcast((1.0 - ab_s) / K, x0_probs)
+        post = theta * prior_s
         return post / post.sum(dim=1, keepdim=True).clamp_min(torch.finfo(post.dtype).tiny)
 
     # ---------------------------------------------------------------- training
@@ -126,17 +127,22 @@ class CategoricalDiffusion:
 
     # ---------------------------------------------------------------- sampling
     def timesteps_for_sampling(self, num_steps: int) -> list[int]:
-        """S evenly spaced steps T = t_0 > t_1 > ... > t_{S-1} >= 1 (rounded; unique because spacing T/S >= 1)."""
+        """S evenly spaced steps T = t_0 > t_1 > ... > t_{S-1} = 1 (rounded; unique because spacing (T-1)/(S-1) >= 1).
+
+        The chain must end at t = 1: the final argmax of p(x0 | x_1) is taken where almost no voxel is
+        still noise (ending at round(T/S) left ~1/S of the schedule's noise in the last input)."""
         T = self.num_timesteps
         if not 1 <= num_steps <= T:
             raise ValueError(f"num_steps (sampling_steps) must be in 1..{T}, got {num_steps}")
-        return [int(T - k * T / num_steps + 0.5) for k in range(num_steps)]
+        if num_steps == 1:
+            return [T]
+        return [int(T - k * (T - 1) / (num_steps - 1) + 0.5) for k in range(num_steps)]
 
     @torch.no_grad()
     def sample(self, denoise_fn: Callable[[Tensor, Tensor], Tensor], shape: tuple[int, ...], num_steps: int,
                final_step: str = "argmax", generator: torch.Generator | None = None, device=None,
                x_T: Tensor | None = None, return_probs: bool = False) -> Tensor | tuple[Tensor, Tensor]:
-        """Respaced ancestral sampling: x_T uniform, then x_s ~ sum_c p0_c q(x_s | x_t, x0=c) per step.
+        """Respaced ancestral sampling: x_T uniform, then x_s ~ q(x_s | x_t, x0 ~ p0) (Bayes, see q_posterior) per step.
 
         Random numbers: one uniform per voxel for x_T (unless given), then one per voxel per
         intermediate step, then one per voxel if final_step == 'sample'. With num_steps == T this is
