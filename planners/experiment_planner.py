@@ -191,7 +191,7 @@ class ExperimentPlanner:
     def training(self) -> TrainingPlan:
         # x0_ce_weight 0.1: the auxiliary x_0 cross-entropy made Stage II learn rater styles that
         # decide whole objects (toy dataset, documentation/results.md); the paper's loss is KL only
-        return TrainingPlan(optimizer="adamw", consensus_target="soft", num_val_samples=max(4, self.num_raters),
+        return TrainingPlan(optimizer="adamw", consensus_target="vote", num_val_samples=max(4, self.num_raters),
                             x0_ce_weight=0.1)
 
     def stage2(self) -> Stage2Plan:

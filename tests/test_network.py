@@ -261,3 +261,45 @@ def test_prompt_block_selects_rater_map():
         # each row only depends on its own rater id
         torch.testing.assert_close(both[:1], pb(x[:1], torch.tensor([1])), rtol=0, atol=1e-5)
         torch.testing.assert_close(both[1:], pb(x[1:], torch.tensor([3])), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_paper_prompt_block_one_map_per_rater_and_rater_dependent_output(dims):
+    """The official design: R rater maps from [features, prompt]; only the requested rater's map is
+    concatenated, then channel attention and a 1x1 conv back to the feature width."""
+    from diffoseg_auto.network.blocks import ops_from_plan
+    from diffoseg_auto.network.prompt_block import PaperPromptBlock
+
+    ops = ops_from_plan(make_plans(dims).configurations["c"].architecture, dims)
+    torch.manual_seed(0)
+    pb = PaperPromptBlock(6, num_raters=4, num_prompts=3, prompt_dim=2, ops=ops).eval()
+    x = torch.randn(2, 6, *([4] * dims))
+    with torch.no_grad():
+        maps = pb.rater_maps(torch.cat([x, torch.zeros(2, 2, *([4] * dims))], 1))
+        assert maps.shape == (2, 4, *([4] * dims))
+        a, b = pb(x, torch.tensor([0, 0])), pb(x, torch.tensor([2, 2]))
+        assert a.shape == x.shape
+        assert (a - b).abs().max() > 1e-4  # the rater changes the output
+        mixed = pb(x, torch.tensor([0, 2]))  # each row depends on its own rater only
+        torch.testing.assert_close(mixed[0], a[0], rtol=0, atol=1e-5)
+        torch.testing.assert_close(mixed[1], b[1], rtol=0, atol=1e-5)
+    assert sum(p.numel() for p in pb.prompts) == 3 * 2 * 8 ** dims
+
+
+@pytest.mark.parametrize("denoiser", ["cached_encoder", "concat", "reference_openai"])
+def test_stage2_prompt_block_choice_from_plans(denoiser):
+    from diffoseg_auto.network.prompt_block import PaperPromptBlock
+
+    plans = make_plans(2, denoiser)
+    plans.configurations["c"].stage2.prompt_block = "paper"
+    s2 = build(plans, 2)
+    assert isinstance(s2.prompt_block, PaperPromptBlock) and s2.prompt_block.rater_maps[-3].out_channels == 3
+    img, x_t, t = inputs(plans)
+    out = s2(img, x_t, t, torch.tensor([0, 2]))
+    assert out.shape == x_t.shape and torch.isfinite(out).all()
+    # Stage I weights transfer into it; only the Stage II modules stay at their init
+    missing = transfer_stage1_weights(s2, build(plans, 1).state_dict())
+    assert missing and all(n.startswith(s2.stage2_param_prefixes) for n in missing)
+    plans.configurations["c"].stage2.prompt_block = "film"
+    with pytest.raises(ValueError, match="prompt_block must be one of"):
+        build(plans, 2)

@@ -135,7 +135,7 @@ def test_2d_128_with_4_raters() -> None:
     assert c.diffusion.num_samples == 16 >= 4
     assert c.augmentation.mirror_axes == [0, 1] and c.augmentation.rotation_degrees == [-180.0, 180.0]
     assert c.architecture.denoiser == "cached_encoder"
-    assert c.training.optimizer == "adamw" and c.training.consensus_target == "soft"
+    assert c.training.optimizer == "adamw" and c.training.consensus_target == "vote"
     assert c.training.x0_ce_weight == 0.1  # hybrid loss by default; the reference configuration sets 0
     assert c.slice_axis is None
 

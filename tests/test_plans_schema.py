@@ -44,7 +44,7 @@ def test_inheritance_merges_nested_sections(tmp_path):
     (lambda c: c.update(patch_size=[62, 64]), "divisible by the product of strides"),
     (lambda c: c["architecture"].update(features_per_stage=[8, 16]), "features_per_stage needs one entry per stage"),
     (lambda c: c.update(diffusion={"sampling_steps": 500}), "sampling_steps must be in 1..num_timesteps"),
-    (lambda c: c.update(training={"consensus_target": "union"}), "consensus_target must be soft, intersection or majority"),
+    (lambda c: c.update(training={"consensus_target": "union"}), "consensus_target must be one of vote, soft, intersection, majority"),
     (lambda c: c.update(training={"x0_ce_weight": -0.1}), "x0_ce_weight must be >= 0"),
     (lambda c: c.update(batchsize=3), r"unknown field\(s\) \['batchsize'\]"),
     (lambda c: c.pop("spacing"), "required field 'spacing' is missing"),

@@ -49,7 +49,8 @@ def test_values_of_the_added_configuration():
     assert ref.stage2.initial_lr == 1e-4
     assert t.x0_ce_weight == 0.0  # the paper trains with the KL alone
     assert ref.batch_size == 12 and ref.patch_size == [128, 128]
-    assert t.consensus_target == "soft" and "intersection" in ref.notes["consensus_target"]
+    assert t.consensus_target == "intersection" and "intersection" in ref.notes["consensus_target"]
+    assert ref.stage2.prompt_block == "paper" and base.stage2.prompt_block == "residual"
     # data settings and EMA come from the base: the same preprocessed data is reused
     assert ref.data_identifier == base.data_identifier == "DiffOSegPlans_2d"
     assert ref.spacing == base.spacing and ref.normalization_schemes == base.normalization_schemes

@@ -13,7 +13,7 @@ from diffoseg_auto.training.augmentation import (get_training_transforms, make_a
                                                    seed_augmentation)
 from diffoseg_auto.training.data_loader import DiffOSegDataLoader, crop_and_pad, random_bbox
 from diffoseg_auto.training.splits import SplitsError, get_or_create_splits, select_fold
-from diffoseg_auto.training.targets import (consensus_targets, draw_rater_subset, fuse_raters, one_hot_np,
+from diffoseg_auto.training.targets import (consensus_targets, draw_rater_subset, fuse_by_vote, fuse_raters, one_hot_np,
                                             rater_targets)
 
 
@@ -74,6 +74,29 @@ def test_select_fold_all_and_errors(tmp_path: Path):
 
 
 # ---------------------------------------------------------------- targets
+
+def test_vote_fuses_one_coherent_mask_with_threshold_from_union_to_intersection():
+    seg = np.array([[0, 1, 1, 0, 1], [1, 1, 0, 0, 0], [1, 1, 1, 0, 0]], np.uint8)  # 3 raters, 5 voxels
+    # the threshold k (votes needed) decides: 1 = union, 2 = majority of 3, 3 = intersection
+    np.testing.assert_array_equal(fuse_by_vote(seg, 2, 1), [1, 1, 1, 0, 1])
+    np.testing.assert_array_equal(fuse_by_vote(seg, 2, 2), [1, 1, 1, 0, 0])
+    np.testing.assert_array_equal(fuse_by_vote(seg, 2, 3), [0, 1, 0, 0, 0])
+    # random draws: every target is one-hot, and union, majority and intersection all occur
+    rng = np.random.RandomState(0)
+    seen = set()
+    for _ in range(200):
+        x0 = fuse_raters(seg, draw_rater_subset(np.ones(3, bool), rng), 2, "vote", rng)
+        assert set(np.unique(x0)) <= {0.0, 1.0} and np.all(x0.sum(0) == 1)
+        seen.add(tuple(x0[1].astype(int)))
+    assert {(1, 1, 1, 0, 1), (1, 1, 1, 0, 0), (0, 1, 0, 0, 0)} <= seen
+    # K = 3: per-class votes, the class with most votes where it reaches k, else background
+    mc = np.array([[2, 1, 0], [2, 2, 1], [1, 2, 0]], np.uint8)
+    np.testing.assert_array_equal(fuse_by_vote(mc, 3, 2), [2, 2, 0])
+    np.testing.assert_array_equal(fuse_by_vote(mc, 3, 3), [0, 0, 0])
+    np.testing.assert_array_equal(fuse_by_vote(mc, 3, 1), [2, 2, 1])
+    with pytest.raises(ValueError, match="needs rng"):
+        fuse_raters(seg, np.array([0, 1]), 2, "vote")
+
 
 def test_soft_intersection_majority_values():
     seg = np.array([[0, 1, 1, 0], [1, 1, 0, 0], [1, 1, 1, 0]], np.uint8)  # 3 raters, 4 voxels

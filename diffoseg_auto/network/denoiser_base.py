@@ -45,15 +45,18 @@ class DenoiserBase(nn.Module):
     # ------------------------------------------------------------ construction helpers shared by all layouts
 
     def _add_stage2_modules(self, ops: Any, first_width: int, first_kernel: list[int], first_stride: list[int],
-                            bottleneck_width: int, num_prompts: int, prompt_dim: int) -> None:
-        """Stage II only: the zero-initialised rater input and the prompt block (Stage II starts as Stage I)."""
+                            bottleneck_width: int, num_prompts: int, prompt_dim: int,
+                            prompt_block: str = "residual") -> None:
+        """Stage II only: the zero-initialised rater input and the prompt block (``residual``: Stage II
+        starts as Stage I; ``paper``: the official design, which replaces the bottleneck features)."""
         if self.num_raters is None:
             return
         from diffoseg_auto.network.blocks import make_rater_input
-        from diffoseg_auto.network.prompt_block import PromptBlock
+        from diffoseg_auto.network.prompt_block import make_prompt_block
 
         self.rater_input = make_rater_input(ops, self.num_raters, first_width, first_kernel, first_stride)
-        self.prompt_block = PromptBlock(bottleneck_width, self.num_raters, num_prompts, prompt_dim, ops)
+        self.prompt_block = make_prompt_block(prompt_block, bottleneck_width, self.num_raters, num_prompts, prompt_dim,
+                                              ops)
         # The rater one-hot enters as constant input planes (the paper), but instance/group norm
         # subtracts a spatially constant offset, so that path barely reaches deeper layers. The
         # rater is therefore also added to the timestep embedding, which drives the scale/shift

@@ -33,9 +33,9 @@ def build_denoiser(plans: Plans, configuration: str, stage: int) -> DenoiserBase
     c, k = plans.num_input_channels, plans.num_classes
     if arch.denoiser == "reference_openai":
         return ReferenceOpenAIUNet(arch.reference, ops, list(cfg.patch_size), c, k, num_raters, arch.num_prompts,
-                                   arch.prompt_dim)
+                                   arch.prompt_dim, cfg.stage2.prompt_block)
     cls = CachedEncoderDenoiser if arch.denoiser == "cached_encoder" else ConcatUNetDenoiser
-    return cls(arch, ops, c, k, num_raters)
+    return cls(arch, ops, c, k, num_raters, cfg.stage2.prompt_block)
 
 
 def transfer_stage1_weights(stage2_net: nn.Module, stage1_state_dict: dict) -> list[str]:

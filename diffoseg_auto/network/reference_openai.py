@@ -88,7 +88,8 @@ class Level(nn.ModuleList):
 
 class ReferenceOpenAIUNet(ImageInputDenoiser):
     def __init__(self, reference: dict, ops: ConvOps, patch_size: list[int], num_input_channels: int,
-                 num_classes: int, num_raters: int | None, num_prompts: int, prompt_dim: int):
+                 num_classes: int, num_raters: int | None, num_prompts: int, prompt_dim: int,
+                 prompt_block: str = "residual"):
         super().__init__(num_input_channels, num_classes, num_raters, ops.dims)
         unknown = set(reference) - set(REFERENCE_DEFAULTS)
         if unknown:
@@ -139,7 +140,8 @@ class ReferenceOpenAIUNet(ImageInputDenoiser):
                 zero_module(mod.out_layers[-1])
             elif isinstance(mod, AttentionBlock):
                 zero_module(mod.proj_out)
-        self._add_stage2_modules(ops, base, [3] * ops.dims, [1] * ops.dims, mult[-1] * base, num_prompts, prompt_dim)
+        self._add_stage2_modules(ops, base, [3] * ops.dims, [1] * ops.dims, mult[-1] * base, num_prompts, prompt_dim,
+                                 prompt_block)
 
     def denoise(self, cache: Any, x_t: Tensor, t: Tensor, rater_id: Tensor | None = None) -> Tensor:
         t, rater_onehot = self._check_inputs(x_t, t, rater_id)

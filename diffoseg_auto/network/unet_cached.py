@@ -29,7 +29,7 @@ def light_widths(features: list[int], divisor: int, minimum: int = 4) -> list[in
 
 class CachedEncoderDenoiser(DenoiserBase):
     def __init__(self, arch: ArchitecturePlan, ops: ConvOps, num_input_channels: int, num_classes: int,
-                 num_raters: int | None):
+                 num_raters: int | None, prompt_block: str = "residual"):
         super().__init__(num_input_channels, num_classes, num_raters, ops.dims)
         f = list(arch.features_per_stage)
         w = light_widths(f, arch.x_t_width_divisor)
@@ -47,7 +47,7 @@ class CachedEncoderDenoiser(DenoiserBase):
                                    num_classes)
         init_film_network(self)
         self._add_stage2_modules(ops, w[0], arch.kernel_sizes[0], arch.strides[0], w[-1], arch.num_prompts,
-                                 arch.prompt_dim)
+                                 arch.prompt_dim, prompt_block)
 
     def encode(self, image: Tensor) -> Any:
         """List of projected image features, one (B, w_s, *S_s) tensor per stage."""

@@ -17,7 +17,7 @@ from diffoseg_auto.plans.plans import ArchitecturePlan
 
 class ConcatUNetDenoiser(ImageInputDenoiser):
     def __init__(self, arch: ArchitecturePlan, ops: ConvOps, num_input_channels: int, num_classes: int,
-                 num_raters: int | None):
+                 num_raters: int | None, prompt_block: str = "residual"):
         super().__init__(num_input_channels, num_classes, num_raters, ops.dims)
         f = list(arch.features_per_stage)
         self.time_embedding = TimestepEmbedding(arch.time_embedding_dim)
@@ -28,7 +28,7 @@ class ConcatUNetDenoiser(ImageInputDenoiser):
                                    num_classes)
         init_film_network(self)
         self._add_stage2_modules(ops, f[0], arch.kernel_sizes[0], arch.strides[0], f[-1], arch.num_prompts,
-                                 arch.prompt_dim)
+                                 arch.prompt_dim, prompt_block)
 
     def denoise(self, cache: Any, x_t: Tensor, t: Tensor, rater_id: Tensor | None = None) -> Tensor:
         t, rater_onehot = self._check_inputs(x_t, t, rater_id)

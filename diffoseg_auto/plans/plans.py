@@ -15,6 +15,9 @@ from pathlib import Path
 from typing import Any
 
 SCHEMA_VERSION = 1
+# Stage I training targets (diffoseg_auto.training.targets implements them)
+CONSENSUS_MODES = ("vote", "soft", "intersection", "majority")
+PROMPT_BLOCKS = ("residual", "paper")  # network.prompt_block implements them
 
 
 class PlansValidationError(ValueError):
@@ -67,7 +70,7 @@ class TrainingPlan:
     num_val_iterations_per_epoch: int = 25
     ema_decay: float = 0.999
     grad_clip: float = 12.0
-    consensus_target: str = "soft"    # soft | intersection | majority
+    consensus_target: str = "vote"    # vote | intersection | majority | soft (targets.py)
     oversample_foreground_percent: float = 0.33
     num_val_samples: int = 4          # samples per case in the end-of-stage validation
     # weight of an auxiliary cross-entropy on the predicted x_0 at every t (D3PM's hybrid loss);
@@ -81,6 +84,9 @@ class Stage2Plan:
     iterations_per_epoch: int = 250
     initial_lr: float = 1e-3          # the new rater parameters start at zero and have far to go
     freeze_backbone: bool = False
+    prompt_block: str = "residual"    # residual (the project's) | paper (official DiffOSeg design)
+    # samples per rater prompt; the rater's mask is the argmax of their mean (official: 10)
+    num_samples_per_rater: int = 4
 
 
 @dataclass
@@ -210,10 +216,12 @@ def validate_configuration(c: ConfigurationPlan, where: str) -> None:
     _check(df.final_step in ("argmax", "sample"), f"{where}.diffusion", "final_step must be argmax or sample")
     _check(df.num_samples >= 1, f"{where}.diffusion", "num_samples must be >= 1")
     t = c.training
-    _check(t.consensus_target in ("soft", "intersection", "majority"), f"{where}.training", f"consensus_target must be soft, intersection or majority, got '{t.consensus_target}'")
+    _check(t.consensus_target in CONSENSUS_MODES, f"{where}.training", f"consensus_target must be one of {', '.join(CONSENSUS_MODES)}, got '{t.consensus_target}'")
     _check(t.optimizer in ("adam", "adamw"), f"{where}.training", "optimizer must be adam or adamw")
     _check(0 <= t.ema_decay < 1, f"{where}.training", "ema_decay must be in [0, 1)")
     _check(t.x0_ce_weight >= 0, f"{where}.training", f"x0_ce_weight must be >= 0 (0 = pure KL loss), got {t.x0_ce_weight}")
+    _check(c.stage2.prompt_block in PROMPT_BLOCKS, f"{where}.stage2", f"prompt_block must be one of {', '.join(PROMPT_BLOCKS)}, got '{c.stage2.prompt_block}'")
+    _check(c.stage2.num_samples_per_rater >= 1, f"{where}.stage2", f"num_samples_per_rater must be >= 1, got {c.stage2.num_samples_per_rater}")
     _check(all(0 <= ax < d for ax in c.augmentation.mirror_axes), f"{where}.augmentation", f"mirror_axes must be in 0..{d - 1}")
     for s in c.normalization_schemes:
         _check(s in ("ct", "zscore", "none", "rescale_0_1"), where, f"unknown normalization scheme '{s}' (ct | zscore | none | rescale_0_1)")

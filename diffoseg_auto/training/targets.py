@@ -1,9 +1,16 @@
 """Diffusion targets x_0 from multi-rater label stacks (numpy, per batch).
 
 Stage I (probabilistic consensus): per sample a random non-empty subset of the raters who
-annotated that case is drawn, and its masks are fused into a target distribution:
+annotated that case is drawn, and its masks are fused into a target:
 
-- ``soft``: per-voxel mean of the chosen raters' one-hot masks (a distribution over classes);
+- ``vote`` (planned default): ONE coherent mask per draw. A random vote threshold k in 1..n
+  (n = subset size, uniform) keeps class c where at least k of the n chosen raters mark c:
+  k = 1 is the union, k = n the intersection, k > n/2 the majority, so all occur. Over draws
+  the model learns a distribution over whole consensus masks, and its samples are masks a
+  group of raters could have agreed on;
+- ``soft``: per-voxel mean of the chosen raters' one-hot masks (a distribution over classes).
+  With the exact posterior this trains per-voxel marginals: samples are independent per voxel
+  (salt-and-pepper), not masks. Kept for comparison only;
 - ``intersection``: a voxel keeps class c only if every chosen rater says c, else background;
 - ``majority``: per-voxel majority vote; ties go to the LOWER class index (background first),
   so a 1:1 split between background and foreground stays background.
@@ -15,7 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 
-CONSENSUS_MODES = ("soft", "intersection", "majority")
+from diffoseg_auto.plans.plans import CONSENSUS_MODES
+
 
 
 def one_hot_np(labels: np.ndarray, num_classes: int, axis: int = 0) -> np.ndarray:
@@ -38,11 +46,25 @@ def draw_rater_subset(rater_mask: np.ndarray, rng: np.random.RandomState) -> np.
     return np.sort(rng.choice(idx, size=size, replace=False))
 
 
-def fuse_raters(seg: np.ndarray, subset: np.ndarray, num_classes: int, mode: str) -> np.ndarray:
-    """Fuse ``seg[subset]`` ((R,*S) labels) into a (K,*S) float32 target distribution."""
+def fuse_by_vote(chosen: np.ndarray, num_classes: int, min_votes: int) -> np.ndarray:
+    """(n,*S) labels -> (*S) labels: class c >= 1 where at least ``min_votes`` raters mark c; where several
+    foreground classes pass, the one with most votes (ties: lower index); everywhere else background."""
+    votes = np.stack([(chosen == c).sum(axis=0) for c in range(1, num_classes)])  # (K-1, *S)
+    best = np.argmax(votes, axis=0)
+    passed = np.take_along_axis(votes, best[None], axis=0)[0] >= min_votes
+    return np.where(passed, best + 1, 0).astype(np.int64)
+
+
+def fuse_raters(seg: np.ndarray, subset: np.ndarray, num_classes: int, mode: str,
+                rng: np.random.RandomState | None = None) -> np.ndarray:
+    """Fuse ``seg[subset]`` ((R,*S) labels) into a (K,*S) float32 target (``vote`` draws its threshold from rng)."""
     if mode not in CONSENSUS_MODES:
         raise ValueError(f"consensus_target must be one of {CONSENSUS_MODES}, got '{mode}' (plans training.consensus_target)")
     chosen = np.asarray(seg)[np.asarray(subset)]
+    if mode == "vote":
+        if rng is None:
+            raise ValueError("fuse_raters: mode 'vote' draws a random threshold and needs rng")
+        return one_hot_np(fuse_by_vote(chosen, num_classes, rng.randint(1, len(chosen) + 1)), num_classes)
     oh = one_hot_np(chosen, num_classes, axis=1)  # (n, K, *S)
     if mode == "soft":
         return oh.mean(axis=0).astype(np.float32)
@@ -57,7 +79,7 @@ def fuse_raters(seg: np.ndarray, subset: np.ndarray, num_classes: int, mode: str
 def consensus_targets(seg: np.ndarray, rater_mask: np.ndarray, num_classes: int, mode: str,
                       rng: np.random.RandomState) -> np.ndarray:
     """Stage I batch targets: seg (B,R,*P) uint8, rater_mask (B,R) -> (B,K,*P) float32."""
-    return np.stack([fuse_raters(seg[b], draw_rater_subset(rater_mask[b], rng), num_classes, mode)
+    return np.stack([fuse_raters(seg[b], draw_rater_subset(rater_mask[b], rng), num_classes, mode, rng)
                      for b in range(seg.shape[0])])
 
 
