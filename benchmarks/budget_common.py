@@ -37,7 +37,7 @@ def train_with_budget(dataset_id: int, configuration: str, stage1_minutes: float
 
 def predict_and_evaluate(dataset_id: int, configuration: str, work: Path, tag: str, steps: int | None,
                          num_samples: int, cases_folder: Path, raters: str | None = None, threads: int = 2,
-                         rater_num_samples: int = 1) -> dict:
+                         rater_num_samples: int | None = None) -> dict:
     """Predict ``cases_folder`` into work/pred_<tag>, evaluate (strict and D-Persona modes), time it."""
     import torch
 

@@ -146,7 +146,7 @@ class _Exporter:
 def predict_from_folder(input_folder: str | Path, output_folder: str | Path, dataset: str | int, configuration: str,
                         folds: Sequence[int | str], trainer: str = "DiffOSegTrainer", plans: str = "DiffOSegPlans",
                         num_samples: int | None = None, sampling_steps: int | None = None,
-                        raters: str | Sequence[str] | None = None, rater_num_samples: int = 1,
+                        raters: str | Sequence[str] | None = None, rater_num_samples: int | None = None,
                         save_probabilities: bool = False, save_samples: bool = False,
                         checkpoint_name: str = "checkpoint_final.pth", step_size: float = 0.5, use_mirroring: bool = True,
                         device: str | torch.device = "cuda", num_processes_preprocessing: int | None = None,
@@ -155,7 +155,8 @@ def predict_from_folder(input_folder: str | Path, output_folder: str | Path, dat
     """Predict every case of ``input_folder`` into ``output_folder``; returns the case identifiers.
 
     ``raters``: None = all raters when a Stage II model exists (else none); 'all'; 'none'; or rater names.
-    ``num_samples`` / ``sampling_steps`` default to the plans (diffusion.num_samples / sampling_steps).
+    ``num_samples`` / ``sampling_steps`` / ``rater_num_samples`` default to the plans (diffusion.num_samples /
+    sampling_steps, stage2.num_samples_per_rater).
     ``model_folder`` overrides $diffoseg_results/<dataset>/<trainer>__<plans>__<configuration>.
     """
     input_folder, output_folder = Path(input_folder), Path(output_folder)
@@ -179,6 +180,7 @@ def predict_from_folder(input_folder: str | Path, output_folder: str | Path, dat
     chosen_raters = _select_raters(raters, plans_obj, stage2_available, model_folder)
     num_samples = int(num_samples or cfg.diffusion.num_samples)
     sampling_steps = int(sampling_steps or cfg.diffusion.sampling_steps)
+    rater_num_samples = int(cfg.stage2.num_samples_per_rater if rater_num_samples is None else rater_num_samples)
     if rater_num_samples < 1:
         raise PredictionError(f"rater_num_samples must be >= 1, got {rater_num_samples}")
 
@@ -235,8 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sampling_steps", type=int, default=None, help="reverse steps S (default: plans diffusion.sampling_steps)")
     p.add_argument("--raters", nargs="+", default=None,
                    help="Stage II prompts: 'all' (default when a Stage II model exists), 'none', or rater names")
-    p.add_argument("--rater_num_samples", type=int, default=1,
-                   help="Stage II samples per rater; >1 writes the argmax of their mean one-hot (default: 1)")
+    p.add_argument("--rater_num_samples", type=int, default=None,
+                   help="Stage II samples per rater; the rater's mask is the argmax of their mean one-hot "
+                        "(default: plans stage2.num_samples_per_rater)")
     p.add_argument("--save_probabilities", action="store_true", help="also write consensus/<case>.npz (float16 probabilities)")
     p.add_argument("--save_samples", action="store_true", help="also write samples/<case>.npz (all Stage I samples)")
     p.add_argument("-chk", default="checkpoint_final.pth", help="checkpoint file name (default: checkpoint_final.pth)")

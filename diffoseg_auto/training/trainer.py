@@ -297,7 +297,7 @@ class DiffOSegTrainer:
         summary = validate_cases(self.ema.model, self.diffusion, c, self.data_folder, self.val_cases, self.stage,
                                  self.plans.num_classes, self.plans.raters, self.device, self.output_folder / "validation",
                                  num_samples=c.training.num_val_samples, sampling_steps=c.diffusion.sampling_steps,
-                                 file_ending=self._raw_file_ending())
+                                 file_ending=self._raw_file_ending(), samples_per_rater=c.stage2.num_samples_per_rater)
         if self.logger.values["train_losses"]:  # --val on a finished run re-plots with the metrics
             self.logger.plot(self.output_folder / "progress.png", final_metrics=summary.get("metrics"))
         return summary

@@ -24,8 +24,9 @@ def consensus_from_samples(samples: np.ndarray, num_classes: int) -> np.ndarray:
 def validate_cases(network: nn.Module, diffusion, configuration: ConfigurationPlan, data_folder: Path,
                    cases: list[str], stage: int, num_classes: int, raters: list[str], device: torch.device,
                    output_folder: Path, num_samples: int, sampling_steps: int, mode: str = "strict",
-                   file_ending: str | None = None) -> dict:
-    """Stage 1: N samples per case (+ their consensus). Stage 2: one sample per rater prompt.
+                   file_ending: str | None = None, samples_per_rater: int = 1) -> dict:
+    """Stage 1: N samples per case (+ their consensus). Stage 2: ``samples_per_rater`` samples per rater
+    prompt; the rater's prediction is the argmax of their mean one-hot (as diffoseg_predict writes it).
     Writes ``output_folder/summary.json`` (atomic) and returns the summary. With ``file_ending`` the
     predictions are also exported in the raw images' geometry (samples/, consensus/, uncertainty/,
     raters/ as diffoseg_predict writes them), for diffoseg_evaluate and diffoseg_benchmark --figures."""
@@ -49,10 +50,14 @@ def validate_cases(network: nn.Module, diffusion, configuration: ConfigurationPl
                 export_case(**export, consensus_probabilities=mean_one_hot(samples, num_classes), samples=samples)
         else:
             # all rater prompts in one batched chain: each window is encoded once for every rater
-            preds = predictor.sample_case(data, len(raters), sampling_steps, rater_id=list(range(len(raters))), seed=i)
+            n = samples_per_rater
+            rs = predictor.sample_case(data, len(raters) * n, sampling_steps,
+                                       rater_id=np.repeat(np.arange(len(raters)), n), seed=i)
+            per_rater = {r: rs[k * n:(k + 1) * n] for k, r in enumerate(raters)}
+            preds = np.stack([consensus_from_samples(v, num_classes) for v in per_rater.values()])
             res = evaluate_case(None, seg, rater_mask, num_classes, rater_predictions=preds, mode=mode)
             if file_ending:
-                export_case(**export, rater_samples={r: preds[k:k + 1] for k, r in enumerate(raters)})
+                export_case(**export, rater_samples=per_rater)
         per_case.append({"case": case, **res})
     summary = summarize(per_case, raters, mode)
     save_json(summary, Path(output_folder) / "summary.json")
