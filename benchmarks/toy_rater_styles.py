@@ -127,6 +127,7 @@ def main() -> None:
     p.add_argument("--steps", nargs="+", type=int, default=[5, 10, 25, 50], help="Stage I sampling steps to sweep")
     p.add_argument("--device", default="cpu")
     p.add_argument("--skip_training", action="store_true", help="reuse a trained model in --work")
+    p.add_argument("--reuse_stage1", action="store_true", help="reuse the dataset and Stage I in --work, train Stage II")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="plans edits for the '2d' configuration, e.g. training.x0_ce_weight=0.1")
     a = p.parse_args()
@@ -151,14 +152,15 @@ def main() -> None:
     t0 = time.time()
     timings = {}
     if not a.skip_training:
-        generate_toy_dataset(raw, dim=2, num_cases=a.cases, num_raters=4, seed=a.seed)
-        plan_and_preprocess(["-d", str(a.dataset_id), "-c", "2d", "-np", "2"])
-        edit_plans(plans_file, "2d", a.set)
-        for block in a.prompt_blocks:
-            add_prompt_block_configuration(plans_file, block)
-        run_training(a.dataset_id, "2d", 0, "1", num_epochs=a.epochs, iterations_per_epoch=a.iterations,
-                     device=a.device, skip_final_validation=True)
-        timings["stage1_seconds"] = round(time.time() - t0, 1)
+        if not a.reuse_stage1:
+            generate_toy_dataset(raw, dim=2, num_cases=a.cases, num_raters=4, seed=a.seed)
+            plan_and_preprocess(["-d", str(a.dataset_id), "-c", "2d", "-np", "2"])
+            edit_plans(plans_file, "2d", a.set)
+            for block in a.prompt_blocks:
+                add_prompt_block_configuration(plans_file, block)
+            run_training(a.dataset_id, "2d", 0, "1", num_epochs=a.epochs, iterations_per_epoch=a.iterations,
+                         device=a.device, skip_final_validation=True)
+            timings["stage1_seconds"] = round(time.time() - t0, 1)
         stage1 = stage_folder(trainer_folder(name, "DiffOSegTrainer", "DiffOSegPlans", "2d"), 0, 1) / "checkpoint_final.pth"
         for block, cfg in configs.items():
             t1 = time.time()
@@ -196,7 +198,8 @@ def main() -> None:
         blocks[block] = {"rater_prompt_dice_matrix": matrix.tolist(), "row_max_on_diagonal": rows_max_on_diagonal(matrix),
                          **matrix_margins(matrix), "mean_predicted_foreground_pixels": area,
                          "strict_per_rater_dice": summary["metrics"].get("Dice_rater_strict")}
-    result = {"seed": a.seed, "tuning_seed": a.seed == 0, "plans_edits": a.set, "cases": cases, "raters": raters,
+    result = {"seed": a.seed, "tuning_seed": a.seed == 0, "plans_edits": a.set, "stage1_epochs": a.epochs,
+              "stage2_epochs": a.stage2_epochs, "iterations_per_epoch": a.iterations, "cases": cases, "raters": raters,
               "stage1_steps": steps_table, "prompt_blocks": blocks, **timings,
               "total_seconds": round(time.time() - t0, 1)}
     out = work / "toy_rater_styles.json"
