@@ -34,9 +34,7 @@ from pathlib import Path
 
 import numpy as np
 from budget_common import rows_max_on_diagonal
-
-MIN_COMPONENT_PIXELS = 10
-
+from steps_sweep import IN_PROCESS, sweep
 
 def edit_plans(plans_file: Path, configuration: str, edits: list[str]) -> None:
     """Apply KEY=VALUE edits (dotted keys into the configuration, JSON values) to a plans file."""
@@ -88,30 +86,6 @@ def matrix_margins(matrix: np.ndarray) -> dict:
     return {"row_margins": margins, "mean_diagonal": float(np.nanmean(np.diag(matrix))),
             "mean_off_diagonal": float(np.nanmean(matrix[off])),
             "diagonal_minus_off_diagonal": float(np.nanmean(np.diag(matrix)) - np.nanmean(matrix[off]))}
-
-
-def whole_mask_fraction(samples_folder: Path, min_pixels: int = MIN_COMPONENT_PIXELS) -> float:
-    """Fraction of all sample foreground lying in connected components of >= min_pixels pixels."""
-    from scipy import ndimage
-
-    from diffoseg_auto.inference.export_prediction import unpack_samples
-
-    in_big = total = 0
-    for f in sorted(samples_folder.glob("*.npz")):
-        with np.load(f) as z:
-            samples = unpack_samples(dict(z))
-        for s in samples:
-            lab, n = ndimage.label(s > 0)
-            sizes = np.bincount(lab.ravel())[1:]
-            total += int(sizes.sum())
-            in_big += int(sizes[sizes >= min_pixels].sum())
-    return in_big / total if total else float("nan")
-
-
-def mean_and_se(summary: dict, key: str) -> tuple[float, float]:
-    vals = np.array([float(c.get(key, np.nan)) for c in summary["per_case"]], dtype=float)
-    vals = vals[np.isfinite(vals)]
-    return float(vals.mean()), float(vals.std(ddof=1) / np.sqrt(len(vals))) if len(vals) > 1 else float("nan")
 
 
 def main() -> None:
@@ -173,24 +147,15 @@ def main() -> None:
     val_in = work / "val_images"
     cases = link_fold_images(a.dataset_id, 0, val_in)
     raters = json.loads((raw / "dataset.json").read_text())["raters"]
-
     # Stage I: GED / Dice_soft against sampling steps, and whether the samples are whole masks
-    steps_table = []
-    for s in a.steps:
-        pred = work / f"stage1_S{s}"
-        predict_from_folder(val_in, pred, a.dataset_id, "2d", [0], device=a.device, save_samples=True,
-                            raters="none", sampling_steps=s, use_mirroring=False)
-        summary = evaluate_folder(raw / "labelsTr", pred, pred / "summary.json")
-        ged, ged_se = mean_and_se(summary, "GED")
-        dsoft, dsoft_se = mean_and_se(summary, "Dice_soft")
-        steps_table.append({"S": s, "GED": ged, "GED_se": ged_se, "Dice_soft": dsoft, "Dice_soft_se": dsoft_se,
-                            "whole_mask_fraction": whole_mask_fraction(pred / "samples")})
+    steps_table = sweep(a.dataset_id, "2d", 0, a.steps, work, raw / "labelsTr")
 
     # Stage II: the rater x prompt matrix per prompt block
     blocks = {}
     for block, cfg in configs.items():
         pred = work / f"stage2_{block}"
-        predict_from_folder(val_in, pred, a.dataset_id, cfg, [0], device=a.device, num_samples=4, use_mirroring=False)
+        predict_from_folder(val_in, pred, a.dataset_id, cfg, [0], device=a.device, num_samples=4, use_mirroring=False,
+                            **IN_PROCESS)
         summary = evaluate_folder(raw / "labelsTr", pred, pred / "summary.json")
         matrix = np.array(summary["rater_prompt_dice_matrix"], dtype=float)
         area = {r: float(np.mean([read_seg(pred / "raters" / r / f"{c}.nii.gz")[0].astype(bool).sum() for c in cases]))
