@@ -104,7 +104,7 @@ def main() -> None:
     from diffoseg_auto.evaluation.inter_rater import inter_rater_reference
     from diffoseg_auto.paths import raw_root
     from diffoseg_auto.utilities.dataset_name_id import resolve_dataset_name
-    from diffoseg_auto.utilities.fold_images import link_fold_images
+    from diffoseg_auto.cli.fold_images import link_fold_images
 
     t_start = time.time()
     work.mkdir(parents=True, exist_ok=True)

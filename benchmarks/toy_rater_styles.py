@@ -68,7 +68,7 @@ def main() -> None:
     from diffoseg_auto.inference.predict_entrypoint import predict_from_folder
     from diffoseg_auto.io.image_io import read_seg
     from diffoseg_auto.training.run_training import run_training
-    from diffoseg_auto.utilities.fold_images import link_fold_images
+    from diffoseg_auto.cli.fold_images import link_fold_images
     from planners.plan_and_preprocess_entrypoints import plan_and_preprocess
 
     name = f"Dataset{a.dataset_id:03d}_Toy2D"

@@ -246,7 +246,7 @@ def _write_model_folder(results, plans, stages=(1, 2), trained_on=DATASET, folds
     """A results folder as diffoseg_train writes it: random-weight checkpoints (timing of weights is irrelevant here)."""
     from diffoseg_auto.dataset.raw_dataset import write_dataset_json
     from diffoseg_auto.network.factory import build_denoiser
-    from diffoseg_auto.training.checkpointing import save_checkpoint
+    from diffoseg_auto.io.checkpoint_io import save_checkpoint
 
     folder = results / DATASET / "DiffOSegTrainer__DiffOSegPlans__2d"
     write_dataset_json(folder, name="Tiny", channel_names={0: "MR"}, labels={"background": 0, "lesion": 1},

@@ -9,7 +9,7 @@ import torch
 
 from diffoseg_auto.plans.plans import (ArchitecturePlan, AugmentationPlan, ConfigurationPlan, DiffusionPlan, Plans,
                                        Stage2Plan, TrainingPlan, save_plans)
-from diffoseg_auto.training.checkpointing import CheckpointError
+from diffoseg_auto.io.checkpoint_io import CheckpointError
 from diffoseg_auto.training.run_training import main, run_training
 from diffoseg_auto.training.splits import SplitsError
 from diffoseg_auto.training.trainer import Stage1CheckpointMissingError

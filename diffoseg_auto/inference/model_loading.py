@@ -17,7 +17,7 @@ from diffoseg_auto.diffusion.categorical_diffusion import CategoricalDiffusion
 from diffoseg_auto.network.denoiser_base import DenoiserBase
 from diffoseg_auto.network.factory import build_denoiser
 from diffoseg_auto.plans.plans import Plans, plans_from_dict
-from diffoseg_auto.training.checkpointing import load_checkpoint
+from diffoseg_auto.io.checkpoint_io import load_checkpoint
 
 # init_args entries that must agree between the folds of an ensemble
 _ENSEMBLE_KEYS = ("dataset_name", "plans_name", "configuration", "num_classes", "num_raters")

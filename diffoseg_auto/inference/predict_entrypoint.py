@@ -28,7 +28,7 @@ from diffoseg_auto.inference.workers import export_job, preprocess_job
 from diffoseg_auto.io.image_io import ImageReadError
 from diffoseg_auto.paths import EnvironmentVariableNotSetError
 from diffoseg_auto.plans.plans import Plans
-from diffoseg_auto.training.checkpointing import CheckpointError
+from diffoseg_auto.io.checkpoint_io import CheckpointError
 from diffoseg_auto.utilities.dataset_name_id import DatasetNotFoundError, resolve_dataset_name
 from diffoseg_auto.utilities.file_ops import save_json
 

@@ -17,7 +17,7 @@ import torch
 from diffoseg_auto.paths import EnvironmentVariableNotSetError
 from diffoseg_auto.plans.plans import load_plans
 from diffoseg_auto.training import ddp
-from diffoseg_auto.training.checkpointing import CheckpointError
+from diffoseg_auto.io.checkpoint_io import CheckpointError
 from diffoseg_auto.training.trainer import DiffOSegTrainer
 from diffoseg_auto.utilities.dataset_name_id import DatasetNotFoundError, resolve_dataset_name
 

@@ -24,12 +24,12 @@ from diffoseg_auto.preprocessing.case_storage import list_preprocessed_cases, un
 from diffoseg_auto.training import ddp
 from diffoseg_auto.training.augmentation import (default_num_workers, get_training_transforms, get_validation_transforms,
                                                  make_augmenter, sampling_patch_size, seed_augmentation)
-from diffoseg_auto.training.checkpointing import (CheckpointError, capture_rng_state, check_compatible,
-                                                  load_checkpoint, save_checkpoint)
+from diffoseg_auto.io.checkpoint_io import CheckpointError, check_compatible, load_checkpoint, save_checkpoint
 from diffoseg_auto.training.data_loader import DiffOSegDataLoader
 from diffoseg_auto.training.ema import EMA
 from diffoseg_auto.training.logger import TrainingLogger
 from diffoseg_auto.training.optim import build_optimizer, lr_at_epoch, set_lr
+from diffoseg_auto.training.rng_state import capture_rng_state, restore_rng_state
 from diffoseg_auto.training.outputs import (copy_plan_files, fold_folder, preprocessed_dataset_folder, stage_folder,
                                             trainer_folder)
 from diffoseg_auto.training.splits import get_or_create_splits, select_fold

@@ -1,6 +1,6 @@
 """Generate documentation/cli.md from the argparse parsers of the installed console scripts.
 
-`python -m diffoseg_auto.utilities.cli_reference > documentation/cli.md` rewrites the file;
+`python -m diffoseg_auto.cli.cli_reference > documentation/cli.md` rewrites the file;
 tests/test_cli_reference.py fails when the file and the code disagree, so the reference
 cannot drift from the code.
 """
@@ -15,7 +15,7 @@ from importlib.metadata import entry_points
 
 HEADER = """# Command-line reference
 
-Generated from the code by `python -m diffoseg_auto.utilities.cli_reference > documentation/cli.md`
+Generated from the code by `python -m diffoseg_auto.cli.cli_reference > documentation/cli.md`
 (a test checks that this file is up to date). Option names follow nnU-Net v2 where the meaning is
 the same (`-d`, `-c`, `-f`, `-np`, `-tr`, `-p`, `--c`, `--val`, `-chk`, `-step_size`, `--disable_tta`,
 `-device`, `-npp`, `-nps`, `--verify_dataset_integrity`, `-gpu_memory_target`, `-pl`, `--clean`).
