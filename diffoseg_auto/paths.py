@@ -4,12 +4,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from diffoseg_auto.errors import UserError
+
 ENV_RAW = "diffoseg_raw"
 ENV_PREPROCESSED = "diffoseg_preprocessed"
 ENV_RESULTS = "diffoseg_results"
 
 
-class EnvironmentVariableNotSetError(RuntimeError):
+class EnvironmentVariableNotSetError(UserError, RuntimeError):
     """Raised when a command needs one of the three folders and its variable is unset."""
 
 

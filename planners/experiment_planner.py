@@ -12,6 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
+from diffoseg_auto.errors import InvalidArgumentError, MissingFileError
 from diffoseg_auto.plans.plans import (AugmentationPlan, ArchitecturePlan, ConfigurationPlan, DiffusionPlan,
                                        InferencePlan, Plans, Stage2Plan, TrainingPlan)
 from diffoseg_auto.preprocessing.resampling import ANISOTROPY_THRESHOLD
@@ -292,14 +293,14 @@ def load_planner_class(dotted: str) -> type:
     """'package.module.ClassName' -> the class (plug-ins by dotted path, no folder scanning)."""
     module_name, _, cls_name = dotted.rpartition(".")
     if not module_name:
-        raise ValueError(f"-pl '{dotted}': give a dotted path such as planners.experiment_planner.ExperimentPlanner")
+        raise InvalidArgumentError(f"-pl '{dotted}': give a dotted path such as planners.experiment_planner.ExperimentPlanner")
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:
-        raise ValueError(f"-pl '{dotted}': cannot import module '{module_name}' ({e}). Is it installed / on PYTHONPATH?") from None
+        raise InvalidArgumentError(f"-pl '{dotted}': cannot import module '{module_name}' ({e}). Is it installed / on PYTHONPATH?") from None
     cls = getattr(module, cls_name, None)
     if cls is None or not isinstance(cls, type):
-        raise ValueError(f"-pl '{dotted}': module '{module_name}' has no class '{cls_name}'")
+        raise InvalidArgumentError(f"-pl '{dotted}': module '{module_name}' has no class '{cls_name}'")
     return cls
 
 
@@ -316,7 +317,7 @@ def plan_experiment(dataset: str | int, planner: str = "planners.experiment_plan
     folder = preprocessed_root() / name
     fp_file = folder / FINGERPRINT_FILE
     if not fp_file.is_file():
-        raise FileNotFoundError(f"{fp_file}: missing. Run `diffoseg_extract_fingerprint -d {dataset}` first.")
+        raise MissingFileError(f"{fp_file}: missing. Run `diffoseg_extract_fingerprint -d {dataset}` first.")
     cls = load_planner_class(planner)
     p = cls(load_json(folder / "dataset.json"), load_json(fp_file), name, gpu_memory_target_gb, plans_name).plan()
     save_plans(p, folder / f"{p.plans_name}.json")

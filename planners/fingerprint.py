@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from diffoseg_auto.dataset.raw_dataset import RawDataset
+from diffoseg_auto.dataset.raw_dataset import DatasetFormatError, RawDataset
 from diffoseg_auto.preprocessing.cropping import crop_to_nonzero
 from diffoseg_auto.preprocessing.parallel import map_with_progress
 
@@ -107,7 +107,7 @@ def _size_stats(sizes: list, voxel_volume: float) -> dict:
 def aggregate_fingerprints(per_case: list[dict], raters: list[str], num_classes: int, num_channels: int) -> dict:
     """Combine ``case_fingerprint`` results into the dataset fingerprint (JSON-serialisable)."""
     if not per_case:
-        raise ValueError("the dataset has no training cases (imagesTr is empty); add cases before planning")
+        raise DatasetFormatError("the dataset has no training cases (imagesTr is empty); add cases before planning")
     R = len(raters)
     fp: dict = {
         "num_cases": len(per_case),

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import sys
 from typing import Sequence
 
 DEFAULT_PLANNER = "planners.experiment_planner.ExperimentPlanner"
@@ -75,28 +74,6 @@ def run_preprocessing(datasets: Sequence[str], configurations: Sequence[str], pl
             print(f"{name} {c}: preprocessed into {out}")
 
 
-def _main(fn, argv: Sequence[str] | None) -> None:
-    """Turn the expected user errors into one readable line instead of a traceback."""
-    from diffoseg_auto.dataset.raw_dataset import DatasetFormatError
-    from diffoseg_auto.paths import EnvironmentVariableNotSetError
-    from diffoseg_auto.plans.plans import PlansValidationError
-    from diffoseg_auto.utilities.dataset_name_id import DatasetNotFoundError
-
-    errors: tuple[type[BaseException], ...] = (DatasetFormatError, EnvironmentVariableNotSetError, PlansValidationError,
-                                               DatasetNotFoundError, FileNotFoundError, ValueError)
-    try:
-        from diffoseg_auto.dataset.integrity import DatasetIntegrityError
-
-        errors = errors + (DatasetIntegrityError,)
-    except ImportError:
-        pass
-    try:
-        fn(argv)
-    except errors as e:
-        print(f"ERROR: {e}", file=sys.stderr)
-        sys.exit(1)
-
-
 def plan_and_preprocess(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="Fingerprint, plan and preprocess multi-rater dataset(s).")
     _add_dataset(p)
@@ -141,21 +118,5 @@ def preprocess(argv: Sequence[str] | None = None) -> None:
     run_preprocessing(a.d, a.c, a.plans_name, a.np, a.clean)
 
 
-def plan_and_preprocess_entry(argv: Sequence[str] | None = None) -> None:
-    _main(plan_and_preprocess, argv)
-
-
-def extract_fingerprint_entry(argv: Sequence[str] | None = None) -> None:
-    _main(extract_fingerprint, argv)
-
-
-def plan_experiment_entry(argv: Sequence[str] | None = None) -> None:
-    _main(plan_experiment, argv)
-
-
-def preprocess_entry(argv: Sequence[str] | None = None) -> None:
-    _main(preprocess, argv)
-
-
 if __name__ == "__main__":
-    plan_and_preprocess_entry()
+    plan_and_preprocess()

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import sys
 from typing import Sequence
 
 from diffoseg_auto.plans.plans import Plans, PlansValidationError, validate_configuration
@@ -154,15 +153,8 @@ def run(argv: Sequence[str] | None = None) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Console entry point; expected user errors become one line on stderr and exit code 1."""
-    from diffoseg_auto.paths import EnvironmentVariableNotSetError
-    from diffoseg_auto.utilities.dataset_name_id import DatasetNotFoundError
-
-    try:
-        run(argv)
-    except (PlansValidationError, FileNotFoundError, DatasetNotFoundError, EnvironmentVariableNotSetError) as e:
-        print(f"ERROR: {e}", file=sys.stderr)
-        sys.exit(1)
+    """Console entry point (run through diffoseg_auto.cli.console)."""
+    run(argv)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from diffoseg_auto.cli.console import run_command
 from dataset_conversion.conversion_utils import ConversionError, TargetExistsError, prepare_target_folder
 from dataset_conversion.convert_bubil import convert_bubil
 from dataset_conversion.convert_folder import convert_folder
@@ -58,7 +59,7 @@ def test_lidc_npz_real_data(env_folders, capsys):
     for k in keys:
         assert groups[k] == k.split("_slice")[0]
     assert verify_dataset_integrity(ds.folder) == []
-    assert lidc_main(["-i", str(LIDC_NPZ), "-d", "20"]) == 1
+    assert run_command("diffoseg_convert_lidc", lidc_main, ["-i", str(LIDC_NPZ), "-d", "20"]) == 1
     assert "--overwrite" in capsys.readouterr().err
 
 

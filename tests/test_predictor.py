@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from diffoseg_auto.errors import UserError
 from diffoseg_auto.diffusion.categorical_diffusion import CategoricalDiffusion
 from diffoseg_auto.inference.predictor import DiffOSegPredictor
 from diffoseg_auto.inference.sliding_window import compute_gaussian, compute_steps_for_sliding_window, sliding_window_slicers
@@ -374,7 +375,7 @@ def test_cli_main_runs_and_reports_errors_cleanly(env_folders, tmp_path):
     _write_raw_input(tmp_path / "input", n_cases=1)
     base = ["-i", str(tmp_path / "input"), "-o", str(tmp_path / "out"), "-d", "901", "-c", "2d", "-f", "0",
             "-device", "cpu", "--num_samples", "2", "--sampling_steps", "2", "-npp", "1", "-nps", "1", "--disable_tta"]
-    with pytest.raises(SystemExit, match="no Stage II"):
+    with pytest.raises(UserError, match="no Stage II"):
         main(base + ["--raters", "all"])
     main(base)  # default --raters: none, because no Stage II model exists
     assert (tmp_path / "out" / "consensus" / "case0.nii.gz").is_file()

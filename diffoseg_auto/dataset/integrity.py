@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from diffoseg_auto.errors import UserError
 from diffoseg_auto.io.image_io import (
     NATURAL_IMAGE_ENDINGS, SUPPORTED_FILE_ENDINGS, ImageReadError, geometry_matches, read_image_file, read_seg,
 )
@@ -24,7 +25,7 @@ _CHANNEL_RE = re.compile(r"^(?P<case>.+)_(?P<ch>\d{4})$")
 _MIN_CASES_FOR_POOL = 4  # below this, starting worker processes costs more than it saves
 
 
-class DatasetIntegrityError(RuntimeError):
+class DatasetIntegrityError(UserError, RuntimeError):
     """A raw dataset violates the format; the message lists every problem."""
 
 
@@ -261,8 +262,8 @@ def assert_dataset_integrity(folder: Path, num_processes: int = 1) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from diffoseg_auto.paths import EnvironmentVariableNotSetError, raw_root
-    from diffoseg_auto.utilities.dataset_name_id import DatasetNotFoundError, resolve_dataset_name
+    from diffoseg_auto.paths import raw_root
+    from diffoseg_auto.utilities.dataset_name_id import resolve_dataset_name
 
     p = argparse.ArgumentParser(description="Check raw datasets in $diffoseg_raw against the format "
                                             "(documentation/dataset_format.md); exit status 1 on problems.")
@@ -273,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     for d in a.d:
         try:
             folder = raw_root() / resolve_dataset_name(d)
-        except (EnvironmentVariableNotSetError, DatasetNotFoundError, ValueError) as e:
+        except UserError as e:  # report every dataset, not only the first bad one
             print(f"ERROR: {e}", file=sys.stderr)
             status = 1
             continue

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import math
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -285,8 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main() -> None:
-    args = build_parser().parse_args()
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     table = benchmark(args.d, args.c, args.f, args.o, args.tr, args.p, figures=args.figures,
                       inter_rater_details=args.inter_rater, mode=args.mode)
     if not table.empty:

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from multiprocessing import get_context
 from pathlib import Path
+from typing import Sequence
 
 import pandas as pd
 
+from diffoseg_auto.errors import InvalidArgumentError
 from diffoseg_auto.evaluation.metrics import MODES, evaluate_case, summarize
 from diffoseg_auto.evaluation.prediction_folder import (EvaluationInputError, list_predicted_cases, load_prediction,
                                                         load_reference, reference_info)
@@ -44,7 +45,7 @@ def evaluate_folder(ref_folder: str | Path, pred_folder: str | Path, output_file
                     file_ending: str | None = None, num_processes: int = 1, dataset_json: str | Path | None = None) -> dict:
     """Evaluate every predicted case; writes summary.json (+ summary_per_case.csv) and returns the summary."""
     if mode not in MODES:
-        raise ValueError(f"unknown mode '{mode}'. Use one of {MODES}.")
+        raise InvalidArgumentError(f"unknown mode '{mode}'. Use one of {MODES}.")
     ref_folder, pred_folder = Path(ref_folder), Path(pred_folder)
     if not pred_folder.is_dir():
         raise EvaluationInputError(f"{pred_folder}: prediction folder does not exist. Create it with diffoseg_predict.")
@@ -108,13 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main() -> None:
-    args = build_parser().parse_args()
-    try:
-        summary = evaluate_folder(args.ref, args.pred, args.o, mode=args.mode, num_classes=args.num_classes,
-                                  num_processes=args.np, dataset_json=args.dataset_json)
-    except EvaluationInputError as e:
-        sys.exit(f"diffoseg_evaluate: {e}")
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    summary = evaluate_folder(args.ref, args.pred, args.o, mode=args.mode, num_classes=args.num_classes,
+                              num_processes=args.np, dataset_json=args.dataset_json)
     print(format_summary(summary))
     out = Path(args.o) if args.o else Path(args.pred) / "summary.json"
     print(f"written: {out} and {out.parent / 'summary_per_case.csv'}")

@@ -14,6 +14,7 @@ from typing import Sequence
 import torch
 
 from diffoseg_auto.diffusion.categorical_diffusion import CategoricalDiffusion
+from diffoseg_auto.errors import UserError
 from diffoseg_auto.network.denoiser_base import DenoiserBase
 from diffoseg_auto.network.factory import build_denoiser
 from diffoseg_auto.plans.plans import Plans, plans_from_dict
@@ -23,7 +24,7 @@ from diffoseg_auto.io.checkpoint_io import load_checkpoint
 _ENSEMBLE_KEYS = ("dataset_name", "plans_name", "configuration", "num_classes", "num_raters")
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(UserError, RuntimeError):
     """A model folder / checkpoint that cannot be used for this prediction (the message names the file and the fix)."""
 
 

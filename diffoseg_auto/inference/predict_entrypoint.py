@@ -20,20 +20,18 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from diffoseg_auto.dataset.raw_dataset import DatasetFormatError, list_cases, load_dataset_json
+from diffoseg_auto.dataset.raw_dataset import list_cases, load_dataset_json
+from diffoseg_auto.errors import InvalidArgumentError, UserError
 from diffoseg_auto.inference.export_prediction import export_case, mean_one_hot
 from diffoseg_auto.inference.model_loading import ModelLoadError, has_stage2, load_trained_model
 from diffoseg_auto.inference.predictor import DiffOSegPredictor
 from diffoseg_auto.inference.workers import export_job, preprocess_job
-from diffoseg_auto.io.image_io import ImageReadError
-from diffoseg_auto.paths import EnvironmentVariableNotSetError
 from diffoseg_auto.plans.plans import Plans
-from diffoseg_auto.io.checkpoint_io import CheckpointError
-from diffoseg_auto.utilities.dataset_name_id import DatasetNotFoundError, resolve_dataset_name
+from diffoseg_auto.utilities.dataset_name_id import resolve_dataset_name
 from diffoseg_auto.utilities.file_ops import save_json
 
 
-class PredictionError(RuntimeError):
+class PredictionError(UserError, RuntimeError):
     """Bad prediction request (the message says what to change)."""
 
 
@@ -253,18 +251,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     bad = [f for f in args.f if f != "all" and not f.isdigit()]
     if bad:
-        raise SystemExit(f"diffoseg_predict: -f takes fold numbers or 'all', got {bad}")
+        raise InvalidArgumentError(f"-f takes fold numbers or 'all', got {bad}")
     folds = [f if f == "all" else int(f) for f in args.f]
-    try:
-        predict_from_folder(args.i, args.o, args.d, args.c, folds, trainer=args.tr, plans=args.p,
-                            num_samples=args.num_samples, sampling_steps=args.sampling_steps, raters=args.raters,
-                            rater_num_samples=args.rater_num_samples, save_probabilities=args.save_probabilities,
-                            save_samples=args.save_samples, checkpoint_name=args.chk, step_size=args.step_size,
-                            use_mirroring=not args.disable_tta, device=args.device, num_processes_preprocessing=args.npp,
-                            num_processes_export=args.nps, seed=args.seed)
-    except (PredictionError, ModelLoadError, CheckpointError, DatasetFormatError, DatasetNotFoundError, ImageReadError,
-            EnvironmentVariableNotSetError) as e:
-        raise SystemExit(f"diffoseg_predict: {e}") from None
+    predict_from_folder(args.i, args.o, args.d, args.c, folds, trainer=args.tr, plans=args.p,
+                        num_samples=args.num_samples, sampling_steps=args.sampling_steps, raters=args.raters,
+                        rater_num_samples=args.rater_num_samples, save_probabilities=args.save_probabilities,
+                        save_samples=args.save_samples, checkpoint_name=args.chk, step_size=args.step_size,
+                        use_mirroring=not args.disable_tta, device=args.device, num_processes_preprocessing=args.npp,
+                        num_processes_export=args.nps, seed=args.seed)
 
 
 if __name__ == "__main__":

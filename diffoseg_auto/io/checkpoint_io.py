@@ -7,13 +7,14 @@ from pathlib import Path
 
 import torch
 
+from diffoseg_auto.errors import UserError
 from diffoseg_auto.utilities.file_ops import atomic_write
 
 # init_args entries that must match for a checkpoint to be resumed / transferred by this run
 IDENTITY_KEYS = ("trainer_name", "plans_name", "configuration", "dataset_name", "num_raters", "num_classes")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     pass
 
 

@@ -18,11 +18,13 @@ from typing import Sequence
 import numpy as np
 import SimpleITK as sitk
 
+from diffoseg_auto.errors import UserError
+
 SUPPORTED_FILE_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".png", ".tif", ".tiff", ".bmp")
 NATURAL_IMAGE_ENDINGS = (".png", ".tif", ".tiff", ".bmp")
 
 
-class ImageReadError(RuntimeError):
+class ImageReadError(UserError, RuntimeError):
     pass
 
 

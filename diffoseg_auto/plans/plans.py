@@ -14,10 +14,12 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from diffoseg_auto.errors import MissingFileError, UserError
+
 SCHEMA_VERSION = 1
 
 
-class PlansValidationError(ValueError):
+class PlansValidationError(UserError, ValueError):
     pass
 
 
@@ -266,7 +268,7 @@ def plans_from_dict(d: dict, where: str = "plans") -> Plans:
 def load_plans(path: str | Path) -> Plans:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: plans file not found. Run `diffoseg_plan_and_preprocess -d <id>` first.")
+        raise MissingFileError(f"{path}: plans file not found. Run `diffoseg_plan_and_preprocess -d <id>` first.")
     try:
         d = json.loads(path.read_text())
     except json.JSONDecodeError as e:

@@ -11,12 +11,13 @@ from pathlib import Path
 
 import numpy as np
 
+from diffoseg_auto.errors import UserError
 from diffoseg_auto.utilities.file_ops import load_json, save_json
 
 SPLITS_FILE = "splits_final.json"
 
 
-class SplitsError(ValueError):
+class SplitsError(UserError, ValueError):
     pass
 
 

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from diffoseg_auto.diffusion.categorical_diffusion import CategoricalDiffusion
+from diffoseg_auto.errors import MissingFileError, UserError
 from diffoseg_auto.network.factory import build_denoiser, freeze_backbone, transfer_stage1_weights
 from diffoseg_auto.plans.plans import Plans
 from diffoseg_auto.preprocessing.case_storage import list_preprocessed_cases, unpack_dataset
@@ -38,7 +39,7 @@ from diffoseg_auto.training.validation import validate_cases
 from diffoseg_auto.utilities.file_ops import load_json, save_json
 
 
-class Stage1CheckpointMissingError(FileNotFoundError):
+class Stage1CheckpointMissingError(UserError, FileNotFoundError):
     pass
 
 
@@ -133,7 +134,7 @@ class DiffOSegTrainer:
     def _build_loaders(self) -> None:
         cases = list_preprocessed_cases(self.data_folder)
         if not cases:
-            raise FileNotFoundError(f"{self.data_folder}: no preprocessed cases. Run diffoseg_plan_and_preprocess "
+            raise MissingFileError(f"{self.data_folder}: no preprocessed cases. Run diffoseg_plan_and_preprocess "
                                     f"for configuration '{self.configuration}' first.")
         pp = preprocessed_dataset_folder(self.dataset_name)
         if self.is_main:

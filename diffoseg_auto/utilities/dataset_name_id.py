@@ -5,28 +5,29 @@ import os
 import re
 from pathlib import Path
 
+from diffoseg_auto.errors import InvalidArgumentError, UserError
 from diffoseg_auto.paths import ENV_PREPROCESSED, ENV_RAW, ENV_RESULTS
 
 _NAME_RE = re.compile(r"^Dataset(\d{3})_([A-Za-z0-9_\-]+)$")
 
 
-class DatasetNotFoundError(RuntimeError):
+class DatasetNotFoundError(UserError, RuntimeError):
     pass
 
 
 def dataset_name(dataset_id: int, name: str) -> str:
     """Canonical folder name: Dataset + 3-digit id + _ + name."""
     if not 0 <= int(dataset_id) <= 999:
-        raise ValueError(f"Dataset id must be between 0 and 999, got {dataset_id}")
+        raise InvalidArgumentError(f"Dataset id must be between 0 and 999, got {dataset_id}")
     if not re.fullmatch(r"[A-Za-z0-9_\-]+", name):
-        raise ValueError(f"Dataset name '{name}' may only contain letters, digits, '_' and '-'")
+        raise InvalidArgumentError(f"Dataset name '{name}' may only contain letters, digits, '_' and '-'")
     return f"Dataset{int(dataset_id):03d}_{name}"
 
 
 def parse_dataset_name(folder_name: str) -> tuple[int, str]:
     m = _NAME_RE.match(folder_name)
     if m is None:
-        raise ValueError(f"'{folder_name}' is not of the form DatasetXXX_Name")
+        raise InvalidArgumentError(f"'{folder_name}' is not of the form DatasetXXX_Name")
     return int(m.group(1)), m.group(2)
 
 
