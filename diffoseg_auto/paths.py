@@ -39,3 +39,14 @@ def preprocessed_root() -> Path:
 def results_root() -> Path:
     """Folder with trained models ($diffoseg_results)."""
     return _folder_from_env(ENV_RESULTS, "training results and prediction")
+
+
+def preprocessed_dataset_folder(dataset_name: str) -> Path:
+    """$diffoseg_preprocessed/<DatasetXXX_Name>"""
+    return preprocessed_root() / dataset_name
+
+
+def configured_roots() -> dict[str, Path]:
+    """The folders whose variable is set, by name ('raw', 'preprocessed', 'results'); unset ones are left out."""
+    named = {"raw": ENV_RAW, "preprocessed": ENV_PREPROCESSED, "results": ENV_RESULTS}
+    return {key: Path(os.environ[env]) for key, env in named.items() if os.environ.get(env)}

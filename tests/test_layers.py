@@ -17,6 +17,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("diffoseg_auto.errors",),
     ("diffoseg_auto.paths",),
     ("diffoseg_auto.utilities",),
+    ("diffoseg_auto.results_layout",),
     ("diffoseg_auto.io",),
     ("diffoseg_auto.plans",),
     ("diffoseg_auto.dataset",),

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from diffoseg_auto.cli.console import run_command
 from diffoseg_auto.plans.plans import (ArchitecturePlan, AugmentationPlan, ConfigurationPlan, DiffusionPlan, Plans,
                                        Stage2Plan, TrainingPlan, save_plans)
 from diffoseg_auto.io.checkpoint_io import CheckpointError
@@ -143,9 +144,8 @@ def test_bad_inputs_give_clear_errors(toy, capsys):
         run_training(DATASET, "2d", 0, "1", plans_identifier="OtherPlans")
     with pytest.raises(ValueError, match="Unknown trainer"):
         run_training(DATASET, "2d", 0, "1", trainer="NoSuchTrainer")
-    with pytest.raises(SystemExit) as e:
-        main([DATASET, "2d", "0", "--stage", "2", "-device", "cpu"])
-    assert "Run stage 1 first" in str(e.value.code)
+    assert run_command("diffoseg_train", main, [DATASET, "2d", "0", "--stage", "2", "-device", "cpu"]) == 1
+    assert "Run stage 1 first" in capsys.readouterr().err
 
 
 def test_time_budget_cuts_epochs(toy, tmp_path):

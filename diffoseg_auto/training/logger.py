@@ -19,7 +19,7 @@ def final_metrics_title(metrics: dict) -> str:
 
 
 class TrainingLogger:
-    """Holds one list per key; ``ema_val_losses`` is the smoothed validation loss that selects checkpoint_best."""
+    """Holds one list per key; ``ema_val_losses`` is the smoothed validation loss that selects the best checkpoint."""
 
     def __init__(self, smoothing: float = 0.9):
         self.smoothing = smoothing

@@ -1,7 +1,7 @@
 """`diffoseg_train DATASET CONFIG FOLD`: train Stage I, Stage II or both for one fold.
 
     diffoseg_train 1 2d 0                       # both stages, fold 0
-    diffoseg_train 1 2d 0 --stage 2 --c         # continue Stage II from checkpoint_latest
+    diffoseg_train 1 2d 0 --stage 2 --c         # continue Stage II from its latest checkpoint
     diffoseg_train 1 2d all --val               # only the final validation of the finished stages
     diffoseg_train 1 3d_fullres 0 -num_gpus 2   # DDP on 2 GPUs (re-launches itself with torchrun)
 """
@@ -15,7 +15,9 @@ from pathlib import Path
 import torch
 
 from diffoseg_auto.errors import InvalidArgumentError, MissingFileError
+from diffoseg_auto.paths import preprocessed_dataset_folder
 from diffoseg_auto.plans.plans import load_plans
+from diffoseg_auto.results_layout import CHECKPOINT_FINAL, CHECKPOINT_LATEST
 from diffoseg_auto.training import ddp
 from diffoseg_auto.training.trainer import DiffOSegTrainer
 from diffoseg_auto.utilities.dataset_name_id import resolve_dataset_name
@@ -63,10 +65,8 @@ def run_training(dataset: str | int, configuration: str, fold: int | str, stage:
                  output_folder: str | Path | None = None, skip_final_validation: bool = False,
                  max_minutes: float | None = None) -> list[DiffOSegTrainer]:
     """Train (or with ``only_validation`` just validate) the requested stage(s); returns the trainers."""
-    from diffoseg_auto.paths import preprocessed_root
-
     dataset_name = resolve_dataset_name(dataset)
-    plans_file = preprocessed_root() / dataset_name / f"{plans_identifier}.json"
+    plans_file = preprocessed_dataset_folder(dataset_name) / f"{plans_identifier}.json"
     if not plans_file.is_file():
         raise MissingFileError(f"{plans_file}: plans file not found. Run `diffoseg_plan_and_preprocess -d {dataset}` "
                                 f"first (or check -p {plans_identifier}).")
@@ -88,7 +88,7 @@ def run_training(dataset: str | int, configuration: str, fold: int | str, stage:
                              num_workers=num_workers, val_iterations=val_iterations, freeze_backbone=freeze_backbone,
                              max_minutes=max_minutes)
             if only_validation:
-                tr.load_checkpoint(tr.output_folder / "checkpoint_final.pth", weights_only=True)
+                tr.load_checkpoint(tr.output_folder / CHECKPOINT_FINAL, weights_only=True)
             else:
                 tr.run_training(continue_training=continue_training)
             if not skip_final_validation:
@@ -109,8 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stage", default="both", choices=["1", "2", "both"], help="which stage(s) to train (default both)")
     p.add_argument("-tr", default="DiffOSegTrainer", help="trainer class name or dotted path (default DiffOSegTrainer)")
     p.add_argument("-p", default="DiffOSegPlans", help="plans identifier (default DiffOSegPlans)")
-    p.add_argument("--c", action="store_true", help="continue from checkpoint_latest.pth")
-    p.add_argument("--val", action="store_true", help="only run the final validation from checkpoint_final.pth")
+    p.add_argument("--c", action="store_true", help=f"continue from {CHECKPOINT_LATEST}")
+    p.add_argument("--val", action="store_true", help=f"only run the final validation from {CHECKPOINT_FINAL}")
     p.add_argument("--num_epochs", type=int, default=None, help="override the plans' number of epochs")
     p.add_argument("--iterations_per_epoch", type=int, default=None, help="override the plans' iterations per epoch")
     p.add_argument("--val_iterations", type=int, default=None, help="override the validation-loss batches per epoch")

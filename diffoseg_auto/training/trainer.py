@@ -20,8 +20,11 @@ import torch.nn.functional as F
 from diffoseg_auto.diffusion.categorical_diffusion import CategoricalDiffusion
 from diffoseg_auto.errors import MissingFileError, UserError
 from diffoseg_auto.network.factory import build_denoiser, freeze_backbone, transfer_stage1_weights
+from diffoseg_auto.paths import preprocessed_dataset_folder
 from diffoseg_auto.plans.plans import Plans
 from diffoseg_auto.preprocessing.case_storage import list_preprocessed_cases, unpack_dataset
+from diffoseg_auto.results_layout import (CHECKPOINT_BEST, CHECKPOINT_FINAL, CHECKPOINT_LATEST, checkpoint_path,
+                                          fold_final_checkpoint, stage_folder, trainer_folder, validation_folder)
 from diffoseg_auto.training import ddp
 from diffoseg_auto.training.augmentation import (default_num_workers, get_training_transforms, get_validation_transforms,
                                                  make_augmenter, sampling_patch_size, seed_augmentation)
@@ -31,12 +34,11 @@ from diffoseg_auto.training.ema import EMA
 from diffoseg_auto.training.logger import TrainingLogger
 from diffoseg_auto.training.optim import build_optimizer, lr_at_epoch, set_lr
 from diffoseg_auto.training.rng_state import capture_rng_state, restore_rng_state
-from diffoseg_auto.training.outputs import (copy_plan_files, fold_folder, preprocessed_dataset_folder, stage_folder,
-                                            trainer_folder)
+from diffoseg_auto.training.outputs import copy_plan_files
 from diffoseg_auto.training.splits import get_or_create_splits, select_fold
 from diffoseg_auto.training.targets import consensus_targets, rater_targets
 from diffoseg_auto.training.validation import validate_cases
-from diffoseg_auto.utilities.file_ops import load_json, save_json
+from diffoseg_auto.utilities.file_ops import atomic_write, load_json, save_json
 
 
 class Stage1CheckpointMissingError(UserError, FileNotFoundError):
@@ -44,7 +46,7 @@ class Stage1CheckpointMissingError(UserError, FileNotFoundError):
 
 
 class DiffOSegTrainer:
-    save_every = 5  # checkpoint_latest every N epochs (and at the end); resume repeats the epochs since
+    save_every = 5  # the latest checkpoint every N epochs (and at the end); resume repeats the epochs since
 
     def __init__(self, plans: Plans, configuration: str, fold: int | str, dataset_name: str, stage: int,
                  device: torch.device, seed: int = 12345, num_epochs: int | None = None,
@@ -119,7 +121,7 @@ class DiffOSegTrainer:
         return min(self.cfg.training.ema_decay, max(0.0, 1.0 - 10.0 / total))
 
     def stage1_checkpoint_path(self) -> Path:
-        return stage_folder(self.trainer_dir, self.fold, 1) / "checkpoint_final.pth"
+        return checkpoint_path(self.trainer_dir, self.fold, 1)
 
     def _load_stage1(self) -> None:
         path = self.stage1_checkpoint_path()
@@ -227,19 +229,19 @@ class DiffOSegTrainer:
             self.print(self.logger.epoch_line(e, self.num_epochs))
             ema_val = self.logger.values["ema_val_losses"][e]
             if not np.isfinite(ema_val):  # no validation batches (val_iterations 0): best = latest
-                self.save_checkpoint(self.output_folder / "checkpoint_best.pth")
+                self.save_checkpoint(self.output_folder / CHECKPOINT_BEST)
             elif self.best_ema_val is None or ema_val < self.best_ema_val:
                 self.best_ema_val = ema_val
-                self.save_checkpoint(self.output_folder / "checkpoint_best.pth")
+                self.save_checkpoint(self.output_folder / CHECKPOINT_BEST)
             if self.current_epoch % self.save_every == 0 or self.current_epoch == self.num_epochs:
-                self.save_checkpoint(self.output_folder / "checkpoint_latest.pth")
+                self.save_checkpoint(self.output_folder / CHECKPOINT_LATEST)
             self.logger.plot(self.output_folder / "progress.png")
 
     def on_train_end(self) -> None:
         if self.is_main:
-            final = self.output_folder / "checkpoint_final.pth"
+            final = self.output_folder / CHECKPOINT_FINAL
             self.save_checkpoint(final)
-            self.save_checkpoint(self.output_folder / "checkpoint_latest.pth")
+            self.save_checkpoint(self.output_folder / CHECKPOINT_LATEST)
             self.copy_final_to_fold()
         for it in (self.mt_tr, self.mt_val):
             if hasattr(it, "_finish"):
@@ -247,13 +249,11 @@ class DiffOSegTrainer:
         ddp.barrier()
 
     def copy_final_to_fold(self) -> None:
-        """fold_N/checkpoint_final.pth = Stage II final when Stage II ran, else Stage I final."""
-        if self.stage == 1 and (stage_folder(self.trainer_dir, self.fold, 2) / "checkpoint_final.pth").is_file():
+        """The fold's own final model (results_layout.fold_final_checkpoint): Stage II's final when Stage II ran, else Stage I's."""
+        if self.stage == 1 and checkpoint_path(self.trainer_dir, self.fold, 2).is_file():
             return
-        dst = fold_folder(self.trainer_dir, self.fold) / "checkpoint_final.pth"
-        tmp = dst.parent / f".tmp_{dst.name}"
-        shutil.copyfile(self.output_folder / "checkpoint_final.pth", tmp)
-        tmp.replace(dst)
+        atomic_write(fold_final_checkpoint(self.trainer_dir, self.fold),
+                     lambda tmp: shutil.copyfile(self.output_folder / CHECKPOINT_FINAL, tmp))
 
     # ------------------------------------------------------------------ loop
     def run_training(self, continue_training: bool = False) -> None:
@@ -296,7 +296,7 @@ class DiffOSegTrainer:
             _, self.val_cases = select_fold(get_or_create_splits(pp, cases, None), self.fold, cases)
         c = self.cfg
         summary = validate_cases(self.ema.model, self.diffusion, c, self.data_folder, self.val_cases, self.stage,
-                                 self.plans.num_classes, self.plans.raters, self.device, self.output_folder / "validation",
+                                 self.plans.num_classes, self.plans.raters, self.device, validation_folder(self.trainer_dir, self.fold, self.stage),
                                  num_samples=c.training.num_val_samples, sampling_steps=c.diffusion.sampling_steps,
                                  file_ending=self._raw_file_ending())
         if self.logger.values["train_losses"]:  # --val on a finished run re-plots with the metrics
@@ -339,8 +339,8 @@ class DiffOSegTrainer:
         return ckpt
 
     def load_resume_checkpoint(self) -> None:
-        """--c: the most advanced of checkpoint_latest / checkpoint_final; none -> start fresh (with a note)."""
-        found = [p for p in (self.output_folder / "checkpoint_latest.pth", self.output_folder / "checkpoint_final.pth")
+        """--c: the most advanced of the latest / final checkpoints; none -> start fresh (with a note)."""
+        found = [p for p in (self.output_folder / CHECKPOINT_LATEST, self.output_folder / CHECKPOINT_FINAL)
                  if p.is_file()]
         if not found:
             self.print(f"--c: no checkpoint in {self.output_folder}, starting a new training")

@@ -1,12 +1,10 @@
 """Resolve `-d 170` or `-d Dataset170_NPC` to the dataset folder name, as nnU-Net does."""
 from __future__ import annotations
 
-import os
 import re
-from pathlib import Path
 
 from diffoseg_auto.errors import InvalidArgumentError, UserError
-from diffoseg_auto.paths import ENV_PREPROCESSED, ENV_RAW, ENV_RESULTS
+from diffoseg_auto.paths import configured_roots
 
 _NAME_RE = re.compile(r"^Dataset(\d{3})_([A-Za-z0-9_\-]+)$")
 
@@ -31,10 +29,6 @@ def parse_dataset_name(folder_name: str) -> tuple[int, str]:
     return int(m.group(1)), m.group(2)
 
 
-def _candidate_roots() -> list[Path]:
-    return [Path(os.environ[v]) for v in (ENV_RAW, ENV_PREPROCESSED, ENV_RESULTS) if os.environ.get(v)]
-
-
 def resolve_dataset_name(id_or_name: str | int) -> str:
     """Return `DatasetXXX_Name` for an id (170, '170') or a full name.
 
@@ -48,7 +42,7 @@ def resolve_dataset_name(id_or_name: str | int) -> str:
     if not s.isdigit():
         raise DatasetNotFoundError(f"'{s}' is neither a dataset id (e.g. 170) nor a name (e.g. Dataset170_NPC)")
     prefix = f"Dataset{int(s):03d}_"
-    roots = _candidate_roots()
+    roots = list(configured_roots().values())
     found = sorted({p.name for r in roots if r.is_dir() for p in r.iterdir() if p.is_dir() and p.name.startswith(prefix)})
     if not found:
         searched = ", ".join(str(r) for r in roots) or "(no folder: set diffoseg_raw / diffoseg_preprocessed / diffoseg_results)"
