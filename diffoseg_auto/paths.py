@@ -1,14 +1,16 @@
-"""The raw / preprocessed / results folder triad, set by environment variables as in nnU-Net."""
+"""The environment: the raw / preprocessed / results folder triad (as in nnU-Net) and the default
+worker count. No other module reads these variables."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from diffoseg_auto.errors import UserError
+from diffoseg_auto.errors import InvalidArgumentError, UserError
 
 ENV_RAW = "diffoseg_raw"
 ENV_PREPROCESSED = "diffoseg_preprocessed"
 ENV_RESULTS = "diffoseg_results"
+ENV_NUM_PROCESSES = "diffoseg_def_n_proc"
 
 
 class EnvironmentVariableNotSetError(UserError, RuntimeError):
@@ -50,3 +52,14 @@ def configured_roots() -> dict[str, Path]:
     """The folders whose variable is set, by name ('raw', 'preprocessed', 'results'); unset ones are left out."""
     named = {"raw": ENV_RAW, "preprocessed": ENV_PREPROCESSED, "results": ENV_RESULTS}
     return {key: Path(os.environ[env]) for key, env in named.items() if os.environ.get(env)}
+
+
+def num_processes_override() -> int | None:
+    """$diffoseg_def_n_proc as a positive int, None when unset."""
+    value = os.environ.get(ENV_NUM_PROCESSES)
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise InvalidArgumentError(f"The environment variable '{ENV_NUM_PROCESSES}' must be a positive integer "
+                                   f"(worker processes), got '{value}'. Unset it or e.g. `export {ENV_NUM_PROCESSES}=4`.")
+    return int(value)

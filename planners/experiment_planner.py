@@ -12,10 +12,10 @@ from typing import Sequence
 
 import numpy as np
 
+from diffoseg_auto.configuration import ANISOTROPY_THRESHOLD, lowres_axis
 from diffoseg_auto.errors import InvalidArgumentError, MissingFileError
 from diffoseg_auto.plans.plans import (AugmentationPlan, ArchitecturePlan, ConfigurationPlan, DiffusionPlan,
                                        InferencePlan, Plans, Stage2Plan, TrainingPlan)
-from diffoseg_auto.preprocessing.resampling import ANISOTROPY_THRESHOLD
 from planners.memory_model import estimate_memory_bytes
 from planners.topology import get_pool_and_conv_props
 
@@ -207,7 +207,7 @@ class ExperimentPlanner:
         volume_voxels = float(np.prod(self.median_shape_at(data_spacing))) * self.num_cases * self.num_raters
         topo = self.plan_topology_and_batch(net_spacing, median_shape, volume_voxels)
         schemes, use_mask = self.determine_normalization()
-        aniso = None if dim == 2 else _lowres_axis(net_spacing)
+        aniso = None if dim == 2 else lowres_axis(net_spacing)
         aug = self.augmentation(dim, aniso)
         diff = self.diffusion(topo["patch_size"])
         notes = {
@@ -237,7 +237,7 @@ class ExperimentPlanner:
     def plan_2d(self, spacing: list[float], median_shape: list[int]) -> ConfigurationPlan:
         if len(spacing) == 2:
             return self.build_configuration("2d", spacing, spacing, median_shape)
-        axis = _lowres_axis(spacing)
+        axis = lowres_axis(spacing)
         axis = 0 if axis is None else axis
         inplane = [i for i in range(3) if i != axis]
         return self.build_configuration("2d", spacing, [spacing[i] for i in inplane],
@@ -280,13 +280,6 @@ class ExperimentPlanner:
             foreground_intensity_properties_per_channel=deepcopy(fp["foreground_intensity_properties_per_channel"]),
             configurations=configs, planner=f"{type(self).__module__}.{type(self).__qualname__}",
             label_names=dict(self.dataset_json["labels"]))
-
-
-def _lowres_axis(spacing: Sequence[float]) -> int | None:
-    sp = np.asarray(spacing, float)
-    if len(sp) < 3 or sp.max() / sp.min() <= ANISOTROPY_THRESHOLD:
-        return None
-    return int(np.argmax(sp))
 
 
 def load_planner_class(dotted: str) -> type:

@@ -14,10 +14,10 @@ def _add_dataset(p: argparse.ArgumentParser) -> None:
 
 
 def _add_np(p: argparse.ArgumentParser) -> None:
-    from diffoseg_auto.preprocessing.parallel import default_num_processes
+    from diffoseg_auto.configuration import default_num_processes
 
     p.add_argument("-np", type=int, default=default_num_processes(),
-                   help="worker processes (default min(2, cpu count); <= 1 runs in-process)")
+                   help="worker processes (default: $diffoseg_def_n_proc, else min(2, CPUs); <= 1 runs in-process)")
 
 
 def _add_plan(p: argparse.ArgumentParser) -> None:

@@ -16,6 +16,7 @@ PROJECT_PACKAGES = ("diffoseg_auto", "planners", "dataset_conversion")
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("diffoseg_auto.errors",),
     ("diffoseg_auto.paths",),
+    ("diffoseg_auto.configuration",),
     ("diffoseg_auto.utilities",),
     ("diffoseg_auto.results_layout",),
     ("diffoseg_auto.io",),

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
 from multiprocessing import get_context
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from diffoseg_auto.configuration import default_num_processes
 from diffoseg_auto.errors import UserError
 from diffoseg_auto.io.image_io import (
     NATURAL_IMAGE_ENDINGS, SUPPORTED_FILE_ENDINGS, ImageReadError, geometry_matches, read_image_file, read_seg,
@@ -268,7 +268,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Check raw datasets in $diffoseg_raw against the format "
                                             "(documentation/dataset_format.md); exit status 1 on problems.")
     p.add_argument("-d", nargs="+", required=True, help="dataset id(s) or name(s), e.g. 1 or Dataset001_Toy2D")
-    p.add_argument("-np", type=int, default=min(2, os.cpu_count() or 1), help="worker processes (default: min(2, CPUs))")
+    p.add_argument("-np", type=int, default=default_num_processes(),
+                   help="worker processes (default: $diffoseg_def_n_proc, else min(2, CPUs))")
     a = p.parse_args(argv)
     status = 0
     for d in a.d:

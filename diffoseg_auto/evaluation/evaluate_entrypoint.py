@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import argparse
-import os
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
 
+from diffoseg_auto.configuration import default_num_processes
 from diffoseg_auto.errors import InvalidArgumentError
 from diffoseg_auto.evaluation.metrics import MODES, evaluate_case, summarize
 from diffoseg_auto.evaluation.prediction_folder import (EvaluationInputError, list_predicted_cases, load_prediction,
@@ -105,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="number of classes incl. background, or 'auto' (dataset.json, else largest label + 1). Default: auto")
     p.add_argument("--dataset_json", default=None, help="dataset.json to take rater order, labels and file ending from "
                                                         "(default: REF/../dataset.json when it exists)")
-    p.add_argument("-np", type=int, default=min(2, os.cpu_count() or 1), help="worker processes (default: min(2, CPUs))")
+    p.add_argument("-np", type=int, default=default_num_processes(),
+                   help="worker processes (default: $diffoseg_def_n_proc, else min(2, CPUs))")
     return p
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
-import os
 import zlib
 from collections import deque
 from itertools import islice
@@ -20,6 +19,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from diffoseg_auto.configuration import default_num_processes
 from diffoseg_auto.dataset.raw_dataset import list_cases, load_dataset_json
 from diffoseg_auto.errors import InvalidArgumentError, UserError
 from diffoseg_auto.inference.export_prediction import export_case, mean_one_hot
@@ -35,10 +35,6 @@ from diffoseg_auto.utilities.file_ops import save_json
 
 class PredictionError(UserError, RuntimeError):
     """Bad prediction request (the message says what to change)."""
-
-
-def default_num_processes() -> int:
-    return max(1, min(2, os.cpu_count() or 1))
 
 
 def resolve_device(name: str | torch.device) -> torch.device:

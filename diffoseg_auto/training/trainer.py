@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from diffoseg_auto.configuration import default_num_processes
 from diffoseg_auto.diffusion.categorical_diffusion import CategoricalDiffusion
 from diffoseg_auto.errors import MissingFileError, UserError
 from diffoseg_auto.network.factory import build_denoiser, freeze_backbone, transfer_stage1_weights
@@ -26,7 +27,7 @@ from diffoseg_auto.preprocessing.case_storage import list_preprocessed_cases, un
 from diffoseg_auto.results_layout import (CHECKPOINT_BEST, CHECKPOINT_FINAL, CHECKPOINT_LATEST, checkpoint_path,
                                           fold_final_checkpoint, stage_folder, trainer_folder, validation_folder)
 from diffoseg_auto.training import ddp
-from diffoseg_auto.training.augmentation import (default_num_workers, get_training_transforms, get_validation_transforms,
+from diffoseg_auto.training.augmentation import (get_training_transforms, get_validation_transforms,
                                                  make_augmenter, sampling_patch_size, seed_augmentation)
 from diffoseg_auto.io.checkpoint_io import CheckpointError, check_compatible, load_checkpoint, save_checkpoint
 from diffoseg_auto.training.data_loader import DiffOSegDataLoader
@@ -68,7 +69,7 @@ class DiffOSegTrainer:
                                         (tr.iterations_per_epoch if stage == 1 else s2.iterations_per_epoch))
         self.val_iterations = int(val_iterations if val_iterations is not None else tr.num_val_iterations_per_epoch)
         self.freeze_backbone = bool(s2.freeze_backbone if freeze_backbone is None else freeze_backbone) and stage == 2
-        self.num_workers = default_num_workers() if num_workers is None else int(num_workers)
+        self.num_workers = default_num_processes() if num_workers is None else int(num_workers)
         # wall-clock budget of this stage (benchmarks at equal training time); None = train all epochs
         self.max_minutes = None if max_minutes is None else float(max_minutes)
         self.batch_size = ddp.per_rank_batch_size(self.cfg.batch_size, self.world_size)
