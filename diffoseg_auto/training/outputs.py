@@ -1,12 +1,11 @@
 """The files that make a training run's results folder self-contained (paths: diffoseg_auto.results_layout)."""
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from diffoseg_auto.paths import preprocessed_dataset_folder
 from diffoseg_auto.plans.plans import Plans, save_plans
-from diffoseg_auto.utilities.file_ops import atomic_write
+from diffoseg_auto.utilities.file_ops import atomic_copy
 
 
 def copy_plan_files(plans: Plans, dataset_name: str, trainer_dir: Path) -> None:
@@ -16,4 +15,4 @@ def copy_plan_files(plans: Plans, dataset_name: str, trainer_dir: Path) -> None:
     src = preprocessed_dataset_folder(dataset_name)
     for name in ("dataset.json", "dataset_fingerprint.json"):
         if (src / name).is_file():
-            atomic_write(trainer_dir / name, lambda tmp, s=src / name: shutil.copyfile(s, tmp))
+            atomic_copy(src / name, trainer_dir / name)

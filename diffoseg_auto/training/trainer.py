@@ -9,7 +9,6 @@ stream of an epoch (patch sampling, augmentation, targets, timesteps, forward no
 """
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import torch.nn.functional as F
 from diffoseg_auto.configuration import default_num_processes
 from diffoseg_auto.diffusion.categorical_diffusion import CategoricalDiffusion
 from diffoseg_auto.errors import MissingFileError, UserError
+from diffoseg_auto.io.checkpoint_io import CheckpointError, check_compatible, load_checkpoint, save_checkpoint
 from diffoseg_auto.network.factory import build_denoiser, freeze_backbone, transfer_stage1_weights
 from diffoseg_auto.paths import preprocessed_dataset_folder
 from diffoseg_auto.plans.plans import Plans
@@ -29,7 +29,6 @@ from diffoseg_auto.results_layout import (CHECKPOINT_BEST, CHECKPOINT_FINAL, CHE
 from diffoseg_auto.training import ddp
 from diffoseg_auto.training.augmentation import (get_training_transforms, get_validation_transforms,
                                                  make_augmenter, sampling_patch_size, seed_augmentation)
-from diffoseg_auto.io.checkpoint_io import CheckpointError, check_compatible, load_checkpoint, save_checkpoint
 from diffoseg_auto.training.data_loader import DiffOSegDataLoader
 from diffoseg_auto.training.ema import EMA
 from diffoseg_auto.training.logger import TrainingLogger
@@ -39,7 +38,7 @@ from diffoseg_auto.training.outputs import copy_plan_files
 from diffoseg_auto.training.splits import get_or_create_splits, select_fold
 from diffoseg_auto.training.targets import consensus_targets, rater_targets
 from diffoseg_auto.training.validation import validate_cases
-from diffoseg_auto.utilities.file_ops import atomic_write, load_json, save_json
+from diffoseg_auto.utilities.file_ops import atomic_copy, load_json, save_json
 
 
 class Stage1CheckpointMissingError(UserError, FileNotFoundError):
@@ -253,8 +252,7 @@ class DiffOSegTrainer:
         """The fold's own final model (results_layout.fold_final_checkpoint): Stage II's final when Stage II ran, else Stage I's."""
         if self.stage == 1 and checkpoint_path(self.trainer_dir, self.fold, 2).is_file():
             return
-        atomic_write(fold_final_checkpoint(self.trainer_dir, self.fold),
-                     lambda tmp: shutil.copyfile(self.output_folder / CHECKPOINT_FINAL, tmp))
+        atomic_copy(self.output_folder / CHECKPOINT_FINAL, fold_final_checkpoint(self.trainer_dir, self.fold))
 
     # ------------------------------------------------------------------ loop
     def run_training(self, continue_training: bool = False) -> None:
