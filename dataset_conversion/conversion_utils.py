@@ -6,6 +6,7 @@ refusal, file naming and error reporting behave the same everywhere.
 from __future__ import annotations
 
 import argparse
+import logging
 import shutil
 from pathlib import Path
 from typing import Callable, Sequence
@@ -16,6 +17,8 @@ from diffoseg_auto.errors import UserError
 from diffoseg_auto.io.image_io import write_image, write_seg
 from diffoseg_auto.paths import raw_root
 from diffoseg_auto.utilities.dataset_name_id import dataset_name
+
+logger = logging.getLogger(__name__)
 
 
 class ConversionError(UserError, RuntimeError):
@@ -106,7 +109,7 @@ def add_target_arguments(parser: argparse.ArgumentParser, default_name: str | No
 def run_cli(fn: Callable[[], Path]) -> int:
     """Run a converter and print where the dataset went (errors: see diffoseg_auto.cli.console)."""
     out = fn()
-    print(f"Wrote dataset to {out}")
+    logger.info(f"Wrote dataset to {out}")
     return 0
 
 

@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import shutil
 from typing import Sequence
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_PLANNER = "planners.experiment_planner.ExperimentPlanner"
 ALL_CONFIGURATIONS = ("2d", "3d_fullres", "3d_lowres")
@@ -36,7 +39,7 @@ def run_fingerprint(datasets: Sequence[str], num_processes: int, verify: bool, c
     from planners.fingerprint import extract_fingerprint_dataset
 
     for d in datasets:
-        print(f"Fingerprint of {d}")
+        logger.info(f"Fingerprint of {d}")
         extract_fingerprint_dataset(d, num_processes, clean=clean, verify_integrity=verify)
 
 
@@ -48,7 +51,7 @@ def run_planning(datasets: Sequence[str], planner: str, gpu_gb: float, plans_nam
         plans = plan_experiment(d, planner, gpu_gb, plans_name)
         names.append(plans.plans_name)
         for name, c in plans.configurations.items():
-            print(f"{plans.dataset_name} {name}: patch {c.patch_size}, batch {c.batch_size}, "
+            logger.info(f"{plans.dataset_name} {name}: patch {c.patch_size}, batch {c.batch_size}, "
                   f"stages {c.architecture.n_stages}, spacing {[round(s, 4) for s in c.spacing]}")
     return names
 
@@ -65,13 +68,13 @@ def run_preprocessing(datasets: Sequence[str], configurations: Sequence[str], pl
         plans = load_plans(preprocessed_root() / name / f"{plans_name}.json")
         for c in configurations:
             if c not in plans.configurations:
-                print(f"{name}: configuration '{c}' is not in the plans (e.g. 3d configurations of 2D data); skipped")
+                logger.warning(f"{name}: configuration '{c}' is not in the plans (e.g. 3d configurations of 2D data); skipped")
                 continue
             pp = DefaultPreprocessor(plans, c)
             if clean and pp.output_folder(name).is_dir():
                 shutil.rmtree(pp.output_folder(name))
             out = pp.run(name, num_processes)
-            print(f"{name} {c}: preprocessed into {out}")
+            logger.info(f"{name} {c}: preprocessed into {out}")
 
 
 def plan_and_preprocess(argv: Sequence[str] | None = None) -> None:

@@ -1,11 +1,25 @@
 """Generic fixtures shared by all test files (no module-specific setup here)."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
 
 from diffoseg_auto.paths import ENV_PREPROCESSED, ENV_RAW, ENV_RESULTS
+from diffoseg_auto.training.logger import EPOCH_LOGGER
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging():
+    """Undo what a command's configure_logging (-v/-q) did: handlers, root level, epoch-line level."""
+    root, epochs = logging.getLogger(), logging.getLogger(EPOCH_LOGGER)
+    handlers, root_level, epoch_level = list(root.handlers), root.level, epochs.level
+    yield
+    for h in [h for h in root.handlers if h not in handlers]:
+        root.removeHandler(h)
+    root.setLevel(root_level)
+    epochs.setLevel(epoch_level)
 
 
 @pytest.fixture

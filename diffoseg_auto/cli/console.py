@@ -19,6 +19,7 @@ from importlib.metadata import entry_points
 from typing import Any, Callable, Sequence
 
 from diffoseg_auto.errors import UserError
+from diffoseg_auto.training.logger import EPOCH_LOGGER
 
 COMMAND_GROUP = "diffoseg_auto.commands"
 VERBOSE_FLAGS = ("-v", "--verbose")
@@ -47,10 +48,12 @@ def split_verbosity(argv: Sequence[str]) -> tuple[int, list[str]]:
 
 
 def configure_logging(verbosity: int) -> None:
-    """INFO by default, DEBUG with -v (with the logger's name), WARNING with -q; messages go to stderr."""
+    """INFO by default, DEBUG with -v (with the logger's name), WARNING with -q; messages go to stderr,
+    training's epoch lines to stdout (silenced by -q)."""
     level = logging.DEBUG if verbosity > 0 else logging.WARNING if verbosity < 0 else logging.INFO
     fmt = "%(levelname)s %(name)s: %(message)s" if verbosity > 0 else "%(message)s"
     logging.basicConfig(level=level, format=fmt, stream=sys.stderr, force=True)
+    logging.getLogger(EPOCH_LOGGER).setLevel(min(level, logging.INFO) if verbosity >= 0 else level)
 
 
 def user_error_line(command: str, error: UserError) -> str:

@@ -6,6 +6,7 @@ spacing -> sample foreground locations from the union of the raters.
 """
 from __future__ import annotations
 
+import logging
 import zlib
 from pathlib import Path
 from typing import Sequence
@@ -20,6 +21,8 @@ from diffoseg_auto.preprocessing.cropping import crop_to_nonzero
 from diffoseg_auto.preprocessing.normalization import normalize
 from diffoseg_auto.preprocessing.parallel import map_with_progress
 from diffoseg_auto.preprocessing.resampling import compute_new_shape, resample_data, resample_rater_stack
+
+logger = logging.getLogger(__name__)
 
 MAX_CLASS_LOCATIONS = 10000
 
@@ -51,11 +54,10 @@ def sample_class_locations(segs: np.ndarray, rater_mask: np.ndarray, num_classes
 
 
 class DefaultPreprocessor:
-    def __init__(self, plans: Plans, configuration: str, verbose: bool = False) -> None:
+    def __init__(self, plans: Plans, configuration: str) -> None:
         self.plans = plans
         self.configuration_name = configuration
         self.configuration = plans.get_configuration(configuration)
-        self.verbose = verbose
 
     def run_case_arrays(self, data: np.ndarray, segs: np.ndarray | None, rater_mask: np.ndarray | None, props: dict,
                         case_identifier: str = "") -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, dict]:
@@ -94,8 +96,7 @@ class DefaultPreprocessor:
                                            cfg.resampling_order_seg)
             seed = zlib.crc32(case_identifier.encode())  # per case, reproducible across runs and processes
             properties["class_locations"] = sample_class_locations(seg_out, rater_mask, self.plans.num_classes, seed)
-        if self.verbose:
-            print(f"{case_identifier}: crop {shape_after_crop} -> resampled {new_shape} at spacing {target}")
+        logger.debug(f"{case_identifier}: crop {shape_after_crop} -> resampled {new_shape} at spacing {target}")
         return data, seg_out, None if rater_mask is None else np.asarray(rater_mask, bool), properties
 
     def run_case(self, image_files: list[Path], label_files: list[Path | None] | None = None
