@@ -103,7 +103,6 @@ def add_reference_configuration(plans: Plans, base_configuration: str = "2d",
     t.consensus_target = "soft"
     t.x0_ce_weight = 0.0  # the paper's loss is the KL alone
     cfg.stage2.initial_lr = PAPER_LR
-    cfg.previous_stage = None
     cfg.notes = {
         "purpose": f"DiffOSeg paper reference configuration on the data of '{base_configuration}' "
                    f"(data_identifier '{cfg.data_identifier}' is shared: no extra preprocessing).",

@@ -88,7 +88,12 @@ def test_both_stages_write_every_file(toy, capsys):
     assert "epoch 1/1" in out and "ETA" in out and "lr 1.00e-02" in out
 
 
-def test_resume_gives_same_weights_as_uninterrupted(toy, tmp_path):
+def test_resume_gives_same_weights_as_uninterrupted(toy, tmp_path, monkeypatch):
+    import diffoseg_auto.training.trainer as trainer_module
+
+    restored = []
+    original_restore = trainer_module.restore_rng_state
+    monkeypatch.setattr(trainer_module, "restore_rng_state", lambda state: (restored.append(state), original_restore(state)))
     full = run_training(DATASET, "2d", 0, "1", num_epochs=2, num_workers=0, output_folder=tmp_path / "a",
                         skip_final_validation=True)[0]
     run_training(DATASET, "2d", 0, "1", num_epochs=1, num_workers=0, output_folder=tmp_path / "b",
@@ -96,6 +101,8 @@ def test_resume_gives_same_weights_as_uninterrupted(toy, tmp_path):
     resumed = run_training(DATASET, "2d", 0, "1", num_epochs=2, num_workers=0, output_folder=tmp_path / "b",
                            continue_training=True, skip_final_validation=True)[0]
     assert resumed.current_epoch == 2
+    # the checkpoint's global random streams were restored once, on resume (epoch 1 of run b)
+    assert len(restored) == 1 and restored[0]["data_loader"]["epoch"] == 0 and {"torch", "numpy", "python"} <= set(restored[0])
     a, b = full.network.state_dict(), resumed.network.state_dict()
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=0, atol=1e-6, msg=name)

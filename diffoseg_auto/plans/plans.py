@@ -126,7 +126,6 @@ class ConfigurationPlan:
     augmentation: AugmentationPlan = field(default_factory=AugmentationPlan)
     inference: InferencePlan = field(default_factory=InferencePlan)
     slice_axis: int | None = None      # 2d configuration of 3D data: axis of the preprocessed volume to slice along
-    previous_stage: str | None = None  # cascade bookkeeping (3d_lowres); informational
     notes: dict = field(default_factory=dict)  # the planner's reasoning, human readable
 
 
@@ -168,6 +167,8 @@ def _build(cls, data: dict, where: str):
     if not isinstance(data, dict):
         raise PlansValidationError(f"{where}: expected an object, got {type(data).__name__}")
     names = {f.name: f for f in fields(cls)}
+    if cls is ConfigurationPlan:  # plans and checkpoints written before it was removed carry the never-read 'previous_stage'
+        data = {k: v for k, v in data.items() if k != "previous_stage"}
     unknown = sorted(set(data) - set(names))
     if unknown:
         raise PlansValidationError(f"{where}: unknown field(s) {unknown}. Known: {sorted(names)}")

@@ -84,6 +84,15 @@ class DiffOSegTrainer:
         self.best_ema_val: float | None = None
         self.was_initialized = False
         self.network = self.ddp_network = self.optimizer = self.ema = self.grad_scaler = None
+        # set by _build_loaders / _load_stage1 / on_epoch_start / run_training; None until then
+        self.train_cases: list[str] | None = None
+        self.val_cases: list[str] | None = None
+        self.dl_tr = self.dl_val = self.mt_tr = self.mt_val = None
+        self.stage1_not_transferred: list[str] | None = None  # Stage II parameters not taken from Stage I
+        self.target_rng: np.random.RandomState | None = None
+        self.torch_gen: torch.Generator | None = None
+        self._epochs_before_budget = 0  # a resumed run budgets only its own epochs
+        self._requested_epochs = self.num_epochs
 
     # ------------------------------------------------------------------ identity / set-up
     @property
@@ -243,9 +252,9 @@ class DiffOSegTrainer:
             self.save_checkpoint(final)
             self.save_checkpoint(self.output_folder / CHECKPOINT_LATEST)
             self.copy_final_to_fold()
-        for it in (self.mt_tr, self.mt_val):
-            if hasattr(it, "_finish"):
-                it._finish()
+        # batchgenerators has no public shutdown: dropping the last reference runs the augmenter's
+        # destructor, which stops its worker processes
+        self.mt_tr = self.mt_val = None
         ddp.barrier()
 
     def copy_final_to_fold(self) -> None:
@@ -257,7 +266,7 @@ class DiffOSegTrainer:
     # ------------------------------------------------------------------ loop
     def run_training(self, continue_training: bool = False) -> None:
         self.on_train_start(continue_training)
-        self._epochs_before_budget = self.current_epoch  # a resumed run budgets only its own epochs
+        self._epochs_before_budget = self.current_epoch
         self._requested_epochs = self.num_epochs
         start = time.time()
         while self.current_epoch < self.num_epochs:
@@ -289,7 +298,7 @@ class DiffOSegTrainer:
         """Sample every validation case with the EMA weights; write validation/summary.json (rank 0 only)."""
         if not self.is_main:
             return None
-        if not hasattr(self, "val_cases"):
+        if self.val_cases is None:  # --val: no training ran in this process
             cases = list_preprocessed_cases(self.data_folder)
             pp = preprocessed_dataset_folder(self.dataset_name)
             _, self.val_cases = select_fold(get_or_create_splits(pp, cases, None), self.fold, cases)
@@ -312,7 +321,7 @@ class DiffOSegTrainer:
         return {"network_weights": self.ema.state_dict(), "raw_network_weights": self.network.state_dict(),
                 "optimizer_state": self.optimizer.state_dict(), "grad_scaler_state": self.grad_scaler.state_dict(),
                 "epoch": self.current_epoch, "ema_num_updates": self.ema.num_updates, "logging": {**self.logger.state(), "best_ema_val": self.best_ema_val},
-                "rng_state": capture_rng_state({"data_loader": self.dl_tr.get_rng_state() if hasattr(self, "dl_tr") else None}),
+                "rng_state": capture_rng_state({"data_loader": self.dl_tr.get_rng_state() if self.dl_tr is not None else None}),
                 "init_args": self.init_args, "trainer_name": type(self).__name__, "plans": self.plans.to_dict()}
 
     def save_checkpoint(self, path: Path) -> None:
@@ -335,6 +344,8 @@ class DiffOSegTrainer:
             self.current_epoch = int(ckpt["epoch"])
             self.logger.load_state(ckpt["logging"], self.current_epoch)
             self.best_ema_val = ckpt["logging"].get("best_ema_val")
+            if ckpt.get("rng_state"):  # the epoch streams are reseeded per epoch; this restores the global ones
+                restore_rng_state(ckpt["rng_state"])
         return ckpt
 
     def load_resume_checkpoint(self) -> None:
