@@ -11,7 +11,7 @@ from diffoseg_auto.plans.plans import AugmentationPlan
 from diffoseg_auto.preprocessing.case_storage import save_case
 from diffoseg_auto.training.augmentation import (get_training_transforms, make_augmenter, sampling_patch_size,
                                                    seed_augmentation)
-from diffoseg_auto.training.data_loader import DiffOSegDataLoader, crop_and_pad, random_bbox
+from diffoseg_auto.training.data_loader import DiffOSegDataLoader, random_bbox
 from diffoseg_auto.training.splits import SplitsError, get_or_create_splits, select_fold
 from diffoseg_auto.training.targets import (consensus_targets, draw_rater_subset, fuse_raters, one_hot_np,
                                             rater_targets)
@@ -115,8 +115,11 @@ def test_subsets_only_use_annotating_raters():
 # ---------------------------------------------------------------- loader
 
 def test_crop_and_pad_and_bbox_values():
+    # the loader's contract with acvl-utils: a spatial-only box on (C, *S), padded outside with 0
+    from acvl_utils.cropping_and_padding.bounding_boxes import crop_and_pad_nd
+
     a = np.arange(16, dtype=np.float32).reshape(1, 4, 4)
-    out = crop_and_pad(a, [[-1, 3], [2, 6]], pad_value=0)
+    out = crop_and_pad_nd(a, [[-1, 3], [2, 6]], 0)
     expected = np.zeros((1, 4, 4), np.float32)
     expected[0, 1:4, 0:2] = a[0, 0:3, 2:4]
     np.testing.assert_array_equal(out, expected)
