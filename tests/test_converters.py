@@ -21,7 +21,7 @@ from dataset_conversion.convert_npc170 import convert_npc170
 from dataset_conversion.convert_qubiq import convert_qubiq
 from diffoseg_auto.dataset.integrity import verify_dataset_integrity
 from diffoseg_auto.dataset.raw_dataset import RawDataset
-from shared_data import DATA
+from support.shared_data import DATA
 
 SHARED = DATA
 LIDC_NPZ = SHARED / "lidc_subset" / "lidc_subset.npz"

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from diffoseg_auto.training.ddp import per_rank_batch_size
-from test_trainer import DATASET, toy  # noqa: F401  (fixture)
+from support.toy_training import DATASET
 
 SCRIPT = """
 import os, sys, torch

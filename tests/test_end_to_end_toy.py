@@ -11,7 +11,7 @@ from dataset_conversion.generate_toy_dataset import generate_toy_dataset
 from diffoseg_auto.evaluation.benchmark_aggregate import INTER_RATER
 from diffoseg_auto.evaluation.benchmark_entrypoint import benchmark
 from diffoseg_auto.utilities.file_ops import load_json
-from pipeline_helpers import TRAINER_FOLDER, run_pipeline
+from support.pipeline import TRAINER_FOLDER, run_pipeline
 
 
 def test_toy_end_to_end_with_benchmark(env_folders, tmp_path):

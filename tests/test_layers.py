@@ -106,3 +106,15 @@ def test_an_unplaced_package_is_reported(tmp_path: Path):
     (tmp_path / "diffoseg_auto" / "newpkg").mkdir(parents=True)
     (tmp_path / "diffoseg_auto" / "newpkg" / "x.py").write_text("import os\n")
     assert layer_violations(tmp_path) == ["diffoseg_auto/newpkg/x.py: diffoseg_auto.newpkg has no layer in LAYERS"]
+
+
+def test_no_test_module_imports_another():
+    """Shared test code lives in conftest.py (fixtures) and the support/ package, never in a test_*.py."""
+    test_modules = {f.stem for f in (ROOT / "tests").glob("test_*.py")}
+    offenders = []
+    for f in sorted((ROOT / "tests").rglob("*.py")):
+        for node in ast.walk(ast.parse(f.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
+            offenders += [f"{f.relative_to(ROOT)}: {n}" for n in names if n.split(".")[0] in test_modules]
+    assert offenders == []

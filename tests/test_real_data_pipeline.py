@@ -15,8 +15,8 @@ import torch
 from dataset_conversion.convert_bubil import convert_bubil
 from dataset_conversion.convert_lidc import convert_lidc
 from diffoseg_auto.dataset.raw_dataset import RawDataset
-from pipeline_helpers import run_pipeline, subset_dataset
-from shared_data import DATA
+from support.pipeline import run_pipeline, subset_dataset
+from support.shared_data import DATA
 
 torch.set_num_threads(2)
 SHARED = DATA
