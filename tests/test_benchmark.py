@@ -123,7 +123,18 @@ def test_plot_case_grid_3d(tmp_path):
     out = tmp_path / "grid.png"
     plot_case_grid(np.zeros((1, 3, 4, 4), np.float32), labels, labels.copy(), labels.copy(), out,
                    rater_mask=np.array([True, False]))
-    assert out.is_file() and out.read_bytes()[:4] == b"\x89PNG"
+    one_row = tmp_path / "one_row.png"
+    plot_case_grid(np.zeros((1, 3, 4, 4), np.float32), labels, None, None, one_row)
+    from matplotlib.image import imread
+
+    full, row = imread(out), imread(one_row)
+    # 3 rows (raters, samples, per-rater predictions) x 3 columns vs 1 row of the same width
+    assert full.shape[1] == row.shape[1] and 200 < full.shape[1] < 700
+    assert 2.2 < full.shape[0] / row.shape[0] < 3.8
+    rgb = full[..., :3]
+    drawn = (rgb < 0.95).any(axis=-1)  # not the white background
+    assert 0.05 < drawn.mean() < 0.95  # panels were drawn, and they do not fill everything
+    assert len(np.unique(rgb[drawn].round(2), axis=0)) > 3  # gray image, label colours, titles: not one flat colour
 
 
 def test_dataframe_to_markdown():
