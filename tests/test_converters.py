@@ -135,6 +135,7 @@ def test_npc170_bad_slice_name(env_folders, tmp_path):
         convert_npc170(tmp_path / "npc", 31)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not BUBIL.is_dir(), reason="shared BU-BIL data not available")
 def test_bubil_real_data(env_folders):
     t = time.time()

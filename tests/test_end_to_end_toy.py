@@ -14,6 +14,8 @@ from diffoseg_auto.evaluation.benchmark_entrypoint import benchmark
 from diffoseg_auto.utilities.file_ops import load_json
 from support.pipeline import TRAINER_FOLDER, run_pipeline
 
+pytestmark = pytest.mark.slow  # trains and predicts a whole dataset
+
 
 def test_toy_end_to_end_with_benchmark(env_folders, tmp_path):
     raw = generate_toy_dataset(env_folders["raw"] / "Dataset930_ToyE2E", dim=2, num_cases=8, num_raters=4, seed=3)

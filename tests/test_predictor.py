@@ -287,6 +287,7 @@ def _predict(env_folders, tmp_path, **kw):
     return predict_from_folder(tmp_path / "input", tmp_path / "out", DATASET, "2d", [0], **args)
 
 
+@pytest.mark.slow
 def test_predict_from_folder_end_to_end_geometry_and_outputs(env_folders, tmp_path):
     from diffoseg_auto.evaluation.prediction_folder import load_samples_npz
     from diffoseg_auto.io.image_io import geometry_matches, read_images, read_seg
@@ -382,6 +383,7 @@ def test_cli_main_runs_and_reports_errors_cleanly(env_folders, tmp_path):
     assert (tmp_path / "out" / "uncertainty" / "case0.nii.gz").is_file()
 
 
+@pytest.mark.slow
 def test_worker_processes_give_the_same_outputs(env_folders, tmp_path):
     """-npp 2 / -nps 2 (spawned workers) write exactly what the in-process path writes."""
     from diffoseg_auto.evaluation.prediction_folder import load_samples_npz

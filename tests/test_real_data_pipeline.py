@@ -23,7 +23,8 @@ SHARED = DATA
 LIDC_NPZ = SHARED / "lidc_subset" / "lidc_subset.npz"
 BUBIL = SHARED / "bubil_cells" / "BU-BIL_Dataset1"
 
-pytestmark = pytest.mark.skipif(not SHARED.is_dir(), reason=f"real data folder {SHARED} is absent (see its README)")
+pytestmark = [pytest.mark.slow,  # trains and predicts a whole dataset
+              pytest.mark.skipif(not SHARED.is_dir(), reason=f"real data folder {SHARED} is absent (see its README)")]
 
 
 @pytest.mark.skipif(not LIDC_NPZ.is_file(), reason=f"{LIDC_NPZ} is absent")

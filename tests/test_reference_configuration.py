@@ -95,6 +95,7 @@ def test_plans_file_round_trip(tmp_path):
         "2d_paper_reference"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage", [1, 2])
 def test_build_denoiser_and_forward(stage):
     plans = add_reference_configuration(base_plans())

@@ -15,6 +15,7 @@ from diffoseg_auto.training.trainer import Stage1CheckpointMissingError
 from support.toy_training import DATASET, tiny_plans
 
 
+@pytest.mark.slow
 def test_both_stages_write_every_file(toy, capsys):
     trainers = run_training(DATASET, "2d", 0, "both", num_workers=0)
     assert [t.stage for t in trainers] == [1, 2]
@@ -53,6 +54,7 @@ def test_both_stages_write_every_file(toy, capsys):
     assert "epoch 1/1" in out and "ETA" in out and "lr 1.00e-02" in out
 
 
+@pytest.mark.slow
 def test_resume_gives_same_weights_as_uninterrupted(toy, tmp_path, monkeypatch):
     import diffoseg_auto.training.trainer as trainer_module
 
@@ -76,6 +78,7 @@ def test_resume_gives_same_weights_as_uninterrupted(toy, tmp_path, monkeypatch):
     assert resumed.logger.values["train_losses"] == pytest.approx(full.logger.values["train_losses"], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_val_only_and_stage2_needs_stage1(toy, tmp_path):
     with pytest.raises(Stage1CheckpointMissingError, match="Run stage 1 first"):
         run_training(DATASET, "2d", 1, "2", num_workers=0)
@@ -120,6 +123,7 @@ def test_bad_inputs_give_clear_errors(toy, capsys):
     assert "Run stage 1 first" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_time_budget_cuts_epochs(toy, tmp_path):
     # a budget far below one epoch's time: the stage stops after the first epoch and says so
     tr = run_training(DATASET, "2d", 0, "1", num_epochs=50, num_workers=0, output_folder=tmp_path / "budget",

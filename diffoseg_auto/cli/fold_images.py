@@ -9,10 +9,12 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import sys
 from pathlib import Path
 
+from diffoseg_auto.cli.console import run_command
 from diffoseg_auto.dataset.raw_dataset import open_raw_dataset
-from diffoseg_auto.paths import preprocessed_root
+from diffoseg_auto.paths import preprocessed_dataset_folder
 from diffoseg_auto.training.splits import SPLITS_FILE, load_splits, select_fold
 from diffoseg_auto.utilities.dataset_name_id import resolve_dataset_name
 
@@ -20,7 +22,7 @@ from diffoseg_auto.utilities.dataset_name_id import resolve_dataset_name
 def link_fold_images(dataset: str | int, fold: int, output_folder: str | Path, split: str = "val") -> list[str]:
     """Link (or copy where links are impossible) the fold's images into ``output_folder``; returns the cases."""
     name = resolve_dataset_name(dataset)
-    folder = preprocessed_root() / name
+    folder = preprocessed_dataset_folder(name)
     train, val = select_fold(load_splits(folder), int(fold), [], str(folder / SPLITS_FILE))
     cases = val if split == "val" else train
     files = open_raw_dataset(name).image_files_by_case("Tr")
@@ -49,4 +51,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command("fold_images", main))
