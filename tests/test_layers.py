@@ -118,3 +118,12 @@ def test_no_test_module_imports_another():
                 [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
             offenders += [f"{f.relative_to(ROOT)}: {n}" for n in names if n.split(".")[0] in test_modules]
     assert offenders == []
+
+
+def test_results_folder_names_are_spelled_in_one_module():
+    """diffoseg_auto/results_layout.py owns the results-folder layout; nobody else spells its names."""
+    names = ("fold_{", '"fold_*"', "checkpoint_final.pth", "checkpoint_latest.pth", "checkpoint_best.pth", "stage{",
+             '"validation" /', '}__{plans}__{')
+    found = {str(f.relative_to(ROOT)) for pkg in PROJECT_PACKAGES for f in (ROOT / pkg).rglob("*.py")
+             if any(n in f.read_text() for n in names)}
+    assert found == {"diffoseg_auto/results_layout.py"}

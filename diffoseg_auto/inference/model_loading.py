@@ -76,7 +76,7 @@ def load_trained_model(model_folder: str | Path, folds: Sequence[int | str], sta
         if "plans" not in ckpt:
             raise ModelLoadError(f"{path}: the checkpoint has no 'plans'; it cannot be rebuilt. Re-save it with diffoseg_train.")
         if int(args.get("stage", stage)) != stage:
-            raise ModelLoadError(f"{path}: init_args says stage {args.get('stage')}, but it lies in the stage{stage} folder.")
+            raise ModelLoadError(f"{path}: init_args says stage {args.get('stage')}, but it lies in the {path.parent.name} folder (stage {stage}).")
         if expected_dataset is not None and args.get("dataset_name") != expected_dataset:
             raise ModelLoadError(f"{path}: this model was trained on {args.get('dataset_name')!r}, not on {expected_dataset!r} "
                                  "(-d). Predict with the dataset the model was trained on, or point to the right model folder.")
