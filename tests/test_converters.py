@@ -39,6 +39,7 @@ def test_prepare_target_refuses_existing_and_clashing_id(env_folders):
         prepare_target_folder(3, "B")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not LIDC_NPZ.is_file(), reason="shared LIDC subset not available")
 def test_lidc_npz_real_data(env_folders, capsys):
     assert lidc_main(["-i", str(LIDC_NPZ), "-d", "20"]) == 0

@@ -158,7 +158,7 @@ def test_rater_embedding_steers_every_stage(dims, layout):
 
 
 @pytest.mark.parametrize("dims,layout", LAYOUTS)
-@pytest.mark.parametrize("raters", [3, 6])
+@pytest.mark.parametrize("raters", [3, pytest.param(6, marks=pytest.mark.slow)])  # 6: the same check, more prompts
 def test_stage2_starts_as_stage1(dims, layout, raters):
     plans = make_plans(dims, layout, raters=raters)
     s1 = build(plans, 1)
