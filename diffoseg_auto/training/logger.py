@@ -21,7 +21,7 @@ class _StdoutHandler(logging.StreamHandler):
         super().__init__(sys.stdout)
 
     @property
-    def stream(self):  # noqa: D102
+    def stream(self):
         return sys.stdout
 
     @stream.setter
