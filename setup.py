@@ -1,7 +1,9 @@
 from setuptools import setup, find_packages
 
-# Console scripts: command name -> module:function. Kept in one table so that
-# documentation/cli.md can be checked against it by a test.
+# Console scripts: command name -> module:function of its main(argv). Kept in one table so that
+# documentation/cli.md can be checked against it by a test. Every command runs through the one
+# wrapper diffoseg_auto.cli.console (user errors -> one line + exit 1, -v/-q), which finds the
+# real main in the entry-point group diffoseg_auto.commands.
 CONSOLE_SCRIPTS = {
     # foundation
     "diffoseg_convert_lidc": "dataset_conversion.convert_lidc:main",
@@ -12,10 +14,10 @@ CONSOLE_SCRIPTS = {
     "diffoseg_generate_toy_dataset": "dataset_conversion.generate_toy_dataset:main",
     "diffoseg_verify_dataset": "diffoseg_auto.dataset.integrity:main",
     # planning
-    "diffoseg_plan_and_preprocess": "planners.plan_and_preprocess_entrypoints:plan_and_preprocess_entry",
-    "diffoseg_extract_fingerprint": "planners.plan_and_preprocess_entrypoints:extract_fingerprint_entry",
-    "diffoseg_plan_experiment": "planners.plan_and_preprocess_entrypoints:plan_experiment_entry",
-    "diffoseg_preprocess": "planners.plan_and_preprocess_entrypoints:preprocess_entry",
+    "diffoseg_plan_and_preprocess": "planners.plan_and_preprocess_entrypoints:plan_and_preprocess",
+    "diffoseg_extract_fingerprint": "planners.plan_and_preprocess_entrypoints:extract_fingerprint",
+    "diffoseg_plan_experiment": "planners.plan_and_preprocess_entrypoints:plan_experiment",
+    "diffoseg_preprocess": "planners.plan_and_preprocess_entrypoints:preprocess",
     "diffoseg_add_reference_configuration": "planners.reference_configuration:main",
     # training, prediction, evaluation
     "diffoseg_train": "diffoseg_auto.training.run_training:main",
@@ -36,13 +38,15 @@ setup(
         "SimpleITK>=2.2",
         "numpy",
         "scipy",
-        "acvl-utils>=0.2",
+        "acvl-utils>=0.2.1",  # crop_and_pad_nd
         "dynamic-network-architectures>=0.3",
         "pandas",
         "matplotlib",
         "tqdm",
         "h5py",
+        "scikit-image",
     ],
     extras_require={"test": ["pytest", "pytest-timeout"]},
-    entry_points={"console_scripts": [f"{k}={v}" for k, v in CONSOLE_SCRIPTS.items()]},
+    entry_points={"console_scripts": [f"{k}=diffoseg_auto.cli.console:{k}" for k in CONSOLE_SCRIPTS],
+                  "diffoseg_auto.commands": [f"{k}={v}" for k, v in CONSOLE_SCRIPTS.items()]},
 )

@@ -100,11 +100,11 @@ def main() -> None:
         print(render_markdown(json.loads((work / "bubil_cpu_budget.json").read_text())), end="")
         return
 
-    from diffoseg_auto.evaluation.benchmark_entrypoint import case_figures
+    from diffoseg_auto.evaluation.benchmark_figures import case_figures
     from diffoseg_auto.evaluation.inter_rater import inter_rater_reference
     from diffoseg_auto.paths import raw_root
     from diffoseg_auto.utilities.dataset_name_id import resolve_dataset_name
-    from diffoseg_auto.utilities.fold_images import link_fold_images
+    from diffoseg_auto.cli.fold_images import link_fold_images
 
     t_start = time.time()
     work.mkdir(parents=True, exist_ok=True)

@@ -85,7 +85,7 @@ def score_at_planned_steps(a: argparse.Namespace, work: Path) -> None:
     from diffoseg_auto.paths import preprocessed_root
     from diffoseg_auto.plans.plans import load_plans
     from diffoseg_auto.utilities.dataset_name_id import resolve_dataset_name
-    from diffoseg_auto.utilities.fold_images import link_fold_images
+    from diffoseg_auto.cli.fold_images import link_fold_images
 
     val = work / "val_images"
     link_fold_images(a.dataset_id, 0, val)
@@ -178,7 +178,7 @@ def main() -> None:
         score_at_planned_steps(a, work)
         return
 
-    from diffoseg_auto.utilities.fold_images import link_fold_images
+    from diffoseg_auto.cli.fold_images import link_fold_images
 
     t_start = time.time()
     if a.skip_training:

@@ -184,9 +184,9 @@ def phase_commands(tool: str, venv: Path, configs: list[str], num_processes: int
         return [sys.executable, "-c", f"import sys; from planners.plan_and_preprocess_entrypoints import {fn}; {fn}(sys.argv[1:])",
                 *args]
 
-    return {"fingerprint": entry("extract_fingerprint_entry", "-d", d, "-np", n, "--clean"),
-            "planning": entry("plan_experiment_entry", "-d", d),
-            "preprocessing": entry("preprocess_entry", "-d", d, "-c", *configs, "-np", n, "--clean")}
+    return {"fingerprint": entry("extract_fingerprint", "-d", d, "-np", n, "--clean"),
+            "planning": entry("plan_experiment", "-d", d),
+            "preprocessing": entry("preprocess", "-d", d, "-c", *configs, "-np", n, "--clean")}
 
 
 def timed_run(tool: str, cmd: list[str], work: Path, round_: int | str, clean: bool = True) -> Run:

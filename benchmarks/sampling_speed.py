@@ -61,7 +61,7 @@ def _predictor(plans, configuration: str, checkpoint: str | None, device: torch.
     from diffoseg_auto.diffusion.categorical_diffusion import CategoricalDiffusion
     from diffoseg_auto.inference.predictor import DiffOSegPredictor
     from diffoseg_auto.network.factory import build_denoiser
-    from diffoseg_auto.training.checkpointing import load_checkpoint
+    from diffoseg_auto.io.checkpoint_io import load_checkpoint
 
     torch.manual_seed(0)
     net = build_denoiser(plans, configuration, 1)

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 import numpy as np
+from budget_common import set_env
 
 MIN_COMPONENT_PIXELS = 10
 # small cases: worker pools would cost more to start than the work they take over
@@ -52,7 +52,7 @@ def sweep(dataset_id: int, configuration: str, fold: int, steps: list[int], work
     """One row per S: GED and Dice_soft (mean, standard error over cases) and the whole-mask fraction."""
     from diffoseg_auto.evaluation.evaluate_entrypoint import evaluate_folder
     from diffoseg_auto.inference.predict_entrypoint import predict_from_folder
-    from diffoseg_auto.utilities.fold_images import link_fold_images
+    from diffoseg_auto.cli.fold_images import link_fold_images
 
     val_in = work / f"val_images_fold{fold}"
     link_fold_images(dataset_id, fold, val_in)
@@ -82,8 +82,7 @@ def main() -> None:
     p.add_argument("--tta", action="store_true", help="also predict at the planned S with mirroring")
     a = p.parse_args()
     work = Path(a.work)
-    for var, sub in (("diffoseg_raw", "raw"), ("diffoseg_preprocessed", "preprocessed"), ("diffoseg_results", "results")):
-        os.environ[var] = str(work / sub)
+    set_env(work)
     from diffoseg_auto.plans.plans import load_plans
     from diffoseg_auto.utilities.dataset_name_id import resolve_dataset_name
 

@@ -27,13 +27,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import time
 from pathlib import Path
 
 import numpy as np
-from budget_common import rows_max_on_diagonal
+from budget_common import rows_max_on_diagonal, set_env
 from steps_sweep import IN_PROCESS, sweep
 
 def edit_plans(plans_file: Path, configuration: str, edits: list[str]) -> None:
@@ -107,16 +106,15 @@ def main() -> None:
     a = p.parse_args()
 
     work = Path(a.work or f"/tmp/diffoseg_toy_s{a.seed}")
-    for var, sub in (("diffoseg_raw", "raw"), ("diffoseg_preprocessed", "preprocessed"), ("diffoseg_results", "results")):
-        os.environ[var] = str(work / sub)
+    set_env(work)
     # imports after the environment is set: the modules read it at call time, but keep it obvious
     from dataset_conversion.generate_toy_dataset import generate_toy_dataset
+    from diffoseg_auto.cli.fold_images import link_fold_images
     from diffoseg_auto.evaluation.evaluate_entrypoint import evaluate_folder
     from diffoseg_auto.inference.predict_entrypoint import predict_from_folder
     from diffoseg_auto.io.image_io import read_seg
-    from diffoseg_auto.training.outputs import stage_folder, trainer_folder
+    from diffoseg_auto.results_layout import stage_folder, trainer_folder
     from diffoseg_auto.training.run_training import run_training
-    from diffoseg_auto.utilities.fold_images import link_fold_images
     from planners.plan_and_preprocess_entrypoints import plan_and_preprocess
 
     name = f"Dataset{a.dataset_id:03d}_Toy2D"

@@ -6,19 +6,22 @@ refusal, file naming and error reporting behave the same everywhere.
 from __future__ import annotations
 
 import argparse
+import logging
 import shutil
-import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
-from diffoseg_auto.io.image_io import ImageReadError, write_image, write_seg
-from diffoseg_auto.paths import EnvironmentVariableNotSetError, raw_root
+from diffoseg_auto.errors import UserError
+from diffoseg_auto.io.image_io import write_image, write_seg
+from diffoseg_auto.paths import raw_root
 from diffoseg_auto.utilities.dataset_name_id import dataset_name
 
+logger = logging.getLogger(__name__)
 
-class ConversionError(RuntimeError):
+
+class ConversionError(UserError, RuntimeError):
     """Bad converter input (missing files, wrong layout); the message names the file and the fix."""
 
 
@@ -104,13 +107,9 @@ def add_target_arguments(parser: argparse.ArgumentParser, default_name: str | No
 
 
 def run_cli(fn: Callable[[], Path]) -> int:
-    """Run a converter, print where the dataset went, and turn known errors into one line + exit 1."""
-    try:
-        out = fn()
-    except (ConversionError, EnvironmentVariableNotSetError, ImageReadError, FileNotFoundError) as e:
-        print(f"ERROR: {e}", file=sys.stderr)
-        return 1
-    print(f"Wrote dataset to {out}")
+    """Run a converter and print where the dataset went (errors: see diffoseg_auto.cli.console)."""
+    out = fn()
+    logger.info(f"Wrote dataset to {out}")
     return 0
 
 

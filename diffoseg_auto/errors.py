@@ -9,3 +9,11 @@ from __future__ import annotations
 
 class UserError(Exception):
     """Bad input the user can fix; the message is one line naming the file/argument and the fix."""
+
+
+class InvalidArgumentError(UserError, ValueError):
+    """A command-line or function argument with a wrong value (the message names it and the allowed values)."""
+
+
+class MissingFileError(UserError, FileNotFoundError):
+    """A file an earlier step should have written is missing (the message names the step that writes it)."""

@@ -1,15 +1,19 @@
-"""The raw / preprocessed / results folder triad, set by environment variables as in nnU-Net."""
+"""The environment: the raw / preprocessed / results folder triad (as in nnU-Net) and the default
+worker count. No other module reads these variables."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+from diffoseg_auto.errors import InvalidArgumentError, UserError
+
 ENV_RAW = "diffoseg_raw"
 ENV_PREPROCESSED = "diffoseg_preprocessed"
 ENV_RESULTS = "diffoseg_results"
+ENV_NUM_PROCESSES = "diffoseg_def_n_proc"
 
 
-class EnvironmentVariableNotSetError(RuntimeError):
+class EnvironmentVariableNotSetError(UserError, RuntimeError):
     """Raised when a command needs one of the three folders and its variable is unset."""
 
 
@@ -37,3 +41,25 @@ def preprocessed_root() -> Path:
 def results_root() -> Path:
     """Folder with trained models ($diffoseg_results)."""
     return _folder_from_env(ENV_RESULTS, "training results and prediction")
+
+
+def preprocessed_dataset_folder(dataset_name: str) -> Path:
+    """$diffoseg_preprocessed/<DatasetXXX_Name>"""
+    return preprocessed_root() / dataset_name
+
+
+def configured_roots() -> dict[str, Path]:
+    """The folders whose variable is set, by name ('raw', 'preprocessed', 'results'); unset ones are left out."""
+    named = {"raw": ENV_RAW, "preprocessed": ENV_PREPROCESSED, "results": ENV_RESULTS}
+    return {key: Path(os.environ[env]) for key, env in named.items() if os.environ.get(env)}
+
+
+def num_processes_override() -> int | None:
+    """$diffoseg_def_n_proc as a positive int, None when unset."""
+    value = os.environ.get(ENV_NUM_PROCESSES)
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise InvalidArgumentError(f"The environment variable '{ENV_NUM_PROCESSES}' must be a positive integer "
+                                   f"(worker processes), got '{value}'. Unset it or e.g. `export {ENV_NUM_PROCESSES}=4`.")
+    return int(value)

@@ -12,9 +12,10 @@ from typing import Sequence
 
 import numpy as np
 
+from diffoseg_auto.configuration import ANISOTROPY_THRESHOLD, lowres_axis
+from diffoseg_auto.errors import InvalidArgumentError, MissingFileError
 from diffoseg_auto.plans.plans import (AugmentationPlan, ArchitecturePlan, ConfigurationPlan, DiffusionPlan,
                                        InferencePlan, Plans, Stage2Plan, TrainingPlan)
-from diffoseg_auto.preprocessing.resampling import ANISOTROPY_THRESHOLD
 from planners.memory_model import estimate_memory_bytes
 from planners.topology import get_pool_and_conv_props
 
@@ -206,7 +207,7 @@ class ExperimentPlanner:
         volume_voxels = float(np.prod(self.median_shape_at(data_spacing))) * self.num_cases * self.num_raters
         topo = self.plan_topology_and_batch(net_spacing, median_shape, volume_voxels)
         schemes, use_mask = self.determine_normalization()
-        aniso = None if dim == 2 else _lowres_axis(net_spacing)
+        aniso = None if dim == 2 else lowres_axis(net_spacing)
         aug = self.augmentation(dim, aniso)
         diff = self.diffusion(topo["patch_size"])
         notes = {
@@ -236,7 +237,7 @@ class ExperimentPlanner:
     def plan_2d(self, spacing: list[float], median_shape: list[int]) -> ConfigurationPlan:
         if len(spacing) == 2:
             return self.build_configuration("2d", spacing, spacing, median_shape)
-        axis = _lowres_axis(spacing)
+        axis = lowres_axis(spacing)
         axis = 0 if axis is None else axis
         inplane = [i for i in range(3) if i != axis]
         return self.build_configuration("2d", spacing, [spacing[i] for i in inplane],
@@ -281,25 +282,18 @@ class ExperimentPlanner:
             label_names=dict(self.dataset_json["labels"]))
 
 
-def _lowres_axis(spacing: Sequence[float]) -> int | None:
-    sp = np.asarray(spacing, float)
-    if len(sp) < 3 or sp.max() / sp.min() <= ANISOTROPY_THRESHOLD:
-        return None
-    return int(np.argmax(sp))
-
-
 def load_planner_class(dotted: str) -> type:
     """'package.module.ClassName' -> the class (plug-ins by dotted path, no folder scanning)."""
     module_name, _, cls_name = dotted.rpartition(".")
     if not module_name:
-        raise ValueError(f"-pl '{dotted}': give a dotted path such as planners.experiment_planner.ExperimentPlanner")
+        raise InvalidArgumentError(f"-pl '{dotted}': give a dotted path such as planners.experiment_planner.ExperimentPlanner")
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:
-        raise ValueError(f"-pl '{dotted}': cannot import module '{module_name}' ({e}). Is it installed / on PYTHONPATH?") from None
+        raise InvalidArgumentError(f"-pl '{dotted}': cannot import module '{module_name}' ({e}). Is it installed / on PYTHONPATH?") from None
     cls = getattr(module, cls_name, None)
     if cls is None or not isinstance(cls, type):
-        raise ValueError(f"-pl '{dotted}': module '{module_name}' has no class '{cls_name}'")
+        raise InvalidArgumentError(f"-pl '{dotted}': module '{module_name}' has no class '{cls_name}'")
     return cls
 
 
@@ -316,7 +310,7 @@ def plan_experiment(dataset: str | int, planner: str = "planners.experiment_plan
     folder = preprocessed_root() / name
     fp_file = folder / FINGERPRINT_FILE
     if not fp_file.is_file():
-        raise FileNotFoundError(f"{fp_file}: missing. Run `diffoseg_extract_fingerprint -d {dataset}` first.")
+        raise MissingFileError(f"{fp_file}: missing. Run `diffoseg_extract_fingerprint -d {dataset}` first.")
     cls = load_planner_class(planner)
     p = cls(load_json(folder / "dataset.json"), load_json(fp_file), name, gpu_memory_target_gb, plans_name).plan()
     save_plans(p, folder / f"{p.plans_name}.json")

@@ -9,15 +9,15 @@ documentation/planning.md ("Fingerprint").
 from __future__ import annotations
 
 import itertools
-import shutil
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
 
-from diffoseg_auto.dataset.raw_dataset import RawDataset
+from diffoseg_auto.dataset.raw_dataset import DatasetFormatError, RawDataset
 from diffoseg_auto.preprocessing.cropping import crop_to_nonzero
 from diffoseg_auto.preprocessing.parallel import map_with_progress
+from diffoseg_auto.utilities.file_ops import atomic_copy
 
 FINGERPRINT_FILE = "dataset_fingerprint.json"
 NUM_FG_SAMPLES_PER_CASE = 10000
@@ -107,7 +107,7 @@ def _size_stats(sizes: list, voxel_volume: float) -> dict:
 def aggregate_fingerprints(per_case: list[dict], raters: list[str], num_classes: int, num_channels: int) -> dict:
     """Combine ``case_fingerprint`` results into the dataset fingerprint (JSON-serialisable)."""
     if not per_case:
-        raise ValueError("the dataset has no training cases (imagesTr is empty); add cases before planning")
+        raise DatasetFormatError("the dataset has no training cases (imagesTr is empty); add cases before planning")
     R = len(raters)
     fp: dict = {
         "num_cases": len(per_case),
@@ -205,7 +205,7 @@ def extract_fingerprint_dataset(dataset: str | int, num_processes: int | None = 
         assert_dataset_integrity(raw.folder)
     out = preprocessed_root() / raw.name
     out.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(raw.folder / "dataset.json", out / "dataset.json")
+    atomic_copy(raw.folder / "dataset.json", out / "dataset.json")
     f = out / FINGERPRINT_FILE
     if f.is_file() and not clean:
         return load_json(f)

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import shutil
-import sys
 from typing import Sequence
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_PLANNER = "planners.experiment_planner.ExperimentPlanner"
 ALL_CONFIGURATIONS = ("2d", "3d_fullres", "3d_lowres")
@@ -15,10 +17,10 @@ def _add_dataset(p: argparse.ArgumentParser) -> None:
 
 
 def _add_np(p: argparse.ArgumentParser) -> None:
-    from diffoseg_auto.preprocessing.parallel import default_num_processes
+    from diffoseg_auto.configuration import default_num_processes
 
     p.add_argument("-np", type=int, default=default_num_processes(),
-                   help="worker processes (default min(2, cpu count); <= 1 runs in-process)")
+                   help="worker processes (default: $diffoseg_def_n_proc, else min(2, CPUs); <= 1 runs in-process)")
 
 
 def _add_plan(p: argparse.ArgumentParser) -> None:
@@ -37,7 +39,7 @@ def run_fingerprint(datasets: Sequence[str], num_processes: int, verify: bool, c
     from planners.fingerprint import extract_fingerprint_dataset
 
     for d in datasets:
-        print(f"Fingerprint of {d}")
+        logger.info(f"Fingerprint of {d}")
         extract_fingerprint_dataset(d, num_processes, clean=clean, verify_integrity=verify)
 
 
@@ -49,7 +51,7 @@ def run_planning(datasets: Sequence[str], planner: str, gpu_gb: float, plans_nam
         plans = plan_experiment(d, planner, gpu_gb, plans_name)
         names.append(plans.plans_name)
         for name, c in plans.configurations.items():
-            print(f"{plans.dataset_name} {name}: patch {c.patch_size}, batch {c.batch_size}, "
+            logger.info(f"{plans.dataset_name} {name}: patch {c.patch_size}, batch {c.batch_size}, "
                   f"stages {c.architecture.n_stages}, spacing {[round(s, 4) for s in c.spacing]}")
     return names
 
@@ -66,35 +68,13 @@ def run_preprocessing(datasets: Sequence[str], configurations: Sequence[str], pl
         plans = load_plans(preprocessed_root() / name / f"{plans_name}.json")
         for c in configurations:
             if c not in plans.configurations:
-                print(f"{name}: configuration '{c}' is not in the plans (e.g. 3d configurations of 2D data); skipped")
+                logger.warning(f"{name}: configuration '{c}' is not in the plans (e.g. 3d configurations of 2D data); skipped")
                 continue
             pp = DefaultPreprocessor(plans, c)
             if clean and pp.output_folder(name).is_dir():
                 shutil.rmtree(pp.output_folder(name))
             out = pp.run(name, num_processes)
-            print(f"{name} {c}: preprocessed into {out}")
-
-
-def _main(fn, argv: Sequence[str] | None) -> None:
-    """Turn the expected user errors into one readable line instead of a traceback."""
-    from diffoseg_auto.dataset.raw_dataset import DatasetFormatError
-    from diffoseg_auto.paths import EnvironmentVariableNotSetError
-    from diffoseg_auto.plans.plans import PlansValidationError
-    from diffoseg_auto.utilities.dataset_name_id import DatasetNotFoundError
-
-    errors: tuple[type[BaseException], ...] = (DatasetFormatError, EnvironmentVariableNotSetError, PlansValidationError,
-                                               DatasetNotFoundError, FileNotFoundError, ValueError)
-    try:
-        from diffoseg_auto.dataset.integrity import DatasetIntegrityError
-
-        errors = errors + (DatasetIntegrityError,)
-    except ImportError:
-        pass
-    try:
-        fn(argv)
-    except errors as e:
-        print(f"ERROR: {e}", file=sys.stderr)
-        sys.exit(1)
+            logger.info(f"{name} {c}: preprocessed into {out}")
 
 
 def plan_and_preprocess(argv: Sequence[str] | None = None) -> None:
@@ -141,21 +121,5 @@ def preprocess(argv: Sequence[str] | None = None) -> None:
     run_preprocessing(a.d, a.c, a.plans_name, a.np, a.clean)
 
 
-def plan_and_preprocess_entry(argv: Sequence[str] | None = None) -> None:
-    _main(plan_and_preprocess, argv)
-
-
-def extract_fingerprint_entry(argv: Sequence[str] | None = None) -> None:
-    _main(extract_fingerprint, argv)
-
-
-def plan_experiment_entry(argv: Sequence[str] | None = None) -> None:
-    _main(plan_experiment, argv)
-
-
-def preprocess_entry(argv: Sequence[str] | None = None) -> None:
-    _main(preprocess, argv)
-
-
 if __name__ == "__main__":
-    plan_and_preprocess_entry()
+    plan_and_preprocess()

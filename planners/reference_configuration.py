@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import sys
 from typing import Sequence
 
 from diffoseg_auto.plans.plans import Plans, PlansValidationError, validate_configuration
@@ -103,7 +102,6 @@ def add_reference_configuration(plans: Plans, base_configuration: str = "2d",
     t.x0_ce_weight = 0.0  # the paper's loss is the KL alone
     cfg.stage2.initial_lr = PAPER_LR
     cfg.stage2.prompt_block = "paper"
-    cfg.previous_stage = None
     cfg.notes = {
         "purpose": f"DiffOSeg paper reference configuration on the data of '{base_configuration}' "
                    f"(data_identifier '{cfg.data_identifier}' is shared: no extra preprocessing).",
@@ -153,15 +151,8 @@ def run(argv: Sequence[str] | None = None) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Console entry point; expected user errors become one line on stderr and exit code 1."""
-    from diffoseg_auto.paths import EnvironmentVariableNotSetError
-    from diffoseg_auto.utilities.dataset_name_id import DatasetNotFoundError
-
-    try:
-        run(argv)
-    except (PlansValidationError, FileNotFoundError, DatasetNotFoundError, EnvironmentVariableNotSetError) as e:
-        print(f"ERROR: {e}", file=sys.stderr)
-        sys.exit(1)
+    """Console entry point (run through diffoseg_auto.cli.console)."""
+    run(argv)
 
 
 if __name__ == "__main__":

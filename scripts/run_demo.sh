@@ -27,7 +27,7 @@ diffoseg_train "$ID" 2d 0 --stage both --num_epochs "$EPOCHS" --iterations_per_e
 
 echo "== 4/5 predict the fold's validation cases"
 VAL_IN=$WORK/val_images
-.venv/bin/python -m diffoseg_auto.utilities.fold_images "$ID" 0 "$VAL_IN"
+.venv/bin/python -m diffoseg_auto.cli.fold_images "$ID" 0 "$VAL_IN"
 diffoseg_predict -i "$VAL_IN" -o "$WORK/predictions" -d "$ID" -c 2d -f 0 --save_samples -device cpu
 
 echo "== 5/5 evaluate against the raters"

@@ -1,11 +1,26 @@
-"""Generic fixtures shared by all test files (no module-specific setup here)."""
+"""Fixtures shared by the test files; shared helper code lives in the support/ package (test files never import each other)."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
 
 from diffoseg_auto.paths import ENV_PREPROCESSED, ENV_RAW, ENV_RESULTS
+from diffoseg_auto.training.logger import EPOCH_LOGGER
+from support.toy_training import write_toy_training_dataset
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging():
+    """Undo what a command's configure_logging (-v/-q) did: handlers, root level, epoch-line level."""
+    root, epochs = logging.getLogger(), logging.getLogger(EPOCH_LOGGER)
+    handlers, root_level, epoch_level = list(root.handlers), root.level, epochs.level
+    yield
+    for h in [h for h in root.handlers if h not in handlers]:
+        root.removeHandler(h)
+    root.setLevel(root_level)
+    epochs.setLevel(epoch_level)
 
 
 @pytest.fixture
@@ -30,3 +45,10 @@ def no_env_folders(monkeypatch: pytest.MonkeyPatch) -> None:
     """Unset the three environment variables (to test the 'variable not set' errors)."""
     for env in (ENV_RAW, ENV_PREPROCESSED, ENV_RESULTS):
         monkeypatch.delenv(env, raising=False)
+
+
+@pytest.fixture
+def toy(env_folders: dict[str, Path]) -> dict[str, Path]:
+    """env_folders with support.toy_training.DATASET preprocessed (4 cases, 3 raters, tiny plans)."""
+    write_toy_training_dataset(env_folders["preprocessed"])
+    return env_folders

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-import sys
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +10,10 @@ import pandas as pd
 import pytest
 
 from diffoseg_auto.dataset.raw_dataset import write_dataset_json
-from diffoseg_auto.evaluation.benchmark_entrypoint import (benchmark, collect_results, dataframe_to_markdown,
-                                                           inter_rater_reference, main)
+from diffoseg_auto.evaluation.benchmark_collect import collect_results
+from diffoseg_auto.evaluation.benchmark_entrypoint import benchmark, main
+from diffoseg_auto.evaluation.benchmark_tables import dataframe_to_markdown
+from diffoseg_auto.evaluation.inter_rater import inter_rater_reference
 from diffoseg_auto.evaluation.figures import plot_case_grid
 from diffoseg_auto.io.image_io import write_image, write_seg
 from diffoseg_auto.utilities.file_ops import save_json
@@ -62,12 +64,13 @@ def test_inter_rater_reference_leave_one_out(env_folders):
     assert set(ref["per_rater"]) == {"a", "b"}
 
 
-def test_benchmark_tables_over_two_folds(env_folders, tmp_path):
+def test_benchmark_tables_over_two_folds(env_folders, tmp_path, caplog):
     write_raw(env_folders["raw"])
     write_summaries(env_folders["results"])
-    messages = []
     out = tmp_path / "bench"
-    table = benchmark(["1"], ["2d"], [0, 1, 2], out, log=messages.append)
+    with caplog.at_level(logging.WARNING):
+        table = benchmark(["1"], ["2d"], [0, 1, 2], out)
+    messages = [r.getMessage() for r in caplog.records]
     # fold 2 was never validated: reported, with the command that creates it, and skipped
     missing = [m for m in messages if "fold_2" in m]
     assert len(missing) == 2 and all("--val" in m and "diffoseg_train Dataset001_Tiny 2d 2" in m for m in missing)
@@ -91,13 +94,13 @@ def test_benchmark_tables_over_two_folds(env_folders, tmp_path):
 
 def test_rater_prompt_matrix_mean_over_folds(env_folders):
     write_summaries(env_folders["results"])
-    _, mats = collect_results(env_folders["results"], [DS], ["2d"], [0, 1], "DiffOSegTrainer", "DiffOSegPlans", log=lambda m: None)
+    _, mats = collect_results(env_folders["results"], [DS], ["2d"], [0, 1], "DiffOSegTrainer", "DiffOSegPlans")
     m, raters = mats[(DS, "2d")]
     np.testing.assert_allclose(m, [[0.9, 0.5], [0.55, 0.95]])
     assert raters == ["a", "b"]
 
 
-def test_cli_and_figures(env_folders, tmp_path, monkeypatch, capsys):
+def test_cli_and_figures(env_folders, tmp_path, capsys):
     write_raw(env_folders["raw"])
     write_summaries(env_folders["results"])
     val = env_folders["results"] / DS / MODEL / "fold_0" / "stage2" / "validation"
@@ -105,9 +108,7 @@ def test_cli_and_figures(env_folders, tmp_path, monkeypatch, capsys):
     (val / "samples").mkdir()
     np.savez_compressed(val / "samples" / "c1.npz", samples=np.stack([cols(0), cols(0, 1)]))
     out = tmp_path / "bench"
-    monkeypatch.setattr(sys, "argv", ["diffoseg_benchmark", "-d", "1", "-c", "2d", "-f", "0", "1", "-o", str(out),
-                                      "--figures", "--inter_rater"])
-    main()
+    main(["-d", "1", "-c", "2d", "-f", "0", "1", "-o", str(out), "--figures", "--inter_rater"])
     printed = capsys.readouterr().out
     assert "| metric | 2d | inter-rater reference |" in printed
     assert (out / "figures" / f"{DS}__2d__fold0__c1.png").is_file()
@@ -122,7 +123,18 @@ def test_plot_case_grid_3d(tmp_path):
     out = tmp_path / "grid.png"
     plot_case_grid(np.zeros((1, 3, 4, 4), np.float32), labels, labels.copy(), labels.copy(), out,
                    rater_mask=np.array([True, False]))
-    assert out.is_file() and out.read_bytes()[:4] == b"\x89PNG"
+    one_row = tmp_path / "one_row.png"
+    plot_case_grid(np.zeros((1, 3, 4, 4), np.float32), labels, None, None, one_row)
+    from matplotlib.image import imread
+
+    full, row = imread(out), imread(one_row)
+    # 3 rows (raters, samples, per-rater predictions) x 3 columns vs 1 row of the same width
+    assert full.shape[1] == row.shape[1] and 200 < full.shape[1] < 700
+    assert 2.2 < full.shape[0] / row.shape[0] < 3.8
+    rgb = full[..., :3]
+    drawn = (rgb < 0.95).any(axis=-1)  # not the white background
+    assert 0.05 < drawn.mean() < 0.95  # panels were drawn, and they do not fill everything
+    assert len(np.unique(rgb[drawn].round(2), axis=0)) > 3  # gray image, label colours, titles: not one flat colour
 
 
 def test_dataframe_to_markdown():

@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from diffoseg_auto.utilities.cli_reference import console_scripts, generate_cli_markdown
+from diffoseg_auto.cli.cli_reference import console_scripts, generate_cli_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -18,4 +18,4 @@ def test_every_declared_command_is_installed_and_documented():
 def test_cli_md_is_up_to_date():
     expected = generate_cli_markdown()
     actual = (ROOT / "documentation" / "cli.md").read_text()
-    assert actual == expected, "documentation/cli.md is stale: run `python -m diffoseg_auto.utilities.cli_reference > documentation/cli.md`"
+    assert actual == expected, "documentation/cli.md is stale: run `python -m diffoseg_auto.cli.cli_reference > documentation/cli.md`"

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from diffoseg_auto.cli.console import run_command
 from dataset_conversion.conversion_utils import ConversionError, TargetExistsError, prepare_target_folder
 from dataset_conversion.convert_bubil import convert_bubil
 from dataset_conversion.convert_folder import convert_folder
@@ -20,7 +21,7 @@ from dataset_conversion.convert_npc170 import convert_npc170
 from dataset_conversion.convert_qubiq import convert_qubiq
 from diffoseg_auto.dataset.integrity import verify_dataset_integrity
 from diffoseg_auto.dataset.raw_dataset import RawDataset
-from shared_data import DATA
+from support.shared_data import DATA
 
 SHARED = DATA
 LIDC_NPZ = SHARED / "lidc_subset" / "lidc_subset.npz"
@@ -38,6 +39,7 @@ def test_prepare_target_refuses_existing_and_clashing_id(env_folders):
         prepare_target_folder(3, "B")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not LIDC_NPZ.is_file(), reason="shared LIDC subset not available")
 def test_lidc_npz_real_data(env_folders, capsys):
     assert lidc_main(["-i", str(LIDC_NPZ), "-d", "20"]) == 0
@@ -58,7 +60,7 @@ def test_lidc_npz_real_data(env_folders, capsys):
     for k in keys:
         assert groups[k] == k.split("_slice")[0]
     assert verify_dataset_integrity(ds.folder) == []
-    assert lidc_main(["-i", str(LIDC_NPZ), "-d", "20"]) == 1
+    assert run_command("diffoseg_convert_lidc", lidc_main, ["-i", str(LIDC_NPZ), "-d", "20"]) == 1
     assert "--overwrite" in capsys.readouterr().err
 
 
@@ -134,6 +136,7 @@ def test_npc170_bad_slice_name(env_folders, tmp_path):
         convert_npc170(tmp_path / "npc", 31)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not BUBIL.is_dir(), reason="shared BU-BIL data not available")
 def test_bubil_real_data(env_folders):
     t = time.time()

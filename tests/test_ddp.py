@@ -7,10 +7,11 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 import torch
 
 from diffoseg_auto.training.ddp import per_rank_batch_size
-from test_trainer import DATASET, toy  # noqa: F401  (fixture)
+from support.toy_training import DATASET
 
 SCRIPT = """
 import os, sys, torch
@@ -28,6 +29,7 @@ def test_per_rank_batch_size():
     assert per_rank_batch_size(8, 2) == 4 and per_rank_batch_size(2, 4) == 1 and per_rank_batch_size(3, 1) == 3
 
 
+@pytest.mark.slow
 def test_two_ranks_end_with_identical_weights(toy, tmp_path: Path):  # noqa: F811
     script = tmp_path / "ddp_run.py"
     script.write_text(textwrap.dedent(SCRIPT.format(dataset=DATASET)))
@@ -53,6 +55,7 @@ def test_two_ranks_end_with_identical_weights(toy, tmp_path: Path):  # noqa: F81
     assert len(logs) == 2  # one per stage; rank 1 wrote none
 
 
+@pytest.mark.slow
 def test_cli_num_gpus_relaunches_with_torchrun(toy, monkeypatch):  # noqa: F811
     import pytest
 

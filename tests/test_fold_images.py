@@ -3,7 +3,7 @@ import json
 import pytest
 
 from dataset_conversion.generate_toy_dataset import generate_toy_dataset
-from diffoseg_auto.utilities.fold_images import link_fold_images
+from diffoseg_auto.cli.fold_images import link_fold_images
 
 
 def test_links_exactly_the_validation_cases(env_folders, tmp_path):
@@ -15,5 +15,5 @@ def test_links_exactly_the_validation_cases(env_folders, tmp_path):
     cases = link_fold_images(950, 0, tmp_path / "val")
     assert cases == ["toy_004", "toy_005"]
     assert sorted(p.name for p in (tmp_path / "val").iterdir()) == ["toy_004_0000.nii.gz", "toy_005_0000.nii.gz"]
-    with pytest.raises(ValueError, match="fold 3"):
+    with pytest.raises(ValueError, match="Fold 3"):
         link_fold_images(950, 3, tmp_path / "bad")

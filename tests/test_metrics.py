@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from diffoseg_auto.evaluation import metrics as M
-from shared_data import DOCS
+from support.shared_data import DOCS
 
 REF_DIR = DOCS
 

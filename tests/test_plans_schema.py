@@ -67,3 +67,13 @@ def test_invalid_json_and_missing_file(tmp_path):
         load_plans(p)
     with pytest.raises(FileNotFoundError, match="diffoseg_plan_and_preprocess"):
         load_plans(tmp_path / "missing.json")
+
+
+def test_old_plans_with_previous_stage_still_load(tmp_path):
+    """'previous_stage' was never read and is gone; files written before keep loading (and lose it)."""
+    d = base_plans()
+    expected = load_plans(write(tmp_path, d)).to_dict()
+    d["configurations"]["2d"]["previous_stage"] = None
+    loaded = load_plans(write(tmp_path, d)).to_dict()
+    assert "previous_stage" not in loaded["configurations"]["2d"]
+    assert loaded == expected

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from diffoseg_auto.errors import UserError
 from diffoseg_auto.diffusion.categorical_diffusion import CategoricalDiffusion
 from diffoseg_auto.inference.predictor import DiffOSegPredictor
 from diffoseg_auto.inference.sliding_window import compute_gaussian, compute_steps_for_sliding_window, sliding_window_slicers
@@ -246,7 +247,7 @@ def _write_model_folder(results, plans, stages=(1, 2), trained_on=DATASET, folds
     """A results folder as diffoseg_train writes it: random-weight checkpoints (timing of weights is irrelevant here)."""
     from diffoseg_auto.dataset.raw_dataset import write_dataset_json
     from diffoseg_auto.network.factory import build_denoiser
-    from diffoseg_auto.training.checkpointing import save_checkpoint
+    from diffoseg_auto.io.checkpoint_io import save_checkpoint
 
     folder = results / DATASET / "DiffOSegTrainer__DiffOSegPlans__2d"
     write_dataset_json(folder, name="Tiny", channel_names={0: "MR"}, labels={"background": 0, "lesion": 1},
@@ -286,6 +287,7 @@ def _predict(env_folders, tmp_path, **kw):
     return predict_from_folder(tmp_path / "input", tmp_path / "out", DATASET, "2d", [0], **args)
 
 
+@pytest.mark.slow
 def test_predict_from_folder_end_to_end_geometry_and_outputs(env_folders, tmp_path):
     from diffoseg_auto.evaluation.prediction_folder import load_samples_npz
     from diffoseg_auto.io.image_io import geometry_matches, read_images, read_seg
@@ -374,13 +376,14 @@ def test_cli_main_runs_and_reports_errors_cleanly(env_folders, tmp_path):
     _write_raw_input(tmp_path / "input", n_cases=1)
     base = ["-i", str(tmp_path / "input"), "-o", str(tmp_path / "out"), "-d", "901", "-c", "2d", "-f", "0",
             "-device", "cpu", "--num_samples", "2", "--sampling_steps", "2", "-npp", "1", "-nps", "1", "--disable_tta"]
-    with pytest.raises(SystemExit, match="no Stage II"):
+    with pytest.raises(UserError, match="no Stage II"):
         main(base + ["--raters", "all"])
     main(base)  # default --raters: none, because no Stage II model exists
     assert (tmp_path / "out" / "consensus" / "case0.nii.gz").is_file()
     assert (tmp_path / "out" / "uncertainty" / "case0.nii.gz").is_file()
 
 
+@pytest.mark.slow
 def test_worker_processes_give_the_same_outputs(env_folders, tmp_path):
     """-npp 2 / -nps 2 (spawned workers) write exactly what the in-process path writes."""
     from diffoseg_auto.evaluation.prediction_folder import load_samples_npz

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from diffoseg_auto.cli.console import run_command
 from diffoseg_auto.dataset.raw_dataset import write_dataset_json
 from diffoseg_auto.plans.plans import load_plans
 from diffoseg_auto.preprocessing.case_storage import list_preprocessed_cases, load_case
@@ -17,7 +18,7 @@ from diffoseg_auto.preprocessing.preprocessor import DefaultPreprocessor
 from diffoseg_auto.preprocessing.resampling import resample_labels
 from planners.experiment_planner import plan_experiment
 from planners.fingerprint import extract_fingerprint_dataset
-from planners.plan_and_preprocess_entrypoints import plan_and_preprocess_entry
+from planners.plan_and_preprocess_entrypoints import plan_and_preprocess
 
 
 def _write(arr, spacing, path: Path) -> None:
@@ -146,11 +147,12 @@ def test_missing_rater_survives(env_folders) -> None:
     assert list_preprocessed_cases(out) == ["m0", "m1"]
 
 
+@pytest.mark.slow
 def test_cli_end_to_end_with_workers(env_folders) -> None:
     from dataset_conversion.generate_toy_dataset import generate_toy_dataset
 
     generate_toy_dataset(env_folders["raw"] / "Dataset920_Toy", dim=2, num_cases=6, num_raters=3, image_size=32)
-    plan_and_preprocess_entry(["-d", "920", "-np", "2", "-c", "2d", "3d_fullres"])
+    plan_and_preprocess(["-d", "920", "-np", "2", "-c", "2d", "3d_fullres"])
     pre = env_folders["preprocessed"] / "Dataset920_Toy"
     for f in ("dataset.json", "dataset_fingerprint.json", "DiffOSegPlans.json"):
         assert (pre / f).is_file()
@@ -169,9 +171,8 @@ def test_corrupt_dataset_fails_with_integrity_message(env_folders, capsys) -> No
     lab[2:5, 2:5] = 1
     folder = make_dataset(env_folders["raw"], "Dataset913_Bad", {"x0": (np.ones((16, 16)), (1, 1), {"a": lab})})
     _write(np.zeros((8, 8), np.uint8), (1, 1), folder / "labelsTr" / "b" / "x0.nii.gz")  # wrong size
-    with pytest.raises(SystemExit) as e:
-        plan_and_preprocess_entry(["-d", "913", "-np", "1", "--verify_dataset_integrity"])
-    assert e.value.code == 1
-    err = capsys.readouterr().err
-    assert "ERROR" in err and "x0.nii.gz" in err
+    assert run_command("diffoseg_plan_and_preprocess", plan_and_preprocess,
+                       ["-d", "913", "-np", "1", "--verify_dataset_integrity"]) == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]  # progress lines (INFO) may come first
+    assert last.startswith("diffoseg_plan_and_preprocess: error:") and "x0.nii.gz" in last
     assert not (env_folders["preprocessed"] / "Dataset913_Bad" / "dataset_fingerprint.json").exists()

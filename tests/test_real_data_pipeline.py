@@ -15,15 +15,16 @@ import torch
 from dataset_conversion.convert_bubil import convert_bubil
 from dataset_conversion.convert_lidc import convert_lidc
 from diffoseg_auto.dataset.raw_dataset import RawDataset
-from pipeline_helpers import run_pipeline, subset_dataset
-from shared_data import DATA
+from support.pipeline import run_pipeline, subset_dataset
+from support.shared_data import DATA
 
 torch.set_num_threads(2)
 SHARED = DATA
 LIDC_NPZ = SHARED / "lidc_subset" / "lidc_subset.npz"
 BUBIL = SHARED / "bubil_cells" / "BU-BIL_Dataset1"
 
-pytestmark = pytest.mark.skipif(not SHARED.is_dir(), reason=f"real data folder {SHARED} is absent (see its README)")
+pytestmark = [pytest.mark.slow,  # trains and predicts a whole dataset
+              pytest.mark.skipif(not SHARED.is_dir(), reason=f"real data folder {SHARED} is absent (see its README)")]
 
 
 @pytest.mark.skipif(not LIDC_NPZ.is_file(), reason=f"{LIDC_NPZ} is absent")

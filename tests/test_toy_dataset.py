@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from diffoseg_auto.cli.console import run_command
 from dataset_conversion.generate_toy_dataset import generate_toy_dataset, main, rater_styles
 from diffoseg_auto.dataset.raw_dataset import RawDataset
 
@@ -117,7 +118,7 @@ def test_cli_writes_refuses_and_overwrites(env_folders, capsys):
     assert main(["-d", "7", "--cases", "3", "--size", "32"]) == 0
     folder = env_folders["raw"] / "Dataset007_Toy2D"
     assert json.loads((folder / "dataset.json").read_text())["numTraining"] == 3
-    assert main(["-d", "7", "--cases", "2", "--size", "32"]) == 1
+    assert run_command("diffoseg_generate_toy_dataset", main, ["-d", "7", "--cases", "2", "--size", "32"]) == 1
     err = capsys.readouterr().err
     assert "Dataset007_Toy2D" in err and "--overwrite" in err
     assert main(["-d", "7", "--cases", "2", "--size", "32", "--overwrite"]) == 0

@@ -7,48 +7,15 @@ import numpy as np
 import pytest
 import torch
 
-from diffoseg_auto.plans.plans import (ArchitecturePlan, AugmentationPlan, ConfigurationPlan, DiffusionPlan, Plans,
-                                       Stage2Plan, TrainingPlan, save_plans)
-from diffoseg_auto.training.checkpointing import CheckpointError
+from diffoseg_auto.cli.console import run_command
+from diffoseg_auto.io.checkpoint_io import CheckpointError
 from diffoseg_auto.training.run_training import main, run_training
 from diffoseg_auto.training.splits import SplitsError
 from diffoseg_auto.training.trainer import Stage1CheckpointMissingError
-from diffoseg_auto.utilities.file_ops import save_json
-from test_training_data import make_toy_cases
-
-DATASET = "Dataset901_TrainToy"
+from support.toy_training import DATASET, tiny_plans
 
 
-def tiny_plans(num_epochs: int = 1) -> Plans:
-    arch = ArchitecturePlan(n_stages=2, features_per_stage=[4, 8], kernel_sizes=[[3, 3], [3, 3]],
-                            strides=[[1, 1], [2, 2]], n_conv_per_stage=[1, 1], n_conv_per_stage_decoder=[1],
-                            time_embedding_dim=8, num_prompts=3, prompt_dim=4, x_t_width_divisor=2)
-    cfg = ConfigurationPlan(
-        data_identifier="DiffOSegPlans_2d", spatial_dims=2, patch_size=[32, 32], batch_size=2, spacing=[1.0, 1.0],
-        median_image_size_in_voxels=[32, 32], normalization_schemes=["zscore"], use_mask_for_norm=[False],
-        resampling_order_data=3, resampling_order_seg=1, architecture=arch,
-        diffusion=DiffusionPlan(num_timesteps=10, sampling_steps=2, num_samples=2),
-        training=TrainingPlan(num_epochs=num_epochs, iterations_per_epoch=2, num_val_iterations_per_epoch=1,
-                              ema_decay=0.5, num_val_samples=2, initial_lr=1e-2),
-        stage2=Stage2Plan(num_epochs=1, iterations_per_epoch=2, initial_lr=5e-3),
-        augmentation=AugmentationPlan(mirror_axes=[0, 1], rotation_degrees=[-20, 20]))
-    cfg.inference.use_mirroring = False
-    return Plans(dataset_name=DATASET, plans_name="DiffOSegPlans", num_classes=2, raters=["r0", "r1", "r2"],
-                 num_input_channels=1, original_median_spacing=[1.0, 1.0], original_median_shape=[32, 32],
-                 foreground_intensity_properties_per_channel={}, configurations={"2d": cfg})
-
-
-@pytest.fixture
-def toy(env_folders):
-    pp = env_folders["preprocessed"] / DATASET
-    cases = make_toy_cases(pp / "DiffOSegPlans_2d", n=4)
-    save_plans(tiny_plans(), pp / "DiffOSegPlans.json")
-    save_json({"raters": ["r0", "r1", "r2"], "labels": {"background": 0, "lesion": 1},
-               "case_groups": {c: f"p{i // 2}" for i, c in enumerate(cases)}}, pp / "dataset.json")
-    save_json({"toy": True}, pp / "dataset_fingerprint.json")
-    return env_folders
-
-
+@pytest.mark.slow
 def test_both_stages_write_every_file(toy, capsys):
     trainers = run_training(DATASET, "2d", 0, "both", num_workers=0)
     assert [t.stage for t in trainers] == [1, 2]
@@ -87,7 +54,13 @@ def test_both_stages_write_every_file(toy, capsys):
     assert "epoch 1/1" in out and "ETA" in out and "lr 1.00e-02" in out
 
 
-def test_resume_gives_same_weights_as_uninterrupted(toy, tmp_path):
+@pytest.mark.slow
+def test_resume_gives_same_weights_as_uninterrupted(toy, tmp_path, monkeypatch):
+    import diffoseg_auto.training.trainer as trainer_module
+
+    restored = []
+    original_restore = trainer_module.restore_rng_state
+    monkeypatch.setattr(trainer_module, "restore_rng_state", lambda state: (restored.append(state), original_restore(state)))
     full = run_training(DATASET, "2d", 0, "1", num_epochs=2, num_workers=0, output_folder=tmp_path / "a",
                         skip_final_validation=True)[0]
     run_training(DATASET, "2d", 0, "1", num_epochs=1, num_workers=0, output_folder=tmp_path / "b",
@@ -95,6 +68,8 @@ def test_resume_gives_same_weights_as_uninterrupted(toy, tmp_path):
     resumed = run_training(DATASET, "2d", 0, "1", num_epochs=2, num_workers=0, output_folder=tmp_path / "b",
                            continue_training=True, skip_final_validation=True)[0]
     assert resumed.current_epoch == 2
+    # the checkpoint's global random streams were restored once, on resume (epoch 1 of run b)
+    assert len(restored) == 1 and restored[0]["data_loader"]["epoch"] == 0 and {"torch", "numpy", "python"} <= set(restored[0])
     a, b = full.network.state_dict(), resumed.network.state_dict()
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=0, atol=1e-6, msg=name)
@@ -103,6 +78,7 @@ def test_resume_gives_same_weights_as_uninterrupted(toy, tmp_path):
     assert resumed.logger.values["train_losses"] == pytest.approx(full.logger.values["train_losses"], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_val_only_and_stage2_needs_stage1(toy, tmp_path):
     with pytest.raises(Stage1CheckpointMissingError, match="Run stage 1 first"):
         run_training(DATASET, "2d", 1, "2", num_workers=0)
@@ -143,11 +119,11 @@ def test_bad_inputs_give_clear_errors(toy, capsys):
         run_training(DATASET, "2d", 0, "1", plans_identifier="OtherPlans")
     with pytest.raises(ValueError, match="Unknown trainer"):
         run_training(DATASET, "2d", 0, "1", trainer="NoSuchTrainer")
-    with pytest.raises(SystemExit) as e:
-        main([DATASET, "2d", "0", "--stage", "2", "-device", "cpu"])
-    assert "Run stage 1 first" in str(e.value.code)
+    assert run_command("diffoseg_train", main, [DATASET, "2d", "0", "--stage", "2", "-device", "cpu"]) == 1
+    assert "Run stage 1 first" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_time_budget_cuts_epochs(toy, tmp_path):
     # a budget far below one epoch's time: the stage stops after the first epoch and says so
     tr = run_training(DATASET, "2d", 0, "1", num_epochs=50, num_workers=0, output_folder=tmp_path / "budget",

@@ -8,37 +8,13 @@ import numpy as np
 import pytest
 
 from diffoseg_auto.plans.plans import AugmentationPlan
-from diffoseg_auto.preprocessing.case_storage import save_case
 from diffoseg_auto.training.augmentation import (get_training_transforms, make_augmenter, sampling_patch_size,
                                                    seed_augmentation)
-from diffoseg_auto.training.data_loader import DiffOSegDataLoader, crop_and_pad, random_bbox
+from diffoseg_auto.training.data_loader import DiffOSegDataLoader, random_bbox
 from diffoseg_auto.training.splits import SplitsError, get_or_create_splits, select_fold
 from diffoseg_auto.training.targets import (consensus_targets, draw_rater_subset, fuse_by_vote, fuse_raters, one_hot_np,
                                             rater_targets)
-
-
-def make_toy_cases(folder: Path, n: int = 4, shape=(32, 32), seed: int = 0) -> list[str]:
-    """n cases, 1 channel, K=2, R=3 raters; rater 2 is missing in every case (rater_mask [1,1,0]).
-
-    Foreground is a bright square (data 1 inside, 0 outside plus small noise); rater 1's square is
-    shifted by one voxel against rater 0's, so the raters disagree on a thin band."""
-    rng = np.random.RandomState(seed)
-    cases = []
-    for i in range(n):
-        lo = 8 + i % 3
-        data = (0.1 * rng.randn(1, *shape)).astype(np.float32)
-        seg = np.zeros((3, *shape), np.uint8)
-        sl = tuple(slice(lo, lo + 10) for _ in shape)
-        sl1 = tuple(slice(lo + 1, lo + 11) for _ in shape)
-        data[(0,) + sl] += 1
-        seg[(0,) + sl] = 1
-        seg[(1,) + sl1] = 1
-        union = seg[:2].max(0)
-        props = {"class_locations": {1: np.argwhere(union == 1)}}
-        case = f"case_{i:03d}"
-        save_case(folder, case, data, seg, np.array([True, True, False]), props)
-        cases.append(case)
-    return cases
+from support.toy_training import make_toy_cases
 
 
 # ---------------------------------------------------------------- splits
@@ -138,8 +114,11 @@ def test_subsets_only_use_annotating_raters():
 # ---------------------------------------------------------------- loader
 
 def test_crop_and_pad_and_bbox_values():
+    # the loader's contract with acvl-utils: a spatial-only box on (C, *S), padded outside with 0
+    from acvl_utils.cropping_and_padding.bounding_boxes import crop_and_pad_nd
+
     a = np.arange(16, dtype=np.float32).reshape(1, 4, 4)
-    out = crop_and_pad(a, [[-1, 3], [2, 6]], pad_value=0)
+    out = crop_and_pad_nd(a, [[-1, 3], [2, 6]], 0)
     expected = np.zeros((1, 4, 4), np.float32)
     expected[0, 1:4, 0:2] = a[0, 0:3, 2:4]
     np.testing.assert_array_equal(out, expected)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
 from multiprocessing import get_context
@@ -15,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from diffoseg_auto.configuration import default_num_processes
+from diffoseg_auto.errors import UserError
 from diffoseg_auto.io.image_io import (
     NATURAL_IMAGE_ENDINGS, SUPPORTED_FILE_ENDINGS, ImageReadError, geometry_matches, read_image_file, read_seg,
 )
@@ -24,7 +25,7 @@ _CHANNEL_RE = re.compile(r"^(?P<case>.+)_(?P<ch>\d{4})$")
 _MIN_CASES_FOR_POOL = 4  # below this, starting worker processes costs more than it saves
 
 
-class DatasetIntegrityError(RuntimeError):
+class DatasetIntegrityError(UserError, RuntimeError):
     """A raw dataset violates the format; the message lists every problem."""
 
 
@@ -261,19 +262,20 @@ def assert_dataset_integrity(folder: Path, num_processes: int = 1) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from diffoseg_auto.paths import EnvironmentVariableNotSetError, raw_root
-    from diffoseg_auto.utilities.dataset_name_id import DatasetNotFoundError, resolve_dataset_name
+    from diffoseg_auto.paths import raw_root
+    from diffoseg_auto.utilities.dataset_name_id import resolve_dataset_name
 
     p = argparse.ArgumentParser(description="Check raw datasets in $diffoseg_raw against the format "
                                             "(documentation/dataset_format.md); exit status 1 on problems.")
     p.add_argument("-d", nargs="+", required=True, help="dataset id(s) or name(s), e.g. 1 or Dataset001_Toy2D")
-    p.add_argument("-np", type=int, default=min(2, os.cpu_count() or 1), help="worker processes (default: min(2, CPUs))")
+    p.add_argument("-np", type=int, default=default_num_processes(),
+                   help="worker processes (default: $diffoseg_def_n_proc, else min(2, CPUs))")
     a = p.parse_args(argv)
     status = 0
     for d in a.d:
         try:
             folder = raw_root() / resolve_dataset_name(d)
-        except (EnvironmentVariableNotSetError, DatasetNotFoundError, ValueError) as e:
+        except UserError as e:  # report every dataset, not only the first bad one
             print(f"ERROR: {e}", file=sys.stderr)
             status = 1
             continue

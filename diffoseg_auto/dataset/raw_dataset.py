@@ -17,13 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
+from diffoseg_auto.errors import UserError
 from diffoseg_auto.io.image_io import NATURAL_IMAGE_ENDINGS, read_images, read_seg
 
 REQUIRED_FIELDS = ("name", "channel_names", "labels", "numTraining", "file_ending", "raters")
 _CHANNEL_RE = re.compile(r"^(?P<case>.+)_(?P<ch>\d{4})$")
 
 
-class DatasetFormatError(RuntimeError):
+class DatasetFormatError(UserError, RuntimeError):
     pass
 
 

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 from multiprocessing import get_context
 from pathlib import Path
+from typing import Sequence
 
 import pandas as pd
 
+from diffoseg_auto.configuration import default_num_processes
+from diffoseg_auto.errors import InvalidArgumentError
 from diffoseg_auto.evaluation.metrics import MODES, evaluate_case, summarize
 from diffoseg_auto.evaluation.prediction_folder import (EvaluationInputError, list_predicted_cases, load_prediction,
                                                         load_reference, reference_info)
@@ -44,7 +45,7 @@ def evaluate_folder(ref_folder: str | Path, pred_folder: str | Path, output_file
                     file_ending: str | None = None, num_processes: int = 1, dataset_json: str | Path | None = None) -> dict:
     """Evaluate every predicted case; writes summary.json (+ summary_per_case.csv) and returns the summary."""
     if mode not in MODES:
-        raise ValueError(f"unknown mode '{mode}'. Use one of {MODES}.")
+        raise InvalidArgumentError(f"unknown mode '{mode}'. Use one of {MODES}.")
     ref_folder, pred_folder = Path(ref_folder), Path(pred_folder)
     if not pred_folder.is_dir():
         raise EvaluationInputError(f"{pred_folder}: prediction folder does not exist. Create it with diffoseg_predict.")
@@ -104,17 +105,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="number of classes incl. background, or 'auto' (dataset.json, else largest label + 1). Default: auto")
     p.add_argument("--dataset_json", default=None, help="dataset.json to take rater order, labels and file ending from "
                                                         "(default: REF/../dataset.json when it exists)")
-    p.add_argument("-np", type=int, default=min(2, os.cpu_count() or 1), help="worker processes (default: min(2, CPUs))")
+    p.add_argument("-np", type=int, default=default_num_processes(),
+                   help="worker processes (default: $diffoseg_def_n_proc, else min(2, CPUs))")
     return p
 
 
-def main() -> None:
-    args = build_parser().parse_args()
-    try:
-        summary = evaluate_folder(args.ref, args.pred, args.o, mode=args.mode, num_classes=args.num_classes,
-                                  num_processes=args.np, dataset_json=args.dataset_json)
-    except EvaluationInputError as e:
-        sys.exit(f"diffoseg_evaluate: {e}")
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    summary = evaluate_folder(args.ref, args.pred, args.o, mode=args.mode, num_classes=args.num_classes,
+                              num_processes=args.np, dataset_json=args.dataset_json)
     print(format_summary(summary))
     out = Path(args.o) if args.o else Path(args.pred) / "summary.json"
     print(f"written: {out} and {out.parent / 'summary_per_case.csv'}")

@@ -14,11 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
+from diffoseg_auto.errors import UserError
 from diffoseg_auto.io.image_io import SUPPORTED_FILE_ENDINGS, file_ending_of, geometry_matches, read_seg
 from diffoseg_auto.utilities.file_ops import load_json
 
 
-class EvaluationInputError(RuntimeError):
+class EvaluationInputError(UserError, RuntimeError):
     """A prediction or reference folder that cannot be evaluated (the message names the file)."""
 
 

@@ -1,7 +1,7 @@
 """Rebuild trained denoisers from a results folder (one per fold) for prediction.
 
-    <model_folder> = $diffoseg_results/<DatasetXXX_Name>/<Trainer>__<Plans>__<config>
-    <model_folder>/fold_<f>/stage1|stage2/<checkpoint_name>
+The model folder is a trainer folder of diffoseg_auto.results_layout; each fold's stage checkpoint
+is ``results_layout.checkpoint_path(model_folder, fold, stage, checkpoint_name)``.
 
 Checkpoints carry the plans, so the network is rebuilt exactly as it was trained, whatever
 the plans file on disk says today.
@@ -14,36 +14,34 @@ from typing import Sequence
 import torch
 
 from diffoseg_auto.diffusion.categorical_diffusion import CategoricalDiffusion
+from diffoseg_auto.errors import UserError
 from diffoseg_auto.network.denoiser_base import DenoiserBase
 from diffoseg_auto.network.factory import build_denoiser
 from diffoseg_auto.plans.plans import Plans, plans_from_dict
-from diffoseg_auto.training.checkpointing import load_checkpoint
+from diffoseg_auto.results_layout import CHECKPOINT_FINAL, checkpoint_path, fold_folder, trained_folds
+from diffoseg_auto.io.checkpoint_io import load_checkpoint
 
 # init_args entries that must agree between the folds of an ensemble
 _ENSEMBLE_KEYS = ("dataset_name", "plans_name", "configuration", "num_classes", "num_raters")
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(UserError, RuntimeError):
     """A model folder / checkpoint that cannot be used for this prediction (the message names the file and the fix)."""
 
 
-def checkpoint_path(model_folder: str | Path, fold: int | str, stage: int, checkpoint_name: str = "checkpoint_final.pth") -> Path:
-    return Path(model_folder) / f"fold_{fold}" / f"stage{stage}" / checkpoint_name
-
-
-def has_stage2(model_folder: str | Path, folds: Sequence[int | str], checkpoint_name: str = "checkpoint_final.pth") -> bool:
+def has_stage2(model_folder: str | Path, folds: Sequence[int | str], checkpoint_name: str = CHECKPOINT_FINAL) -> bool:
     """True when every requested fold has a Stage II checkpoint."""
     return all(checkpoint_path(model_folder, f, 2, checkpoint_name).is_file() for f in folds)
 
 
 def _missing_checkpoint_error(model_folder: Path, fold: int | str, stage: int, checkpoint_name: str) -> ModelLoadError:
     path = checkpoint_path(model_folder, fold, stage, checkpoint_name)
-    fold_dir = model_folder / f"fold_{fold}"
+    fold_dir = fold_folder(model_folder, fold)
     if not model_folder.is_dir():
         return ModelLoadError(f"{model_folder}: model folder does not exist. Check -d / -tr / -p / -c, or train the model first "
                               "(diffoseg_train).")
     if not fold_dir.is_dir():
-        trained = sorted(p.name.removeprefix("fold_") for p in model_folder.glob("fold_*") if p.is_dir())
+        trained = trained_folds(model_folder)
         return ModelLoadError(f"{fold_dir}: fold {fold} was not trained. Trained folds: {trained or 'none'}; pass them with -f.")
     if stage == 2 and checkpoint_path(model_folder, fold, 1, checkpoint_name).is_file():
         return ModelLoadError(f"{path}: no Stage II model for fold {fold} (Stage I exists). Train Stage II "
@@ -54,7 +52,7 @@ def _missing_checkpoint_error(model_folder: Path, fold: int | str, stage: int, c
 
 
 def load_trained_model(model_folder: str | Path, folds: Sequence[int | str], stage: int,
-                       checkpoint_name: str = "checkpoint_final.pth", device: torch.device | str = "cpu",
+                       checkpoint_name: str = CHECKPOINT_FINAL, device: torch.device | str = "cpu",
                        expected_dataset: str | None = None) -> tuple[list[DenoiserBase], Plans, str, CategoricalDiffusion]:
     """Load the EMA weights of ``folds`` -> (networks in eval mode on ``device``, plans, configuration name, diffusion).
 
@@ -78,7 +76,7 @@ def load_trained_model(model_folder: str | Path, folds: Sequence[int | str], sta
         if "plans" not in ckpt:
             raise ModelLoadError(f"{path}: the checkpoint has no 'plans'; it cannot be rebuilt. Re-save it with diffoseg_train.")
         if int(args.get("stage", stage)) != stage:
-            raise ModelLoadError(f"{path}: init_args says stage {args.get('stage')}, but it lies in the stage{stage} folder.")
+            raise ModelLoadError(f"{path}: init_args says stage {args.get('stage')}, but it lies in the {path.parent.name} folder (stage {stage}).")
         if expected_dataset is not None and args.get("dataset_name") != expected_dataset:
             raise ModelLoadError(f"{path}: this model was trained on {args.get('dataset_name')!r}, not on {expected_dataset!r} "
                                  "(-d). Predict with the dataset the model was trained on, or point to the right model folder.")
@@ -105,7 +103,7 @@ def load_trained_model(model_folder: str | Path, folds: Sequence[int | str], sta
 
 
 def load_predictor_from_training_output(model_folder: str | Path, folds: Sequence[int | str], stage: int,
-                                        checkpoint_name: str = "checkpoint_final.pth", device: torch.device | str = "cpu",
+                                        checkpoint_name: str = CHECKPOINT_FINAL, device: torch.device | str = "cpu",
                                         use_mirroring: bool = True, step_size: float = 0.5):
     """Convenience: ``load_trained_model`` wrapped in a ``DiffOSegPredictor`` (the fold ensemble)."""
     from diffoseg_auto.inference.predictor import DiffOSegPredictor

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
-import os
 import zlib
 from collections import deque
 from itertools import islice
@@ -20,31 +19,22 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from diffoseg_auto.dataset.raw_dataset import DatasetFormatError, list_cases, load_dataset_json
+from diffoseg_auto.configuration import default_num_processes
+from diffoseg_auto.dataset.raw_dataset import list_cases, load_dataset_json
+from diffoseg_auto.errors import InvalidArgumentError, UserError
 from diffoseg_auto.inference.export_prediction import export_case, mean_one_hot
 from diffoseg_auto.inference.model_loading import ModelLoadError, has_stage2, load_trained_model
 from diffoseg_auto.inference.predictor import DiffOSegPredictor
 from diffoseg_auto.inference.workers import export_job, preprocess_job
-from diffoseg_auto.io.image_io import ImageReadError
-from diffoseg_auto.paths import EnvironmentVariableNotSetError
+from diffoseg_auto.paths import configured_roots
 from diffoseg_auto.plans.plans import Plans
-from diffoseg_auto.training.checkpointing import CheckpointError
-from diffoseg_auto.utilities.dataset_name_id import DatasetNotFoundError, resolve_dataset_name
+from diffoseg_auto.results_layout import CHECKPOINT_FINAL, trainer_folder
+from diffoseg_auto.utilities.dataset_name_id import resolve_dataset_name
 from diffoseg_auto.utilities.file_ops import save_json
 
 
-class PredictionError(RuntimeError):
+class PredictionError(UserError, RuntimeError):
     """Bad prediction request (the message says what to change)."""
-
-
-def default_num_processes() -> int:
-    return max(1, min(2, os.cpu_count() or 1))
-
-
-def model_folder_for(dataset_name: str, trainer: str, plans: str, configuration: str) -> Path:
-    from diffoseg_auto.paths import results_root
-
-    return results_root() / dataset_name / f"{trainer}__{plans}__{configuration}"
 
 
 def resolve_device(name: str | torch.device) -> torch.device:
@@ -58,10 +48,9 @@ def resolve_device(name: str | torch.device) -> torch.device:
 
 def _dataset_json_for(model_folder: Path, dataset_name: str) -> dict:
     """dataset.json copy of the model folder, else the preprocessed or raw one (file ending, channels)."""
-    candidates = [model_folder / "dataset.json"]
-    for env in ("diffoseg_preprocessed", "diffoseg_raw"):
-        if os.environ.get(env):
-            candidates.append(Path(os.environ[env]) / dataset_name / "dataset.json")
+    roots = configured_roots()
+    candidates = [model_folder / "dataset.json"] + [roots[k] / dataset_name / "dataset.json"
+                                                    for k in ("preprocessed", "raw") if k in roots]
     for c in candidates:
         if c.is_file():
             return load_dataset_json(c.parent)
@@ -148,7 +137,7 @@ def predict_from_folder(input_folder: str | Path, output_folder: str | Path, dat
                         num_samples: int | None = None, sampling_steps: int | None = None,
                         raters: str | Sequence[str] | None = None, rater_num_samples: int | None = None,
                         save_probabilities: bool = False, save_samples: bool = False,
-                        checkpoint_name: str = "checkpoint_final.pth", step_size: float = 0.5, use_mirroring: bool = True,
+                        checkpoint_name: str = CHECKPOINT_FINAL, step_size: float = 0.5, use_mirroring: bool = True,
                         device: str | torch.device = "cuda", num_processes_preprocessing: int | None = None,
                         num_processes_export: int | None = None, seed: int = 0,
                         model_folder: str | Path | None = None) -> list[str]:
@@ -165,7 +154,7 @@ def predict_from_folder(input_folder: str | Path, output_folder: str | Path, dat
     if input_folder.resolve() == output_folder.resolve():
         raise PredictionError(f"{output_folder}: output folder must differ from the input folder (-o).")
     dataset_name = resolve_dataset_name(dataset)
-    model_folder = Path(model_folder) if model_folder is not None else model_folder_for(dataset_name, trainer, plans, configuration)
+    model_folder = Path(model_folder) if model_folder is not None else trainer_folder(dataset_name, trainer, plans, configuration)
     folds = list(folds)
     device = resolve_device(device)
     npp = default_num_processes() if num_processes_preprocessing is None else int(num_processes_preprocessing)
@@ -242,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: plans stage2.num_samples_per_rater)")
     p.add_argument("--save_probabilities", action="store_true", help="also write consensus/<case>.npz (float16 probabilities)")
     p.add_argument("--save_samples", action="store_true", help="also write samples/<case>.npz (all Stage I samples)")
-    p.add_argument("-chk", default="checkpoint_final.pth", help="checkpoint file name (default: checkpoint_final.pth)")
+    p.add_argument("-chk", default=CHECKPOINT_FINAL, help=f"checkpoint file name (default: {CHECKPOINT_FINAL})")
     p.add_argument("-step_size", type=float, default=0.5, help="sliding-window step as a fraction of the patch (default: 0.5)")
     p.add_argument("--disable_tta", action="store_true", help="no mirroring test-time augmentation (faster)")
     p.add_argument("-device", default="cuda", choices=["cuda", "cpu", "mps"], help="device (default: cuda)")
@@ -256,18 +245,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     bad = [f for f in args.f if f != "all" and not f.isdigit()]
     if bad:
-        raise SystemExit(f"diffoseg_predict: -f takes fold numbers or 'all', got {bad}")
+        raise InvalidArgumentError(f"-f takes fold numbers or 'all', got {bad}")
     folds = [f if f == "all" else int(f) for f in args.f]
-    try:
-        predict_from_folder(args.i, args.o, args.d, args.c, folds, trainer=args.tr, plans=args.p,
-                            num_samples=args.num_samples, sampling_steps=args.sampling_steps, raters=args.raters,
-                            rater_num_samples=args.rater_num_samples, save_probabilities=args.save_probabilities,
-                            save_samples=args.save_samples, checkpoint_name=args.chk, step_size=args.step_size,
-                            use_mirroring=not args.disable_tta, device=args.device, num_processes_preprocessing=args.npp,
-                            num_processes_export=args.nps, seed=args.seed)
-    except (PredictionError, ModelLoadError, CheckpointError, DatasetFormatError, DatasetNotFoundError, ImageReadError,
-            EnvironmentVariableNotSetError) as e:
-        raise SystemExit(f"diffoseg_predict: {e}") from None
+    predict_from_folder(args.i, args.o, args.d, args.c, folds, trainer=args.tr, plans=args.p,
+                        num_samples=args.num_samples, sampling_steps=args.sampling_steps, raters=args.raters,
+                        rater_num_samples=args.rater_num_samples, save_probabilities=args.save_probabilities,
+                        save_samples=args.save_samples, checkpoint_name=args.chk, step_size=args.step_size,
+                        use_mirroring=not args.disable_tta, device=args.device, num_processes_preprocessing=args.npp,
+                        num_processes_export=args.nps, seed=args.seed)
 
 
 if __name__ == "__main__":

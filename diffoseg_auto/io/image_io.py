@@ -10,19 +10,20 @@ Conventions used everywhere in the project:
 """
 from __future__ import annotations
 
-import os
-import uuid
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import SimpleITK as sitk
 
+from diffoseg_auto.errors import UserError
+from diffoseg_auto.utilities.file_ops import atomic_write
+
 SUPPORTED_FILE_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".png", ".tif", ".tiff", ".bmp")
 NATURAL_IMAGE_ENDINGS = (".png", ".tif", ".tiff", ".bmp")
 
 
-class ImageReadError(RuntimeError):
+class ImageReadError(UserError, RuntimeError):
     pass
 
 
@@ -95,16 +96,8 @@ def read_seg(path: str | Path) -> tuple[np.ndarray, dict]:
 
 
 def _atomic_write(img: sitk.Image, out_file: str | Path, compress: bool = True) -> None:
-    out_file = Path(out_file)
-    out_file.parent.mkdir(parents=True, exist_ok=True)
-    ending = file_ending_of(out_file)
-    tmp = out_file.parent / f".tmp_{uuid.uuid4().hex}{ending}"
-    try:
-        sitk.WriteImage(img, str(tmp), compress)
-        os.replace(tmp, out_file)  # atomic on one file system: a reader never sees a half file
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    # the temporary name ends with out_file's name, so SimpleITK picks the writer from the same ending
+    atomic_write(out_file, lambda tmp: sitk.WriteImage(img, str(tmp), compress))
 
 
 def array_to_sitk(arr: np.ndarray, props: dict | None) -> sitk.Image:

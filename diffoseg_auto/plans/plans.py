@@ -14,13 +14,15 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from diffoseg_auto.errors import MissingFileError, UserError
+
 SCHEMA_VERSION = 1
 # Stage I training targets (diffoseg_auto.training.targets implements them)
 CONSENSUS_MODES = ("vote", "soft", "intersection", "majority")
 PROMPT_BLOCKS = ("residual", "paper")  # network.prompt_block implements them
 
 
-class PlansValidationError(ValueError):
+class PlansValidationError(UserError, ValueError):
     pass
 
 
@@ -130,7 +132,6 @@ class ConfigurationPlan:
     augmentation: AugmentationPlan = field(default_factory=AugmentationPlan)
     inference: InferencePlan = field(default_factory=InferencePlan)
     slice_axis: int | None = None      # 2d configuration of 3D data: axis of the preprocessed volume to slice along
-    previous_stage: str | None = None  # cascade bookkeeping (3d_lowres); informational
     notes: dict = field(default_factory=dict)  # the planner's reasoning, human readable
 
 
@@ -172,6 +173,8 @@ def _build(cls, data: dict, where: str):
     if not isinstance(data, dict):
         raise PlansValidationError(f"{where}: expected an object, got {type(data).__name__}")
     names = {f.name: f for f in fields(cls)}
+    if cls is ConfigurationPlan:  # plans and checkpoints written before it was removed carry the never-read 'previous_stage'
+        data = {k: v for k, v in data.items() if k != "previous_stage"}
     unknown = sorted(set(data) - set(names))
     if unknown:
         raise PlansValidationError(f"{where}: unknown field(s) {unknown}. Known: {sorted(names)}")
@@ -274,7 +277,7 @@ def plans_from_dict(d: dict, where: str = "plans") -> Plans:
 def load_plans(path: str | Path) -> Plans:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: plans file not found. Run `diffoseg_plan_and_preprocess -d <id>` first.")
+        raise MissingFileError(f"{path}: plans file not found. Run `diffoseg_plan_and_preprocess -d <id>` first.")
     try:
         d = json.loads(path.read_text())
     except json.JSONDecodeError as e:

@@ -7,14 +7,11 @@ spawned pool costs about a second to start.
 from __future__ import annotations
 
 import multiprocessing as mp
-import os
 from typing import Any, Callable, Iterable
 
 from tqdm import tqdm
 
-
-def default_num_processes() -> int:
-    return max(1, min(2, os.cpu_count() or 1))
+from diffoseg_auto.configuration import default_num_processes
 
 
 def map_with_progress(fn: Callable[[Any], Any], items: Iterable[Any], num_processes: int | None = None,

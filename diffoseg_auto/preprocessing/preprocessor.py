@@ -6,19 +6,23 @@ spacing -> sample foreground locations from the union of the raters.
 """
 from __future__ import annotations
 
+import logging
 import zlib
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from diffoseg_auto.dataset.raw_dataset import DatasetFormatError
 from diffoseg_auto.io.image_io import read_images, read_seg
-from diffoseg_auto.plans.plans import Plans
+from diffoseg_auto.plans.plans import Plans, PlansValidationError
 from diffoseg_auto.preprocessing.case_storage import save_case
 from diffoseg_auto.preprocessing.cropping import crop_to_nonzero
 from diffoseg_auto.preprocessing.normalization import normalize
 from diffoseg_auto.preprocessing.parallel import map_with_progress
 from diffoseg_auto.preprocessing.resampling import compute_new_shape, resample_data, resample_rater_stack
+
+logger = logging.getLogger(__name__)
 
 MAX_CLASS_LOCATIONS = 10000
 
@@ -26,7 +30,7 @@ MAX_CLASS_LOCATIONS = 10000
 def target_spacing_for_case(configured: Sequence[float], original: Sequence[float], slice_axis: int | None) -> list[float]:
     """The configuration's spacing; a 2d configuration of 3D data keeps the case's own spacing along slice_axis."""
     if len(configured) != len(original):
-        raise ValueError(f"plans spacing {list(configured)} has {len(configured)} axes but the case has {len(original)}. "
+        raise PlansValidationError(f"plans spacing {list(configured)} has {len(configured)} axes but the case has {len(original)}. "
                          "Were the plans made for another dataset? Re-run diffoseg_plan_experiment.")
     sp = [float(s) for s in configured]
     if slice_axis is not None and len(sp) == 3:
@@ -50,11 +54,10 @@ def sample_class_locations(segs: np.ndarray, rater_mask: np.ndarray, num_classes
 
 
 class DefaultPreprocessor:
-    def __init__(self, plans: Plans, configuration: str, verbose: bool = False) -> None:
+    def __init__(self, plans: Plans, configuration: str) -> None:
         self.plans = plans
         self.configuration_name = configuration
         self.configuration = plans.get_configuration(configuration)
-        self.verbose = verbose
 
     def run_case_arrays(self, data: np.ndarray, segs: np.ndarray | None, rater_mask: np.ndarray | None, props: dict,
                         case_identifier: str = "") -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, dict]:
@@ -62,7 +65,7 @@ class DefaultPreprocessor:
         cfg = self.configuration
         data = np.asarray(data, dtype=np.float32)
         if data.shape[0] != len(cfg.normalization_schemes):
-            raise ValueError(f"{case_identifier or 'case'}: image has {data.shape[0]} channel(s), the plans expect "
+            raise PlansValidationError(f"{case_identifier or 'case'}: image has {data.shape[0]} channel(s), the plans expect "
                              f"{len(cfg.normalization_schemes)} (dataset.json channel_names).")
         if segs is not None and rater_mask is None:
             rater_mask = np.ones(segs.shape[0], bool)
@@ -93,8 +96,7 @@ class DefaultPreprocessor:
                                            cfg.resampling_order_seg)
             seed = zlib.crc32(case_identifier.encode())  # per case, reproducible across runs and processes
             properties["class_locations"] = sample_class_locations(seg_out, rater_mask, self.plans.num_classes, seed)
-        if self.verbose:
-            print(f"{case_identifier}: crop {shape_after_crop} -> resampled {new_shape} at spacing {target}")
+        logger.debug(f"{case_identifier}: crop {shape_after_crop} -> resampled {new_shape} at spacing {target}")
         return data, seg_out, None if rater_mask is None else np.asarray(rater_mask, bool), properties
 
     def run_case(self, image_files: list[Path], label_files: list[Path | None] | None = None
@@ -109,7 +111,7 @@ class DefaultPreprocessor:
                 if f is not None:
                     s, _ = read_seg(f)
                     if list(s.shape) != list(data.shape[1:]):
-                        raise ValueError(f"{f}: label shape {list(s.shape)} differs from the image {list(data.shape[1:])}")
+                        raise DatasetFormatError(f"{f}: label shape {list(s.shape)} differs from the image {list(data.shape[1:])}")
                     segs[k] = s
         name = Path(image_files[0]).name
         return self.run_case_arrays(data, segs, rater_mask, props, case_identifier=name)

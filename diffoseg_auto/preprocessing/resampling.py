@@ -17,21 +17,13 @@ from typing import Sequence
 import numpy as np
 from skimage.transform import resize
 
-ANISOTROPY_THRESHOLD = 3.0
+from diffoseg_auto.configuration import lowres_axis
 
 
 def compute_new_shape(old_shape: Sequence[int], old_spacing: Sequence[float], new_spacing: Sequence[float]) -> list[int]:
     """Shape after resampling from ``old_spacing`` to ``new_spacing`` (rounded, at least 1)."""
     old = np.asarray(old_shape, float) * np.asarray(old_spacing, float) / np.asarray(new_spacing, float)
     return [max(1, int(round(s))) for s in old]
-
-
-def lowres_axis(spacing: Sequence[float]) -> int | None:
-    """The axis to treat separately (largest spacing) when the spacing is anisotropic, else None."""
-    sp = np.asarray(spacing, float)
-    if len(sp) < 3 or sp.max() / sp.min() <= ANISOTROPY_THRESHOLD:
-        return None
-    return int(np.argmax(sp))
 
 
 def separate_axis_for(current_spacing: Sequence[float], new_spacing: Sequence[float]) -> int | None:

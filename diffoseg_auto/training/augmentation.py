@@ -10,7 +10,6 @@ the in-process path (``num_workers == 0``), which makes that path deterministic.
 from __future__ import annotations
 
 import math
-import os
 import random
 
 import numpy as np
@@ -23,10 +22,6 @@ from batchgenerators.transforms.noise_transforms import GaussianBlurTransform, G
 from batchgenerators.transforms.spatial_transforms import MirrorTransform, SpatialTransform
 
 from diffoseg_auto.plans.plans import AugmentationPlan
-
-
-def default_num_workers() -> int:
-    return min(2, os.cpu_count() or 1)
 
 
 def seed_augmentation(seed: int | list[int]) -> None:

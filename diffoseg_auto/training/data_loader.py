@@ -15,21 +15,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from acvl_utils.cropping_and_padding.bounding_boxes import bounding_box_to_slice
+from acvl_utils.cropping_and_padding.bounding_boxes import crop_and_pad_nd
 from batchgenerators.dataloading.data_loader import SlimDataLoaderBase
 
 from diffoseg_auto.preprocessing.case_storage import load_case
-
-
-def crop_and_pad(array: np.ndarray, bbox: list[list[int]], pad_value: float = 0) -> np.ndarray:
-    """Crop spatial box ``bbox`` ([lo, hi) per spatial axis, may exceed the array) from (C,*S); pad outside with ``pad_value``."""
-    spatial = array.shape[1:]
-    valid = [[max(0, lo), min(s, hi)] for (lo, hi), s in zip(bbox, spatial)]
-    out = np.asarray(array[(slice(None),) + bounding_box_to_slice(valid)])
-    pad = [(0, 0)] + [(v[0] - lo, hi - v[1]) for (lo, hi), v in zip(bbox, valid)]
-    if any(p != (0, 0) for p in pad):
-        out = np.pad(out, pad, mode="constant", constant_values=pad_value)
-    return out
 
 
 def random_bbox(shape: tuple[int, ...], patch_size: tuple[int, ...], rng: np.random.RandomState,
@@ -105,8 +94,9 @@ class DiffOSegDataLoader(SlimDataLoaderBase):
             raise ValueError(f"{self.folder / case}: data has {data.ndim - 1} spatial dims but the patch {list(self.patch_size)} "
                              f"has {len(self.patch_size)}; set slice_axis for a 2D configuration of 3D data.")
         bbox = random_bbox(data.shape[1:], self.patch_size, self.rng, loc)
-        return (crop_and_pad(data, bbox, 0).astype(np.float32, copy=False),
-                crop_and_pad(seg, bbox, 0).astype(np.uint8, copy=False), np.asarray(rater_mask, dtype=bool))
+        # bbox covers the spatial axes only; outside the image: data 0, labels background
+        return (np.asarray(crop_and_pad_nd(data, bbox, 0), dtype=np.float32),
+                np.asarray(crop_and_pad_nd(seg, bbox, 0), dtype=np.uint8), np.asarray(rater_mask, dtype=bool))
 
     def generate_train_batch(self) -> dict:
         keys = [self._data[i] for i in self.rng.randint(0, len(self._data), self.batch_size)]

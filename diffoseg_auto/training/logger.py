@@ -1,12 +1,39 @@
 """Per-epoch training log: values (saved in checkpoints), text log file and progress.png."""
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from datetime import datetime
 from pathlib import Path
 
 from diffoseg_auto.utilities.file_ops import atomic_write
+
+# The epoch lines are training's console output (as nnU-Net prints them): this logger writes them to
+# stdout even when no logging is configured, and the command line's -q (WARNING) silences them.
+EPOCH_LOGGER = "diffoseg_auto.training.epochs"
+
+
+class _StdoutHandler(logging.StreamHandler):
+    """Writes to the current sys.stdout (looked up per message, so redirection and capture work)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stdout)
+
+    @property
+    def stream(self):
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+epoch_logger = logging.getLogger(EPOCH_LOGGER)
+epoch_logger.setLevel(logging.INFO)
+epoch_logger.propagate = False
+if not epoch_logger.handlers:
+    epoch_logger.addHandler(_StdoutHandler())
 
 KEYS = ("train_losses", "val_losses", "ema_val_losses", "lrs", "epoch_start_timestamps", "epoch_end_timestamps")
 
@@ -19,7 +46,7 @@ def final_metrics_title(metrics: dict) -> str:
 
 
 class TrainingLogger:
-    """Holds one list per key; ``ema_val_losses`` is the smoothed validation loss that selects checkpoint_best."""
+    """Holds one list per key; ``ema_val_losses`` is the smoothed validation loss that selects the best checkpoint."""
 
     def __init__(self, smoothing: float = 0.9):
         self.smoothing = smoothing
@@ -52,11 +79,11 @@ class TrainingLogger:
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         return self.log_file
 
-    def print(self, *args, also_stdout: bool = True) -> None:
+    def print(self, *args) -> None:
+        """A time-stamped line on the console (epoch logger) and in the training log file."""
         msg = " ".join(str(a) for a in args)
         line = f"{datetime.now():%Y-%m-%d %H:%M:%S}: {msg}"
-        if also_stdout:
-            print(line, file=sys.stdout, flush=True)
+        epoch_logger.info(line)
         if self.log_file is not None:
             with open(self.log_file, "a") as fh:
                 fh.write(line + "\n")

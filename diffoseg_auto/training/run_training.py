@@ -1,7 +1,7 @@
 """`diffoseg_train DATASET CONFIG FOLD`: train Stage I, Stage II or both for one fold.
 
     diffoseg_train 1 2d 0                       # both stages, fold 0
-    diffoseg_train 1 2d 0 --stage 2 --c         # continue Stage II from checkpoint_latest
+    diffoseg_train 1 2d 0 --stage 2 --c         # continue Stage II from its latest checkpoint
     diffoseg_train 1 2d all --val               # only the final validation of the finished stages
     diffoseg_train 1 3d_fullres 0 -num_gpus 2   # DDP on 2 GPUs (re-launches itself with torchrun)
 """
@@ -14,12 +14,13 @@ from pathlib import Path
 
 import torch
 
-from diffoseg_auto.paths import EnvironmentVariableNotSetError
+from diffoseg_auto.errors import InvalidArgumentError, MissingFileError
+from diffoseg_auto.paths import preprocessed_dataset_folder
 from diffoseg_auto.plans.plans import load_plans
+from diffoseg_auto.results_layout import CHECKPOINT_FINAL, CHECKPOINT_LATEST
 from diffoseg_auto.training import ddp
-from diffoseg_auto.training.checkpointing import CheckpointError
 from diffoseg_auto.training.trainer import DiffOSegTrainer
-from diffoseg_auto.utilities.dataset_name_id import DatasetNotFoundError, resolve_dataset_name
+from diffoseg_auto.utilities.dataset_name_id import resolve_dataset_name
 
 
 def get_trainer_class(name: str) -> type:
@@ -31,10 +32,10 @@ def get_trainer_class(name: str) -> type:
         try:
             found = getattr(importlib.import_module(module), cls)
         except (ImportError, AttributeError) as e:
-            raise ValueError(f"Trainer '{name}' could not be imported ({e}). Give a dotted path module.ClassName.") from None
+            raise InvalidArgumentError(f"Trainer '{name}' could not be imported ({e}). Give a dotted path module.ClassName.") from None
         if isinstance(found, type) and issubclass(found, DiffOSegTrainer):
             return found
-    raise ValueError(f"Unknown trainer '{name}'. Use DiffOSegTrainer or a dotted path to a DiffOSegTrainer subclass.")
+    raise InvalidArgumentError(f"Unknown trainer '{name}'. Use DiffOSegTrainer or a dotted path to a DiffOSegTrainer subclass.")
 
 
 def parse_fold(fold: int | str) -> int | str:
@@ -43,16 +44,16 @@ def parse_fold(fold: int | str) -> int | str:
         return "all"
     if s.isdigit():
         return int(s)
-    raise ValueError(f"Fold must be an integer (0, 1, ...) or 'all', got '{fold}'")
+    raise InvalidArgumentError(f"Fold must be an integer (0, 1, ...) or 'all', got '{fold}'")
 
 
 def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("-device cuda requested but no CUDA GPU is visible. Use -device cpu.")
+        raise InvalidArgumentError("-device cuda requested but no CUDA GPU is visible. Use -device cpu.")
     if name == "mps" and not torch.backends.mps.is_available():
-        raise RuntimeError("-device mps requested but MPS is not available. Use -device cpu.")
+        raise InvalidArgumentError("-device mps requested but MPS is not available. Use -device cpu.")
     if name not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"-device must be cpu, cuda or mps, got '{name}'")
+        raise InvalidArgumentError(f"-device must be cpu, cuda or mps, got '{name}'")
     return torch.device(name if name != "cuda" else "cuda:0")
 
 
@@ -64,18 +65,16 @@ def run_training(dataset: str | int, configuration: str, fold: int | str, stage:
                  output_folder: str | Path | None = None, skip_final_validation: bool = False,
                  max_minutes: float | None = None) -> list[DiffOSegTrainer]:
     """Train (or with ``only_validation`` just validate) the requested stage(s); returns the trainers."""
-    from diffoseg_auto.paths import preprocessed_root
-
     dataset_name = resolve_dataset_name(dataset)
-    plans_file = preprocessed_root() / dataset_name / f"{plans_identifier}.json"
+    plans_file = preprocessed_dataset_folder(dataset_name) / f"{plans_identifier}.json"
     if not plans_file.is_file():
-        raise FileNotFoundError(f"{plans_file}: plans file not found. Run `diffoseg_plan_and_preprocess -d {dataset}` "
+        raise MissingFileError(f"{plans_file}: plans file not found. Run `diffoseg_plan_and_preprocess -d {dataset}` "
                                 f"first (or check -p {plans_identifier}).")
     plans = load_plans(plans_file)
     plans.get_configuration(configuration)  # unknown configuration -> error listing the available ones
     stages = {"both": [1, 2], "1": [1], "2": [2]}.get(str(stage))
     if stages is None:
-        raise ValueError(f"--stage must be 1, 2 or both, got '{stage}'")
+        raise InvalidArgumentError(f"--stage must be 1, 2 or both, got '{stage}'")
     trainer_cls = get_trainer_class(trainer)
     fold = parse_fold(fold)
     dev = resolve_device(device)
@@ -89,7 +88,7 @@ def run_training(dataset: str | int, configuration: str, fold: int | str, stage:
                              num_workers=num_workers, val_iterations=val_iterations, freeze_backbone=freeze_backbone,
                              max_minutes=max_minutes)
             if only_validation:
-                tr.load_checkpoint(tr.output_folder / "checkpoint_final.pth", weights_only=True)
+                tr.load_checkpoint(tr.output_folder / CHECKPOINT_FINAL, weights_only=True)
             else:
                 tr.run_training(continue_training=continue_training)
             if not skip_final_validation:
@@ -110,8 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stage", default="both", choices=["1", "2", "both"], help="which stage(s) to train (default both)")
     p.add_argument("-tr", default="DiffOSegTrainer", help="trainer class name or dotted path (default DiffOSegTrainer)")
     p.add_argument("-p", default="DiffOSegPlans", help="plans identifier (default DiffOSegPlans)")
-    p.add_argument("--c", action="store_true", help="continue from checkpoint_latest.pth")
-    p.add_argument("--val", action="store_true", help="only run the final validation from checkpoint_final.pth")
+    p.add_argument("--c", action="store_true", help=f"continue from {CHECKPOINT_LATEST}")
+    p.add_argument("--val", action="store_true", help=f"only run the final validation from {CHECKPOINT_FINAL}")
     p.add_argument("--num_epochs", type=int, default=None, help="override the plans' number of epochs")
     p.add_argument("--iterations_per_epoch", type=int, default=None, help="override the plans' iterations per epoch")
     p.add_argument("--val_iterations", type=int, default=None, help="override the validation-loss batches per epoch")
@@ -133,12 +132,9 @@ def main(argv: list[str] | None = None) -> None:
         raw = list(sys.argv[1:] if argv is None else argv)
         i = raw.index("-num_gpus")
         sys.exit(ddp.launch_torchrun(args.num_gpus, raw[:i] + raw[i + 2:]))
-    try:
-        run_training(args.dataset, args.configuration, args.fold, args.stage, args.tr, args.p, args.c, args.val,
-                     args.num_epochs, args.iterations_per_epoch, args.val_iterations, args.device, args.seed,
-                     True if args.freeze_backbone else None, args.num_workers, max_minutes=args.max_minutes)
-    except (FileNotFoundError, ValueError, CheckpointError, DatasetNotFoundError, EnvironmentVariableNotSetError) as e:
-        sys.exit(f"diffoseg_train: {e}")
+    run_training(args.dataset, args.configuration, args.fold, args.stage, args.tr, args.p, args.c, args.val,
+                 args.num_epochs, args.iterations_per_epoch, args.val_iterations, args.device, args.seed,
+                 True if args.freeze_backbone else None, args.num_workers, max_minutes=args.max_minutes)
 
 
 if __name__ == "__main__":

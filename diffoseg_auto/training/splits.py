@@ -11,12 +11,13 @@ from pathlib import Path
 
 import numpy as np
 
+from diffoseg_auto.errors import UserError
 from diffoseg_auto.utilities.file_ops import load_json, save_json
 
 SPLITS_FILE = "splits_final.json"
 
 
-class SplitsError(ValueError):
+class SplitsError(UserError, ValueError):
     pass
 
 
@@ -54,14 +55,23 @@ def create_splits(cases: list[str], case_groups: dict | None, num_folds: int = 5
     return _grouped_kfold(cases, groups, k, seed)
 
 
+def load_splits(preprocessed_dataset_folder: str | Path) -> list[dict]:
+    """The existing ``splits_final.json``, checked for shape; a missing file is an error naming the fix."""
+    path = Path(preprocessed_dataset_folder) / SPLITS_FILE
+    if not path.is_file():
+        raise SplitsError(f"{path}: no splits yet. They are created by the first `diffoseg_train` of this dataset.")
+    splits = load_json(path)
+    if not isinstance(splits, list) or not all(isinstance(s, dict) and {"train", "val"} <= set(s) for s in splits):
+        raise SplitsError(f"{path}: expected a list of {{'train': [...], 'val': [...]}}. Fix or delete the file to regenerate it.")
+    return splits
+
+
 def get_or_create_splits(preprocessed_dataset_folder: str | Path, cases: list[str], case_groups: dict | None,
                          num_folds: int = 5, seed: int = 12345) -> list[dict]:
     """Load ``splits_final.json`` or create and save it (atomic). Returns [{'train': [...], 'val': [...]}, ...]."""
     path = Path(preprocessed_dataset_folder) / SPLITS_FILE
     if path.is_file():
-        splits = load_json(path)
-        if not isinstance(splits, list) or not all(isinstance(s, dict) and {"train", "val"} <= set(s) for s in splits):
-            raise SplitsError(f"{path}: expected a list of {{'train': [...], 'val': [...]}}. Fix or delete the file to regenerate it.")
+        splits = load_splits(preprocessed_dataset_folder)
         unknown = sorted({c for s in splits for c in s["train"] + s["val"]} - set(cases))
         if unknown:
             raise SplitsError(f"{path}: cases {unknown[:5]} are not in the preprocessed data. "

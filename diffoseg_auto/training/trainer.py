@@ -9,7 +9,6 @@ stream of an epoch (patch sampling, augmentation, targets, timesteps, forward no
 """
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
@@ -17,33 +16,37 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from diffoseg_auto.configuration import default_num_processes
 from diffoseg_auto.diffusion.categorical_diffusion import CategoricalDiffusion
+from diffoseg_auto.errors import MissingFileError, UserError
+from diffoseg_auto.io.checkpoint_io import CheckpointError, check_compatible, load_checkpoint, save_checkpoint
 from diffoseg_auto.network.factory import build_denoiser, freeze_backbone, transfer_stage1_weights
+from diffoseg_auto.paths import preprocessed_dataset_folder
 from diffoseg_auto.plans.plans import Plans
 from diffoseg_auto.preprocessing.case_storage import list_preprocessed_cases, unpack_dataset
+from diffoseg_auto.results_layout import (CHECKPOINT_BEST, CHECKPOINT_FINAL, CHECKPOINT_LATEST, checkpoint_path,
+                                          fold_final_checkpoint, stage_folder, trainer_folder, validation_folder)
 from diffoseg_auto.training import ddp
-from diffoseg_auto.training.augmentation import (default_num_workers, get_training_transforms, get_validation_transforms,
+from diffoseg_auto.training.augmentation import (get_training_transforms, get_validation_transforms,
                                                  make_augmenter, sampling_patch_size, seed_augmentation)
-from diffoseg_auto.training.checkpointing import (CheckpointError, capture_rng_state, check_compatible,
-                                                  load_checkpoint, save_checkpoint)
 from diffoseg_auto.training.data_loader import DiffOSegDataLoader
 from diffoseg_auto.training.ema import EMA
 from diffoseg_auto.training.logger import TrainingLogger
 from diffoseg_auto.training.optim import build_optimizer, lr_at_epoch, set_lr
-from diffoseg_auto.training.outputs import (copy_plan_files, fold_folder, preprocessed_dataset_folder, stage_folder,
-                                            trainer_folder)
+from diffoseg_auto.training.rng_state import capture_rng_state, restore_rng_state
+from diffoseg_auto.training.outputs import copy_plan_files
 from diffoseg_auto.training.splits import get_or_create_splits, select_fold
 from diffoseg_auto.training.targets import consensus_targets, rater_targets
 from diffoseg_auto.training.validation import validate_cases
-from diffoseg_auto.utilities.file_ops import load_json, save_json
+from diffoseg_auto.utilities.file_ops import atomic_copy, load_json, save_json
 
 
-class Stage1CheckpointMissingError(FileNotFoundError):
+class Stage1CheckpointMissingError(UserError, FileNotFoundError):
     pass
 
 
 class DiffOSegTrainer:
-    save_every = 5  # checkpoint_latest every N epochs (and at the end); resume repeats the epochs since
+    save_every = 5  # the latest checkpoint every N epochs (and at the end); resume repeats the epochs since
 
     def __init__(self, plans: Plans, configuration: str, fold: int | str, dataset_name: str, stage: int,
                  device: torch.device, seed: int = 12345, num_epochs: int | None = None,
@@ -65,7 +68,7 @@ class DiffOSegTrainer:
                                         (tr.iterations_per_epoch if stage == 1 else s2.iterations_per_epoch))
         self.val_iterations = int(val_iterations if val_iterations is not None else tr.num_val_iterations_per_epoch)
         self.freeze_backbone = bool(s2.freeze_backbone if freeze_backbone is None else freeze_backbone) and stage == 2
-        self.num_workers = default_num_workers() if num_workers is None else int(num_workers)
+        self.num_workers = default_num_processes() if num_workers is None else int(num_workers)
         # wall-clock budget of this stage (benchmarks at equal training time); None = train all epochs
         self.max_minutes = None if max_minutes is None else float(max_minutes)
         self.batch_size = ddp.per_rank_batch_size(self.cfg.batch_size, self.world_size)
@@ -81,6 +84,15 @@ class DiffOSegTrainer:
         self.best_ema_val: float | None = None
         self.was_initialized = False
         self.network = self.ddp_network = self.optimizer = self.ema = self.grad_scaler = None
+        # set by _build_loaders / _load_stage1 / on_epoch_start / run_training; None until then
+        self.train_cases: list[str] | None = None
+        self.val_cases: list[str] | None = None
+        self.dl_tr = self.dl_val = self.mt_tr = self.mt_val = None
+        self.stage1_not_transferred: list[str] | None = None  # Stage II parameters not taken from Stage I
+        self.target_rng: np.random.RandomState | None = None
+        self.torch_gen: torch.Generator | None = None
+        self._epochs_before_budget = 0  # a resumed run budgets only its own epochs
+        self._requested_epochs = self.num_epochs
 
     # ------------------------------------------------------------------ identity / set-up
     @property
@@ -118,7 +130,7 @@ class DiffOSegTrainer:
         return min(self.cfg.training.ema_decay, max(0.0, 1.0 - 10.0 / total))
 
     def stage1_checkpoint_path(self) -> Path:
-        return stage_folder(self.trainer_dir, self.fold, 1) / "checkpoint_final.pth"
+        return checkpoint_path(self.trainer_dir, self.fold, 1)
 
     def _load_stage1(self) -> None:
         path = self.stage1_checkpoint_path()
@@ -133,7 +145,7 @@ class DiffOSegTrainer:
     def _build_loaders(self) -> None:
         cases = list_preprocessed_cases(self.data_folder)
         if not cases:
-            raise FileNotFoundError(f"{self.data_folder}: no preprocessed cases. Run diffoseg_plan_and_preprocess "
+            raise MissingFileError(f"{self.data_folder}: no preprocessed cases. Run diffoseg_plan_and_preprocess "
                                     f"for configuration '{self.configuration}' first.")
         pp = preprocessed_dataset_folder(self.dataset_name)
         if self.is_main:
@@ -226,38 +238,35 @@ class DiffOSegTrainer:
             self.print(self.logger.epoch_line(e, self.num_epochs))
             ema_val = self.logger.values["ema_val_losses"][e]
             if not np.isfinite(ema_val):  # no validation batches (val_iterations 0): best = latest
-                self.save_checkpoint(self.output_folder / "checkpoint_best.pth")
+                self.save_checkpoint(self.output_folder / CHECKPOINT_BEST)
             elif self.best_ema_val is None or ema_val < self.best_ema_val:
                 self.best_ema_val = ema_val
-                self.save_checkpoint(self.output_folder / "checkpoint_best.pth")
+                self.save_checkpoint(self.output_folder / CHECKPOINT_BEST)
             if self.current_epoch % self.save_every == 0 or self.current_epoch == self.num_epochs:
-                self.save_checkpoint(self.output_folder / "checkpoint_latest.pth")
+                self.save_checkpoint(self.output_folder / CHECKPOINT_LATEST)
             self.logger.plot(self.output_folder / "progress.png")
 
     def on_train_end(self) -> None:
         if self.is_main:
-            final = self.output_folder / "checkpoint_final.pth"
+            final = self.output_folder / CHECKPOINT_FINAL
             self.save_checkpoint(final)
-            self.save_checkpoint(self.output_folder / "checkpoint_latest.pth")
+            self.save_checkpoint(self.output_folder / CHECKPOINT_LATEST)
             self.copy_final_to_fold()
-        for it in (self.mt_tr, self.mt_val):
-            if hasattr(it, "_finish"):
-                it._finish()
+        # batchgenerators has no public shutdown: dropping the last reference runs the augmenter's
+        # destructor, which stops its worker processes
+        self.mt_tr = self.mt_val = None
         ddp.barrier()
 
     def copy_final_to_fold(self) -> None:
-        """fold_N/checkpoint_final.pth = Stage II final when Stage II ran, else Stage I final."""
-        if self.stage == 1 and (stage_folder(self.trainer_dir, self.fold, 2) / "checkpoint_final.pth").is_file():
+        """The fold's own final model (results_layout.fold_final_checkpoint): Stage II's final when Stage II ran, else Stage I's."""
+        if self.stage == 1 and checkpoint_path(self.trainer_dir, self.fold, 2).is_file():
             return
-        dst = fold_folder(self.trainer_dir, self.fold) / "checkpoint_final.pth"
-        tmp = dst.parent / f".tmp_{dst.name}"
-        shutil.copyfile(self.output_folder / "checkpoint_final.pth", tmp)
-        tmp.replace(dst)
+        atomic_copy(self.output_folder / CHECKPOINT_FINAL, fold_final_checkpoint(self.trainer_dir, self.fold))
 
     # ------------------------------------------------------------------ loop
     def run_training(self, continue_training: bool = False) -> None:
         self.on_train_start(continue_training)
-        self._epochs_before_budget = self.current_epoch  # a resumed run budgets only its own epochs
+        self._epochs_before_budget = self.current_epoch
         self._requested_epochs = self.num_epochs
         start = time.time()
         while self.current_epoch < self.num_epochs:
@@ -289,13 +298,13 @@ class DiffOSegTrainer:
         """Sample every validation case with the EMA weights; write validation/summary.json (rank 0 only)."""
         if not self.is_main:
             return None
-        if not hasattr(self, "val_cases"):
+        if self.val_cases is None:  # --val: no training ran in this process
             cases = list_preprocessed_cases(self.data_folder)
             pp = preprocessed_dataset_folder(self.dataset_name)
             _, self.val_cases = select_fold(get_or_create_splits(pp, cases, None), self.fold, cases)
         c = self.cfg
         summary = validate_cases(self.ema.model, self.diffusion, c, self.data_folder, self.val_cases, self.stage,
-                                 self.plans.num_classes, self.plans.raters, self.device, self.output_folder / "validation",
+                                 self.plans.num_classes, self.plans.raters, self.device, validation_folder(self.trainer_dir, self.fold, self.stage),
                                  num_samples=c.training.num_val_samples, sampling_steps=c.diffusion.sampling_steps,
                                  file_ending=self._raw_file_ending(), samples_per_rater=c.stage2.num_samples_per_rater)
         if self.logger.values["train_losses"]:  # --val on a finished run re-plots with the metrics
@@ -312,7 +321,7 @@ class DiffOSegTrainer:
         return {"network_weights": self.ema.state_dict(), "raw_network_weights": self.network.state_dict(),
                 "optimizer_state": self.optimizer.state_dict(), "grad_scaler_state": self.grad_scaler.state_dict(),
                 "epoch": self.current_epoch, "ema_num_updates": self.ema.num_updates, "logging": {**self.logger.state(), "best_ema_val": self.best_ema_val},
-                "rng_state": capture_rng_state({"data_loader": self.dl_tr.get_rng_state() if hasattr(self, "dl_tr") else None}),
+                "rng_state": capture_rng_state({"data_loader": self.dl_tr.get_rng_state() if self.dl_tr is not None else None}),
                 "init_args": self.init_args, "trainer_name": type(self).__name__, "plans": self.plans.to_dict()}
 
     def save_checkpoint(self, path: Path) -> None:
@@ -335,11 +344,13 @@ class DiffOSegTrainer:
             self.current_epoch = int(ckpt["epoch"])
             self.logger.load_state(ckpt["logging"], self.current_epoch)
             self.best_ema_val = ckpt["logging"].get("best_ema_val")
+            if ckpt.get("rng_state"):  # the epoch streams are reseeded per epoch; this restores the global ones
+                restore_rng_state(ckpt["rng_state"])
         return ckpt
 
     def load_resume_checkpoint(self) -> None:
-        """--c: the most advanced of checkpoint_latest / checkpoint_final; none -> start fresh (with a note)."""
-        found = [p for p in (self.output_folder / "checkpoint_latest.pth", self.output_folder / "checkpoint_final.pth")
+        """--c: the most advanced of the latest / final checkpoints; none -> start fresh (with a note)."""
+        found = [p for p in (self.output_folder / CHECKPOINT_LATEST, self.output_folder / CHECKPOINT_FINAL)
                  if p.is_file()]
         if not found:
             self.print(f"--c: no checkpoint in {self.output_folder}, starting a new training")

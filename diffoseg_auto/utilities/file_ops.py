@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import uuid
 from pathlib import Path
 from typing import Any, Callable
@@ -19,6 +20,11 @@ def atomic_write(path: str | Path, write_fn: Callable[[Path], None]) -> None:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def atomic_copy(src: str | Path, dst: str | Path) -> None:
+    """Copy ``src`` to ``dst`` through a temporary file: ``dst`` is the old file or the whole new one."""
+    atomic_write(dst, lambda tmp: shutil.copyfile(src, tmp))
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -1,20 +1,20 @@
-"""Checkpoint dicts (see documentation/architecture.md), atomic saves and compatibility checks."""
+"""Checkpoint files (see documentation/architecture.md): atomic saves, loading and compatibility checks.
+
+Neutral ground: training writes checkpoints and inference reads them, so neither imports the other."""
 from __future__ import annotations
 
-import random
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import torch
 
+from diffoseg_auto.errors import UserError
 from diffoseg_auto.utilities.file_ops import atomic_write
 
 # init_args entries that must match for a checkpoint to be resumed / transferred by this run
 IDENTITY_KEYS = ("trainer_name", "plans_name", "configuration", "dataset_name", "num_raters", "num_classes")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     pass
 
 
@@ -40,23 +40,3 @@ def check_compatible(ckpt: dict, expected: dict, path: str | Path, keys: tuple[s
     if diffs:
         raise CheckpointError(f"{path} belongs to a different training run ({'; '.join(diffs)}). "
                               f"Use another output folder or delete the checkpoint; it was left untouched.")
-
-
-def capture_rng_state(extra: dict | None = None) -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    if extra:
-        state.update(extra)
-    return state
-
-
-def restore_rng_state(state: dict[str, Any]) -> None:
-    if "torch" in state:
-        torch.set_rng_state(state["torch"])
-    if "numpy" in state:
-        np.random.set_state(state["numpy"])
-    if "python" in state:
-        random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])

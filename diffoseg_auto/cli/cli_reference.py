@@ -1,6 +1,6 @@
 """Generate documentation/cli.md from the argparse parsers of the installed console scripts.
 
-`python -m diffoseg_auto.utilities.cli_reference > documentation/cli.md` rewrites the file;
+`python -m diffoseg_auto.cli.cli_reference > documentation/cli.md` rewrites the file;
 tests/test_cli_reference.py fails when the file and the code disagree, so the reference
 cannot drift from the code.
 """
@@ -11,21 +11,24 @@ import importlib
 import io
 import os
 import sys
-from importlib.metadata import entry_points
+
+from diffoseg_auto.cli.console import COMMON_OPTIONS_HELP, command_targets
 
 HEADER = """# Command-line reference
 
-Generated from the code by `python -m diffoseg_auto.utilities.cli_reference > documentation/cli.md`
+Generated from the code by `python -m diffoseg_auto.cli.cli_reference > documentation/cli.md`
 (a test checks that this file is up to date). Option names follow nnU-Net v2 where the meaning is
 the same (`-d`, `-c`, `-f`, `-np`, `-tr`, `-p`, `--c`, `--val`, `-chk`, `-step_size`, `--disable_tta`,
 `-device`, `-npp`, `-nps`, `--verify_dataset_integrity`, `-gpu_memory_target`, `-pl`, `--clean`).
-"""
+Every command also takes `-v` / `-q` and reports a user error as one line on stderr with exit code 1:
+```text{common}
+```
+""".format(common=COMMON_OPTIONS_HELP)
 
 
 def console_scripts() -> dict[str, str]:
-    """Command name -> 'module:function' for every console script of this project."""
-    eps = entry_points(group="console_scripts")
-    return {ep.name: ep.value for ep in eps if ep.name.startswith("diffoseg_")}
+    """Command name -> 'module:function' of the real main of every console script of this project."""
+    return command_targets()
 
 
 def help_text(target: str) -> str:

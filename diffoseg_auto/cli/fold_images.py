@@ -2,31 +2,29 @@
 
 `diffoseg_predict` takes a folder of images; this makes one for the held-out cases of a fold so
 that demos and benchmarks predict exactly what training did not see.
-`python -m diffoseg_auto.utilities.fold_images DATASET FOLD OUT_FOLDER [--split val|train]`
+`python -m diffoseg_auto.cli.fold_images DATASET FOLD OUT_FOLDER [--split val|train]`
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
+from diffoseg_auto.cli.console import run_command
 from diffoseg_auto.dataset.raw_dataset import open_raw_dataset
-from diffoseg_auto.paths import preprocessed_root
+from diffoseg_auto.paths import preprocessed_dataset_folder
+from diffoseg_auto.training.splits import SPLITS_FILE, load_splits, select_fold
 from diffoseg_auto.utilities.dataset_name_id import resolve_dataset_name
 
 
 def link_fold_images(dataset: str | int, fold: int, output_folder: str | Path, split: str = "val") -> list[str]:
     """Link (or copy where links are impossible) the fold's images into ``output_folder``; returns the cases."""
     name = resolve_dataset_name(dataset)
-    splits_file = preprocessed_root() / name / "splits_final.json"
-    if not splits_file.is_file():
-        raise FileNotFoundError(f"{splits_file}: no splits yet. They are created by the first `diffoseg_train {dataset} ...`.")
-    splits = json.loads(splits_file.read_text())
-    if not 0 <= int(fold) < len(splits):
-        raise ValueError(f"fold {fold} is not in {splits_file} (folds 0..{len(splits) - 1})")
-    cases = list(splits[int(fold)][split])
+    folder = preprocessed_dataset_folder(name)
+    train, val = select_fold(load_splits(folder), int(fold), [], str(folder / SPLITS_FILE))
+    cases = val if split == "val" else train
     files = open_raw_dataset(name).image_files_by_case("Tr")
     out = Path(output_folder)
     if out.exists():
@@ -53,4 +51,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command("fold_images", main))

@@ -1,0 +1,70 @@
+"""The one owner of the results-folder layout (as nnU-Net's file_path_utilities):
+
+    $diffoseg_results/<DatasetXXX_Name>/<Trainer>__<Plans>__<config>/      trainer folder
+        fold_<f>/checkpoint_final.pth                                      the fold's final model
+        fold_<f>/stage<s>/checkpoint_{latest,best,final}.pth
+        fold_<f>/stage<s>/validation/summary.json (+ predictions)
+
+Training, prediction, evaluation and the benchmark ask this module for every path in there;
+no other module spells these names.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from diffoseg_auto.paths import results_root
+
+CHECKPOINT_FINAL = "checkpoint_final.pth"
+CHECKPOINT_LATEST = "checkpoint_latest.pth"
+CHECKPOINT_BEST = "checkpoint_best.pth"
+VALIDATION = "validation"
+SUMMARY = "summary.json"
+_SEP = "__"  # Trainer__Plans__config
+_FOLD_PREFIX = "fold_"
+
+
+def trainer_folder_name(trainer: str, plans: str, configuration: str) -> str:
+    return _SEP.join((trainer, plans, configuration))
+
+
+def parse_trainer_folder_name(name: str) -> tuple[str, str, str]:
+    """'<Trainer>__<Plans>__<config>' -> (trainer, plans, config); another name -> (name, '', '')."""
+    parts = name.split(_SEP)
+    return (parts[0], parts[1], parts[2]) if len(parts) == 3 else (name, "", "")
+
+
+def trainer_folder(dataset_name: str, trainer: str, plans: str, configuration: str,
+                   root: str | Path | None = None) -> Path:
+    """<root or $diffoseg_results>/<dataset>/<Trainer>__<Plans>__<config>"""
+    base = Path(root) if root is not None else results_root()
+    return base / dataset_name / trainer_folder_name(trainer, plans, configuration)
+
+
+def fold_folder(trainer_dir: str | Path, fold: int | str) -> Path:
+    return Path(trainer_dir) / f"{_FOLD_PREFIX}{fold}"
+
+
+def trained_folds(trainer_dir: str | Path) -> list[str]:
+    """Names of the folds with a folder in ``trainer_dir`` ('0', '1', 'all', ...), sorted."""
+    return sorted(p.name.removeprefix(_FOLD_PREFIX) for p in Path(trainer_dir).glob(f"{_FOLD_PREFIX}*") if p.is_dir())
+
+
+def stage_folder(trainer_dir: str | Path, fold: int | str, stage: int) -> Path:
+    return fold_folder(trainer_dir, fold) / f"stage{stage}"
+
+
+def checkpoint_path(trainer_dir: str | Path, fold: int | str, stage: int, checkpoint_name: str = CHECKPOINT_FINAL) -> Path:
+    return stage_folder(trainer_dir, fold, stage) / checkpoint_name
+
+
+def fold_final_checkpoint(trainer_dir: str | Path, fold: int | str) -> Path:
+    """The fold's own final model: a copy of Stage II's final checkpoint when Stage II ran, else Stage I's."""
+    return fold_folder(trainer_dir, fold) / CHECKPOINT_FINAL
+
+
+def validation_folder(trainer_dir: str | Path, fold: int | str, stage: int) -> Path:
+    return stage_folder(trainer_dir, fold, stage) / VALIDATION
+
+
+def validation_summary(trainer_dir: str | Path, fold: int | str, stage: int) -> Path:
+    return validation_folder(trainer_dir, fold, stage) / SUMMARY

@@ -1,0 +1,127 @@
+"""Every console script runs through diffoseg_auto.cli.console: a user error is one line on stderr
+and exit code 1, a bug keeps its traceback, -v / -q set the logging level."""
+from __future__ import annotations
+
+import logging
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from diffoseg_auto.cli import console
+from diffoseg_auto.cli.console import command_targets, run_command, split_verbosity
+from diffoseg_auto.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[1]
+MISSING = "/nonexistent/diffoseg_input"
+
+# per command: arguments that name a dataset or input that does not exist
+MISSING_INPUT_ARGS = {
+    "diffoseg_convert_lidc": ["-i", MISSING + ".npz", "-d", "20"],
+    "diffoseg_convert_npc170": ["-i", MISSING, "-d", "21"],
+    "diffoseg_convert_bubil": ["-i", MISSING, "-d", "22"],
+    "diffoseg_convert_qubiq": ["-i", MISSING, "-d", "23", "-n", "prostate"],
+    "diffoseg_convert_folder": ["-i", MISSING, "-m", MISSING, "-d", "24", "-n", "Folder"],
+    "diffoseg_generate_toy_dataset": ["-d", "25"],  # run with $diffoseg_raw unset: no place to write it
+    "diffoseg_verify_dataset": ["-d", "999"],
+    "diffoseg_plan_and_preprocess": ["-d", "999"],
+    "diffoseg_extract_fingerprint": ["-d", "999"],
+    "diffoseg_plan_experiment": ["-d", "999"],
+    "diffoseg_preprocess": ["-d", "999"],
+    "diffoseg_add_reference_configuration": ["-d", "999"],
+    "diffoseg_train": ["999", "2d", "0", "-device", "cpu"],
+    "diffoseg_predict": ["-i", MISSING, "-o", MISSING + "_out", "-d", "999", "-c", "2d", "-f", "0", "-device", "cpu"],
+    "diffoseg_evaluate": ["-ref", MISSING, "-pred", MISSING],
+    "diffoseg_benchmark": ["-d", "999", "-c", "2d"],
+}
+
+
+def test_every_declared_command_has_a_case():
+    declared = set(re.findall(r'"(diffoseg_[a-z0-9_]+)":', (ROOT / "setup.py").read_text()))
+    assert declared == set(command_targets()) == set(MISSING_INPUT_ARGS)
+
+
+@pytest.mark.parametrize("command", sorted(MISSING_INPUT_ARGS))
+def test_missing_input_is_one_line_and_exit_1(command, env_folders, monkeypatch, capsys):
+    if command == "diffoseg_generate_toy_dataset":
+        monkeypatch.delenv("diffoseg_raw")
+    # exactly what the installed script runs: `from diffoseg_auto.cli.console import <command>; sys.exit(<command>())`
+    script = getattr(console, command)
+    monkeypatch.setattr(sys, "argv", [command, *MISSING_INPUT_ARGS[command]])
+    with pytest.raises(SystemExit) as exc:
+        script()
+    assert exc.value.code == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    # progress messages (logging INFO) may precede it; the error itself is one line, the last
+    errors = [line for line in err.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and err.rstrip("\n").splitlines()[-1] == errors[0], err
+    assert re.search(r"999|nonexistent|diffoseg_raw", errors[0]), errors[0]  # it names what is missing
+
+
+@pytest.mark.slow
+def test_installed_script_prints_no_traceback(env_folders):
+    script = Path(sys.executable).parent / "diffoseg_train"
+    proc = subprocess.run([str(script), "999", "2d", "0", "-device", "cpu"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
+    assert proc.stderr.startswith("diffoseg_train: error: No dataset with id 999")
+
+
+def test_a_bug_keeps_its_traceback():
+    def main(argv):
+        raise KeyError("a bug")
+
+    with pytest.raises(KeyError, match="a bug"):
+        run_command("diffoseg_x", main, [])
+
+
+def test_user_error_line_joins_lines_and_exit_status_passes_through(capsys):
+    def bad(argv):
+        raise UserError("Dataset x has 2 problem(s):\n- a.nii.gz: wrong shape\n- b.nii.gz: missing")
+
+    assert run_command("diffoseg_x", bad, []) == 1
+    assert capsys.readouterr().err == "diffoseg_x: error: Dataset x has 2 problem(s):; a.nii.gz: wrong shape; b.nii.gz: missing\n"
+    assert run_command("diffoseg_x", lambda argv: 3, []) == 3
+    assert run_command("diffoseg_x", lambda argv: None, []) == 0
+
+
+@pytest.mark.parametrize("flags, level", [([], logging.INFO), (["-v"], logging.DEBUG), (["--quiet"], logging.WARNING),
+                                          (["-q", "-q"], logging.WARNING)])
+def test_verbosity_flags_set_the_logging_level(flags, level):
+    seen = {}
+
+    def main(argv):
+        seen["argv"], seen["level"] = argv, logging.getLogger().level
+
+    run_command("diffoseg_x", main, ["-d", "1", *flags, "--c"])
+    assert seen == {"argv": ["-d", "1", "--c"], "level": level}
+
+
+@pytest.mark.parametrize("flags, shown", [([], True), (["-v"], True), (["-q"], False)])
+def test_epoch_lines_print_unless_quiet(flags, shown, capsys):
+    from diffoseg_auto.training.logger import TrainingLogger
+
+    run_command("diffoseg_x", lambda argv: TrainingLogger().print("epoch 1/1  train_loss 0.5"), flags)
+    assert ("epoch 1/1  train_loss 0.5" in capsys.readouterr().out) == shown
+
+
+def test_split_verbosity_leaves_arguments_after_double_dash():
+    assert split_verbosity(["-v", "a", "--", "-q"]) == (1, ["a", "--", "-q"])
+
+
+def test_help_lists_the_common_options(capsys):
+    from diffoseg_auto.training.run_training import main
+
+    with pytest.raises(SystemExit) as exc:
+        run_command("diffoseg_train", main, ["-h"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "usage:" in out and "-v, --verbose" in out and "-q, --quiet" in out
+
+
+def test_unknown_command_is_an_attribute_error():
+    with pytest.raises(AttributeError, match="diffoseg_nothing"):
+        getattr(console, "diffoseg_nothing")

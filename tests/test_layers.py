@@ -1,0 +1,129 @@
+"""Import layering (documentation/architecture.md): a package may import only packages of lower layers.
+
+Imports inside functions count too: a lazy import hides a cycle from Python, not from the design.
+"""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PROJECT_PACKAGES = ("diffoseg_auto", "planners", "dataset_conversion")
+
+# lowest first; units in one layer are independent of each other
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("diffoseg_auto.errors",),
+    ("diffoseg_auto.paths",),
+    ("diffoseg_auto.configuration",),
+    ("diffoseg_auto.utilities",),
+    ("diffoseg_auto.results_layout",),
+    ("diffoseg_auto.io",),
+    ("diffoseg_auto.plans",),
+    ("diffoseg_auto.dataset",),
+    ("diffoseg_auto.preprocessing",),
+    ("diffoseg_auto.diffusion", "diffoseg_auto.network"),
+    ("diffoseg_auto.evaluation",),
+    ("diffoseg_auto.inference",),
+    ("diffoseg_auto.training",),
+    ("planners", "dataset_conversion"),
+    ("diffoseg_auto.cli",),
+)
+LAYER_OF = {unit: i for i, layer in enumerate(LAYERS) for unit in layer}
+
+
+def unit_of(module: str) -> str:
+    """'diffoseg_auto.training.trainer' -> 'diffoseg_auto.training'; 'planners.fingerprint' -> 'planners'."""
+    parts = module.split(".")
+    return ".".join(parts[:2]) if parts[0] == "diffoseg_auto" and len(parts) > 1 else parts[0]
+
+
+def imported_modules(source: str) -> list[str]:
+    """Absolute project imports anywhere in the file (module level and inside functions)."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.append(node.module)
+    return [m for m in found if m.split(".")[0] in PROJECT_PACKAGES]
+
+
+def layer_violations(root: Path) -> list[str]:
+    """'file: unit (layer i) imports unit (layer j)' for every import of an equal or higher layer,
+    and 'file: unit has no layer' for a package missing from LAYERS."""
+    problems = []
+    for pkg in PROJECT_PACKAGES:
+        for f in sorted((root / pkg).rglob("*.py")):
+            rel = f.relative_to(root)
+            module = ".".join(rel.with_suffix("").parts)
+            src_unit = unit_of(module)
+            if rel.parts == ("diffoseg_auto", "__init__.py"):  # the package's own (empty) __init__
+                continue
+            if src_unit not in LAYER_OF:
+                problems.append(f"{rel}: {src_unit} has no layer in LAYERS")
+                continue
+            for imported in imported_modules(f.read_text()):
+                dst_unit = unit_of(imported)
+                if dst_unit == src_unit:
+                    continue
+                if LAYER_OF.get(dst_unit, len(LAYERS)) >= LAYER_OF[src_unit]:
+                    problems.append(f"{rel}: {src_unit} (layer {LAYER_OF[src_unit]}) imports {imported} "
+                                    f"(layer {LAYER_OF.get(dst_unit, '?')})")
+    return problems
+
+
+def test_no_lower_layer_imports_a_higher_one():
+    assert layer_violations(ROOT) == []
+
+
+def test_every_layer_exists():
+    for unit in LAYER_OF:
+        path = ROOT / Path(*unit.split("."))
+        assert path.is_dir() or path.with_suffix(".py").is_file(), unit
+
+
+@pytest.mark.parametrize("fake_file, body, offending", [
+    # the old cycle: inference reading checkpoints from training
+    ("diffoseg_auto/inference/fake_loader.py", "from diffoseg_auto.training.trainer import DiffOSegTrainer\n",
+     "diffoseg_auto.training.trainer"),
+    # the other old cycle, hidden in a function: utilities reaching up into dataset
+    ("diffoseg_auto/utilities/fake_helper.py", "def f():\n    import diffoseg_auto.dataset.raw_dataset\n",
+     "diffoseg_auto.dataset.raw_dataset"),
+    # siblings of one layer stay independent
+    ("diffoseg_auto/network/fake_net.py", "from diffoseg_auto.diffusion import schedules\n", "diffoseg_auto.diffusion"),
+])
+def test_a_reintroduced_cycle_is_caught(tmp_path: Path, fake_file: str, body: str, offending: str):
+    fake = tmp_path / fake_file
+    fake.parent.mkdir(parents=True)
+    fake.write_text(body)
+    problems = layer_violations(tmp_path)
+    assert len(problems) == 1 and problems[0].startswith(fake_file) and offending in problems[0]
+
+
+def test_an_unplaced_package_is_reported(tmp_path: Path):
+    (tmp_path / "diffoseg_auto" / "newpkg").mkdir(parents=True)
+    (tmp_path / "diffoseg_auto" / "newpkg" / "x.py").write_text("import os\n")
+    assert layer_violations(tmp_path) == ["diffoseg_auto/newpkg/x.py: diffoseg_auto.newpkg has no layer in LAYERS"]
+
+
+def test_no_test_module_imports_another():
+    """Shared test code lives in conftest.py (fixtures) and the support/ package, never in a test_*.py."""
+    test_modules = {f.stem for f in (ROOT / "tests").glob("test_*.py")}
+    offenders = []
+    for f in sorted((ROOT / "tests").rglob("*.py")):
+        for node in ast.walk(ast.parse(f.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
+            offenders += [f"{f.relative_to(ROOT)}: {n}" for n in names if n.split(".")[0] in test_modules]
+    assert offenders == []
+
+
+def test_results_folder_names_are_spelled_in_one_module():
+    """diffoseg_auto/results_layout.py owns the results-folder layout; nobody else spells its names."""
+    names = ("fold_{", '"fold_*"', "checkpoint_final.pth", "checkpoint_latest.pth", "checkpoint_best.pth", "stage{",
+             '"validation" /', '}__{plans}__{')
+    found = {str(f.relative_to(ROOT)) for pkg in PROJECT_PACKAGES for f in (ROOT / pkg).rglob("*.py")
+             if any(n in f.read_text() for n in names)}
+    assert found == {"diffoseg_auto/results_layout.py"}
