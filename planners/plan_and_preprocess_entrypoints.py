@@ -80,9 +80,10 @@ def _main(fn, argv: Sequence[str] | None) -> None:
     from diffoseg_auto.dataset.raw_dataset import DatasetFormatError
     from diffoseg_auto.paths import EnvironmentVariableNotSetError
     from diffoseg_auto.plans.plans import PlansValidationError
+    from diffoseg_auto.errors import UserError
     from diffoseg_auto.utilities.dataset_name_id import DatasetNotFoundError
 
-    errors: tuple[type[BaseException], ...] = (DatasetFormatError, EnvironmentVariableNotSetError, PlansValidationError,
+    errors: tuple[type[BaseException], ...] = (UserError, DatasetFormatError, EnvironmentVariableNotSetError, PlansValidationError,
                                                DatasetNotFoundError, FileNotFoundError, ValueError)
     try:
         from diffoseg_auto.dataset.integrity import DatasetIntegrityError

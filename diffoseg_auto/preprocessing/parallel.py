@@ -12,6 +12,8 @@ from typing import Any, Callable, Iterable
 
 from tqdm import tqdm
 
+from diffoseg_auto.utilities.worker_lifeline import watch_parent
+
 
 def default_num_processes() -> int:
     return max(1, min(2, os.cpu_count() or 1))
@@ -25,5 +27,5 @@ def map_with_progress(fn: Callable[[Any], Any], items: Iterable[Any], num_proces
     bar = dict(total=len(items), desc=desc, disable=disable_bar, leave=False)
     if n <= 1 or len(items) < min_items_for_pool:
         return [fn(i) for i in tqdm(items, **bar)]
-    with mp.get_context("spawn").Pool(min(n, len(items))) as pool:
+    with mp.get_context("spawn").Pool(min(n, len(items)), initializer=watch_parent, initargs=(os.getpid(),)) as pool:
         return list(tqdm(pool.imap(fn, items), **bar))
