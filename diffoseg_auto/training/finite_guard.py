@@ -23,7 +23,7 @@ def raise_if_non_finite(loss: torch.Tensor, grad_norm: torch.Tensor, amp: bool, 
     grad_ok = amp or bool(torch.isfinite(grad_norm).all())
     if loss_ok and grad_ok:
         return
-    what = f"training loss {float(loss):g}" if not loss_ok else f"gradient norm {float(grad_norm):g}"
+    what = f"training loss {float(loss.detach()):g}" if not loss_ok else f"gradient norm {float(grad_norm):g}"
     kept = sorted(p.name for p in Path(output_folder).glob("checkpoint_*.pth"))
     raise NonFiniteTrainingError(
         f"stage {stage}, fold {fold}: non-finite {what} at epoch {epoch}; training stopped before the weights "
