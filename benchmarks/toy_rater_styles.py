@@ -79,14 +79,14 @@ def main() -> None:
         plan_and_preprocess(["-d", str(a.dataset_id), "-c", "2d", "-np", "2"])
         edit_plans(work / "preprocessed" / name / "DiffOSegPlans.json", "2d", a.set)
         run_training(a.dataset_id, "2d", 0, "1", num_epochs=a.epochs, iterations_per_epoch=a.iterations,
-                     device=a.device)
+                     device=a.device, overwrite=True)
         run_training(a.dataset_id, "2d", 0, "2", num_epochs=a.stage2_epochs, iterations_per_epoch=a.iterations,
-                     device=a.device)
+                     device=a.device, overwrite=True)
     t_train = time.time() - t0
     val_in, pred = work / "val_images", work / "predictions"
     cases = link_fold_images(a.dataset_id, 0, val_in)
     predict_from_folder(val_in, pred, a.dataset_id, "2d", [0], device=a.device, save_samples=True,
-                        rater_num_samples=a.rater_num_samples)
+                        rater_num_samples=a.rater_num_samples, overwrite=True)
     summary = evaluate_folder(raw / "labelsTr", pred, pred / "summary.json")
     raters = json.loads((raw / "dataset.json").read_text())["raters"]
     matrix = np.array(summary["rater_prompt_dice_matrix"], dtype=float)
