@@ -15,6 +15,7 @@ from diffoseg_auto.evaluation.metrics import MODES, evaluate_case, summarize
 from diffoseg_auto.evaluation.prediction_folder import (EvaluationInputError, list_predicted_cases, load_prediction,
                                                         load_reference, reference_info)
 from diffoseg_auto.utilities.file_ops import atomic_write, save_json
+from diffoseg_auto.utilities.worker_lifeline import watch_parent
 
 
 def _evaluate_one(job: tuple) -> dict:
@@ -78,7 +79,8 @@ def evaluate_folder(ref_folder: str | Path, pred_folder: str | Path, output_file
     if num_processes <= 1 or len(jobs) <= 2:
         per_case = [_evaluate_one(j) for j in jobs]
     else:
-        with get_context("spawn").Pool(min(num_processes, len(jobs))) as pool:
+        with get_context("spawn").Pool(min(num_processes, len(jobs)), initializer=watch_parent,
+                                       initargs=(os.getpid(),)) as pool:
             per_case = pool.map(_evaluate_one, jobs)
     summary = summarize(per_case, info.raters, mode)
     summary["num_classes"] = num_classes
