@@ -224,7 +224,7 @@ def test_retraining_a_finished_fold_needs_c_or_overwrite(toy, tmp_path):
     assert (fold / "notes.txt").is_file()
     # retraining Stage I clears every derived file of the fold: Stage II no longer matches it
     run_training(DATASET, "2d", 0, "1", num_workers=0, output_folder=tmp_path, skip_final_validation=True, overwrite=True)
-    assert not (fold / "stage2").exists()
+    assert not (fold / "stage2").exists() and (fold / "notes.txt").read_text() == "mine"
     assert torch.load(fold / "checkpoint_final.pth", weights_only=False)["init_args"]["stage"] == 1
 
 

@@ -3,8 +3,9 @@
 Starting a stage over silently would replace its checkpoints while the other stage and
 ``fold_N/checkpoint_final.pth`` stay from the old run, so the stages would no longer match.
 A stage with checkpoints therefore needs ``--c`` (continue) or ``--overwrite``; ``--overwrite``
-deletes everything derived from the retrained stage: retraining Stage I clears the whole fold
-(Stage II was started from it), retraining only Stage II clears Stage II and the fold's final copy.
+deletes everything derived from the retrained stage: retraining Stage I clears both stages and the
+fold's final copy (Stage II was started from Stage I), retraining only Stage II clears Stage II and the
+fold's final copy. Other files in the fold folder stay.
 """
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ from pathlib import Path
 from typing import Sequence
 
 from diffoseg_auto.errors import UserError
-from diffoseg_auto.utilities.run_lock import LOCK_NAME
 
 CHECKPOINTS = ("checkpoint_final.pth", "checkpoint_latest.pth", "checkpoint_best.pth")
 
@@ -46,12 +46,10 @@ def refuse_silent_overwrite(fold_dir: str | Path, stages: Sequence[int]) -> None
 def clear_fold_outputs(fold_dir: str | Path, stages: Sequence[int]) -> list[Path]:
     """--overwrite: delete the outputs derived from the stages to retrain; returns what was deleted."""
     fold_dir = Path(fold_dir)
-    if not fold_dir.is_dir():
-        return []
+    derived = [_stage_dir(fold_dir, 2), fold_dir / "checkpoint_final.pth"]
     if 1 in stages:
-        doomed = [p for p in fold_dir.iterdir() if p.name != LOCK_NAME]
-    else:
-        doomed = [p for p in (_stage_dir(fold_dir, 2), fold_dir / "checkpoint_final.pth") if p.exists()]
+        derived.append(_stage_dir(fold_dir, 1))
+    doomed = [p for p in derived if p.exists()]  # files the user put beside them stay
     for p in doomed:
         shutil.rmtree(p) if p.is_dir() else p.unlink()
     return doomed
