@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -133,7 +134,7 @@ def test_second_run_refused_and_stale_lock_taken_over(toy, tmp_path, capsys):
     try:
         fold = tmp_path / "fold_0"
         fold.mkdir(parents=True)
-        (fold / LOCK_NAME).write_text(json.dumps({"pid": live.pid, "host": os.uname().nodename, "started": "now",
+        (fold / LOCK_NAME).write_text(json.dumps({"pid": live.pid, "host": socket.gethostname(), "started": "now",
                                                   "command": "diffoseg_train other"}))
         with pytest.raises(RunLockedError, match=rf"fold_0: in use by PID {live.pid} since now \(diffoseg_train other\)"):
             run_training(DATASET, "2d", 0, "1", num_workers=0, output_folder=tmp_path, skip_final_validation=True)
@@ -141,12 +142,16 @@ def test_second_run_refused_and_stale_lock_taken_over(toy, tmp_path, capsys):
     finally:
         live.kill()
         live.wait()
-    (fold / LOCK_NAME).write_text(json.dumps({"pid": _dead_pid(), "host": os.uname().nodename}))
+    (fold / LOCK_NAME).write_text(json.dumps({"pid": _dead_pid(), "host": socket.gethostname()}))
     run_training(DATASET, "2d", 0, "1", num_workers=0, output_folder=tmp_path, skip_final_validation=True)
     assert "taking over the stale lock" in capsys.readouterr().err
     assert (fold / "stage1" / "checkpoint_final.pth").is_file() and not (fold / LOCK_NAME).exists()
     with RunLock(fold, "a"), pytest.raises(RunLockedError, match=f"in use by PID {os.getpid()}"):
         RunLock(fold, "b").acquire()  # the same process counts as a live owner too
+    # a live PID whose start time differs is a reused PID: the lock is stale
+    (fold / LOCK_NAME).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "start_time": "0"}))
+    with RunLock(fold, "c") as lock:
+        assert json.loads(lock.path.read_text())["command"].startswith("c")
 
 
 # ---------------------------------------------------------------- 4. workers die with their parent
@@ -246,6 +251,7 @@ def test_truncated_nii_gz_rejected_by_name(env_folders):
 
 # ---------------------------------------------------------------- 7. prediction finishes what it can
 
+@pytest.mark.slow
 def test_prediction_skips_bad_case_continues_and_overwrites(env_folders, tmp_path):
     from diffoseg_auto.inference.prediction_outputs import OutputFolderInUseError, PredictionIncompleteError
     from test_predictor import _predict, _tiny_plans, _write_model_folder, _write_raw_input
