@@ -29,7 +29,7 @@ def train_with_budget(dataset_id: int, configuration: str, stage1_minutes: float
         t0 = time.time()
         tr = run_training(dataset_id, configuration, 0, str(stage), num_workers=0, device="cpu",
                           max_minutes=minutes, skip_final_validation=True, num_epochs=1000,
-                          iterations_per_epoch=iterations_per_epoch, val_iterations=2)[0]
+                          iterations_per_epoch=iterations_per_epoch, val_iterations=2, overwrite=True)[0]
         reached[f"stage{stage}"] = {"epochs": tr.current_epoch, "iterations": tr.current_epoch * tr.iterations_per_epoch,
                                     "batch_size": tr.batch_size, "seconds": round(time.time() - t0, 1)}
     return reached
@@ -52,7 +52,7 @@ def predict_and_evaluate(dataset_id: int, configuration: str, work: Path, tag: s
     cases = predict_from_folder(cases_folder, out, dataset_id, configuration, [0], num_samples=num_samples,
                                 sampling_steps=steps, save_samples=True, device="cpu", use_mirroring=False, raters=raters,
                                 rater_num_samples=rater_num_samples, num_processes_preprocessing=1,
-                                num_processes_export=1)
+                                num_processes_export=1, overwrite=True)
     seconds = time.time() - t0
     labels = raw_root() / resolve_dataset_name(dataset_id) / "labelsTr"
     s = evaluate_folder(labels, out, out / "summary.json")

@@ -61,7 +61,7 @@ def sweep(dataset_id: int, configuration: str, fold: int, steps: list[int], work
         pred = work / f"stage1_S{s}{tag}"
         predict_from_folder(val_in, pred, dataset_id, configuration, [fold], device="cpu", save_samples=True,
                             raters="none", sampling_steps=s, num_samples=num_samples, use_mirroring=mirroring,
-                            **IN_PROCESS)
+                            overwrite=True, **IN_PROCESS)
         summary = evaluate_folder(labels, pred, pred / "summary.json")
         ged, ged_se = mean_and_se(summary, "GED")
         dsoft, dsoft_se = mean_and_se(summary, "Dice_soft")

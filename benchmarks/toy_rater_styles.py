@@ -131,7 +131,7 @@ def main() -> None:
             for block in a.prompt_blocks:
                 add_prompt_block_configuration(plans_file, block)
             run_training(a.dataset_id, "2d", 0, "1", num_epochs=a.epochs, iterations_per_epoch=a.iterations,
-                         device=a.device, skip_final_validation=True)
+                         device=a.device, skip_final_validation=True, overwrite=True)
             timings["stage1_seconds"] = round(time.time() - t0, 1)
         stage1 = stage_folder(trainer_folder(name, "DiffOSegTrainer", "DiffOSegPlans", "2d"), 0, 1) / "checkpoint_final.pth"
         for block, cfg in configs.items():
@@ -140,7 +140,7 @@ def main() -> None:
             shutil.rmtree(target.parent, ignore_errors=True)
             share_stage1(stage1, target / "checkpoint_final.pth", cfg)  # the same Stage I weights for every block
             run_training(a.dataset_id, cfg, 0, "2", num_epochs=a.stage2_epochs, iterations_per_epoch=a.iterations,
-                         device=a.device, skip_final_validation=True)
+                         device=a.device, skip_final_validation=True, overwrite=True)
             timings[f"stage2_{block}_seconds"] = round(time.time() - t1, 1)
     val_in = work / "val_images"
     cases = link_fold_images(a.dataset_id, 0, val_in)
@@ -153,7 +153,7 @@ def main() -> None:
     for block, cfg in configs.items():
         pred = work / f"stage2_{block}"
         predict_from_folder(val_in, pred, a.dataset_id, cfg, [0], device=a.device, num_samples=4, use_mirroring=False,
-                            **IN_PROCESS)
+                            overwrite=True, **IN_PROCESS)
         summary = evaluate_folder(raw / "labelsTr", pred, pred / "summary.json")
         matrix = np.array(summary["rater_prompt_dice_matrix"], dtype=float)
         area = {r: float(np.mean([read_seg(pred / "raters" / r / f"{c}.nii.gz")[0].astype(bool).sum() for c in cases]))

@@ -305,6 +305,7 @@ def plan_experiment(dataset: str | int, planner: str = "planners.experiment_plan
     from diffoseg_auto.utilities.dataset_name_id import resolve_dataset_name
     from diffoseg_auto.utilities.file_ops import load_json
     from planners.fingerprint import FINGERPRINT_FILE
+    from planners.plans_backup import backup_replaced_plans
 
     name = resolve_dataset_name(dataset)
     folder = preprocessed_root() / name
@@ -313,5 +314,6 @@ def plan_experiment(dataset: str | int, planner: str = "planners.experiment_plan
         raise MissingFileError(f"{fp_file}: missing. Run `diffoseg_extract_fingerprint -d {dataset}` first.")
     cls = load_planner_class(planner)
     p = cls(load_json(folder / "dataset.json"), load_json(fp_file), name, gpu_memory_target_gb, plans_name).plan()
+    backup_replaced_plans(folder / f"{p.plans_name}.json", p.to_dict())
     save_plans(p, folder / f"{p.plans_name}.json")
     return p

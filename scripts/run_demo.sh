@@ -23,12 +23,12 @@ echo "== 2/5 fingerprint, plan, preprocess"
 diffoseg_plan_and_preprocess -d "$ID" -c 2d --verify_dataset_integrity -np 2
 
 echo "== 3/5 train fold 0: Stage I (consensus) then Stage II (expert prompts)"
-diffoseg_train "$ID" 2d 0 --stage both --num_epochs "$EPOCHS" --iterations_per_epoch "$ITERS" -device cpu
+diffoseg_train "$ID" 2d 0 --stage both --num_epochs "$EPOCHS" --iterations_per_epoch "$ITERS" -device cpu --overwrite
 
 echo "== 4/5 predict the fold's validation cases"
 VAL_IN=$WORK/val_images
 .venv/bin/python -m diffoseg_auto.cli.fold_images "$ID" 0 "$VAL_IN"
-diffoseg_predict -i "$VAL_IN" -o "$WORK/predictions" -d "$ID" -c 2d -f 0 --save_samples -device cpu
+diffoseg_predict -i "$VAL_IN" -o "$WORK/predictions" -d "$ID" -c 2d -f 0 --save_samples -device cpu --overwrite
 
 echo "== 5/5 evaluate against the raters"
 diffoseg_evaluate -ref "$diffoseg_raw/$NAME/labelsTr" -pred "$WORK/predictions" -o "$WORK/predictions/summary.json"

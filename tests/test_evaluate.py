@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from diffoseg_auto.evaluation.completeness import EvaluationIncompleteError
 from diffoseg_auto.evaluation.evaluate_entrypoint import evaluate_folder, main
 from diffoseg_auto.evaluation.prediction_folder import EvaluationInputError
 from diffoseg_auto.io.image_io import write_seg
@@ -101,11 +102,23 @@ def test_sample_size_mismatch_names_the_file(folders):
         evaluate_folder(ref, pred)
 
 
-def test_case_missing_from_reference(folders):
+def test_missing_references_predictions_and_raters_are_listed(folders, capsys):
+    """Issue 14 item 9: the gaps are listed (warning), not scored, and fatal with strict."""
     ref, pred = folders
-    write_seg(cols(0), PROPS, pred / "consensus" / "c9.nii.gz")
-    with pytest.raises(EvaluationInputError, match="case 'c9' has predictions but no reference"):
-        evaluate_folder(ref, pred)
+    write_seg(cols(0), PROPS, pred / "consensus" / "c9.nii.gz")  # a prediction without reference
+    write_seg(cols(0), PROPS, ref / "ra" / "c7.nii.gz")  # a reference case nobody predicted
+    (pred / "raters" / "r_extra").mkdir(parents=True)  # a predicted rater the reference lacks
+    s = evaluate_folder(ref, pred)
+    err = capsys.readouterr().err
+    assert "no reference for 1 predicted case(s) (not scored): c9" in err
+    assert "no prediction for 1 reference case(s): c7" in err and "predicted rater(s) ['r_extra']" in err
+    assert s["num_cases"] == 2 and s["missing"] == {"predictions": ["c7"], "references": ["c9"], "raters": ["r_extra"]}
+    (pred / "summary.json").unlink()
+    with pytest.raises(EvaluationIncompleteError, match="--strict: .*c7") as e:
+        evaluate_folder(ref, pred, strict=True)
+    assert len(str(e.value).splitlines()) == 3  # one line per problem
+    assert not (pred / "summary.json").exists()  # nothing scored
+    assert (pred / "consensus" / "c9.nii.gz").is_file() and (ref / "ra" / "c7.nii.gz").is_file()  # nothing lost
 
 
 def test_cli(folders, monkeypatch, capsys):

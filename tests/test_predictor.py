@@ -318,8 +318,9 @@ def test_predict_from_folder_end_to_end_geometry_and_outputs(env_folders, tmp_pa
             assert geometry_matches(pr, in_props) == [] and set(np.unique(rs)) <= {0, 1}
     # reproducible: a second run with the same seed gives the same samples
     first = load_samples_npz(out / "samples" / "case0.npz")
-    _predict(env_folders, tmp_path, save_samples=True, raters="none")
+    _predict(env_folders, tmp_path, save_samples=True, raters="none", overwrite=True)
     np.testing.assert_array_equal(load_samples_npz(out / "samples" / "case0.npz"), first)
+    assert not (out / "raters").exists()  # --overwrite cleared the first run's Stage II files
 
 
 def test_predict_raters_without_stage2_is_a_clear_error(env_folders, tmp_path):
@@ -392,6 +393,6 @@ def test_worker_processes_give_the_same_outputs(env_folders, tmp_path):
     _write_raw_input(tmp_path / "input", n_cases=3)
     _predict(env_folders, tmp_path, save_samples=True, raters="none", num_processes_preprocessing=2, num_processes_export=2)
     parallel = {c: load_samples_npz(tmp_path / "out" / "samples" / f"{c}.npz") for c in ("case0", "case1", "case2")}
-    _predict(env_folders, tmp_path, save_samples=True, raters="none")
+    _predict(env_folders, tmp_path, save_samples=True, raters="none", overwrite=True)
     for c, s in parallel.items():
         np.testing.assert_array_equal(load_samples_npz(tmp_path / "out" / "samples" / f"{c}.npz"), s)

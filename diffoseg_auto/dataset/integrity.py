@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 from multiprocessing import get_context
@@ -19,6 +20,7 @@ from diffoseg_auto.errors import UserError
 from diffoseg_auto.io.image_io import (
     NATURAL_IMAGE_ENDINGS, SUPPORTED_FILE_ENDINGS, ImageReadError, geometry_matches, read_image_file, read_seg,
 )
+from diffoseg_auto.utilities.worker_lifeline import watch_parent
 
 GEOMETRY_TOLERANCE = 1e-3
 _CHANNEL_RE = re.compile(r"^(?P<case>.+)_(?P<ch>\d{4})$")
@@ -245,7 +247,8 @@ def verify_dataset_integrity(folder: Path, num_processes: int = 1) -> list[str]:
     if num_processes <= 1 or len(jobs) < _MIN_CASES_FOR_POOL:
         results = [_check_case_star(j) for j in jobs]
     else:
-        with get_context("spawn").Pool(min(num_processes, len(jobs))) as pool:
+        with get_context("spawn").Pool(min(num_processes, len(jobs)), initializer=watch_parent,
+                                       initargs=(os.getpid(),)) as pool:
             results = pool.map(_check_case_star, jobs, chunksize=max(1, len(jobs) // (4 * num_processes)))
     for r in results:
         problems += r

@@ -68,6 +68,16 @@ def list_cases(images_folder: str | Path, file_ending: str, num_channels: int | 
     return out
 
 
+def extra_channel_files(images_folder: str | Path, file_ending: str, num_channels: int) -> list[Path]:
+    """Channel files ``<case>_XXXX`` with XXXX >= num_channels (``list_cases`` leaves them out)."""
+    found = []
+    for f in sorted(Path(images_folder).iterdir()):
+        m = _CHANNEL_RE.match(f.name[: -len(file_ending)]) if f.name.endswith(file_ending) else None
+        if m is not None and not f.name.startswith(".") and int(m.group("ch")) >= num_channels:
+            found.append(f)
+    return found
+
+
 @dataclass
 class RawDataset:
     """A raw dataset folder; cheap to construct (lists files, reads no image)."""
@@ -85,7 +95,9 @@ class RawDataset:
 
     @property
     def raters(self) -> list[str]:
-        return list(self.dataset_json["raters"])
+        from diffoseg_auto.dataset.label_checks import check_raters_field  # lazily: it imports this module
+
+        return check_raters_field(self.dataset_json["raters"], self.folder / "dataset.json")
 
     @property
     def num_raters(self) -> int:
@@ -141,10 +153,13 @@ class RawDataset:
         files = image_files or self.image_files_by_case("Tr")[case]
         data, props = read_images(files)
         mask = self.rater_mask(case)
+        from diffoseg_auto.dataset.label_checks import check_label_array  # lazily: it imports this module
+
         segs = np.zeros((self.num_raters, *data.shape[1:]), dtype=np.uint8)
         for k, r in enumerate(self.raters):
             if mask[k]:
                 s, _ = read_seg(self.label_file(r, case))
+                check_label_array(s, self.label_file(r, case), data.shape[1:], self.num_classes)
                 segs[k] = s
         return data, segs, mask, props
 

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Sequence
@@ -10,10 +12,14 @@ import pandas as pd
 
 from diffoseg_auto.configuration import default_num_processes
 from diffoseg_auto.errors import InvalidArgumentError
+from diffoseg_auto.evaluation.completeness import EvaluationIncompleteError, find_missing
 from diffoseg_auto.evaluation.metrics import MODES, evaluate_case, summarize
 from diffoseg_auto.evaluation.prediction_folder import (EvaluationInputError, list_predicted_cases, load_prediction,
                                                         load_reference, reference_info)
 from diffoseg_auto.utilities.file_ops import atomic_write, save_json
+from diffoseg_auto.utilities.worker_lifeline import watch_parent
+
+logger = logging.getLogger(__name__)
 
 
 def _evaluate_one(job: tuple) -> dict:
@@ -42,8 +48,11 @@ def per_case_table(per_case: list[dict]) -> pd.DataFrame:
 
 def evaluate_folder(ref_folder: str | Path, pred_folder: str | Path, output_file: str | Path | None = None,
                     mode: str = "strict", raters: list[str] | None = None, num_classes: int | None = None,
-                    file_ending: str | None = None, num_processes: int = 1, dataset_json: str | Path | None = None) -> dict:
-    """Evaluate every predicted case; writes summary.json (+ summary_per_case.csv) and returns the summary."""
+                    file_ending: str | None = None, num_processes: int = 1, dataset_json: str | Path | None = None,
+                    strict: bool = False) -> dict:
+    """Evaluate every predicted case that has a reference; writes summary.json (+ summary_per_case.csv) and
+    returns the summary. Missing predictions, references and raters are printed and listed in
+    summary["missing"]; with ``strict`` they raise EvaluationIncompleteError before anything is scored."""
     if mode not in MODES:
         raise InvalidArgumentError(f"unknown mode '{mode}'. Use one of {MODES}.")
     ref_folder, pred_folder = Path(ref_folder), Path(pred_folder)
@@ -56,6 +65,17 @@ def evaluate_folder(ref_folder: str | Path, pred_folder: str | Path, output_file
             f"{pred_folder}: no predictions found (expected consensus/<case>{info.file_ending} or samples/<case>.npz). "
             "Is this a diffoseg_predict output folder?"
         )
+    missing = find_missing(ref_folder, pred_folder, info.raters, info.file_ending, cases)
+    if missing.any():
+        lines = missing.lines(ref_folder, pred_folder)
+        if strict:
+            raise EvaluationIncompleteError("--strict: " + "\n".join(lines))
+        for line in lines:
+            logger.warning(line)
+    cases = [c for c in cases if c not in missing.references]
+    if not cases:
+        raise EvaluationInputError(f"{pred_folder}: none of the predicted cases has a reference in {ref_folder}. "
+                                   "Check -ref (labelsTr of the same dataset).")
     if num_classes is None:
         num_classes = info.num_classes or _infer_num_classes(ref_folder, info.raters, cases, info.file_ending)
     num_classes = max(int(num_classes), 2)
@@ -63,10 +83,12 @@ def evaluate_folder(ref_folder: str | Path, pred_folder: str | Path, output_file
     if num_processes <= 1 or len(jobs) <= 2:
         per_case = [_evaluate_one(j) for j in jobs]
     else:
-        with get_context("spawn").Pool(min(num_processes, len(jobs))) as pool:
+        with get_context("spawn").Pool(min(num_processes, len(jobs)), initializer=watch_parent,
+                                       initargs=(os.getpid(),)) as pool:
             per_case = pool.map(_evaluate_one, jobs)
     summary = summarize(per_case, info.raters, mode)
     summary["num_classes"] = num_classes
+    summary["missing"] = missing.as_dict()
     output_file = Path(output_file) if output_file is not None else pred_folder / "summary.json"
     save_json(summary, output_file)
     table = per_case_table(per_case)
@@ -105,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="number of classes incl. background, or 'auto' (dataset.json, else largest label + 1). Default: auto")
     p.add_argument("--dataset_json", default=None, help="dataset.json to take rater order, labels and file ending from "
                                                         "(default: REF/../dataset.json when it exists)")
+    p.add_argument("--strict", action="store_true",
+                   help="fail (exit 1) when predictions, references or raters are missing, instead of warning")
     p.add_argument("-np", type=int, default=default_num_processes(),
                    help="worker processes (default: $diffoseg_def_n_proc, else min(2, CPUs))")
     return p
@@ -113,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     summary = evaluate_folder(args.ref, args.pred, args.o, mode=args.mode, num_classes=args.num_classes,
-                              num_processes=args.np, dataset_json=args.dataset_json)
+                              num_processes=args.np, dataset_json=args.dataset_json, strict=args.strict)
     print(format_summary(summary))
     out = Path(args.o) if args.o else Path(args.pred) / "summary.json"
     print(f"written: {out} and {out.parent / 'summary_per_case.csv'}")

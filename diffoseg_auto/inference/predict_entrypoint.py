@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import os
+import sys
+import traceback
 import zlib
 from collections import deque
 from itertools import islice
@@ -20,17 +23,20 @@ import torch
 from tqdm import tqdm
 
 from diffoseg_auto.configuration import default_num_processes
-from diffoseg_auto.dataset.raw_dataset import list_cases, load_dataset_json
+from diffoseg_auto.dataset.raw_dataset import extra_channel_files, list_cases, load_dataset_json
 from diffoseg_auto.errors import InvalidArgumentError, UserError
 from diffoseg_auto.inference.export_prediction import export_case, mean_one_hot
 from diffoseg_auto.inference.model_loading import ModelLoadError, has_stage2, load_trained_model
+from diffoseg_auto.inference.prediction_outputs import expected_files, failure_report, prepare_output_folder
 from diffoseg_auto.inference.predictor import DiffOSegPredictor
 from diffoseg_auto.inference.workers import export_job, preprocess_job
 from diffoseg_auto.paths import configured_roots
 from diffoseg_auto.plans.plans import Plans
 from diffoseg_auto.results_layout import CHECKPOINT_FINAL, trainer_folder
+from diffoseg_auto.utilities.argument_checks import at_least, raise_problems
 from diffoseg_auto.utilities.dataset_name_id import resolve_dataset_name
-from diffoseg_auto.utilities.file_ops import save_json
+from diffoseg_auto.utilities.run_lock import RunLock
+from diffoseg_auto.utilities.worker_lifeline import watch_parent
 
 
 class PredictionError(UserError, RuntimeError):
@@ -81,38 +87,72 @@ def _case_seed(seed: int, key: str) -> int:
     return (int(seed) * 1_000_003 + zlib.crc32(key.encode())) % (2 ** 63)
 
 
-def _iter_preprocessed(jobs: list[tuple], num_processes: int) -> Iterator[tuple[str, np.ndarray, dict]]:
-    """Preprocessed cases in order; with workers, at most num_processes + 1 cases are held ahead."""
+def _record_failure(failures: dict[str, str], case: str, error: Exception) -> None:
+    """Note a failed case and go on; an unexpected error (a bug, not bad input) also prints its traceback."""
+    failures[case] = str(error) if isinstance(error, UserError) else f"{type(error).__name__}: {error}"
+    if not isinstance(error, UserError):
+        traceback.print_exception(error)
+    print(f"diffoseg_predict: {case} failed, skipped: {failures[case]}", file=sys.stderr)
+
+
+def _iter_preprocessed(jobs: list[tuple], num_processes: int,
+                       failures: dict[str, str]) -> Iterator[tuple[str, np.ndarray, dict]]:
+    """Preprocessed cases in order, failed ones recorded in ``failures`` and left out; with workers, at most
+    num_processes + 1 cases are held ahead."""
     if num_processes <= 1 or len(jobs) <= 1:
         for job in jobs:
-            yield preprocess_job(job)
+            try:
+                result = preprocess_job(job)
+            except Exception as e:  # one bad case must not stop the others
+                _record_failure(failures, job[2], e)
+                continue
+            yield result
         return
-    with mp.get_context("spawn").Pool(min(num_processes, len(jobs))) as pool:
+    with mp.get_context("spawn").Pool(min(num_processes, len(jobs)), initializer=watch_parent,
+                                      initargs=(os.getpid(),)) as pool:
         it = iter(jobs)
-        pending = deque(pool.apply_async(preprocess_job, (j,)) for j in islice(it, num_processes + 1))
+        pending = deque((j[2], pool.apply_async(preprocess_job, (j,))) for j in islice(it, num_processes + 1))
         while pending:
-            result = pending.popleft().get()
+            case, handle = pending.popleft()
             nxt = next(it, None)
             if nxt is not None:
-                pending.append(pool.apply_async(preprocess_job, (nxt,)))
+                pending.append((nxt[2], pool.apply_async(preprocess_job, (nxt,))))
+            try:
+                result = handle.get()
+            except Exception as e:
+                _record_failure(failures, case, e)
+                continue
             yield result
 
 
 class _Exporter:
     """Runs export_case in-process or in a spawned pool, bounding the queue so memory stays flat."""
 
-    def __init__(self, num_processes: int, num_cases: int):
-        self.pool = mp.get_context("spawn").Pool(min(num_processes, num_cases)) if num_processes > 1 and num_cases > 1 else None
+    def __init__(self, num_processes: int, num_cases: int, failures: dict[str, str]):
+        self.pool = (mp.get_context("spawn").Pool(min(num_processes, num_cases), initializer=watch_parent,
+                                                  initargs=(os.getpid(),))
+                     if num_processes > 1 and num_cases > 1 else None)
         self.max_pending = 2 * max(1, num_processes)
         self.pending: deque = deque()
+        self.failures = failures
 
     def submit(self, kwargs: dict) -> None:
         if self.pool is None:
-            export_case(**kwargs)
+            try:
+                export_case(**kwargs)
+            except Exception as e:
+                _record_failure(self.failures, kwargs["case"], e)
             return
         while len(self.pending) >= self.max_pending:
-            self.pending.popleft().get()
-        self.pending.append(self.pool.apply_async(export_job, (kwargs,)))
+            self._collect_one()
+        self.pending.append((kwargs["case"], self.pool.apply_async(export_job, (kwargs,))))
+
+    def _collect_one(self) -> None:
+        case, handle = self.pending.popleft()
+        try:
+            handle.get()
+        except Exception as e:
+            _record_failure(self.failures, case, e)
 
     def __enter__(self) -> "_Exporter":
         return self
@@ -123,7 +163,7 @@ class _Exporter:
         try:
             if exc_type is None:
                 while self.pending:
-                    self.pending.popleft().get()
+                    self._collect_one()
             self.pool.close() if exc_type is None else self.pool.terminate()
             self.pool.join()
         finally:
@@ -140,14 +180,25 @@ def predict_from_folder(input_folder: str | Path, output_folder: str | Path, dat
                         checkpoint_name: str = CHECKPOINT_FINAL, step_size: float = 0.5, use_mirroring: bool = True,
                         device: str | torch.device = "cuda", num_processes_preprocessing: int | None = None,
                         num_processes_export: int | None = None, seed: int = 0,
-                        model_folder: str | Path | None = None) -> list[str]:
+                        model_folder: str | Path | None = None, continue_prediction: bool = False,
+                        overwrite: bool = False) -> list[str]:
     """Predict every case of ``input_folder`` into ``output_folder``; returns the case identifiers.
 
     ``raters``: None = all raters when a Stage II model exists (else none); 'all'; 'none'; or rater names.
     ``num_samples`` / ``sampling_steps`` / ``rater_num_samples`` default to the plans (diffusion.num_samples /
     sampling_steps, stage2.num_samples_per_rater).
     ``model_folder`` overrides $diffoseg_results/<dataset>/<trainer>__<plans>__<configuration>.
+    ``continue_prediction`` skips finished cases of an earlier run with the same settings; ``overwrite``
+    deletes an earlier run's outputs first (without either, such a folder is refused). A case that fails is
+    reported and skipped; PredictionIncompleteError lists the failures after all other cases are written.
     """
+    raise_problems([
+        at_least("--num_samples", num_samples, 1), at_least("--sampling_steps", sampling_steps, 1),
+        at_least("--rater_num_samples", rater_num_samples, 1),
+        None if 0 < step_size <= 1 else f"-step_size must be in (0, 1], got {step_size}.",
+        at_least("-npp", num_processes_preprocessing, 1), at_least("-nps", num_processes_export, 1),
+        "--continue_prediction and --overwrite exclude each other." if continue_prediction and overwrite else None,
+    ])
     input_folder, output_folder = Path(input_folder), Path(output_folder)
     if not input_folder.is_dir():
         raise PredictionError(f"{input_folder}: input folder does not exist (-i).")
@@ -167,11 +218,9 @@ def predict_from_folder(input_folder: str | Path, output_folder: str | Path, dat
     cfg = plans_obj.get_configuration(config_name)
     stage2_available = has_stage2(model_folder, folds, checkpoint_name)
     chosen_raters = _select_raters(raters, plans_obj, stage2_available, model_folder)
-    num_samples = int(num_samples or cfg.diffusion.num_samples)
-    sampling_steps = int(sampling_steps or cfg.diffusion.sampling_steps)
+    num_samples = int(cfg.diffusion.num_samples if num_samples is None else num_samples)
+    sampling_steps = int(cfg.diffusion.sampling_steps if sampling_steps is None else sampling_steps)
     rater_num_samples = int(cfg.stage2.num_samples_per_rater if rater_num_samples is None else rater_num_samples)
-    if rater_num_samples < 1:
-        raise PredictionError(f"rater_num_samples must be >= 1, got {rater_num_samples}")
 
     predictor1 = DiffOSegPredictor(nets1, diffusion, cfg, device, use_mirroring, step_size)
     predictor2 = None
@@ -185,28 +234,47 @@ def predict_from_folder(input_folder: str | Path, output_folder: str | Path, dat
     if not cases:
         raise PredictionError(f"{input_folder}: no images named <case>_0000{ending} found. Inputs use the raw layout "
                               "(see documentation/dataset_format.md).")
-    output_folder.mkdir(parents=True, exist_ok=True)
-    save_json({"dataset": dataset_name, "model_folder": str(model_folder), "configuration": config_name, "folds": folds,
-               "checkpoint_name": checkpoint_name, "num_samples": num_samples, "sampling_steps": sampling_steps,
-               "raters": chosen_raters, "rater_num_samples": rater_num_samples, "step_size": step_size,
-               "use_mirroring": use_mirroring, "seed": seed}, output_folder / "prediction_settings.json")
-
-    rater_ids = [plans_obj.raters.index(r) for r in chosen_raters]
-    jobs = [(plans_obj, config_name, case, [str(f) for f in files]) for case, files in cases.items()]
-    K = plans_obj.num_classes
-    with _Exporter(nps, len(jobs)) as exporter:
-        for case, data, properties in tqdm(_iter_preprocessed(jobs, npp), total=len(jobs), desc="predict"):
-            samples = predictor1.sample_case(data, num_samples, sampling_steps, seed=_case_seed(seed, case))
-            rater_samples = None
-            if predictor2 is not None:
-                # all raters in one chain batch: the windows are encoded once for every prompt
-                ids = np.repeat(rater_ids, rater_num_samples)
-                rs = predictor2.sample_case(data, len(ids), sampling_steps, rater_id=ids, seed=_case_seed(seed, case + "/stage2"))
-                rater_samples = {r: rs[i * rater_num_samples:(i + 1) * rater_num_samples] for i, r in enumerate(chosen_raters)}
-            exporter.submit(dict(case=case, output_folder=output_folder, file_ending=ending, properties=properties,
-                                 configuration=cfg, num_classes=K, consensus_probabilities=mean_one_hot(samples, K),
-                                 samples=samples if save_samples else None, rater_samples=rater_samples,
-                                 save_probabilities=save_probabilities))
+    extra = extra_channel_files(input_folder, ending, plans_obj.num_input_channels)
+    if extra:
+        raise PredictionError(f"{extra[0]}{f' (and {len(extra) - 1} more)' if len(extra) > 1 else ''}: channel beyond the "
+                              f"{plans_obj.num_input_channels} channel(s) this model takes. Remove the extra channel files "
+                              "or predict with a model trained on them.")
+    settings = {"dataset": dataset_name, "model_folder": str(model_folder), "configuration": config_name, "folds": folds,
+                "checkpoint_name": checkpoint_name, "num_samples": num_samples, "sampling_steps": sampling_steps,
+                "raters": chosen_raters, "rater_num_samples": rater_num_samples, "step_size": step_size,
+                "use_mirroring": use_mirroring, "seed": seed, "save_probabilities": save_probabilities,
+                "save_samples": save_samples}
+    with RunLock(output_folder, "diffoseg_predict"):
+        prepare_output_folder(output_folder, settings, continue_prediction, overwrite)
+        todo = [c for c in cases if not (continue_prediction and all(f.is_file() for f in expected_files(
+            output_folder, c, ending, chosen_raters, save_probabilities, save_samples)))]
+        if len(todo) < len(cases):
+            print(f"--continue_prediction: {len(cases) - len(todo)} finished case(s) skipped, {len(todo)} to predict")
+        rater_ids = [plans_obj.raters.index(r) for r in chosen_raters]
+        jobs = [(plans_obj, config_name, case, [str(f) for f in cases[case]]) for case in todo]
+        K = plans_obj.num_classes
+        failures: dict[str, str] = {}
+        with _Exporter(nps, len(jobs), failures) as exporter:
+            for case, data, properties in tqdm(_iter_preprocessed(jobs, npp, failures), total=len(jobs), desc="predict"):
+                try:
+                    samples = predictor1.sample_case(data, num_samples, sampling_steps, seed=_case_seed(seed, case))
+                    rater_samples = None
+                    if predictor2 is not None:
+                        # all raters in one chain batch: the windows are encoded once for every prompt
+                        ids = np.repeat(rater_ids, rater_num_samples)
+                        rs = predictor2.sample_case(data, len(ids), sampling_steps, rater_id=ids,
+                                                    seed=_case_seed(seed, case + "/stage2"))
+                        rater_samples = {r: rs[i * rater_num_samples:(i + 1) * rater_num_samples]
+                                         for i, r in enumerate(chosen_raters)}
+                except Exception as e:  # e.g. out of memory on one large case: the others still get predicted
+                    _record_failure(failures, case, e)
+                    continue
+                exporter.submit(dict(case=case, output_folder=output_folder, file_ending=ending, properties=properties,
+                                     configuration=cfg, num_classes=K, consensus_probabilities=mean_one_hot(samples, K),
+                                     samples=samples if save_samples else None, rater_samples=rater_samples,
+                                     save_probabilities=save_probabilities))
+    if failures:
+        raise failure_report(dict(sorted(failures.items())), len(cases), output_folder)
     return list(cases)
 
 
@@ -238,6 +306,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-npp", type=int, default=None, help="preprocessing processes (default: min(2, CPUs))")
     p.add_argument("-nps", type=int, default=None, help="export processes (default: min(2, CPUs))")
     p.add_argument("--seed", type=int, default=0, help="random seed; outputs are reproducible per case (default: 0)")
+    p.add_argument("--continue_prediction", action="store_true",
+                   help="finish an earlier run into -o with the same settings: cases with all outputs are skipped")
+    p.add_argument("--overwrite", action="store_true", help="delete an earlier prediction's outputs in -o first")
     return p
 
 
@@ -252,7 +323,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                         rater_num_samples=args.rater_num_samples, save_probabilities=args.save_probabilities,
                         save_samples=args.save_samples, checkpoint_name=args.chk, step_size=args.step_size,
                         use_mirroring=not args.disable_tta, device=args.device, num_processes_preprocessing=args.npp,
-                        num_processes_export=args.nps, seed=args.seed)
+                        num_processes_export=args.nps, seed=args.seed,
+                        continue_prediction=args.continue_prediction, overwrite=args.overwrite)
 
 
 if __name__ == "__main__":

@@ -39,6 +39,9 @@ def _read_sitk(path: str | Path) -> sitk.Image:
     path = Path(path)
     if not path.is_file():
         raise ImageReadError(f"{path}: file does not exist")
+    from diffoseg_auto.io.image_checks import check_compressed_stream  # lazily: it imports this module
+
+    check_compressed_stream(path)  # SimpleITK would pad a truncated file with zeros
     try:
         return sitk.ReadImage(str(path))
     except RuntimeError as e:  # SimpleITK raises RuntimeError with a long C++ message
@@ -70,6 +73,8 @@ def read_image_file(path: str | Path) -> tuple[np.ndarray, dict]:
 
 def read_images(files: Sequence[str | Path]) -> tuple[np.ndarray, dict]:
     """Read the channel files of one case (``_0000``, ``_0001``, ...) into (C, *spatial)."""
+    from diffoseg_auto.io.image_checks import check_finite  # lazily: it imports this module
+
     if len(files) == 0:
         raise ImageReadError("read_images: no files given")
     arrays, props = [], None
@@ -81,6 +86,7 @@ def read_images(files: Sequence[str | Path]) -> tuple[np.ndarray, dict]:
                 "All channels of a case must have the same size."
             )
         props = props or p
+        check_finite(a, f)
         arrays.append(a)
     props["files"] = [str(f) for f in files]
     return np.concatenate(arrays, 0), props

@@ -40,7 +40,8 @@ def load_properties(folder: str | Path, case: str) -> dict:
 
 
 def list_preprocessed_cases(folder: str | Path) -> list[str]:
-    return sorted(p.stem for p in Path(folder).glob("*.npz"))
+    """Complete cases (.npz and .pkl); hidden files, such as the temporaries of a killed write, never count."""
+    return sorted(p.stem for p in Path(folder).glob("*.npz") if not p.name.startswith(".") and p.with_suffix(".pkl").is_file())
 
 
 def unpack_case(folder: str | Path, case: str) -> None:

@@ -7,11 +7,13 @@ spawned pool costs about a second to start.
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 from typing import Any, Callable, Iterable
 
 from tqdm import tqdm
 
 from diffoseg_auto.configuration import default_num_processes
+from diffoseg_auto.utilities.worker_lifeline import watch_parent
 
 
 def map_with_progress(fn: Callable[[Any], Any], items: Iterable[Any], num_processes: int | None = None,
@@ -22,5 +24,5 @@ def map_with_progress(fn: Callable[[Any], Any], items: Iterable[Any], num_proces
     bar = dict(total=len(items), desc=desc, disable=disable_bar, leave=False)
     if n <= 1 or len(items) < min_items_for_pool:
         return [fn(i) for i in tqdm(items, **bar)]
-    with mp.get_context("spawn").Pool(min(n, len(items))) as pool:
+    with mp.get_context("spawn").Pool(min(n, len(items)), initializer=watch_parent, initargs=(os.getpid(),)) as pool:
         return list(tqdm(pool.imap(fn, items), **bar))

@@ -125,11 +125,18 @@ class DefaultPreprocessor:
         """Preprocess every training case of the raw dataset into $diffoseg_preprocessed/<name>/<data_identifier>/."""
         from diffoseg_auto.dataset.raw_dataset import open_raw_dataset
 
+        from diffoseg_auto.preprocessing.resume import prepare_output_folder, preprocessing_signature
+        from diffoseg_auto.utilities.run_lock import RunLock
+
         raw = open_raw_dataset(dataset_name)
         out = self.output_folder(raw.name)
-        out.mkdir(parents=True, exist_ok=True)
-        jobs = [(self.plans, self.configuration_name, str(raw.folder), case, str(out)) for case in raw.cases]
-        map_with_progress(_preprocess_one, jobs, num_processes, desc=f"preprocess {self.configuration_name}")
+        with RunLock(out, "diffoseg_preprocess"):
+            done = prepare_output_folder(out, preprocessing_signature(self.plans, self.configuration_name))
+            todo = [case for case in raw.cases if case not in done]
+            if done:
+                print(f"{out}: {len(done)} case(s) already preprocessed, {len(todo)} to do")
+            jobs = [(self.plans, self.configuration_name, str(raw.folder), case, str(out)) for case in todo]
+            map_with_progress(_preprocess_one, jobs, num_processes, desc=f"preprocess {self.configuration_name}")
         return out
 
 

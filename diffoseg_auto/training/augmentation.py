@@ -22,6 +22,7 @@ from batchgenerators.transforms.noise_transforms import GaussianBlurTransform, G
 from batchgenerators.transforms.spatial_transforms import MirrorTransform, SpatialTransform
 
 from diffoseg_auto.plans.plans import AugmentationPlan
+from diffoseg_auto.utilities.worker_lifeline import LifelineTransform
 
 
 def seed_augmentation(seed: int | list[int]) -> None:
@@ -88,5 +89,6 @@ def make_augmenter(loader, transform: Compose, num_workers: int, seed: int = 0):
     """In-process (deterministic) when ``num_workers <= 0``, else batchgenerators background workers."""
     if num_workers <= 0:
         return SingleThreadedAugmenter(loader, transform)
-    return NonDetMultiThreadedAugmenter(loader, transform, num_workers, num_cached=max(2, num_workers),
+    # the lifeline makes the workers exit when the trainer dies (kill -9 gives it no chance to stop them)
+    return NonDetMultiThreadedAugmenter(loader, LifelineTransform(transform), num_workers, num_cached=max(2, num_workers),
                                         seeds=[seed + i for i in range(num_workers)], pin_memory=False)

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import sys
 from pathlib import Path
@@ -17,10 +18,14 @@ import torch
 from diffoseg_auto.errors import InvalidArgumentError, MissingFileError
 from diffoseg_auto.paths import preprocessed_dataset_folder
 from diffoseg_auto.plans.plans import load_plans
-from diffoseg_auto.results_layout import CHECKPOINT_FINAL, CHECKPOINT_LATEST
+from diffoseg_auto.results_layout import CHECKPOINT_FINAL, CHECKPOINT_LATEST, fold_folder, trainer_folder
 from diffoseg_auto.training import ddp
+from diffoseg_auto.training.fold_guard import clear_fold_outputs, refuse_silent_overwrite
 from diffoseg_auto.training.trainer import DiffOSegTrainer
+from diffoseg_auto.utilities.argument_checks import above, at_least, device_problem, raise_problems
 from diffoseg_auto.utilities.dataset_name_id import resolve_dataset_name
+from diffoseg_auto.utilities.run_lock import RunLock
+from diffoseg_auto.utilities.temp_files import remove_stale_temp_files
 
 
 def get_trainer_class(name: str) -> type:
@@ -48,13 +53,41 @@ def parse_fold(fold: int | str) -> int | str:
 
 
 def resolve_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise InvalidArgumentError("-device cuda requested but no CUDA GPU is visible. Use -device cpu.")
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise InvalidArgumentError("-device mps requested but MPS is not available. Use -device cpu.")
-    if name not in ("cpu", "cuda", "mps"):
-        raise InvalidArgumentError(f"-device must be cpu, cuda or mps, got '{name}'")
+    raise_problems([device_problem(name)])
     return torch.device(name if name != "cuda" else "cuda:0")
+
+
+def check_arguments(num_epochs: int | None, iterations_per_epoch: int | None, val_iterations: int | None,
+                    max_minutes: float | None, num_workers: int | None, device: str, continue_training: bool,
+                    only_validation: bool, overwrite: bool) -> None:
+    """Every argument problem at once, before any file is touched."""
+    raise_problems([
+        at_least("--num_epochs", num_epochs, 1), at_least("--iterations_per_epoch", iterations_per_epoch, 1),
+        at_least("--val_iterations", val_iterations, 0), above("--max_minutes", max_minutes, 0),
+        at_least("--num_workers", num_workers, 0),
+        device_problem(device),
+        "--overwrite and --c exclude each other: continue the run or start it over." if overwrite and continue_training else None,
+        "--overwrite and --val exclude each other: --val only validates the trained model." if overwrite and only_validation else None,
+    ])
+
+
+def _fold_guard(trainer_dir: Path, fold: int | str, stages: list[int], continue_training: bool, only_validation: bool,
+                overwrite: bool):
+    """Lock the fold folder (rank 0), refuse or clear earlier outputs, and remove leftover temporary files."""
+    fold_dir = fold_folder(trainer_dir, fold)
+    if ddp.rank() != 0:
+        return contextlib.nullcontext()
+    lock = RunLock(fold_dir, "diffoseg_train").acquire()
+    try:
+        remove_stale_temp_files(fold_dir)  # a kill during a checkpoint save leaves .tmp_* files (tens of MB)
+        if overwrite:
+            clear_fold_outputs(fold_dir, stages)
+        elif not continue_training and not only_validation:
+            refuse_silent_overwrite(fold_dir, stages)
+    except BaseException:
+        lock.release()
+        raise
+    return lock
 
 
 def run_training(dataset: str | int, configuration: str, fold: int | str, stage: str | int = "both",
@@ -63,8 +96,12 @@ def run_training(dataset: str | int, configuration: str, fold: int | str, stage:
                  iterations_per_epoch: int | None = None, val_iterations: int | None = None, device: str = "cpu",
                  seed: int = 12345, freeze_backbone: bool | None = None, num_workers: int | None = None,
                  output_folder: str | Path | None = None, skip_final_validation: bool = False,
-                 max_minutes: float | None = None) -> list[DiffOSegTrainer]:
-    """Train (or with ``only_validation`` just validate) the requested stage(s); returns the trainers."""
+                 max_minutes: float | None = None, overwrite: bool = False) -> list[DiffOSegTrainer]:
+    """Train (or with ``only_validation`` just validate) the requested stage(s); returns the trainers.
+
+    A stage that already has checkpoints needs ``continue_training`` or ``overwrite`` (see fold_guard)."""
+    check_arguments(num_epochs, iterations_per_epoch, val_iterations, max_minutes, num_workers, device,
+                    continue_training, only_validation, overwrite)
     dataset_name = resolve_dataset_name(dataset)
     plans_file = preprocessed_dataset_folder(dataset_name) / f"{plans_identifier}.json"
     if not plans_file.is_file():
@@ -80,7 +117,10 @@ def run_training(dataset: str | int, configuration: str, fold: int | str, stage:
     dev = resolve_device(device)
     if ddp.launched_by_torchrun():
         dev = ddp.init_from_env(dev.type)
+    trainer_dir = (Path(output_folder) if output_folder is not None else
+                   trainer_folder(dataset_name, trainer_cls.__name__, plans.plans_name, configuration))
     trainers = []
+    guard = _fold_guard(trainer_dir, fold, stages, continue_training, only_validation, overwrite)
     try:
         for s in stages:
             tr = trainer_cls(plans, configuration, fold, dataset_name, s, dev, seed=seed, num_epochs=num_epochs,
@@ -96,6 +136,7 @@ def run_training(dataset: str | int, configuration: str, fold: int | str, stage:
             ddp.barrier()
             trainers.append(tr)
     finally:
+        guard.__exit__(None, None, None)
         if ddp.launched_by_torchrun():
             ddp.cleanup()
     return trainers
@@ -110,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-tr", default="DiffOSegTrainer", help="trainer class name or dotted path (default DiffOSegTrainer)")
     p.add_argument("-p", default="DiffOSegPlans", help="plans identifier (default DiffOSegPlans)")
     p.add_argument("--c", action="store_true", help=f"continue from {CHECKPOINT_LATEST}")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start over a stage that has checkpoints: deletes the fold's outputs derived from it")
     p.add_argument("--val", action="store_true", help=f"only run the final validation from {CHECKPOINT_FINAL}")
     p.add_argument("--num_epochs", type=int, default=None, help="override the plans' number of epochs")
     p.add_argument("--iterations_per_epoch", type=int, default=None, help="override the plans' iterations per epoch")
@@ -128,13 +171,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    raise_problems([at_least("-num_gpus", args.num_gpus, 1)])
     if args.num_gpus > 1 and not ddp.launched_by_torchrun():
         raw = list(sys.argv[1:] if argv is None else argv)
         i = raw.index("-num_gpus")
         sys.exit(ddp.launch_torchrun(args.num_gpus, raw[:i] + raw[i + 2:]))
     run_training(args.dataset, args.configuration, args.fold, args.stage, args.tr, args.p, args.c, args.val,
                  args.num_epochs, args.iterations_per_epoch, args.val_iterations, args.device, args.seed,
-                 True if args.freeze_backbone else None, args.num_workers, max_minutes=args.max_minutes)
+                 True if args.freeze_backbone else None, args.num_workers, max_minutes=args.max_minutes,
+                 overwrite=args.overwrite)
 
 
 if __name__ == "__main__":

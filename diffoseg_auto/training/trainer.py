@@ -24,6 +24,7 @@ from diffoseg_auto.network.factory import build_denoiser, freeze_backbone, trans
 from diffoseg_auto.paths import preprocessed_dataset_folder
 from diffoseg_auto.plans.plans import Plans
 from diffoseg_auto.preprocessing.case_storage import list_preprocessed_cases, unpack_dataset
+from diffoseg_auto.preprocessing.resume import assert_preprocessing_complete
 from diffoseg_auto.results_layout import (CHECKPOINT_BEST, CHECKPOINT_FINAL, CHECKPOINT_LATEST, checkpoint_path,
                                           fold_final_checkpoint, stage_folder, trainer_folder, validation_folder)
 from diffoseg_auto.training import ddp
@@ -31,6 +32,7 @@ from diffoseg_auto.training.augmentation import (get_training_transforms, get_va
                                                  make_augmenter, sampling_patch_size, seed_augmentation)
 from diffoseg_auto.training.data_loader import DiffOSegDataLoader
 from diffoseg_auto.training.ema import EMA
+from diffoseg_auto.training.finite_guard import raise_if_non_finite
 from diffoseg_auto.training.logger import TrainingLogger
 from diffoseg_auto.training.optim import build_optimizer, lr_at_epoch, set_lr
 from diffoseg_auto.training.rng_state import capture_rng_state, restore_rng_state
@@ -148,6 +150,8 @@ class DiffOSegTrainer:
             raise MissingFileError(f"{self.data_folder}: no preprocessed cases. Run diffoseg_plan_and_preprocess "
                                     f"for configuration '{self.configuration}' first.")
         pp = preprocessed_dataset_folder(self.dataset_name)
+        # before splits_final.json is written: folds built from a partial folder would be kept for good
+        assert_preprocessing_complete(self.data_folder, pp, self.dataset_name, self.configuration)
         if self.is_main:
             groups = load_json(pp / "dataset.json").get("case_groups") if (pp / "dataset.json").is_file() else None
             get_or_create_splits(pp, cases, groups, seed=self.seed)
@@ -217,7 +221,8 @@ class DiffOSegTrainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.grad_scaler.scale(loss).backward()
         self.grad_scaler.unscale_(self.optimizer)
-        torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.cfg.training.grad_clip)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.cfg.training.grad_clip)
+        raise_if_non_finite(loss, grad_norm, self.use_amp, self.current_epoch, self.stage, self.fold, self.output_folder)
         self.grad_scaler.step(self.optimizer)
         self.grad_scaler.update()
         self.ema.update(self.network)

@@ -4,16 +4,17 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import uuid
 from pathlib import Path
 from typing import Any, Callable
+
+from diffoseg_auto.utilities.temp_files import temp_path_for
 
 
 def atomic_write(path: str | Path, write_fn: Callable[[Path], None]) -> None:
     """Call ``write_fn(tmp_path)`` then rename tmp over ``path`` (same folder, same file system)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".tmp_{uuid.uuid4().hex}_{path.name}"
+    tmp = temp_path_for(path)  # hidden and without the real extension: no reader takes it for data
     try:
         write_fn(tmp)
         os.replace(tmp, path)

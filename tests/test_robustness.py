@@ -1,0 +1,386 @@
+"""Issue 14: nothing lost, nothing silently wrong. One test per item: the message, and that nothing the
+user made was lost (raw files, other checkpoints, files beside the outputs)."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from dataset_conversion.generate_toy_dataset import generate_toy_dataset
+from diffoseg_auto.dataset.label_checks import LabelFileError
+from diffoseg_auto.io.image_checks import CorruptImageError, NonFiniteImageError
+from diffoseg_auto.io.image_io import read_images
+from diffoseg_auto.preprocessing.case_storage import list_preprocessed_cases, save_case
+from diffoseg_auto.preprocessing.resume import IncompletePreprocessingError
+from diffoseg_auto.training.finite_guard import NonFiniteTrainingError
+from diffoseg_auto.training.fold_guard import FoldAlreadyTrainedError
+from diffoseg_auto.training.run_training import main as train_main
+from diffoseg_auto.training.run_training import run_training
+from diffoseg_auto.utilities.argument_checks import ArgumentError
+from diffoseg_auto.utilities.run_lock import LOCK_NAME, RunLock, RunLockedError
+from planners.plan_and_preprocess_entrypoints import plan_and_preprocess, plan_and_preprocess_entry
+from test_trainer import DATASET, toy  # noqa: F401  (fixture)
+from test_training_data import make_toy_cases
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _toy_raw(env: dict, dataset_id: int, num_cases: int = 6) -> Path:
+    return generate_toy_dataset(env["raw"] / f"Dataset{dataset_id:03d}_Robust", dim=2, num_cases=num_cases,
+                                num_raters=2, image_size=16, seed=1)
+
+
+def _dead_pid() -> int:
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def _stage1(env: dict) -> Path:
+    return env["results"] / DATASET / "DiffOSegTrainer__DiffOSegPlans__2d" / "fold_0" / "stage1"
+
+
+# ---------------------------------------------------------------- 1. non-finite values
+
+def _as_mha(raw: Path) -> None:
+    """Convert a raw dataset to .mha (SimpleITK reads NaN/Inf of NIfTI files as 0; .mha keeps them)."""
+    for f in sorted(raw.rglob("*.nii.gz")):
+        sitk.WriteImage(sitk.ReadImage(str(f)), str(f.with_name(f.name[: -len(".nii.gz")] + ".mha")), True)
+        f.unlink()
+    dj = json.loads((raw / "dataset.json").read_text())
+    (raw / "dataset.json").write_text(json.dumps({**dj, "file_ending": ".mha"}))
+
+
+def test_nan_image_rejected_by_name_without_verification(env_folders, capsys):
+    raw = _toy_raw(env_folders, 941)
+    _as_mha(raw)
+    bad = raw / "imagesTr" / "toy_002_0000.mha"
+    img = sitk.ReadImage(str(bad), sitk.sitkFloat32)
+    arr = sitk.GetArrayFromImage(img)
+    arr[3, 4], arr[5, 5] = np.nan, np.inf
+    out = sitk.GetImageFromArray(arr)
+    out.CopyInformation(img)
+    sitk.WriteImage(out, str(bad), True)
+    with pytest.raises(NonFiniteImageError, match=r"toy_002_0000\.mha: contains 2 NaN/Inf value\(s\)"):
+        plan_and_preprocess(["-d", "941", "-np", "1", "-c", "2d"])
+    with pytest.raises(SystemExit) as e:  # the console script: one line, exit 1
+        plan_and_preprocess_entry(["-d", "941", "-np", "1", "-c", "2d"])
+    assert e.value.code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "toy_002_0000.mha: contains 2 NaN/Inf" in err[0]
+    assert not (env_folders["preprocessed"] / raw.name / "dataset_fingerprint.json").exists()  # no Infinity stored
+    assert bad.is_file()
+
+
+def test_non_finite_loss_stops_training_and_keeps_last_good_checkpoint(toy, tmp_path):
+    run_training(DATASET, "2d", 0, "1", num_epochs=1, num_workers=0, output_folder=tmp_path, skip_final_validation=True)
+    stage1 = tmp_path / "fold_0" / "stage1"
+    kept = {n: (stage1 / n).read_bytes() for n in ("checkpoint_latest.pth", "checkpoint_final.pth", "checkpoint_best.pth")}
+    folder = toy["preprocessed"] / DATASET / "DiffOSegPlans_2d"
+    for case in list_preprocessed_cases(folder):  # the data turns to NaN after the first epoch
+        with np.load(folder / f"{case}.npz") as z:
+            save_case(folder, case, z["data"] * np.nan, z["seg"], z["rater_mask"], {"class_locations": {1: np.zeros((0, 2))}})
+    with pytest.raises(NonFiniteTrainingError, match=r"stage 1, fold 0: non-finite training loss nan at epoch 1; "
+                                                     r"training stopped before the weights changed"):
+        run_training(DATASET, "2d", 0, "1", num_epochs=3, num_workers=0, output_folder=tmp_path, continue_training=True,
+                     skip_final_validation=True)
+    for name, data in kept.items():
+        assert (stage1 / name).read_bytes() == data, name
+    ck = torch.load(stage1 / "checkpoint_latest.pth", weights_only=False)
+    assert ck["epoch"] == 1 and all(torch.isfinite(v).all() for v in ck["network_weights"].values() if v.is_floating_point())
+
+
+# ---------------------------------------------------------------- 2. preprocessing resumable and complete
+
+def test_interrupted_preprocessing_is_refused_by_training_and_finished_by_a_rerun(env_folders):
+    raw = _toy_raw(env_folders, 942)
+    plan_and_preprocess(["-d", "942", "-np", "1", "-c", "2d"])
+    folder = env_folders["preprocessed"] / raw.name / "DiffOSegPlans_2d"
+    cases = list_preprocessed_cases(folder)
+    assert len(cases) == 6
+    # what a kill -9 leaves: a case without its .pkl, a missing case, 0-byte temporaries (old and new naming)
+    (folder / "toy_001.pkl").unlink()
+    (folder / "toy_004.npz").unlink()
+    (folder / "toy_004.pkl").unlink()
+    (folder / ".tmp_0123abcd_toy_004.npz").write_bytes(b"")
+    (folder / ".tmp_4567ef_toy_004.npz.part").write_bytes(b"")
+    assert list_preprocessed_cases(folder) == [c for c in cases if c not in ("toy_001", "toy_004")]
+    untouched = {c: (folder / f"{c}.npz").stat().st_mtime_ns for c in ("toy_000", "toy_002")}
+
+    with pytest.raises(IncompletePreprocessingError, match=r"2 of 6 case\(s\) are not preprocessed: toy_001, toy_004\. "
+                                                          r"Run `diffoseg_preprocess -d Dataset942_Robust -c 2d`"):
+        run_training(942, "2d", 0, "1", num_epochs=1, iterations_per_epoch=1, num_workers=0)
+    assert not (env_folders["preprocessed"] / raw.name / "splits_final.json").exists()  # no folds from 4 cases
+
+    plan_and_preprocess(["-d", "942", "-np", "1", "-c", "2d"])  # re-running planning finishes the missing cases only
+    assert list_preprocessed_cases(folder) == cases
+    assert not list(folder.glob(".tmp_*"))
+    assert {c: (folder / f"{c}.npz").stat().st_mtime_ns for c in untouched} == untouched
+    assert len(list((raw / "imagesTr").iterdir())) == 6  # raw data untouched
+
+
+# ---------------------------------------------------------------- 3. one run per fold output
+
+def test_second_run_refused_and_stale_lock_taken_over(toy, tmp_path, capsys):
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        fold = tmp_path / "fold_0"
+        fold.mkdir(parents=True)
+        (fold / LOCK_NAME).write_text(json.dumps({"pid": live.pid, "host": socket.gethostname(), "started": "now",
+                                                  "command": "diffoseg_train other"}))
+        with pytest.raises(RunLockedError, match=rf"fold_0: in use by PID {live.pid} since now \(diffoseg_train other\)"):
+            run_training(DATASET, "2d", 0, "1", num_workers=0, output_folder=tmp_path, skip_final_validation=True)
+        assert sorted(p.name for p in fold.iterdir()) == [LOCK_NAME]  # the other run's folder was not touched
+    finally:
+        live.kill()
+        live.wait()
+    (fold / LOCK_NAME).write_text(json.dumps({"pid": _dead_pid(), "host": socket.gethostname()}))
+    run_training(DATASET, "2d", 0, "1", num_workers=0, output_folder=tmp_path, skip_final_validation=True)
+    assert "taking over the stale lock" in capsys.readouterr().err
+    assert (fold / "stage1" / "checkpoint_final.pth").is_file() and not (fold / LOCK_NAME).exists()
+    with RunLock(fold, "a"), pytest.raises(RunLockedError, match=f"in use by PID {os.getpid()}"):
+        RunLock(fold, "b").acquire()  # the same process counts as a live owner too
+    # a live PID whose start time differs is a reused PID: the lock is stale
+    (fold / LOCK_NAME).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "start_time": "0"}))
+    with RunLock(fold, "c") as lock:
+        assert json.loads(lock.path.read_text())["command"].startswith("c")
+
+
+# ---------------------------------------------------------------- 4. workers die with their parent
+
+_WORKER_SCRIPT = """
+import os, sys, time
+import numpy as np
+from batchgenerators.dataloading.data_loader import SlimDataLoaderBase
+from batchgenerators.transforms.abstract_transforms import Compose
+from diffoseg_auto.training.augmentation import make_augmenter
+
+class Loader(SlimDataLoaderBase):
+    def generate_train_batch(self):
+        return {"data": np.zeros((1, 1, 4, 4), np.float32)}
+
+aug = make_augmenter(Loader(None, 1), Compose([]), 2, seed=0)
+next(aug)
+print(os.getpid(), flush=True)
+time.sleep(120)
+"""
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                if int((p / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    out.append(int(p.name))
+            except (OSError, IndexError):
+                pass
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc to find the workers")
+def test_augmentation_workers_die_with_their_parent():
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-c", _WORKER_SCRIPT], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        assert int(proc.stdout.readline()) == proc.pid
+        workers = _children(proc.pid)
+        assert len(workers) >= 2
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        deadline = time.time() + 10
+        while time.time() < deadline and any(Path(f"/proc/{w}").exists() and
+                                             (Path(f"/proc/{w}/stat").read_text().split()[2] != "Z") for w in workers):
+            time.sleep(0.2)
+        alive = [w for w in workers if Path(f"/proc/{w}").exists() and Path(f"/proc/{w}/stat").read_text().split()[2] != "Z"]
+        assert alive == [], f"orphaned workers {alive}"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+# ---------------------------------------------------------------- 5. no silent overwrite
+
+def test_retraining_a_finished_fold_needs_c_or_overwrite(toy, tmp_path):
+    run_training(DATASET, "2d", 0, "both", num_workers=0, output_folder=tmp_path, skip_final_validation=True)
+    fold = tmp_path / "fold_0"
+    before = {p: p.read_bytes() for p in fold.rglob("*.pth")}
+    with pytest.raises(FoldAlreadyTrainedError, match=r"stage1: stage 1 of fold_0 was already finished \(checkpoint_final"
+                                                      r".pth, .*\)\. Continue it with --c, or start over with --overwrite"):
+        run_training(DATASET, "2d", 0, "1", num_workers=0, output_folder=tmp_path)
+    assert {p: p.read_bytes() for p in fold.rglob("*.pth")} == before
+    (fold / "notes.txt").write_text("mine")
+    # retraining Stage II alone keeps Stage I and replaces Stage II and the fold's final copy
+    run_training(DATASET, "2d", 0, "2", num_workers=0, output_folder=tmp_path, skip_final_validation=True,
+                 overwrite=True, seed=7)
+    assert (fold / "stage1" / "checkpoint_final.pth").read_bytes() == before[fold / "stage1" / "checkpoint_final.pth"]
+    assert (fold / "stage2" / "checkpoint_final.pth").read_bytes() != before[fold / "stage2" / "checkpoint_final.pth"]
+    assert (fold / "notes.txt").is_file()
+    # retraining Stage I clears every derived file of the fold: Stage II no longer matches it
+    run_training(DATASET, "2d", 0, "1", num_workers=0, output_folder=tmp_path, skip_final_validation=True, overwrite=True)
+    assert not (fold / "stage2").exists() and (fold / "notes.txt").read_text() == "mine"
+    assert torch.load(fold / "checkpoint_final.pth", weights_only=False)["init_args"]["stage"] == 1
+
+
+# ---------------------------------------------------------------- 6. truncated compressed images
+
+def test_truncated_nii_gz_rejected_by_name(env_folders):
+    from diffoseg_auto.dataset.integrity import verify_dataset_integrity
+
+    raw = _toy_raw(env_folders, 943, num_cases=4)
+    f = raw / "imagesTr" / "toy_001_0000.nii.gz"
+    f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    with pytest.raises(CorruptImageError, match=r"toy_001_0000\.nii\.gz: cannot read this file, its compressed stream "
+                                                r"is truncated or corrupt"):
+        read_images([f])
+    assert any("toy_001_0000.nii.gz: cannot read this file" in p for p in verify_dataset_integrity(raw))
+    with pytest.raises(CorruptImageError, match="toy_001_0000.nii.gz"):
+        plan_and_preprocess(["-d", "943", "-np", "1", "-c", "2d"])
+
+
+# ---------------------------------------------------------------- 7. prediction finishes what it can
+
+@pytest.mark.slow
+def test_prediction_skips_bad_case_continues_and_overwrites(env_folders, tmp_path):
+    from diffoseg_auto.inference.prediction_outputs import OutputFolderInUseError, PredictionIncompleteError
+    from test_predictor import _predict, _tiny_plans, _write_model_folder, _write_raw_input
+
+    _write_model_folder(env_folders["results"], _tiny_plans())
+    _write_raw_input(tmp_path / "input", n_cases=3)
+    good = (tmp_path / "input" / "case1_0000.nii.gz").read_bytes()
+    (tmp_path / "input" / "case1_0000.nii.gz").write_bytes(good[: len(good) // 2])
+    out = tmp_path / "out"
+    with pytest.raises(PredictionIncompleteError) as e:
+        _predict(env_folders, tmp_path, raters="none")
+    lines = str(e.value).splitlines()
+    assert lines[0].startswith("1 of 3 case(s) failed") and "--continue_prediction" in lines[0]
+    assert len(lines) == 2 and lines[1].startswith("  case1: ") and "truncated or corrupt" in lines[1]
+    assert sorted(p.name for p in (out / "consensus").iterdir()) == ["case0.nii.gz", "case2.nii.gz"]
+
+    (tmp_path / "input" / "case1_0000.nii.gz").write_bytes(good)  # the user fixes the input
+    done = (out / "consensus" / "case0.nii.gz").stat().st_mtime_ns
+    with pytest.raises(OutputFolderInUseError, match=r"out: holds files of an earlier prediction .*--continue_prediction"):
+        _predict(env_folders, tmp_path, raters="none")
+    assert _predict(env_folders, tmp_path, raters="none", continue_prediction=True) == ["case0", "case1", "case2"]
+    assert (out / "consensus" / "case1.nii.gz").is_file()
+    assert (out / "consensus" / "case0.nii.gz").stat().st_mtime_ns == done  # finished case skipped
+    with pytest.raises(OutputFolderInUseError, match=r"num_samples: 3 -> 2"):
+        _predict(env_folders, tmp_path, raters="none", continue_prediction=True, num_samples=2)
+
+    (out / "my_notes.txt").write_text("mine")
+    _predict(env_folders, tmp_path, raters=["r1"], overwrite=True, num_processes_preprocessing=2)
+    assert sorted(p.name for p in (out / "raters").iterdir()) == ["r1"]
+    assert json.loads((out / "prediction_settings.json").read_text())["raters"] == ["r1"]
+    assert (out / "my_notes.txt").read_text() == "mine" and not (out / LOCK_NAME).exists()
+
+
+# ---------------------------------------------------------------- 8. arguments, labels, plans
+
+def test_training_arguments_checked_up_front(toy, tmp_path, capsys):
+    with pytest.raises(ArgumentError) as e:
+        run_training(DATASET, "2d", 0, "1", num_epochs=0, iterations_per_epoch=-3, output_folder=tmp_path / "x",
+                     continue_training=True, overwrite=True)
+    assert str(e.value).splitlines() == ["--num_epochs must be >= 1, got 0.", "--iterations_per_epoch must be >= 1, got -3.",
+                                         "--overwrite and --c exclude each other: continue the run or start it over."]
+    assert not (tmp_path / "x").exists()
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit) as e:
+            train_main([DATASET, "2d", "0", "-device", "cuda"])
+        assert str(e.value.code) == "diffoseg_train: -device cuda: no CUDA GPU is visible on this machine. Use -device cpu."
+
+
+def test_prediction_arguments_checked_before_the_output_folder(env_folders, tmp_path):
+    from diffoseg_auto.inference.predict_entrypoint import PredictionError, main
+    from test_predictor import _predict, _tiny_plans, _write_model_folder, _write_raw_input
+
+    _write_model_folder(env_folders["results"], _tiny_plans(), stages=(1,))
+    _write_raw_input(tmp_path / "input", n_cases=1)
+    with pytest.raises(ArgumentError) as e:
+        _predict(env_folders, tmp_path, num_samples=0, sampling_steps=-2)
+    assert str(e.value).splitlines() == ["--num_samples must be >= 1, got 0.", "--sampling_steps must be >= 1, got -2."]
+    with pytest.raises(SystemExit, match="diffoseg_predict: --num_samples must be >= 1, got -1."):
+        main(["-i", str(tmp_path / "input"), "-o", str(tmp_path / "out"), "-d", "901", "-c", "2d", "-f", "0",
+              "-device", "cpu", "--num_samples", "-1"])
+    assert not (tmp_path / "out").exists()
+    extra = tmp_path / "input" / "case0_0001.nii.gz"
+    extra.write_bytes((tmp_path / "input" / "case0_0000.nii.gz").read_bytes())
+    with pytest.raises(PredictionError, match=r"case0_0001\.nii\.gz: channel beyond the 1 channel\(s\) this model takes"):
+        _predict(env_folders, tmp_path, raters="none")
+    assert not (tmp_path / "out").exists() and extra.is_file()
+
+
+def test_bad_raters_field_and_labels_rejected_at_planning(env_folders):
+    raw = _toy_raw(env_folders, 944, num_cases=4)
+    dj = json.loads((raw / "dataset.json").read_text())
+    (raw / "dataset.json").write_text(json.dumps({**dj, "raters": "rater0"}))
+    with pytest.raises(LabelFileError, match=r"dataset\.json: 'raters' must be a non-empty list .* got 'rater0'"):
+        plan_and_preprocess(["-d", "944", "-np", "1", "-c", "2d"])
+    (raw / "dataset.json").write_text(json.dumps(dj))
+
+    label = raw / "labelsTr" / dj["raters"][0] / "toy_002.nii.gz"
+    original = label.read_bytes()
+    img = sitk.ReadImage(str(label))
+    scaled = sitk.GetImageFromArray(sitk.GetArrayFromImage(img).astype(np.uint8) * 255)
+    scaled.CopyInformation(img)
+    sitk.WriteImage(scaled, str(label), True)
+    with pytest.raises(LabelFileError, match=r"toy_002\.nii\.gz: label value\(s\) \[255\] outside dataset\.json labels "
+                                             r"0\.\.1\. Masks saved as 0/255\? Divide them by 255\."):
+        plan_and_preprocess(["-d", "944", "-np", "1", "-c", "2d"])
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((8, 16), np.uint8)), str(label), True)
+    with pytest.raises(LabelFileError, match=r"toy_002\.nii\.gz: label size \[8, 16\] differs from its image \[16, 16\]"):
+        plan_and_preprocess(["-d", "944", "-np", "1", "-c", "2d", "--clean"])
+    label.write_bytes(original)
+    plan_and_preprocess(["-d", "944", "-np", "1", "-c", "2d", "--clean"])
+
+
+def test_replanning_backs_up_a_hand_edited_plans_file(env_folders, capsys):
+    raw = _toy_raw(env_folders, 945, num_cases=4)
+    plan_and_preprocess(["-d", "945", "-np", "1", "-c", "2d", "--no_pp"])
+    plans_file = env_folders["preprocessed"] / raw.name / "DiffOSegPlans.json"
+    plan_and_preprocess(["-d", "945", "-np", "1", "-c", "2d", "--no_pp"])  # unchanged: no backup, no warning
+    assert "warning" not in capsys.readouterr().err
+    edited = json.loads(plans_file.read_text())
+    edited["configurations"]["2d"]["batch_size"] = 1
+    plans_file.write_text(json.dumps(edited, indent=2))
+    plan_and_preprocess(["-d", "945", "-np", "1", "-c", "2d", "--no_pp"])
+    backups = list(plans_file.parent.glob("DiffOSegPlans.json.*.bak"))
+    assert len(backups) == 1 and json.loads(backups[0].read_text()) == edited
+    assert f"{plans_file} differs from the new plans (edited by hand?)" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- 10. leftovers
+
+def test_leftover_temporary_checkpoints_are_removed(toy, tmp_path):
+    run_training(DATASET, "2d", 0, "1", num_workers=0, output_folder=tmp_path, skip_final_validation=True)
+    stage1 = tmp_path / "fold_0" / "stage1"
+    leftovers = [stage1 / ".tmp_0a1b2c_checkpoint_best.pth", stage1 / ".tmp_9f8e_checkpoint_latest.pth.part",
+                 tmp_path / "fold_0" / ".tmp_checkpoint_final.pth"]
+    for p in leftovers:
+        p.write_bytes(b"x" * 1000)
+    run_training(DATASET, "2d", 0, "1", num_workers=0, output_folder=tmp_path, skip_final_validation=True,
+                 continue_training=True)
+    assert not any(p.exists() for p in leftovers)
+    assert (stage1 / "checkpoint_final.pth").is_file()
+
+
+def test_atomic_write_temporaries_are_invisible_to_readers(tmp_path):
+    from diffoseg_auto.utilities.file_ops import atomic_write
+
+    seen = []
+    atomic_write(tmp_path / "case.npz", lambda p: seen.append((p.name, sorted(q.name for q in tmp_path.glob("*.npz")))) or
+                 p.write_bytes(b"1"))
+    assert seen[0][0].startswith(".tmp_") and seen[0][0].endswith(".part") and seen[0][1] == []
+    make_toy_cases(tmp_path / "pp", n=1)
+    (tmp_path / "pp" / ".tmp_x_case_009.npz").write_bytes(b"")
+    assert list_preprocessed_cases(tmp_path / "pp") == ["case_000"]
