@@ -13,22 +13,7 @@ from diffoseg_auto.diffusion.categorical_diffusion import CategoricalDiffusion
 from diffoseg_auto.inference.predictor import DiffOSegPredictor
 from diffoseg_auto.inference.sliding_window import compute_gaussian, compute_steps_for_sliding_window, sliding_window_slicers
 from diffoseg_auto.network.denoiser_base import DenoiserBase
-from diffoseg_auto.plans.plans import ArchitecturePlan, AugmentationPlan, ConfigurationPlan, DiffusionPlan, InferencePlan
-
-
-def make_configuration(patch=(16, 16), mirror_axes=(0, 1), slice_axis=None, spatial_dims=None, windows_per_batch=4,
-                       num_timesteps=20, denoiser="cached_encoder") -> ConfigurationPlan:
-    d = spatial_dims or len(patch)
-    arch = ArchitecturePlan(n_stages=2, features_per_stage=[4, 8], kernel_sizes=[[3] * d] * 2, strides=[[1] * d, [2] * d],
-                            n_conv_per_stage=[1, 1], n_conv_per_stage_decoder=[1], time_embedding_dim=8, num_prompts=2,
-                            prompt_dim=4, denoiser=denoiser)
-    return ConfigurationPlan(
-        data_identifier="test", spatial_dims=d, patch_size=list(patch), batch_size=2, spacing=[1.0] * d,
-        median_image_size_in_voxels=list(patch), normalization_schemes=["zscore"], use_mask_for_norm=[False],
-        resampling_order_data=3, resampling_order_seg=1, architecture=arch,
-        diffusion=DiffusionPlan(num_timesteps=num_timesteps, sampling_steps=5, num_samples=2),
-        augmentation=AugmentationPlan(mirror_axes=list(mirror_axes)),
-        inference=InferencePlan(windows_per_batch=windows_per_batch), slice_axis=slice_axis)
+from support.predictor_models import make_configuration, predict, tiny_plans, write_model_folder, write_raw_input
 
 
 class ThresholdDenoiser(DenoiserBase):
@@ -229,72 +214,14 @@ def test_uncertainty_and_sample_packing_values():
 
 # ------------------------------------------------------------------ end to end: model folder -> diffoseg_predict
 
-DATASET = "Dataset901_Tiny"
-
-
-def _tiny_plans(dataset_name=DATASET):
-    from diffoseg_auto.plans.plans import Plans
-
-    cfg = make_configuration(patch=(16, 16), mirror_axes=(0, 1))
-    cfg.spacing = [1.0, 1.0]
-    cfg.data_identifier = "DiffOSegPlans_2d"
-    return Plans(dataset_name=dataset_name, plans_name="DiffOSegPlans", num_classes=2, raters=["r1", "r2"],
-                 num_input_channels=1, original_median_spacing=[0.5, 0.8], original_median_shape=[20, 28],
-                 foreground_intensity_properties_per_channel={}, configurations={"2d": cfg})
-
-
-def _write_model_folder(results, plans, stages=(1, 2), trained_on=DATASET, folds=(0,)):
-    """A results folder as diffoseg_train writes it: random-weight checkpoints (timing of weights is irrelevant here)."""
-    from diffoseg_auto.dataset.raw_dataset import write_dataset_json
-    from diffoseg_auto.network.factory import build_denoiser
-    from diffoseg_auto.io.checkpoint_io import save_checkpoint
-
-    folder = results / DATASET / "DiffOSegTrainer__DiffOSegPlans__2d"
-    write_dataset_json(folder, name="Tiny", channel_names={0: "MR"}, labels={"background": 0, "lesion": 1},
-                       raters=plans.raters, num_training=2, file_ending=".nii.gz")
-    for fold in folds:
-        for stage in stages:
-            torch.manual_seed(10 * stage + fold)
-            net = build_denoiser(plans, "2d", stage)
-            init_args = {"trainer_name": "DiffOSegTrainer", "plans_name": "DiffOSegPlans", "configuration": "2d",
-                         "dataset_name": trained_on, "stage": stage, "fold": fold, "num_raters": plans.num_raters,
-                         "num_classes": plans.num_classes}
-            save_checkpoint(folder / f"fold_{fold}" / f"stage{stage}" / "checkpoint_final.pth",
-                            {"network_weights": net.state_dict(), "init_args": init_args, "plans": plans.to_dict(),
-                             "trainer_name": "DiffOSegTrainer"})
-    return folder
-
-
-def _write_raw_input(folder, n_cases=2, shape=(20, 28), ending=".nii.gz"):
-    import SimpleITK as sitk
-
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    for i in range(n_cases):
-        arr = rng.normal(size=shape).astype(np.float32)
-        arr[5:12, 8:20] += 3.0
-        img = sitk.GetImageFromArray(arr)
-        img.SetSpacing((0.8, 0.5))  # SimpleITK (x, y) order: array spacing (0.5, 0.8)
-        img.SetOrigin((3.0, -2.0))
-        sitk.WriteImage(img, str(folder / f"case{i}_0000{ending}"))
-
-
-def _predict(env_folders, tmp_path, **kw):
-    from diffoseg_auto.inference.predict_entrypoint import predict_from_folder
-
-    args = dict(num_samples=3, sampling_steps=3, device="cpu", num_processes_preprocessing=1, num_processes_export=1)
-    args.update(kw)
-    return predict_from_folder(tmp_path / "input", tmp_path / "out", DATASET, "2d", [0], **args)
-
-
 @pytest.mark.slow
 def test_predict_from_folder_end_to_end_geometry_and_outputs(env_folders, tmp_path):
     from diffoseg_auto.evaluation.prediction_folder import load_samples_npz
     from diffoseg_auto.io.image_io import geometry_matches, read_images, read_seg
 
-    _write_model_folder(env_folders["results"], _tiny_plans())
-    _write_raw_input(tmp_path / "input")
-    cases = _predict(env_folders, tmp_path, save_samples=True, save_probabilities=True)
+    write_model_folder(env_folders["results"], tiny_plans())
+    write_raw_input(tmp_path / "input")
+    cases = predict(env_folders, tmp_path, save_samples=True, save_probabilities=True)
     assert cases == ["case0", "case1"]
     out = tmp_path / "out"
     for case in cases:
@@ -318,7 +245,7 @@ def test_predict_from_folder_end_to_end_geometry_and_outputs(env_folders, tmp_pa
             assert geometry_matches(pr, in_props) == [] and set(np.unique(rs)) <= {0, 1}
     # reproducible: a second run with the same seed gives the same samples
     first = load_samples_npz(out / "samples" / "case0.npz")
-    _predict(env_folders, tmp_path, save_samples=True, raters="none", overwrite=True)
+    predict(env_folders, tmp_path, save_samples=True, raters="none", overwrite=True)
     np.testing.assert_array_equal(load_samples_npz(out / "samples" / "case0.npz"), first)
     assert not (out / "raters").exists()  # --overwrite cleared the first run's Stage II files
 
@@ -326,13 +253,13 @@ def test_predict_from_folder_end_to_end_geometry_and_outputs(env_folders, tmp_pa
 def test_predict_raters_without_stage2_is_a_clear_error(env_folders, tmp_path):
     from diffoseg_auto.inference.predict_entrypoint import PredictionError
 
-    _write_model_folder(env_folders["results"], _tiny_plans(), stages=(1,))
-    _write_raw_input(tmp_path / "input", n_cases=1)
+    write_model_folder(env_folders["results"], tiny_plans(), stages=(1,))
+    write_raw_input(tmp_path / "input", n_cases=1)
     with pytest.raises(PredictionError, match="no Stage II"):
-        _predict(env_folders, tmp_path, raters=["r1"])
+        predict(env_folders, tmp_path, raters=["r1"])
     with pytest.raises(PredictionError, match="unknown rater"):
-        _predict(env_folders, tmp_path, raters=["nobody"])
-    assert _predict(env_folders, tmp_path, raters="none") == ["case0"]  # consensus still works
+        predict(env_folders, tmp_path, raters=["nobody"])
+    assert predict(env_folders, tmp_path, raters="none") == ["case0"]  # consensus still works
     assert not (tmp_path / "out" / "raters").exists()
     assert (tmp_path / "out" / "consensus" / "case0.nii.gz").is_file()
 
@@ -340,26 +267,26 @@ def test_predict_raters_without_stage2_is_a_clear_error(env_folders, tmp_path):
 def test_predict_missing_channel_error_names_the_file(env_folders, tmp_path):
     from diffoseg_auto.dataset.raw_dataset import DatasetFormatError
 
-    _write_model_folder(env_folders["results"], _tiny_plans(), stages=(1,))
-    _write_raw_input(tmp_path / "input", n_cases=1)
+    write_model_folder(env_folders["results"], tiny_plans(), stages=(1,))
+    write_raw_input(tmp_path / "input", n_cases=1)
     (tmp_path / "input" / "case0_0000.nii.gz").rename(tmp_path / "input" / "case0_0001.nii.gz")
     with pytest.raises(DatasetFormatError, match="case0_0000.nii.gz"):
-        _predict(env_folders, tmp_path, raters="none")
+        predict(env_folders, tmp_path, raters="none")
 
 
 def test_checkpoint_of_another_dataset_is_a_clear_error(env_folders, tmp_path):
     from diffoseg_auto.inference.model_loading import ModelLoadError
 
-    _write_model_folder(env_folders["results"], _tiny_plans(), stages=(1,), trained_on="Dataset902_Other")
-    _write_raw_input(tmp_path / "input", n_cases=1)
+    write_model_folder(env_folders["results"], tiny_plans(), stages=(1,), trained_on="Dataset902_Other")
+    write_raw_input(tmp_path / "input", n_cases=1)
     with pytest.raises(ModelLoadError, match="trained on 'Dataset902_Other', not on 'Dataset901_Tiny'"):
-        _predict(env_folders, tmp_path, raters="none")
+        predict(env_folders, tmp_path, raters="none")
 
 
 def test_load_trained_model_errors_and_ensemble(env_folders):
     from diffoseg_auto.inference.model_loading import ModelLoadError, load_trained_model
 
-    folder = _write_model_folder(env_folders["results"], _tiny_plans(), stages=(1,), folds=(0, 1))
+    folder = write_model_folder(env_folders["results"], tiny_plans(), stages=(1,), folds=(0, 1))
     nets, plans, cfg_name, diffusion = load_trained_model(folder, [0, 1], 1)
     assert len(nets) == 2 and cfg_name == "2d" and plans.raters == ["r1", "r2"]
     assert diffusion.num_classes == 2 and diffusion.num_timesteps == 20
@@ -373,8 +300,8 @@ def test_load_trained_model_errors_and_ensemble(env_folders):
 def test_cli_main_runs_and_reports_errors_cleanly(env_folders, tmp_path):
     from diffoseg_auto.inference.predict_entrypoint import main
 
-    _write_model_folder(env_folders["results"], _tiny_plans(), stages=(1,))
-    _write_raw_input(tmp_path / "input", n_cases=1)
+    write_model_folder(env_folders["results"], tiny_plans(), stages=(1,))
+    write_raw_input(tmp_path / "input", n_cases=1)
     base = ["-i", str(tmp_path / "input"), "-o", str(tmp_path / "out"), "-d", "901", "-c", "2d", "-f", "0",
             "-device", "cpu", "--num_samples", "2", "--sampling_steps", "2", "-npp", "1", "-nps", "1", "--disable_tta"]
     with pytest.raises(UserError, match="no Stage II"):
@@ -389,10 +316,10 @@ def test_worker_processes_give_the_same_outputs(env_folders, tmp_path):
     """-npp 2 / -nps 2 (spawned workers) write exactly what the in-process path writes."""
     from diffoseg_auto.evaluation.prediction_folder import load_samples_npz
 
-    _write_model_folder(env_folders["results"], _tiny_plans(), stages=(1,))
-    _write_raw_input(tmp_path / "input", n_cases=3)
-    _predict(env_folders, tmp_path, save_samples=True, raters="none", num_processes_preprocessing=2, num_processes_export=2)
+    write_model_folder(env_folders["results"], tiny_plans(), stages=(1,))
+    write_raw_input(tmp_path / "input", n_cases=3)
+    predict(env_folders, tmp_path, save_samples=True, raters="none", num_processes_preprocessing=2, num_processes_export=2)
     parallel = {c: load_samples_npz(tmp_path / "out" / "samples" / f"{c}.npz") for c in ("case0", "case1", "case2")}
-    _predict(env_folders, tmp_path, save_samples=True, raters="none", overwrite=True)
+    predict(env_folders, tmp_path, save_samples=True, raters="none", overwrite=True)
     for c, s in parallel.items():
         np.testing.assert_array_equal(load_samples_npz(tmp_path / "out" / "samples" / f"{c}.npz"), s)
