@@ -49,8 +49,13 @@ def trained_folds(trainer_dir: str | Path) -> list[str]:
     return sorted(p.name.removeprefix(_FOLD_PREFIX) for p in Path(trainer_dir).glob(f"{_FOLD_PREFIX}*") if p.is_dir())
 
 
+def stage_folder_of_fold(fold_dir: str | Path, stage: int) -> Path:
+    """<fold folder>/stage<s> (for code that already holds the fold folder)."""
+    return Path(fold_dir) / f"stage{stage}"
+
+
 def stage_folder(trainer_dir: str | Path, fold: int | str, stage: int) -> Path:
-    return fold_folder(trainer_dir, fold) / f"stage{stage}"
+    return stage_folder_of_fold(fold_folder(trainer_dir, fold), stage)
 
 
 def checkpoint_path(trainer_dir: str | Path, fold: int | str, stage: int, checkpoint_name: str = CHECKPOINT_FINAL) -> Path:
@@ -60,6 +65,9 @@ def checkpoint_path(trainer_dir: str | Path, fold: int | str, stage: int, checkp
 def fold_final_checkpoint(trainer_dir: str | Path, fold: int | str) -> Path:
     """The fold's own final model: a copy of Stage II's final checkpoint when Stage II ran, else Stage I's."""
     return fold_folder(trainer_dir, fold) / CHECKPOINT_FINAL
+
+
+CHECKPOINTS = (CHECKPOINT_FINAL, CHECKPOINT_LATEST, CHECKPOINT_BEST)
 
 
 def validation_folder(trainer_dir: str | Path, fold: int | str, stage: int) -> Path:

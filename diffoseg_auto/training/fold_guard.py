@@ -1,7 +1,8 @@
 """What a training run may do with the outputs already in its fold folder.
 
-Starting a stage over silently would replace its checkpoints while the other stage and
-``fold_N/checkpoint_final.pth`` stay from the old run, so the stages would no longer match.
+Starting a stage over silently would replace its checkpoints while the other stage and the fold's
+final checkpoint (``results_layout.fold_final_checkpoint``) stay from the old run, so the stages would
+no longer match.
 A stage with checkpoints therefore needs ``--c`` (continue) or ``--overwrite``; ``--overwrite``
 deletes everything derived from the retrained stage: retraining Stage I clears both stages and the
 fold's final copy (Stage II was started from Stage I), retraining only Stage II clears Stage II and the
@@ -14,8 +15,7 @@ from pathlib import Path
 from typing import Sequence
 
 from diffoseg_auto.errors import UserError
-
-CHECKPOINTS = ("checkpoint_final.pth", "checkpoint_latest.pth", "checkpoint_best.pth")
+from diffoseg_auto.results_layout import CHECKPOINT_FINAL, CHECKPOINTS, stage_folder_of_fold
 
 
 class FoldAlreadyTrainedError(UserError):
@@ -23,7 +23,7 @@ class FoldAlreadyTrainedError(UserError):
 
 
 def _stage_dir(fold_dir: Path, stage: int) -> Path:
-    return fold_dir / f"stage{stage}"
+    return stage_folder_of_fold(fold_dir, stage)
 
 
 def existing_checkpoints(fold_dir: Path, stage: int) -> list[str]:
@@ -36,7 +36,7 @@ def refuse_silent_overwrite(fold_dir: str | Path, stages: Sequence[int]) -> None
     for s in stages:
         found = existing_checkpoints(fold_dir, s)
         if found:
-            state = "finished" if "checkpoint_final.pth" in found else "started (interrupted?)"
+            state = "finished" if CHECKPOINT_FINAL in found else "started (interrupted?)"
             raise FoldAlreadyTrainedError(
                 f"{_stage_dir(fold_dir, s)}: stage {s} of {fold_dir.name} was already {state} ({', '.join(found)}). "
                 f"Continue it with --c, or start over with --overwrite (deletes {fold_dir.name}'s outputs derived "
@@ -46,7 +46,7 @@ def refuse_silent_overwrite(fold_dir: str | Path, stages: Sequence[int]) -> None
 def clear_fold_outputs(fold_dir: str | Path, stages: Sequence[int]) -> list[Path]:
     """--overwrite: delete the outputs derived from the stages to retrain; returns what was deleted."""
     fold_dir = Path(fold_dir)
-    derived = [_stage_dir(fold_dir, 2), fold_dir / "checkpoint_final.pth"]
+    derived = [_stage_dir(fold_dir, 2), fold_dir / CHECKPOINT_FINAL]
     if 1 in stages:
         derived.append(_stage_dir(fold_dir, 1))
     doomed = [p for p in derived if p.exists()]  # files the user put beside them stay
