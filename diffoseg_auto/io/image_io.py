@@ -103,7 +103,7 @@ def read_seg(path: str | Path) -> tuple[np.ndarray, dict]:
 
 def _atomic_write(img: sitk.Image, out_file: str | Path, compress: bool = True) -> None:
     # the temporary name ends with out_file's name, so SimpleITK picks the writer from the same ending
-    atomic_write(out_file, lambda tmp: sitk.WriteImage(img, str(tmp), compress))
+    atomic_write(out_file, lambda tmp: sitk.WriteImage(img, str(tmp), compress), keep_extension=True)
 
 
 def array_to_sitk(arr: np.ndarray, props: dict | None) -> sitk.Image:

@@ -10,11 +10,14 @@ from typing import Any, Callable
 from diffoseg_auto.utilities.temp_files import temp_path_for
 
 
-def atomic_write(path: str | Path, write_fn: Callable[[Path], None]) -> None:
-    """Call ``write_fn(tmp_path)`` then rename tmp over ``path`` (same folder, same file system)."""
+def atomic_write(path: str | Path, write_fn: Callable[[Path], None], keep_extension: bool = False) -> None:
+    """Call ``write_fn(tmp_path)`` then rename tmp over ``path`` (same folder, same file system).
+
+    The temporary file is hidden and, unless ``keep_extension`` (writers that pick the format by the file
+    name, e.g. SimpleITK), lacks the real extension, so no reader takes it for data."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path_for(path)  # hidden and without the real extension: no reader takes it for data
+    tmp = temp_path_for(path, keep_extension)
     try:
         write_fn(tmp)
         os.replace(tmp, path)
