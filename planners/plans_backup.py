@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
-import sys
 import time
 from pathlib import Path
+
+logger = logging.getLogger(__name__)
 
 
 def backup_replaced_plans(path: str | Path, new_plans: dict) -> Path | None:
@@ -27,6 +29,6 @@ def backup_replaced_plans(path: str | Path, new_plans: dict) -> Path | None:
         backup = path.with_name(f"{path.name}.{time.strftime('%Y%m%d-%H%M%S')}-{n}.bak")
         n += 1
     shutil.copy2(path, backup)
-    print(f"warning: {path} differs from the new plans (edited by hand?) and is replaced; the old version is kept "
-          f"as {backup}", file=sys.stderr)
+    logger.warning(f"warning: {path} differs from the new plans (edited by hand?) and is replaced; the old version "
+                   f"is kept as {backup}")
     return backup

@@ -8,10 +8,9 @@ Preprocessing (-npp) and export (-nps) run in spawned worker processes next to t
 from __future__ import annotations
 
 import argparse
+import logging
 import multiprocessing as mp
 import os
-import sys
-import traceback
 import zlib
 from collections import deque
 from itertools import islice
@@ -37,6 +36,8 @@ from diffoseg_auto.utilities.argument_checks import at_least, raise_problems
 from diffoseg_auto.utilities.dataset_name_id import resolve_dataset_name
 from diffoseg_auto.utilities.run_lock import RunLock
 from diffoseg_auto.utilities.worker_lifeline import watch_parent
+
+logger = logging.getLogger(__name__)
 
 
 class PredictionError(UserError, RuntimeError):
@@ -88,11 +89,10 @@ def _case_seed(seed: int, key: str) -> int:
 
 
 def _record_failure(failures: dict[str, str], case: str, error: Exception) -> None:
-    """Note a failed case and go on; an unexpected error (a bug, not bad input) also prints its traceback."""
+    """Note a failed case and go on; an unexpected error (a bug, not bad input) also logs its traceback."""
     failures[case] = str(error) if isinstance(error, UserError) else f"{type(error).__name__}: {error}"
-    if not isinstance(error, UserError):
-        traceback.print_exception(error)
-    print(f"diffoseg_predict: {case} failed, skipped: {failures[case]}", file=sys.stderr)
+    logger.warning(f"diffoseg_predict: {case} failed, skipped: {failures[case]}",
+                   exc_info=None if isinstance(error, UserError) else error)
 
 
 def _iter_preprocessed(jobs: list[tuple], num_processes: int,

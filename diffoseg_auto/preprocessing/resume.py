@@ -8,6 +8,7 @@ that order, so a kill between them leaves an .npz alone, which is redone).
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from diffoseg_auto.errors import UserError
@@ -16,6 +17,7 @@ from diffoseg_auto.preprocessing.case_storage import list_preprocessed_cases
 from diffoseg_auto.utilities.file_ops import load_json, save_json
 from diffoseg_auto.utilities.temp_files import remove_stale_temp_files
 
+logger = logging.getLogger(__name__)
 SIGNATURE_FILE = "preprocessing_signature.json"
 _CASE_SUFFIXES = (".npz", ".pkl", "_data.npy", "_seg.npy", "_rater_mask.npy")
 
@@ -49,8 +51,8 @@ def prepare_output_folder(folder: str | Path, signature: dict) -> set[str]:
         return set(list_preprocessed_cases(folder))
     stale = _case_files(folder)
     if stale:
-        print(f"{folder}: the plans' preprocessing settings changed (or are unknown); {len(stale)} old file(s) are "
-              "deleted and every case is preprocessed again")
+        logger.warning(f"{folder}: the plans' preprocessing settings changed (or are unknown); {len(stale)} old "
+                       "file(s) are deleted and every case is preprocessed again")
     for p in stale:
         p.unlink(missing_ok=True)
     save_json(signature, sig_file)  # before any case: a killed run then resumes with these settings

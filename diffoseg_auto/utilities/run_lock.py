@@ -7,6 +7,7 @@ a run on another host (whose PID cannot be checked), makes the second run refuse
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import sys
@@ -16,6 +17,7 @@ from types import TracebackType
 
 from diffoseg_auto.errors import UserError
 
+logger = logging.getLogger(__name__)
 LOCK_NAME = ".diffoseg_run.lock"
 
 
@@ -84,8 +86,8 @@ class RunLock:
             return
         same_host = info.get("host") == socket.gethostname()
         if same_host and not _owner_alive(info):
-            print(f"{self.what}: taking over the stale lock {self.path} of PID {info.get('pid')} (no longer running)",
-                  file=sys.stderr)
+            logger.warning(f"{self.what}: taking over the stale lock {self.path} of PID {info.get('pid')} "
+                           "(no longer running)")
             self.path.unlink(missing_ok=True)
             return
         where = "" if same_host else f" on host {info.get('host')}"
