@@ -22,8 +22,9 @@ from diffoseg_auto.paths import ENV_PREPROCESSED, ENV_RAW, ENV_RESULTS
 from diffoseg_auto.preprocessing.case_storage import list_preprocessed_cases
 from diffoseg_auto.training.run_training import run_training
 from diffoseg_auto.utilities.file_ops import load_json
-from pipeline_helpers import make_plans_tiny
 from planners.plan_and_preprocess_entrypoints import plan_and_preprocess
+from support.pipeline import make_plans_tiny
+from support.predictor_models import DATASET, tiny_plans, write_model_folder, write_raw_input
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -175,10 +176,9 @@ def _images(folder: Path) -> dict[str, np.ndarray]:
 
 def test_prediction_killed_at_three_points_then_continued(env_folders, tmp_path):
     from diffoseg_auto.inference.predict_entrypoint import predict_from_folder
-    from test_predictor import DATASET, _tiny_plans, _write_model_folder, _write_raw_input
 
-    _write_model_folder(env_folders["results"], _tiny_plans())
-    _write_raw_input(tmp_path / "input", n_cases=8)
+    write_model_folder(env_folders["results"], tiny_plans())
+    write_raw_input(tmp_path / "input", n_cases=8)
     env = _env(env_folders["raw"], env_folders["preprocessed"], env_folders["results"])
 
     def args(out: Path) -> list[str]:

@@ -3,6 +3,7 @@ user made was lost (raw files, other checkpoints, files beside the outputs)."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -22,13 +23,13 @@ from diffoseg_auto.preprocessing.case_storage import list_preprocessed_cases, sa
 from diffoseg_auto.preprocessing.resume import IncompletePreprocessingError
 from diffoseg_auto.training.finite_guard import NonFiniteTrainingError
 from diffoseg_auto.training.fold_guard import FoldAlreadyTrainedError
-from diffoseg_auto.training.run_training import main as train_main
 from diffoseg_auto.training.run_training import run_training
 from diffoseg_auto.utilities.argument_checks import ArgumentError
 from diffoseg_auto.utilities.run_lock import LOCK_NAME, RunLock, RunLockedError
-from planners.plan_and_preprocess_entrypoints import plan_and_preprocess, plan_and_preprocess_entry
-from test_trainer import DATASET, toy  # noqa: F401  (fixture)
-from test_training_data import make_toy_cases
+from diffoseg_auto.cli import console
+from planners.plan_and_preprocess_entrypoints import plan_and_preprocess
+from support.predictor_models import predict, tiny_plans, write_model_folder, write_raw_input
+from support.toy_training import DATASET, make_toy_cases
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,6 +43,21 @@ def _dead_pid() -> int:
     p = subprocess.Popen([sys.executable, "-c", "pass"])
     p.wait()
     return p.pid
+
+
+def _console_error(command: str, args: list[str], monkeypatch, capsys) -> str:
+    """Run the installed console script ``command`` (through diffoseg_auto.cli.console); assert exit 1 and one
+    error line, the last on stderr (logging INFO lines may precede it), without a traceback; return that line."""
+    capsys.readouterr()
+    monkeypatch.setattr(sys, "argv", [command, *args])
+    with pytest.raises(SystemExit) as e:
+        getattr(console, command)()
+    assert e.value.code == 1
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if "error" in line.lower()]
+    assert "Traceback" not in err and len(errors) == 1 and err.rstrip("\n").splitlines()[-1] == errors[0], err
+    assert errors[0].startswith(f"{command}: error: "), errors[0]
+    return errors[0].removeprefix(f"{command}: error: ")
 
 
 def _stage1(env: dict) -> Path:
@@ -59,7 +75,7 @@ def _as_mha(raw: Path) -> None:
     (raw / "dataset.json").write_text(json.dumps({**dj, "file_ending": ".mha"}))
 
 
-def test_nan_image_rejected_by_name_without_verification(env_folders, capsys):
+def test_nan_image_rejected_by_name_without_verification(env_folders, monkeypatch, capsys):
     raw = _toy_raw(env_folders, 941)
     _as_mha(raw)
     bad = raw / "imagesTr" / "toy_002_0000.mha"
@@ -71,11 +87,9 @@ def test_nan_image_rejected_by_name_without_verification(env_folders, capsys):
     sitk.WriteImage(out, str(bad), True)
     with pytest.raises(NonFiniteImageError, match=r"toy_002_0000\.mha: contains 2 NaN/Inf value\(s\)"):
         plan_and_preprocess(["-d", "941", "-np", "1", "-c", "2d"])
-    with pytest.raises(SystemExit) as e:  # the console script: one line, exit 1
-        plan_and_preprocess_entry(["-d", "941", "-np", "1", "-c", "2d"])
-    assert e.value.code == 1
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "toy_002_0000.mha: contains 2 NaN/Inf" in err[0]
+    # the console script: one line, exit 1
+    error = _console_error("diffoseg_plan_and_preprocess", ["-d", "941", "-np", "1", "-c", "2d"], monkeypatch, capsys)
+    assert "toy_002_0000.mha: contains 2 NaN/Inf" in error
     assert not (env_folders["preprocessed"] / raw.name / "dataset_fingerprint.json").exists()  # no Infinity stored
     assert bad.is_file()
 
@@ -129,7 +143,7 @@ def test_interrupted_preprocessing_is_refused_by_training_and_finished_by_a_reru
 
 # ---------------------------------------------------------------- 3. one run per fold output
 
-def test_second_run_refused_and_stale_lock_taken_over(toy, tmp_path, capsys):
+def test_second_run_refused_and_stale_lock_taken_over(toy, tmp_path, caplog):
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         fold = tmp_path / "fold_0"
@@ -144,7 +158,7 @@ def test_second_run_refused_and_stale_lock_taken_over(toy, tmp_path, capsys):
         live.wait()
     (fold / LOCK_NAME).write_text(json.dumps({"pid": _dead_pid(), "host": socket.gethostname()}))
     run_training(DATASET, "2d", 0, "1", num_workers=0, output_folder=tmp_path, skip_final_validation=True)
-    assert "taking over the stale lock" in capsys.readouterr().err
+    assert any("taking over the stale lock" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
     assert (fold / "stage1" / "checkpoint_final.pth").is_file() and not (fold / LOCK_NAME).exists()
     with RunLock(fold, "a"), pytest.raises(RunLockedError, match=f"in use by PID {os.getpid()}"):
         RunLock(fold, "b").acquire()  # the same process counts as a live owner too
@@ -254,15 +268,14 @@ def test_truncated_nii_gz_rejected_by_name(env_folders):
 @pytest.mark.slow
 def test_prediction_skips_bad_case_continues_and_overwrites(env_folders, tmp_path):
     from diffoseg_auto.inference.prediction_outputs import OutputFolderInUseError, PredictionIncompleteError
-    from test_predictor import _predict, _tiny_plans, _write_model_folder, _write_raw_input
 
-    _write_model_folder(env_folders["results"], _tiny_plans())
-    _write_raw_input(tmp_path / "input", n_cases=3)
+    write_model_folder(env_folders["results"], tiny_plans())
+    write_raw_input(tmp_path / "input", n_cases=3)
     good = (tmp_path / "input" / "case1_0000.nii.gz").read_bytes()
     (tmp_path / "input" / "case1_0000.nii.gz").write_bytes(good[: len(good) // 2])
     out = tmp_path / "out"
     with pytest.raises(PredictionIncompleteError) as e:
-        _predict(env_folders, tmp_path, raters="none")
+        predict(env_folders, tmp_path, raters="none")
     lines = str(e.value).splitlines()
     assert lines[0].startswith("1 of 3 case(s) failed") and "--continue_prediction" in lines[0]
     assert len(lines) == 2 and lines[1].startswith("  case1: ") and "truncated or corrupt" in lines[1]
@@ -271,15 +284,15 @@ def test_prediction_skips_bad_case_continues_and_overwrites(env_folders, tmp_pat
     (tmp_path / "input" / "case1_0000.nii.gz").write_bytes(good)  # the user fixes the input
     done = (out / "consensus" / "case0.nii.gz").stat().st_mtime_ns
     with pytest.raises(OutputFolderInUseError, match=r"out: holds files of an earlier prediction .*--continue_prediction"):
-        _predict(env_folders, tmp_path, raters="none")
-    assert _predict(env_folders, tmp_path, raters="none", continue_prediction=True) == ["case0", "case1", "case2"]
+        predict(env_folders, tmp_path, raters="none")
+    assert predict(env_folders, tmp_path, raters="none", continue_prediction=True) == ["case0", "case1", "case2"]
     assert (out / "consensus" / "case1.nii.gz").is_file()
     assert (out / "consensus" / "case0.nii.gz").stat().st_mtime_ns == done  # finished case skipped
     with pytest.raises(OutputFolderInUseError, match=r"num_samples: 3 -> 2"):
-        _predict(env_folders, tmp_path, raters="none", continue_prediction=True, num_samples=2)
+        predict(env_folders, tmp_path, raters="none", continue_prediction=True, num_samples=2)
 
     (out / "my_notes.txt").write_text("mine")
-    _predict(env_folders, tmp_path, raters=["r1"], overwrite=True, num_processes_preprocessing=2)
+    predict(env_folders, tmp_path, raters=["r1"], overwrite=True, num_processes_preprocessing=2)
     assert sorted(p.name for p in (out / "raters").iterdir()) == ["r1"]
     assert json.loads((out / "prediction_settings.json").read_text())["raters"] == ["r1"]
     assert (out / "my_notes.txt").read_text() == "mine" and not (out / LOCK_NAME).exists()
@@ -287,7 +300,7 @@ def test_prediction_skips_bad_case_continues_and_overwrites(env_folders, tmp_pat
 
 # ---------------------------------------------------------------- 8. arguments, labels, plans
 
-def test_training_arguments_checked_up_front(toy, tmp_path, capsys):
+def test_training_arguments_checked_up_front(toy, tmp_path, monkeypatch, capsys):
     with pytest.raises(ArgumentError) as e:
         run_training(DATASET, "2d", 0, "1", num_epochs=0, iterations_per_epoch=-3, output_folder=tmp_path / "x",
                      continue_training=True, overwrite=True)
@@ -295,28 +308,26 @@ def test_training_arguments_checked_up_front(toy, tmp_path, capsys):
                                          "--overwrite and --c exclude each other: continue the run or start it over."]
     assert not (tmp_path / "x").exists()
     if not torch.cuda.is_available():
-        with pytest.raises(SystemExit) as e:
-            train_main([DATASET, "2d", "0", "-device", "cuda"])
-        assert str(e.value.code) == "diffoseg_train: -device cuda: no CUDA GPU is visible on this machine. Use -device cpu."
+        assert _console_error("diffoseg_train", [DATASET, "2d", "0", "-device", "cuda"], monkeypatch, capsys) == \
+            "-device cuda: no CUDA GPU is visible on this machine. Use -device cpu."
 
 
-def test_prediction_arguments_checked_before_the_output_folder(env_folders, tmp_path):
-    from diffoseg_auto.inference.predict_entrypoint import PredictionError, main
-    from test_predictor import _predict, _tiny_plans, _write_model_folder, _write_raw_input
+def test_prediction_arguments_checked_before_the_output_folder(env_folders, tmp_path, monkeypatch, capsys):
+    from diffoseg_auto.inference.predict_entrypoint import PredictionError
 
-    _write_model_folder(env_folders["results"], _tiny_plans(), stages=(1,))
-    _write_raw_input(tmp_path / "input", n_cases=1)
+    write_model_folder(env_folders["results"], tiny_plans(), stages=(1,))
+    write_raw_input(tmp_path / "input", n_cases=1)
     with pytest.raises(ArgumentError) as e:
-        _predict(env_folders, tmp_path, num_samples=0, sampling_steps=-2)
+        predict(env_folders, tmp_path, num_samples=0, sampling_steps=-2)
     assert str(e.value).splitlines() == ["--num_samples must be >= 1, got 0.", "--sampling_steps must be >= 1, got -2."]
-    with pytest.raises(SystemExit, match="diffoseg_predict: --num_samples must be >= 1, got -1."):
-        main(["-i", str(tmp_path / "input"), "-o", str(tmp_path / "out"), "-d", "901", "-c", "2d", "-f", "0",
-              "-device", "cpu", "--num_samples", "-1"])
+    assert _console_error("diffoseg_predict", ["-i", str(tmp_path / "input"), "-o", str(tmp_path / "out"), "-d", "901",
+                                               "-c", "2d", "-f", "0", "-device", "cpu", "--num_samples", "-1"],
+                          monkeypatch, capsys) == "--num_samples must be >= 1, got -1."
     assert not (tmp_path / "out").exists()
     extra = tmp_path / "input" / "case0_0001.nii.gz"
     extra.write_bytes((tmp_path / "input" / "case0_0000.nii.gz").read_bytes())
     with pytest.raises(PredictionError, match=r"case0_0001\.nii\.gz: channel beyond the 1 channel\(s\) this model takes"):
-        _predict(env_folders, tmp_path, raters="none")
+        predict(env_folders, tmp_path, raters="none")
     assert not (tmp_path / "out").exists() and extra.is_file()
 
 
@@ -344,19 +355,21 @@ def test_bad_raters_field_and_labels_rejected_at_planning(env_folders):
     plan_and_preprocess(["-d", "944", "-np", "1", "-c", "2d", "--clean"])
 
 
-def test_replanning_backs_up_a_hand_edited_plans_file(env_folders, capsys):
+def test_replanning_backs_up_a_hand_edited_plans_file(env_folders, caplog):
     raw = _toy_raw(env_folders, 945, num_cases=4)
     plan_and_preprocess(["-d", "945", "-np", "1", "-c", "2d", "--no_pp"])
     plans_file = env_folders["preprocessed"] / raw.name / "DiffOSegPlans.json"
     plan_and_preprocess(["-d", "945", "-np", "1", "-c", "2d", "--no_pp"])  # unchanged: no backup, no warning
-    assert "warning" not in capsys.readouterr().err
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    caplog.clear()
     edited = json.loads(plans_file.read_text())
     edited["configurations"]["2d"]["batch_size"] = 1
     plans_file.write_text(json.dumps(edited, indent=2))
     plan_and_preprocess(["-d", "945", "-np", "1", "-c", "2d", "--no_pp"])
     backups = list(plans_file.parent.glob("DiffOSegPlans.json.*.bak"))
     assert len(backups) == 1 and json.loads(backups[0].read_text()) == edited
-    assert f"{plans_file} differs from the new plans (edited by hand?)" in capsys.readouterr().err
+    assert any(f"{plans_file} differs from the new plans (edited by hand?)" in r.getMessage()
+               and r.levelno == logging.WARNING for r in caplog.records)
 
 
 # ---------------------------------------------------------------- 10. leftovers
