@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -102,14 +103,15 @@ def test_sample_size_mismatch_names_the_file(folders):
         evaluate_folder(ref, pred)
 
 
-def test_missing_references_predictions_and_raters_are_listed(folders, capsys):
+def test_missing_references_predictions_and_raters_are_listed(folders, caplog):
     """Issue 14 item 9: the gaps are listed (warning), not scored, and fatal with strict."""
     ref, pred = folders
     write_seg(cols(0), PROPS, pred / "consensus" / "c9.nii.gz")  # a prediction without reference
     write_seg(cols(0), PROPS, ref / "ra" / "c7.nii.gz")  # a reference case nobody predicted
     (pred / "raters" / "r_extra").mkdir(parents=True)  # a predicted rater the reference lacks
-    s = evaluate_folder(ref, pred)
-    err = capsys.readouterr().err
+    with caplog.at_level(logging.WARNING):
+        s = evaluate_folder(ref, pred)
+    err = "\n".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
     assert "no reference for 1 predicted case(s) (not scored): c9" in err
     assert "no prediction for 1 reference case(s): c7" in err and "predicted rater(s) ['r_extra']" in err
     assert s["num_cases"] == 2 and s["missing"] == {"predictions": ["c7"], "references": ["c9"], "raters": ["r_extra"]}
