@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from diffoseg_auto.errors import UserError
+from diffoseg_auto.results_layout import CHECKPOINTS
 
 
 class NonFiniteTrainingError(UserError):
@@ -24,7 +25,7 @@ def raise_if_non_finite(loss: torch.Tensor, grad_norm: torch.Tensor, amp: bool, 
     if loss_ok and grad_ok:
         return
     what = f"training loss {float(loss.detach()):g}" if not loss_ok else f"gradient norm {float(grad_norm):g}"
-    kept = sorted(p.name for p in Path(output_folder).glob("checkpoint_*.pth"))
+    kept = sorted(name for name in CHECKPOINTS if (Path(output_folder) / name).is_file())
     raise NonFiniteTrainingError(
         f"stage {stage}, fold {fold}: non-finite {what} at epoch {epoch}; training stopped before the weights "
         f"changed. Checkpoints of the last good epochs in {output_folder}: {kept or 'none yet'}. Check the data for "
