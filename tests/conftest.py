@@ -8,6 +8,11 @@ import pytest
 from diffoseg_auto.paths import ENV_PREPROCESSED, ENV_RAW, ENV_RESULTS
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "slow: trains, uses real data or starts processes; `pytest -m \"not slow\"` "
+                                       "is the fast lane")
+
+
 @pytest.fixture
 def env_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
     """Point $diffoseg_raw / $diffoseg_preprocessed / $diffoseg_results at fresh tmp folders.

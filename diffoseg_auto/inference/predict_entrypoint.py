@@ -157,7 +157,18 @@ def predict_from_folder(input_folder: str | Path, output_folder: str | Path, dat
     ``raters``: None = all raters when a Stage II model exists (else none); 'all'; 'none'; or rater names.
     ``num_samples`` / ``sampling_steps`` default to the plans (diffusion.num_samples / sampling_steps).
     ``model_folder`` overrides $diffoseg_results/<dataset>/<trainer>__<plans>__<configuration>.
+    A baseline ``trainer`` (network.baselines) is predicted by inference.baseline_prediction (same outputs;
+    ``sampling_steps`` and ``rater_num_samples`` do not apply).
     """
+    from diffoseg_auto.network.baselines import baseline_network_class
+
+    if baseline_network_class(trainer) is not None:  # single-stage baselines: no diffusion sampling
+        from diffoseg_auto.inference.baseline_prediction import predict_baseline_from_folder
+
+        return predict_baseline_from_folder(input_folder, output_folder, dataset, configuration, folds, trainer, plans,
+                                            num_samples, raters, save_probabilities, save_samples, checkpoint_name,
+                                            step_size, use_mirroring, device, num_processes_preprocessing,
+                                            num_processes_export, seed, model_folder)
     input_folder, output_folder = Path(input_folder), Path(output_folder)
     if not input_folder.is_dir():
         raise PredictionError(f"{input_folder}: input folder does not exist (-i).")

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from pathlib import Path
 
@@ -19,22 +18,8 @@ from diffoseg_auto.plans.plans import load_plans
 from diffoseg_auto.training import ddp
 from diffoseg_auto.training.checkpointing import CheckpointError
 from diffoseg_auto.training.trainer import DiffOSegTrainer
+from diffoseg_auto.training.trainer_registry import get_trainer_class
 from diffoseg_auto.utilities.dataset_name_id import DatasetNotFoundError, resolve_dataset_name
-
-
-def get_trainer_class(name: str) -> type:
-    """'DiffOSegTrainer', or a dotted path 'package.module.ClassName' to a subclass."""
-    if name == DiffOSegTrainer.__name__:
-        return DiffOSegTrainer
-    if "." in name:
-        module, _, cls = name.rpartition(".")
-        try:
-            found = getattr(importlib.import_module(module), cls)
-        except (ImportError, AttributeError) as e:
-            raise ValueError(f"Trainer '{name}' could not be imported ({e}). Give a dotted path module.ClassName.") from None
-        if isinstance(found, type) and issubclass(found, DiffOSegTrainer):
-            return found
-    raise ValueError(f"Unknown trainer '{name}'. Use DiffOSegTrainer or a dotted path to a DiffOSegTrainer subclass.")
 
 
 def parse_fold(fold: int | str) -> int | str:
@@ -77,6 +62,10 @@ def run_training(dataset: str | int, configuration: str, fold: int | str, stage:
     if stages is None:
         raise ValueError(f"--stage must be 1, 2 or both, got '{stage}'")
     trainer_cls = get_trainer_class(trainer)
+    if getattr(trainer_cls, "is_baseline", False):  # baselines have one stage (its folder is stage1)
+        if stages == [2]:
+            raise ValueError(f"{trainer} has a single stage; train it with --stage 1 or both (the default).")
+        stages = [1]
     fold = parse_fold(fold)
     dev = resolve_device(device)
     if ddp.launched_by_torchrun():
@@ -108,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("configuration", help="configuration in the plans, e.g. 2d or 3d_fullres")
     p.add_argument("fold", help="fold of splits_final.json (0..4) or 'all'")
     p.add_argument("--stage", default="both", choices=["1", "2", "both"], help="which stage(s) to train (default both)")
-    p.add_argument("-tr", default="DiffOSegTrainer", help="trainer class name or dotted path (default DiffOSegTrainer)")
+    p.add_argument("-tr", default="DiffOSegTrainer", help="trainer: DiffOSegTrainer (default), a baseline (ConsensusUNetTrainer, MultiHeadUNetTrainer, "
+                        "ProbUNetTrainer) or a dotted path to a subclass")
     p.add_argument("-p", default="DiffOSegPlans", help="plans identifier (default DiffOSegPlans)")
     p.add_argument("--c", action="store_true", help="continue from checkpoint_latest.pth")
     p.add_argument("--val", action="store_true", help="only run the final validation from checkpoint_final.pth")

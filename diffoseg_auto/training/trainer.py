@@ -93,11 +93,7 @@ class DiffOSegTrainer:
         if self.was_initialized:
             return
         torch.manual_seed(self.seed)  # identical initial weights on every rank
-        self.network = build_denoiser(self.plans, self.configuration, self.stage)
-        if self.stage == 2:
-            self._load_stage1()
-            if self.freeze_backbone:
-                freeze_backbone(self.network)
+        self.network = self.build_network()
         self.network.to(self.device)
         self.ema = EMA(self.network, self.ema_decay())
         self.ddp_network = self.network
@@ -108,6 +104,16 @@ class DiffOSegTrainer:
                                          self.cfg.training.weight_decay)
         self.grad_scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.was_initialized = True
+
+    def build_network(self) -> torch.nn.Module:
+        """The network of this stage (a hook: the baseline trainers build theirs here)."""
+        network = build_denoiser(self.plans, self.configuration, self.stage)
+        if self.stage == 2:
+            self.network = network
+            self._load_stage1()
+            if self.freeze_backbone:
+                freeze_backbone(network)
+        return network
 
     def ema_decay(self) -> float:
         """The plans' decay, shortened so the EMA spans at most ~10% of this stage's iterations.
