@@ -11,10 +11,11 @@ import torch
 from dataset_conversion.generate_toy_dataset import generate_toy_dataset
 from diffoseg_auto.dataset.raw_dataset import RawDataset
 from diffoseg_auto.evaluation.prediction_folder import load_samples_npz
+from diffoseg_auto.inference.baseline_predictor import BaselinePredictor
 from diffoseg_auto.inference.predict_entrypoint import predict_from_folder
 from diffoseg_auto.io.image_io import read_seg
 from diffoseg_auto.network.baselines import BASELINE_NETWORKS
-from diffoseg_auto.network.baselines.base import majority_labels
+from diffoseg_auto.network.baselines.base import BaselineNetwork, majority_labels
 from diffoseg_auto.plans.plans import load_plans
 from diffoseg_auto.training.baselines.losses import dice_ce_per_sample, masked_mean, soft_dice_per_sample
 from diffoseg_auto.training.run_training import run_training
@@ -22,6 +23,7 @@ from diffoseg_auto.training.splits import select_fold
 from diffoseg_auto.training.trainer_registry import get_trainer_class
 from diffoseg_auto.utilities.file_ops import load_json
 from pipeline_helpers import make_plans_tiny
+from test_trainer import tiny_plans
 from planners.plan_and_preprocess_entrypoints import plan_and_preprocess
 
 DS_ID, N = 940, 6  # 6 samples > 4 raters: the multi-head U-Net cycles its heads
@@ -126,3 +128,39 @@ def test_losses_values():
 def test_majority_labels_ties_go_to_background():
     labels = np.array([[1, 1, 0], [0, 1, 0]])
     np.testing.assert_array_equal(majority_labels(labels, 2), [0, 1, 0])
+
+
+class _ThresholdNet(BaselineNetwork):
+    """Foreground where the image exceeds 0 (or eps[n, 0] for sample n when stochastic)."""
+
+    def __init__(self, latent_dim: int = 0):
+        super().__init__()
+        self.latent_dim = latent_dim
+
+    def window_probabilities(self, x, eps):
+        thresholds = torch.zeros(1) if eps is None else eps[:, 0]
+        fg = (x[:, None, 0] > thresholds.view(1, -1, *([1] * (x.ndim - 2)))).float()  # (B, M, *P)
+        return torch.stack([1 - fg, fg], 2)
+
+    def to_predictions(self, outputs, num_samples, num_raters, num_classes):
+        return outputs, outputs
+
+
+@pytest.mark.parametrize("slice_axis", [None, 0])
+def test_baseline_predictor_blends_windows_exactly(slice_axis):
+    cfg = tiny_plans().configurations["2d"]  # patch 32 x 32, mirror axes (0, 1)
+    cfg.slice_axis = slice_axis
+    rng = np.random.RandomState(0)
+    data = rng.randn(1, 50, 70).astype(np.float32) if slice_axis is None else rng.randn(1, 3, 40, 45).astype(np.float32)
+    out = BaselinePredictor(_ThresholdNet(), cfg, use_mirroring=True, step_size=0.5).predict_case(data, num_samples=4)
+    np.testing.assert_array_equal(out, (data > 0).astype(np.uint8))  # one output, padding undone, windows agree
+
+
+def test_baseline_predictor_keeps_one_latent_per_sample_over_all_windows():
+    cfg = tiny_plans().configurations["2d"]
+    data = np.random.RandomState(1).randn(1, 64, 80).astype(np.float32)
+    out = BaselinePredictor(_ThresholdNet(latent_dim=2), cfg, use_mirroring=False).predict_case(data, 5, seed=3)
+    assert out.shape == (5, 64, 80)
+    for sample in out:  # one threshold for the whole image: every foreground value exceeds every background value
+        assert data[0][sample == 1].min(initial=np.inf) > data[0][sample == 0].max(initial=-np.inf)
+    assert len({s.sum() for s in out}) > 1  # the samples differ

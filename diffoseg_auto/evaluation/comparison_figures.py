@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from diffoseg_auto.evaluation.figures import _save, _slice_index
+from diffoseg_auto.evaluation.figures import _save, display_slice, draw_image_and_raters
 
 
 def plot_metric_bars(table: pd.DataFrame, metric: str, out_png: str | Path, title: str = "") -> None:
@@ -39,30 +39,17 @@ def plot_method_grid(image: np.ndarray, rater_labels: np.ndarray, rater_mask: np
                      max_samples: int = 8) -> None:
     """Row 1: the image and each rater's mask; then one row of samples per method (3D: the slice with
     the most rater foreground). image (C,*S) or (*S), rater_labels (R,*S), samples (N,*S)."""
-    labels = np.asarray(rater_labels)
-    img = np.asarray(image)
-    img = img[0] if img.ndim == labels.ndim else img
-    if labels.ndim == 4:
-        z = _slice_index(labels)
-        img, labels = img[z], labels[:, z]
-        method_samples = {m: None if s is None else np.asarray(s)[:, z] for m, s in method_samples.items()}
+    methods = list(method_samples)
+    img, labels, stacks = display_slice(image, rater_labels, [method_samples[m] for m in methods])
     R = labels.shape[0]
-    ncols = max(1 + R, 1 + max([min(len(s), max_samples) for s in method_samples.values() if s is not None] or [0]))
-    fig = Figure(figsize=(1.6 * ncols, 1.7 * (1 + len(method_samples))))
-    axes = fig.subplots(1 + len(method_samples), ncols, squeeze=False)
+    ncols = max(1 + R, 1 + max([min(len(s), max_samples) for s in stacks if s is not None] or [0]))
+    fig = Figure(figsize=(1.6 * ncols, 1.7 * (1 + len(methods))))
+    axes = fig.subplots(1 + len(methods), ncols, squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     vmax = max(1, int(labels.max()))
-    axes[0, 0].imshow(img, cmap="gray")
-    axes[0, 0].set_title("image", fontsize=7)
-    for k in range(R):
-        axes[0, k + 1].set_title(rater_names[k], fontsize=7)
-        if rater_mask[k]:
-            axes[0, k + 1].imshow(labels[k], cmap="viridis", vmin=0, vmax=vmax, interpolation="nearest")
-        else:
-            axes[0, k + 1].text(0.5, 0.5, "not annotated", ha="center", va="center", fontsize=6,
-                                transform=axes[0, k + 1].transAxes)
-    for row, (method, samples) in enumerate(method_samples.items(), start=1):
+    draw_image_and_raters(axes[0], img, labels, np.asarray(rater_mask, bool), rater_names, vmax)
+    for row, (method, samples) in enumerate(zip(methods, stacks), start=1):
         axes[row, 0].text(0.95, 0.5, method, ha="right", va="center", fontsize=7, transform=axes[row, 0].transAxes)
         if samples is None:
             continue

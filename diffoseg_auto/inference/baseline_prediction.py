@@ -9,14 +9,12 @@ import torch
 from tqdm import tqdm
 
 from diffoseg_auto.inference.baseline_predictor import BaselinePredictor
-from diffoseg_auto.dataset.raw_dataset import list_cases
 from diffoseg_auto.inference.export_prediction import mean_one_hot
 from diffoseg_auto.inference.model_loading import ModelLoadError, load_trained_model
-from diffoseg_auto.inference.predict_entrypoint import (PredictionError, _case_seed, _dataset_json_for, _Exporter,
-                                                        _iter_preprocessed, _select_raters, default_num_processes,
-                                                        model_folder_for, resolve_device)
+from diffoseg_auto.inference.predict_entrypoint import (PredictionError, _case_seed, _Exporter, _iter_preprocessed,
+                                                        _select_raters, check_request, default_num_processes,
+                                                        input_cases, resolve_device)
 from diffoseg_auto.network.baselines import baseline_network_class
-from diffoseg_auto.utilities.dataset_name_id import resolve_dataset_name
 from diffoseg_auto.utilities.file_ops import save_json
 
 
@@ -34,13 +32,8 @@ def predict_baseline_from_folder(input_folder: str | Path, output_folder: str | 
     ``num_samples`` defaults to the plans' diffusion.num_samples, so that every method is scored
     with the same N. ``raters``: None or 'all' = every rater, 'none', or rater names.
     """
-    input_folder, output_folder = Path(input_folder), Path(output_folder)
-    if not input_folder.is_dir():
-        raise PredictionError(f"{input_folder}: input folder does not exist (-i).")
-    if input_folder.resolve() == output_folder.resolve():
-        raise PredictionError(f"{output_folder}: output folder must differ from the input folder (-o).")
-    dataset_name = resolve_dataset_name(dataset)
-    model_folder = Path(model_folder) if model_folder is not None else model_folder_for(dataset_name, trainer, plans, configuration)
+    input_folder, output_folder, dataset_name, model_folder = check_request(input_folder, output_folder, dataset, trainer,
+                                                                            plans, configuration, model_folder)
     device = resolve_device(device)
     net_cls = baseline_network_class(trainer)
     if net_cls is None:
@@ -54,11 +47,7 @@ def predict_baseline_from_folder(input_folder: str | Path, output_folder: str | 
     chosen = _select_raters("all" if raters is None else raters, plans_obj, True, model_folder)
     num_samples = int(num_samples or cfg.diffusion.num_samples)
     predictor = BaselinePredictor(nets, cfg, device, use_mirroring, step_size)
-    ending = _dataset_json_for(model_folder, dataset_name)["file_ending"]
-    cases = list_cases(input_folder, ending, plans_obj.num_input_channels)
-    if not cases:
-        raise PredictionError(f"{input_folder}: no images named <case>_0000{ending} found. Inputs use the raw layout "
-                              "(see documentation/dataset_format.md).")
+    ending, cases = input_cases(input_folder, model_folder, dataset_name, plans_obj.num_input_channels)
     output_folder.mkdir(parents=True, exist_ok=True)
     save_json({"dataset": dataset_name, "model_folder": str(model_folder), "trainer": trainer, "configuration": config_name,
                "folds": list(folds), "checkpoint_name": checkpoint_name, "num_samples": num_samples, "raters": chosen,

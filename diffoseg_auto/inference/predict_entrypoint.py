@@ -143,6 +143,29 @@ class _Exporter:
 
 # ------------------------------------------------------------------ the function form
 
+def check_request(input_folder: str | Path, output_folder: str | Path, dataset: str | int, trainer: str, plans: str,
+                  configuration: str, model_folder: str | Path | None) -> tuple[Path, Path, str, Path]:
+    """(input folder, output folder, DatasetXXX_Name, model folder) of a prediction request, checked."""
+    input_folder, output_folder = Path(input_folder), Path(output_folder)
+    if not input_folder.is_dir():
+        raise PredictionError(f"{input_folder}: input folder does not exist (-i).")
+    if input_folder.resolve() == output_folder.resolve():
+        raise PredictionError(f"{output_folder}: output folder must differ from the input folder (-o).")
+    dataset_name = resolve_dataset_name(dataset)
+    model_folder = Path(model_folder) if model_folder is not None else model_folder_for(dataset_name, trainer, plans, configuration)
+    return input_folder, output_folder, dataset_name, model_folder
+
+
+def input_cases(input_folder: Path, model_folder: Path, dataset_name: str, num_channels: int) -> tuple[str, dict[str, list[Path]]]:
+    """The dataset's file ending and the input images per case (an error when there are none)."""
+    ending = _dataset_json_for(model_folder, dataset_name)["file_ending"]
+    cases = list_cases(input_folder, ending, num_channels)
+    if not cases:
+        raise PredictionError(f"{input_folder}: no images named <case>_0000{ending} found. Inputs use the raw layout "
+                              "(see documentation/dataset_format.md).")
+    return ending, cases
+
+
 def predict_from_folder(input_folder: str | Path, output_folder: str | Path, dataset: str | int, configuration: str,
                         folds: Sequence[int | str], trainer: str = "DiffOSegTrainer", plans: str = "DiffOSegPlans",
                         num_samples: int | None = None, sampling_steps: int | None = None,
@@ -169,13 +192,8 @@ def predict_from_folder(input_folder: str | Path, output_folder: str | Path, dat
                                             num_samples, raters, save_probabilities, save_samples, checkpoint_name,
                                             step_size, use_mirroring, device, num_processes_preprocessing,
                                             num_processes_export, seed, model_folder)
-    input_folder, output_folder = Path(input_folder), Path(output_folder)
-    if not input_folder.is_dir():
-        raise PredictionError(f"{input_folder}: input folder does not exist (-i).")
-    if input_folder.resolve() == output_folder.resolve():
-        raise PredictionError(f"{output_folder}: output folder must differ from the input folder (-o).")
-    dataset_name = resolve_dataset_name(dataset)
-    model_folder = Path(model_folder) if model_folder is not None else model_folder_for(dataset_name, trainer, plans, configuration)
+    input_folder, output_folder, dataset_name, model_folder = check_request(input_folder, output_folder, dataset, trainer,
+                                                                            plans, configuration, model_folder)
     folds = list(folds)
     device = resolve_device(device)
     npp = default_num_processes() if num_processes_preprocessing is None else int(num_processes_preprocessing)
@@ -199,12 +217,7 @@ def predict_from_folder(input_folder: str | Path, output_folder: str | Path, dat
         nets2, _, _, diffusion2 = load_trained_model(model_folder, folds, 2, checkpoint_name, device, expected_dataset=dataset_name)
         predictor2 = DiffOSegPredictor(nets2, diffusion2, cfg, device, use_mirroring, step_size)
 
-    dj = _dataset_json_for(model_folder, dataset_name)
-    ending = dj["file_ending"]
-    cases = list_cases(input_folder, ending, plans_obj.num_input_channels)
-    if not cases:
-        raise PredictionError(f"{input_folder}: no images named <case>_0000{ending} found. Inputs use the raw layout "
-                              "(see documentation/dataset_format.md).")
+    ending, cases = input_cases(input_folder, model_folder, dataset_name, plans_obj.num_input_channels)
     output_folder.mkdir(parents=True, exist_ok=True)
     save_json({"dataset": dataset_name, "model_folder": str(model_folder), "configuration": config_name, "folds": folds,
                "checkpoint_name": checkpoint_name, "num_samples": num_samples, "sampling_steps": sampling_steps,

@@ -299,14 +299,18 @@ class DiffOSegTrainer:
             cases = list_preprocessed_cases(self.data_folder)
             pp = preprocessed_dataset_folder(self.dataset_name)
             _, self.val_cases = select_fold(get_or_create_splits(pp, cases, None), self.fold, cases)
-        c = self.cfg
-        summary = validate_cases(self.ema.model, self.diffusion, c, self.data_folder, self.val_cases, self.stage,
-                                 self.plans.num_classes, self.plans.raters, self.device, self.output_folder / "validation",
-                                 num_samples=c.training.num_val_samples, sampling_steps=c.diffusion.sampling_steps,
-                                 file_ending=self._raw_file_ending())
+        summary = self.validate_val_cases()
         if self.logger.values["train_losses"]:  # --val on a finished run re-plots with the metrics
             self.logger.plot(self.output_folder / "progress.png", final_metrics=summary.get("metrics"))
         return summary
+
+    def validate_val_cases(self) -> dict:
+        """Predict and score ``self.val_cases`` into validation/ (a hook: the baselines predict without sampling)."""
+        c = self.cfg
+        return validate_cases(self.ema.model, self.diffusion, c, self.data_folder, self.val_cases, self.stage,
+                              self.plans.num_classes, self.plans.raters, self.device, self.output_folder / "validation",
+                              num_samples=c.training.num_val_samples, sampling_steps=c.diffusion.sampling_steps,
+                              file_ending=self._raw_file_ending())
 
     def _raw_file_ending(self) -> str | None:
         """The raw images' file ending (dataset.json copy in the preprocessed folder), for exporting predictions."""

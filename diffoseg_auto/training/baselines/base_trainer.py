@@ -16,9 +16,7 @@ from diffoseg_auto.inference.baseline_predictor import BaselinePredictor
 from diffoseg_auto.inference.export_prediction import export_case, mean_one_hot
 from diffoseg_auto.network.baselines.base import BaselineNetwork
 from diffoseg_auto.plans.plans import ConfigurationPlan, Plans
-from diffoseg_auto.preprocessing.case_storage import list_preprocessed_cases, load_case
-from diffoseg_auto.training.outputs import preprocessed_dataset_folder
-from diffoseg_auto.training.splits import get_or_create_splits, select_fold
+from diffoseg_auto.preprocessing.case_storage import load_case
 from diffoseg_auto.training.trainer import DiffOSegTrainer
 from diffoseg_auto.training.validation import consensus_from_samples
 from diffoseg_auto.utilities.file_ops import save_json
@@ -46,21 +44,10 @@ class BaselineTrainer(DiffOSegTrainer, ABC):
     def compute_loss(self, network, data: Tensor, seg: np.ndarray, rater_mask: np.ndarray) -> Tensor:
         """Loss of one batch: data (B,C,*P), seg (B,R,*P) uint8 labels, rater_mask (B,R) bool."""
 
-    def perform_actual_validation(self) -> dict | None:
-        """Predict every validation case with the EMA weights, score it, write validation/summary.json."""
-        if not self.is_main:
-            return None
-        if not hasattr(self, "val_cases"):
-            cases = list_preprocessed_cases(self.data_folder)
-            pp = preprocessed_dataset_folder(self.dataset_name)
-            _, self.val_cases = select_fold(get_or_create_splits(pp, cases, None), self.fold, cases)
-        summary = validate_baseline(self.ema.model, self.cfg, self.data_folder, self.val_cases, self.plans,
-                                    self.device, self.output_folder / "validation",
-                                    self.cfg.training.num_val_samples, self._raw_file_ending())
-        if self.logger.values["train_losses"]:
-            self.logger.plot(self.output_folder / "progress.png", final_metrics=summary.get("metrics"))
-        return summary
-
+    def validate_val_cases(self) -> dict:
+        return validate_baseline(self.ema.model, self.cfg, self.data_folder, self.val_cases, self.plans, self.device,
+                                 self.output_folder / "validation", self.cfg.training.num_val_samples,
+                                 self._raw_file_ending())
 
 def validate_baseline(network: BaselineNetwork, configuration: ConfigurationPlan, data_folder: Path, cases: list[str],
                       plans: Plans, device: torch.device, output_folder: Path, num_samples: int,
