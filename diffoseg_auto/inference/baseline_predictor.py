@@ -22,7 +22,7 @@ from diffoseg_auto.inference.window_geometry import flip, from_net, mirror_combi
 from diffoseg_auto.network.baselines.base import BaselineNetwork
 from diffoseg_auto.plans.plans import ConfigurationPlan
 
-WINDOWS_PER_CALL = 4  # windows per forward pass (each gives M outputs)
+WINDOWS_PER_CALL = 4  # windows per forward pass of a deterministic network
 
 
 class BaselinePredictor:
@@ -58,8 +58,9 @@ class BaselinePredictor:
         windows = sliding_window_slicers(spatial, patch, self.step_size)
         gauss = from_net(compute_gaussian(self.configuration.patch_size, device=self.device)[None, None], ax)[0, 0]
         acc, weight_sum = None, torch.zeros(spatial, device=self.device)
-        for i in range(0, len(windows), WINDOWS_PER_CALL):
-            chunk = windows[i:i + WINDOWS_PER_CALL]
+        per_call = 1 if latent_dim else WINDOWS_PER_CALL  # a stochastic network gives N outputs per window
+        for i in range(0, len(windows), per_call):
+            chunk = windows[i:i + per_call]
             probs = self._window_probs(to_net(torch.stack([image[(slice(None), *sl)] for sl in chunk], 0), ax), eps)
             w, m = probs.shape[:2]
             probs = from_net(probs.flatten(0, 1), ax).unflatten(0, (w, m)) * gauss
