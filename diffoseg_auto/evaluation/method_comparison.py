@@ -87,7 +87,7 @@ def _mean_over_cases(per_case: list[dict]) -> dict[str, float]:
 
 
 def score_fold(ds: RawDataset, method_folders: dict[str, list[Path]], cases: list[str], num_samples: int,
-               modes=MODES) -> dict[tuple[str, str], dict[str, float]]:
+               modes: tuple[str, ...] = MODES) -> dict[tuple[str, str], dict[str, float]]:
     """(row, mode) -> metrics averaged over ``cases`` for every method, the trivial rows and the inter-rater row."""
     per_case: dict[tuple[str, str], list[dict]] = {}
     for case in cases:
