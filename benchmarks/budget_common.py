@@ -1,5 +1,5 @@
-"""Shared steps of the real-data budget benchmarks (LIDC, BU-BIL): environment, time-budgeted
-training of fold 0, prediction of the fold's validation cases and their evaluation."""
+"""Shared steps of the real-data budget benchmarks (LIDC, BU-BIL, method comparison): environment,
+time-budgeted training of a fold, prediction of the fold's validation cases and their evaluation."""
 from __future__ import annotations
 
 import os
@@ -17,8 +17,10 @@ def set_env(work: Path) -> None:
 
 
 def train_with_budget(dataset_id: int, configuration: str, stage1_minutes: float, stage2_minutes: float,
-                      threads: int = 1, iterations_per_epoch: int = 25) -> dict:
-    """Stage I then Stage II of fold 0, each stopped by ``--max_minutes``; returns iterations reached per stage."""
+                      threads: int = 1, iterations_per_epoch: int = 25, fold: int = 0,
+                      trainer: str = "DiffOSegTrainer") -> dict:
+    """Stage I then Stage II of ``fold``, each stopped by ``--max_minutes`` (a stage with 0 minutes is not
+    trained: a single-stage baseline gets its whole budget as stage 1); returns iterations reached per stage."""
     import torch
 
     from diffoseg_auto.training.run_training import run_training
@@ -26,8 +28,10 @@ def train_with_budget(dataset_id: int, configuration: str, stage1_minutes: float
     torch.set_num_threads(threads)
     reached = {}
     for stage, minutes in ((1, stage1_minutes), (2, stage2_minutes)):
+        if minutes <= 0:
+            continue
         t0 = time.time()
-        tr = run_training(dataset_id, configuration, 0, str(stage), num_workers=0, device="cpu",
+        tr = run_training(dataset_id, configuration, fold, str(stage), trainer=trainer, num_workers=0, device="cpu",
                           max_minutes=minutes, skip_final_validation=True, num_epochs=1000,
                           iterations_per_epoch=iterations_per_epoch, val_iterations=2, overwrite=True)[0]
         reached[f"stage{stage}"] = {"epochs": tr.current_epoch, "iterations": tr.current_epoch * tr.iterations_per_epoch,

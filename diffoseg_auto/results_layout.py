@@ -4,6 +4,8 @@
         fold_<f>/checkpoint_final.pth                                      the fold's final model
         fold_<f>/stage<s>/checkpoint_{latest,best,final}.pth
         fold_<f>/stage<s>/validation/summary.json (+ predictions)
+        fold_<f>/val_predictions/                                          diffoseg_predict on the fold's
+                                                                           held-out cases (method comparison)
 
 Training, prediction, evaluation and the benchmark ask this module for every path in there;
 no other module spells these names.
@@ -18,6 +20,7 @@ CHECKPOINT_FINAL = "checkpoint_final.pth"
 CHECKPOINT_LATEST = "checkpoint_latest.pth"
 CHECKPOINT_BEST = "checkpoint_best.pth"
 VALIDATION = "validation"
+VAL_PREDICTIONS = "val_predictions"
 SUMMARY = "summary.json"
 _SEP = "__"  # Trainer__Plans__config
 _FOLD_PREFIX = "fold_"
@@ -76,3 +79,8 @@ def validation_folder(trainer_dir: str | Path, fold: int | str, stage: int) -> P
 
 def validation_summary(trainer_dir: str | Path, fold: int | str, stage: int) -> Path:
     return validation_folder(trainer_dir, fold, stage) / SUMMARY
+
+
+def val_predictions_folder(trainer_dir: str | Path, fold: int | str) -> Path:
+    """<fold folder>/val_predictions: diffoseg_predict's outputs on the fold's held-out cases."""
+    return fold_folder(trainer_dir, fold) / VAL_PREDICTIONS

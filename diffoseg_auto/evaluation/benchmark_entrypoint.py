@@ -4,6 +4,9 @@ Runs the four steps: collect the validation summaries the trainer wrote (benchma
 aggregate them over folds with an inter-rater reference row per dataset (benchmark_aggregate;
 leave-one-rater-out on the raw labels, see inter_rater.py), write benchmark.csv / benchmark.md
 (benchmark_tables) and benchmark.png plus optional sample grids (benchmark_figures).
+With several trainers (``-tr A B C``) or ``--compare`` it writes the method comparison instead: the same
+steps for methods x metrics on the folds' held-out cases (method_comparison: collect and aggregate,
+with the trivial and inter-rater rows; comparison_report: tables; comparison_figures: figures).
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from diffoseg_auto.evaluation.benchmark_aggregate import aggregate, inter_rater_
 from diffoseg_auto.evaluation.benchmark_collect import collect_results, prediction_folders, summary_mode
 from diffoseg_auto.evaluation.benchmark_figures import case_figures, plot_table
 from diffoseg_auto.evaluation.benchmark_tables import benchmark_markdown, write_tables
+from diffoseg_auto.evaluation.comparison_report import compare_methods
 from diffoseg_auto.evaluation.inter_rater import inter_rater_reference
 from diffoseg_auto.evaluation.metrics import MODES
 from diffoseg_auto.paths import raw_root, results_root
@@ -81,7 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-c", nargs="+", required=True, help="configurations, e.g. 2d 3d_fullres")
     p.add_argument("-f", nargs="+", type=int, default=[0, 1, 2, 3, 4], help="folds (default: 0 1 2 3 4)")
     p.add_argument("-o", default=None, help="output folder (default: $diffoseg_results/benchmark)")
-    p.add_argument("-tr", default="DiffOSegTrainer", help="trainer name (default: DiffOSegTrainer)")
+    p.add_argument("-tr", nargs="+", default=["DiffOSegTrainer"],
+                   help="trainer name(s) (default: DiffOSegTrainer). Several (e.g. -tr DiffOSegTrainer "
+                        "ConsensusUNetTrainer MultiHeadUNetTrainer ProbUNetTrainer) write the method comparison "
+                        "(methods x metrics with the trivial and inter-rater rows, method_comparison.md/.csv/.json, "
+                        "bar charts); see documentation/benchmarking.md")
     p.add_argument("-p", default="DiffOSegPlans", help="plans identifier (default: DiffOSegPlans)")
     p.add_argument("--figures", action="store_true",
                    help="also draw sample grids (image, raters, samples, per-rater predictions) for a few validation cases")
@@ -90,12 +98,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "(the inter-rater row itself is always in the tables)")
     p.add_argument("--mode", choices=MODES, default=None,
                    help="metric mode of the inter-rater row (default: the mode of the validation summaries, else strict)")
+    p.add_argument("--compare", action="store_true", help="the method comparison also for a single -tr")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    table = benchmark(args.d, args.c, args.f, args.o, args.tr, args.p, figures=args.figures,
+    if len(args.tr) > 1 or args.compare:
+        compare_methods(args.d, args.c, args.f, args.tr, args.o, args.p, figures=args.figures)
+        return
+    table = benchmark(args.d, args.c, args.f, args.o, args.tr[0], args.p, figures=args.figures,
                       inter_rater_details=args.inter_rater, mode=args.mode)
     if not table.empty:
         print(benchmark_markdown(table))

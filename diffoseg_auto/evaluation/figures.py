@@ -23,6 +23,36 @@ def _slice_index(rater_labels: np.ndarray) -> int:
     return int(fg.reshape(fg.shape[0], -1).sum(1).argmax())
 
 
+def display_slice(image: np.ndarray, rater_labels: np.ndarray,
+                  stacks: list[np.ndarray | None]) -> tuple[np.ndarray, np.ndarray, list[np.ndarray | None]]:
+    """The 2D picture of a case: image (first channel of (C,*S) or (*S)), labels (R,*S) and label stacks
+    (N,*S); 3D cases are cut at the slice with the most rater foreground."""
+    labels = np.asarray(rater_labels)
+    img = np.asarray(image)
+    if img.ndim == labels.ndim:  # channel-first: show the first channel
+        img = img[0]
+    stacks = [None if s is None else np.asarray(s) for s in stacks]
+    if labels.ndim - 1 == 3:
+        z = _slice_index(labels)
+        img, labels = img[z], labels[:, z]
+        stacks = [None if s is None else s[:, z] for s in stacks]
+    return img, labels, stacks
+
+
+def draw_image_and_raters(axes_row, img: np.ndarray, labels: np.ndarray, mask: np.ndarray, names: list[str],
+                          vmax: int) -> None:
+    """First row of a case grid: the image, then each rater's mask (or 'not annotated')."""
+    axes_row[0].imshow(img, cmap="gray")
+    axes_row[0].set_title("image", fontsize=8)
+    for k in range(labels.shape[0]):
+        ax = axes_row[k + 1]
+        ax.set_title(names[k], fontsize=8)
+        if mask[k]:
+            ax.imshow(labels[k], cmap="viridis", vmin=0, vmax=vmax, interpolation="nearest")
+        else:
+            ax.text(0.5, 0.5, "not annotated", ha="center", va="center", fontsize=7, transform=ax.transAxes)
+
+
 def plot_case_grid(image: np.ndarray, rater_labels: np.ndarray, samples: np.ndarray | None,
                    rater_predictions: np.ndarray | None, out_png: str | Path,
                    rater_names: list[str] | None = None, rater_mask: np.ndarray | None = None,
@@ -32,16 +62,7 @@ def plot_case_grid(image: np.ndarray, rater_labels: np.ndarray, samples: np.ndar
     image (C,*S) or (*S); rater_labels (R,*S); samples (N,*S) or None; rater_predictions (R,*S) or None.
     3D cases show the slice with the most rater foreground.
     """
-    labels = np.asarray(rater_labels)
-    img = np.asarray(image)
-    if img.ndim == labels.ndim:  # channel-first: show the first channel
-        img = img[0]
-    spatial_ndim = labels.ndim - 1
-    if spatial_ndim == 3:
-        z = _slice_index(labels)
-        img, labels = img[z], labels[:, z]
-        samples = None if samples is None else np.asarray(samples)[:, z]
-        rater_predictions = None if rater_predictions is None else np.asarray(rater_predictions)[:, z]
+    img, labels, (samples, rater_predictions) = display_slice(image, rater_labels, [samples, rater_predictions])
     R = labels.shape[0]
     names = rater_names or [f"rater {k}" for k in range(R)]
     mask = np.ones(R, bool) if rater_mask is None else np.asarray(rater_mask, bool)
@@ -53,16 +74,7 @@ def plot_case_grid(image: np.ndarray, rater_labels: np.ndarray, samples: np.ndar
     for ax in axes.ravel():
         ax.axis("off")
     vmax = max(1, int(labels.max()))
-    axes[0, 0].imshow(img, cmap="gray")
-    axes[0, 0].set_title("image", fontsize=8)
-    for k in range(R):
-        ax = axes[0, k + 1]
-        if mask[k]:
-            ax.imshow(labels[k], cmap="viridis", vmin=0, vmax=vmax, interpolation="nearest")
-            ax.set_title(names[k], fontsize=8)
-        else:
-            ax.text(0.5, 0.5, "not annotated", ha="center", va="center", fontsize=7, transform=ax.transAxes)
-            ax.set_title(names[k], fontsize=8)
+    draw_image_and_raters(axes[0], img, labels, mask, names, vmax)
     row = 1
     if n_s:
         for i in range(n_s):

@@ -53,11 +53,13 @@ def _missing_checkpoint_error(model_folder: Path, fold: int | str, stage: int, c
 
 def load_trained_model(model_folder: str | Path, folds: Sequence[int | str], stage: int,
                        checkpoint_name: str = CHECKPOINT_FINAL, device: torch.device | str = "cpu",
-                       expected_dataset: str | None = None) -> tuple[list[DenoiserBase], Plans, str, CategoricalDiffusion]:
+                       expected_dataset: str | None = None, build_network=build_denoiser
+                       ) -> tuple[list[DenoiserBase], Plans, str, CategoricalDiffusion]:
     """Load the EMA weights of ``folds`` -> (networks in eval mode on ``device``, plans, configuration name, diffusion).
 
     ``expected_dataset``: the DatasetXXX_Name the caller predicts for; a checkpoint trained on
-    another dataset is an error.
+    another dataset is an error. ``build_network(plans, configuration, stage)``: the network the
+    checkpoints hold (a baseline trainer's ``make_network``; default the DiffOSeg denoiser).
     """
     model_folder = Path(model_folder)
     if stage not in (1, 2):
@@ -88,7 +90,7 @@ def load_trained_model(model_folder: str | Path, folds: Sequence[int | str], sta
             if diffs:
                 raise ModelLoadError(f"{path}: fold {fold} does not match fold {folds[0]} ({'; '.join(diffs)}); "
                                      "an ensemble needs folds of the same training setup.")
-        net = build_denoiser(plans, args["configuration"], stage)
+        net = build_network(plans, args["configuration"], stage)
         state = {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in ckpt["network_weights"].items()}
         try:
             net.load_state_dict(state)

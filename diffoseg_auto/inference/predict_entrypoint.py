@@ -15,7 +15,7 @@ import zlib
 from collections import deque
 from itertools import islice
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -172,6 +172,48 @@ class _Exporter:
 
 # ------------------------------------------------------------------ the function form
 
+
+def check_request(input_folder: str | Path, output_folder: str | Path, dataset: str | int, trainer: str, plans: str,
+                  configuration: str, model_folder: str | Path | None, *, num_samples: int | None, step_size: float,
+                  num_processes_preprocessing: int | None, num_processes_export: int | None,
+                  continue_prediction: bool, overwrite: bool, sampling_steps: int | None = None,
+                  rater_num_samples: int | None = None) -> tuple[Path, Path, str, Path]:
+    """Every argument problem at once, before any file is touched; then (input folder, output folder,
+    DatasetXXX_Name, model folder) of the request."""
+    raise_problems([
+        at_least("--num_samples", num_samples, 1), at_least("--sampling_steps", sampling_steps, 1),
+        at_least("--rater_num_samples", rater_num_samples, 1),
+        None if 0 < step_size <= 1 else f"-step_size must be in (0, 1], got {step_size}.",
+        at_least("-npp", num_processes_preprocessing, 1), at_least("-nps", num_processes_export, 1),
+        "--continue_prediction and --overwrite exclude each other." if continue_prediction and overwrite else None,
+    ])
+    input_folder, output_folder = Path(input_folder), Path(output_folder)
+    if not input_folder.is_dir():
+        raise PredictionError(f"{input_folder}: input folder does not exist (-i).")
+    if input_folder.resolve() == output_folder.resolve():
+        raise PredictionError(f"{output_folder}: output folder must differ from the input folder (-o).")
+    dataset_name = resolve_dataset_name(dataset)
+    model_folder = Path(model_folder) if model_folder is not None else trainer_folder(dataset_name, trainer, plans, configuration)
+    return input_folder, output_folder, dataset_name, model_folder
+
+
+def input_cases(input_folder: Path, model_folder: Path, dataset_name: str,
+                num_channels: int) -> tuple[str, dict[str, list[Path]]]:
+    """The dataset's file ending and the input images per case (an error when there are none, or when
+    there are channels the model does not take)."""
+    ending = _dataset_json_for(model_folder, dataset_name)["file_ending"]
+    cases = list_cases(input_folder, ending, num_channels)
+    if not cases:
+        raise PredictionError(f"{input_folder}: no images named <case>_0000{ending} found. Inputs use the raw layout "
+                              "(see documentation/dataset_format.md).")
+    extra = extra_channel_files(input_folder, ending, num_channels)
+    if extra:
+        raise PredictionError(f"{extra[0]}{f' (and {len(extra) - 1} more)' if len(extra) > 1 else ''}: channel beyond the "
+                              f"{num_channels} channel(s) this model takes. Remove the extra channel files "
+                              "or predict with a model trained on them.")
+    return ending, cases
+
+
 def predict_from_folder(input_folder: str | Path, output_folder: str | Path, dataset: str | int, configuration: str,
                         folds: Sequence[int | str], trainer: str = "DiffOSegTrainer", plans: str = "DiffOSegPlans",
                         num_samples: int | None = None, sampling_steps: int | None = None,
@@ -191,21 +233,23 @@ def predict_from_folder(input_folder: str | Path, output_folder: str | Path, dat
     ``continue_prediction`` skips finished cases of an earlier run with the same settings; ``overwrite``
     deletes an earlier run's outputs first (without either, such a folder is refused). A case that fails is
     reported and skipped; PredictionIncompleteError lists the failures after all other cases are written.
+    A baseline ``trainer`` (network.baselines) is predicted by inference.baseline_prediction (same outputs and
+    output-folder rules; ``sampling_steps`` and ``rater_num_samples`` do not apply).
     """
-    raise_problems([
-        at_least("--num_samples", num_samples, 1), at_least("--sampling_steps", sampling_steps, 1),
-        at_least("--rater_num_samples", rater_num_samples, 1),
-        None if 0 < step_size <= 1 else f"-step_size must be in (0, 1], got {step_size}.",
-        at_least("-npp", num_processes_preprocessing, 1), at_least("-nps", num_processes_export, 1),
-        "--continue_prediction and --overwrite exclude each other." if continue_prediction and overwrite else None,
-    ])
-    input_folder, output_folder = Path(input_folder), Path(output_folder)
-    if not input_folder.is_dir():
-        raise PredictionError(f"{input_folder}: input folder does not exist (-i).")
-    if input_folder.resolve() == output_folder.resolve():
-        raise PredictionError(f"{output_folder}: output folder must differ from the input folder (-o).")
-    dataset_name = resolve_dataset_name(dataset)
-    model_folder = Path(model_folder) if model_folder is not None else trainer_folder(dataset_name, trainer, plans, configuration)
+    from diffoseg_auto.network.baselines import baseline_network_class
+
+    if baseline_network_class(trainer) is not None:  # single-stage baselines: no diffusion sampling
+        from diffoseg_auto.inference.baseline_prediction import predict_baseline_from_folder
+
+        return predict_baseline_from_folder(input_folder, output_folder, dataset, configuration, folds, trainer, plans,
+                                            num_samples, raters, save_probabilities, save_samples, checkpoint_name,
+                                            step_size, use_mirroring, device, num_processes_preprocessing,
+                                            num_processes_export, seed, model_folder, continue_prediction, overwrite)
+    input_folder, output_folder, dataset_name, model_folder = check_request(
+        input_folder, output_folder, dataset, trainer, plans, configuration, model_folder, num_samples=num_samples,
+        step_size=step_size, num_processes_preprocessing=num_processes_preprocessing,
+        num_processes_export=num_processes_export, continue_prediction=continue_prediction, overwrite=overwrite,
+        sampling_steps=sampling_steps, rater_num_samples=rater_num_samples)
     folds = list(folds)
     device = resolve_device(device)
     npp = default_num_processes() if num_processes_preprocessing is None else int(num_processes_preprocessing)
@@ -228,44 +272,49 @@ def predict_from_folder(input_folder: str | Path, output_folder: str | Path, dat
         nets2, _, _, diffusion2 = load_trained_model(model_folder, folds, 2, checkpoint_name, device, expected_dataset=dataset_name)
         predictor2 = DiffOSegPredictor(nets2, diffusion2, cfg, device, use_mirroring, step_size)
 
-    dj = _dataset_json_for(model_folder, dataset_name)
-    ending = dj["file_ending"]
-    cases = list_cases(input_folder, ending, plans_obj.num_input_channels)
-    if not cases:
-        raise PredictionError(f"{input_folder}: no images named <case>_0000{ending} found. Inputs use the raw layout "
-                              "(see documentation/dataset_format.md).")
-    extra = extra_channel_files(input_folder, ending, plans_obj.num_input_channels)
-    if extra:
-        raise PredictionError(f"{extra[0]}{f' (and {len(extra) - 1} more)' if len(extra) > 1 else ''}: channel beyond the "
-                              f"{plans_obj.num_input_channels} channel(s) this model takes. Remove the extra channel files "
-                              "or predict with a model trained on them.")
+    ending, cases = input_cases(input_folder, model_folder, dataset_name, plans_obj.num_input_channels)
     settings = {"dataset": dataset_name, "model_folder": str(model_folder), "configuration": config_name, "folds": folds,
                 "checkpoint_name": checkpoint_name, "num_samples": num_samples, "sampling_steps": sampling_steps,
                 "raters": chosen_raters, "rater_num_samples": rater_num_samples, "step_size": step_size,
                 "use_mirroring": use_mirroring, "seed": seed, "save_probabilities": save_probabilities,
                 "save_samples": save_samples}
+    rater_ids = [plans_obj.raters.index(r) for r in chosen_raters]
+
+    def sample(case: str, data: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray] | None]:
+        samples = predictor1.sample_case(data, num_samples, sampling_steps, seed=_case_seed(seed, case))
+        if predictor2 is None:
+            return samples, None
+        # all raters in one chain batch: the windows are encoded once for every prompt
+        ids = np.repeat(rater_ids, rater_num_samples)
+        rs = predictor2.sample_case(data, len(ids), sampling_steps, rater_id=ids, seed=_case_seed(seed, case + "/stage2"))
+        return samples, {r: rs[i * rater_num_samples:(i + 1) * rater_num_samples] for i, r in enumerate(chosen_raters)}
+
+    return predict_cases(sample, output_folder, settings, cases, ending, plans_obj, config_name, chosen_raters,
+                         save_probabilities, save_samples, continue_prediction, overwrite, npp, nps)
+
+
+def predict_cases(predict_case: Callable[[str, np.ndarray], tuple[np.ndarray, dict[str, np.ndarray] | None]],
+                  output_folder: Path, settings: dict, cases: dict[str, list[Path]], ending: str, plans_obj: Plans,
+                  config_name: str, chosen_raters: list[str], save_probabilities: bool, save_samples: bool,
+                  continue_prediction: bool, overwrite: bool, npp: int, nps: int, desc: str = "predict") -> list[str]:
+    """The run of a prediction, whatever the model: lock ``output_folder``, check it (prepare_output_folder),
+    skip the finished cases (``continue_prediction``), preprocess, ``predict_case(case, data)`` -> (samples,
+    {rater: samples} or None), export; a failing case is reported and skipped (PredictionIncompleteError at
+    the end). Returns the case identifiers."""
+    cfg = plans_obj.get_configuration(config_name)
     with RunLock(output_folder, "diffoseg_predict"):
         prepare_output_folder(output_folder, settings, continue_prediction, overwrite)
         todo = [c for c in cases if not (continue_prediction and all(f.is_file() for f in expected_files(
             output_folder, c, ending, chosen_raters, save_probabilities, save_samples)))]
         if len(todo) < len(cases):
             print(f"--continue_prediction: {len(cases) - len(todo)} finished case(s) skipped, {len(todo)} to predict")
-        rater_ids = [plans_obj.raters.index(r) for r in chosen_raters]
         jobs = [(plans_obj, config_name, case, [str(f) for f in cases[case]]) for case in todo]
         K = plans_obj.num_classes
         failures: dict[str, str] = {}
         with _Exporter(nps, len(jobs), failures) as exporter:
-            for case, data, properties in tqdm(_iter_preprocessed(jobs, npp, failures), total=len(jobs), desc="predict"):
+            for case, data, properties in tqdm(_iter_preprocessed(jobs, npp, failures), total=len(jobs), desc=desc):
                 try:
-                    samples = predictor1.sample_case(data, num_samples, sampling_steps, seed=_case_seed(seed, case))
-                    rater_samples = None
-                    if predictor2 is not None:
-                        # all raters in one chain batch: the windows are encoded once for every prompt
-                        ids = np.repeat(rater_ids, rater_num_samples)
-                        rs = predictor2.sample_case(data, len(ids), sampling_steps, rater_id=ids,
-                                                    seed=_case_seed(seed, case + "/stage2"))
-                        rater_samples = {r: rs[i * rater_num_samples:(i + 1) * rater_num_samples]
-                                         for i, r in enumerate(chosen_raters)}
+                    samples, rater_samples = predict_case(case, data)
                 except Exception as e:  # e.g. out of memory on one large case: the others still get predicted
                     _record_failure(failures, case, e)
                     continue
@@ -275,6 +324,7 @@ def predict_from_folder(input_folder: str | Path, output_folder: str | Path, dat
                                      save_probabilities=save_probabilities))
     if failures:
         raise failure_report(dict(sorted(failures.items())), len(cases), output_folder)
+    return list(cases)
     return list(cases)
 
 
@@ -288,7 +338,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-d", required=True, help="dataset id or name the model was trained on")
     p.add_argument("-c", required=True, help="configuration (2d, 3d_fullres, ...)")
     p.add_argument("-f", nargs="+", required=True, help="fold(s) to ensemble, e.g. -f 0 1 2 3 4 (or 'all')")
-    p.add_argument("-tr", default="DiffOSegTrainer", help="trainer name (default: DiffOSegTrainer)")
+    p.add_argument("-tr", default="DiffOSegTrainer",
+                   help="trainer name (default: DiffOSegTrainer); a baseline (ConsensusUNetTrainer, MultiHeadUNetTrainer, "
+                        "ProbUNetTrainer) is predicted by sliding windows, --sampling_steps and --rater_num_samples do "
+                        "not apply to it")
     p.add_argument("-p", default="DiffOSegPlans", help="plans identifier (default: DiffOSegPlans)")
     p.add_argument("--num_samples", type=int, default=None, help="Stage I samples per case (default: plans diffusion.num_samples)")
     p.add_argument("--sampling_steps", type=int, default=None, help="reverse steps S (default: plans diffusion.sampling_steps)")

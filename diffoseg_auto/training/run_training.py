@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
 import sys
 from pathlib import Path
 
@@ -22,25 +21,11 @@ from diffoseg_auto.results_layout import CHECKPOINT_FINAL, CHECKPOINT_LATEST, fo
 from diffoseg_auto.training import ddp
 from diffoseg_auto.training.fold_guard import clear_fold_outputs, refuse_silent_overwrite
 from diffoseg_auto.training.trainer import DiffOSegTrainer
+from diffoseg_auto.training.trainer_registry import get_trainer_class
 from diffoseg_auto.utilities.argument_checks import above, at_least, device_problem, raise_problems
 from diffoseg_auto.utilities.dataset_name_id import resolve_dataset_name
 from diffoseg_auto.utilities.run_lock import RunLock
 from diffoseg_auto.utilities.temp_files import remove_stale_temp_files
-
-
-def get_trainer_class(name: str) -> type:
-    """'DiffOSegTrainer', or a dotted path 'package.module.ClassName' to a subclass."""
-    if name == DiffOSegTrainer.__name__:
-        return DiffOSegTrainer
-    if "." in name:
-        module, _, cls = name.rpartition(".")
-        try:
-            found = getattr(importlib.import_module(module), cls)
-        except (ImportError, AttributeError) as e:
-            raise InvalidArgumentError(f"Trainer '{name}' could not be imported ({e}). Give a dotted path module.ClassName.") from None
-        if isinstance(found, type) and issubclass(found, DiffOSegTrainer):
-            return found
-    raise InvalidArgumentError(f"Unknown trainer '{name}'. Use DiffOSegTrainer or a dotted path to a DiffOSegTrainer subclass.")
 
 
 def parse_fold(fold: int | str) -> int | str:
@@ -113,6 +98,10 @@ def run_training(dataset: str | int, configuration: str, fold: int | str, stage:
     if stages is None:
         raise InvalidArgumentError(f"--stage must be 1, 2 or both, got '{stage}'")
     trainer_cls = get_trainer_class(trainer)
+    if getattr(trainer_cls, "is_baseline", False):  # baselines have one stage (its folder is stage1)
+        if stages == [2]:
+            raise InvalidArgumentError(f"{trainer} has a single stage; train it with --stage 1 or both (the default).")
+        stages = [1]
     fold = parse_fold(fold)
     dev = resolve_device(device)
     if ddp.launched_by_torchrun():
@@ -148,7 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("configuration", help="configuration in the plans, e.g. 2d or 3d_fullres")
     p.add_argument("fold", help="fold of splits_final.json (0..4) or 'all'")
     p.add_argument("--stage", default="both", choices=["1", "2", "both"], help="which stage(s) to train (default both)")
-    p.add_argument("-tr", default="DiffOSegTrainer", help="trainer class name or dotted path (default DiffOSegTrainer)")
+    p.add_argument("-tr", default="DiffOSegTrainer", help="trainer: DiffOSegTrainer (default), a baseline (ConsensusUNetTrainer, MultiHeadUNetTrainer, "
+                        "ProbUNetTrainer) or a dotted path to a subclass")
     p.add_argument("-p", default="DiffOSegPlans", help="plans identifier (default DiffOSegPlans)")
     p.add_argument("--c", action="store_true", help=f"continue from {CHECKPOINT_LATEST}")
     p.add_argument("--overwrite", action="store_true",

@@ -107,11 +107,7 @@ class DiffOSegTrainer:
         if self.was_initialized:
             return
         torch.manual_seed(self.seed)  # identical initial weights on every rank
-        self.network = build_denoiser(self.plans, self.configuration, self.stage)
-        if self.stage == 2:
-            self._load_stage1()
-            if self.freeze_backbone:
-                freeze_backbone(self.network)
+        self.network = self.build_network()
         self.network.to(self.device)
         self.ema = EMA(self.network, self.ema_decay())
         self.ddp_network = self.network
@@ -122,6 +118,16 @@ class DiffOSegTrainer:
                                          self.cfg.training.weight_decay)
         self.grad_scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.was_initialized = True
+
+    def build_network(self) -> torch.nn.Module:
+        """The network of this stage (a hook: the baseline trainers build theirs here)."""
+        network = build_denoiser(self.plans, self.configuration, self.stage)
+        if self.stage == 2:
+            self.network = network
+            self._load_stage1()
+            if self.freeze_backbone:
+                freeze_backbone(network)
+        return network
 
     def ema_decay(self) -> float:
         """The plans' decay, shortened so the EMA spans at most ~10% of this stage's iterations.
@@ -307,14 +313,19 @@ class DiffOSegTrainer:
             cases = list_preprocessed_cases(self.data_folder)
             pp = preprocessed_dataset_folder(self.dataset_name)
             _, self.val_cases = select_fold(get_or_create_splits(pp, cases, None), self.fold, cases)
-        c = self.cfg
-        summary = validate_cases(self.ema.model, self.diffusion, c, self.data_folder, self.val_cases, self.stage,
-                                 self.plans.num_classes, self.plans.raters, self.device, validation_folder(self.trainer_dir, self.fold, self.stage),
-                                 num_samples=c.training.num_val_samples, sampling_steps=c.diffusion.sampling_steps,
-                                 file_ending=self._raw_file_ending(), samples_per_rater=c.stage2.num_samples_per_rater)
+        summary = self.validate_val_cases()
         if self.logger.values["train_losses"]:  # --val on a finished run re-plots with the metrics
             self.logger.plot(self.output_folder / "progress.png", final_metrics=summary.get("metrics"))
         return summary
+
+    def validate_val_cases(self) -> dict:
+        """Predict and score ``self.val_cases`` into validation/ (a hook: the baselines predict without sampling)."""
+        c = self.cfg
+        return validate_cases(self.ema.model, self.diffusion, c, self.data_folder, self.val_cases, self.stage,
+                              self.plans.num_classes, self.plans.raters, self.device,
+                              validation_folder(self.trainer_dir, self.fold, self.stage),
+                              num_samples=c.training.num_val_samples, sampling_steps=c.diffusion.sampling_steps,
+                              file_ending=self._raw_file_ending(), samples_per_rater=c.stage2.num_samples_per_rater)
 
     def _raw_file_ending(self) -> str | None:
         """The raw images' file ending (dataset.json copy in the preprocessed folder), for exporting predictions."""

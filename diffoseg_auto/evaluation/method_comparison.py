@@ -1,0 +1,184 @@
+"""Methods x metrics: trained methods (``-tr A B C``), trivial predictors and the raters themselves,
+scored on the same held-out cases of every fold, mean ± std over folds.
+
+For each dataset, configuration and fold the held-out cases are the fold's ``val`` cases
+(preprocessed splits_final.json) that every method predicted. A method's predictions are read from
+its trainer folder (results_layout): the fold's ``val_predictions_folder`` (diffoseg_predict on the
+fold's validation images; preferred), else the trainer's own validation exports
+(``validation_folder`` of Stage I and Stage II)
+(samples/, consensus/, raters/ in the raw images' geometry) and scored against the raw labels in
+both metric modes (strict, dpersona). Rows added on the same cases:
+
+- ``all-empty``: N empty samples, every rater predicted empty;
+- ``raters' majority repeated``: the majority vote of the case's annotating raters (ties ->
+  background) as all N samples and as every rater's prediction (a perfect deterministic consensus);
+- ``inter-rater``: leave-one-rater-out agreement of the raters (see inter_rater.py).
+
+N is the plans' ``diffusion.num_samples`` of the configuration.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from diffoseg_auto.dataset.raw_dataset import RawDataset
+from diffoseg_auto.errors import InvalidArgumentError
+from diffoseg_auto.evaluation.benchmark_collect import prediction_folders as validation_prediction_folders
+from diffoseg_auto.evaluation.inter_rater import inter_rater_reference
+from diffoseg_auto.evaluation.metrics import MODES, evaluate_case, majority_vote
+from diffoseg_auto.evaluation.prediction_folder import list_predicted_cases, load_prediction, load_reference
+from diffoseg_auto.results_layout import trainer_folder, val_predictions_folder
+from diffoseg_auto.utilities.file_ops import load_json
+
+logger = logging.getLogger(__name__)
+
+EMPTY, MAJORITY, INTER_RATER = "all-empty", "raters' majority repeated", "inter-rater"
+METRICS = ("GED", "Dice_soft", "Dice_match", "Dice_max", "Dice_rater_strict", "Dice_rater_dpersona")
+COLUMNS = ["dataset", "configuration", "method", "fold", "num_cases", "mode", "metric", "value"]
+
+
+def method_label(trainer: str) -> str:
+    """'ProbUNetTrainer' -> 'ProbUNet' (the row name)."""
+    return trainer.removesuffix("Trainer") or trainer
+
+
+def prediction_folders(model_folder: Path, fold: int) -> list[Path]:
+    """The fold's prediction folders, preferred first (see the module docstring); [] when none exists."""
+    preferred = val_predictions_folder(model_folder, fold)
+    if preferred.is_dir():
+        return [preferred]
+    return validation_prediction_folders(Path(model_folder), fold)
+
+
+def fold_validation_cases(preprocessed_folder: Path, fold: int) -> list[str]:
+    splits = load_json(Path(preprocessed_folder) / "splits_final.json")
+    if not 0 <= fold < len(splits):
+        raise InvalidArgumentError(f"fold {fold} is not in {preprocessed_folder / 'splits_final.json'} (folds 0..{len(splits) - 1})")
+    return sorted(splits[fold]["val"])
+
+
+def load_method_case(ds: RawDataset, folders: list[Path], case: str, ref_props: dict,
+                     ref_file: Path) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+    """samples, consensus, rater predictions of one case; each from the first folder that has it."""
+    found: list = [None, None, None]
+    for f in folders:
+        got = load_prediction(f, ds.raters, case, ds.file_ending, ref_props, ref_file)
+        found = [a if a is not None else b for a, b in zip(found, got)]
+    return found[0], found[1], found[2]
+
+
+def trivial_predictions(labels: np.ndarray, mask: np.ndarray, num_classes: int, num_samples: int) -> dict[str, tuple]:
+    """Row name -> (samples (N,*S), consensus (*S), rater predictions (R,*S)) of the trivial predictors."""
+    empty = np.zeros(labels.shape[1:], np.uint8)
+    majority = majority_vote(labels[mask], num_classes)
+    return {name: (np.repeat(m[None], num_samples, 0), m, np.repeat(m[None], labels.shape[0], 0))
+            for name, m in ((EMPTY, empty), (MAJORITY, majority))}
+
+
+def _mean_over_cases(per_case: list[dict]) -> dict[str, float]:
+    names = dict.fromkeys(k for d in per_case for k, v in d.items() if isinstance(v, float))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return {k: float(np.nanmean([d.get(k, np.nan) for d in per_case])) for k in names}
+
+
+def score_fold(ds: RawDataset, method_folders: dict[str, list[Path]], cases: list[str], num_samples: int,
+               modes: tuple[str, ...] = MODES) -> dict[tuple[str, str], dict[str, float]]:
+    """(row, mode) -> metrics averaged over ``cases`` for every method, the trivial rows and the inter-rater row."""
+    per_case: dict[tuple[str, str], list[dict]] = {}
+    for case in cases:
+        labels, mask, props, ref_file = load_reference(ds.folder / "labelsTr", ds.raters, case, ds.file_ending)
+        rows = {m: load_method_case(ds, folders, case, props, ref_file) for m, folders in method_folders.items()}
+        trivial = trivial_predictions(labels, mask, ds.num_classes, num_samples)
+        rows.update({name: (s, c, r) for name, (s, c, r) in trivial.items()})
+        for name, (samples, consensus, raters) in rows.items():
+            for mode in modes:
+                res = evaluate_case(samples, labels, mask, ds.num_classes, rater_predictions=raters,
+                                    consensus=consensus, mode=mode)
+                per_case.setdefault((name, mode), []).append({k: v for k, v in res.items() if isinstance(v, float)})
+    out = {key: _mean_over_cases(v) for key, v in per_case.items()}
+    for mode in modes:
+        try:
+            out[(INTER_RATER, mode)] = inter_rater_reference(ds.folder, cases=cases, mode=mode)["metrics"]
+        except RuntimeError:  # no case with two raters: no inter-rater row
+            pass
+    return out
+
+
+def collect(raw_folder: Path, preprocessed_folder: Path, results_folder: Path, configuration: str, folds: list[int],
+            trainers: list[str], plans: str, num_samples: int) -> tuple[pd.DataFrame, dict[int, list[str]]]:
+    """Long table (COLUMNS) of one dataset and configuration (every row x fold x mode x metric) and the
+    cases scored per fold."""
+    ds = RawDataset(Path(raw_folder))
+    records, scored = [], {}
+    for fold in folds:
+        method_folders, predicted = {}, []
+        for tr in trainers:
+            model_folder = trainer_folder(ds.name, tr, plans, configuration, root=results_folder)
+            folders = prediction_folders(model_folder, fold)
+            if not folders:
+                logger.warning(f"missing: predictions of {tr} fold {fold} ({val_predictions_folder(model_folder, fold)}, "
+                               "or the trainer's validation exports); row skipped for this fold, no numbers are made up.")
+                continue
+            method_folders[method_label(tr)] = folders
+            predicted.append({c for f in folders for c in list_predicted_cases(f, ds.file_ending)})
+        cases = [c for c in fold_validation_cases(preprocessed_folder, fold) if all(c in p for p in predicted)]
+        if not cases:
+            logger.warning(f"fold {fold}: no validation case predicted by every method; fold skipped.")
+            continue
+        scored[fold] = cases
+        for (row, mode), metrics in score_fold(ds, method_folders, cases, num_samples).items():
+            records += [{"dataset": ds.name, "configuration": configuration, "method": row, "fold": fold,
+                         "num_cases": len(cases), "mode": mode, "metric": k, "value": v} for k, v in metrics.items()]
+    return pd.DataFrame(records, columns=COLUMNS), scored
+
+
+def aggregate(long: pd.DataFrame) -> pd.DataFrame:
+    """Mean and sample std (ddof=1; NaN for one fold) over folds per dataset, configuration, method, mode, metric."""
+    keys = ["dataset", "configuration", "method", "mode", "metric"]
+    if long.empty:
+        return pd.DataFrame(columns=keys + ["mean", "std", "num_folds"])
+    g = long.dropna(subset=["value"]).groupby(keys, sort=False)["value"]
+    return pd.DataFrame({"mean": g.mean(), "std": g.std(ddof=1), "num_folds": g.count()}).reset_index()
+
+
+def _cell(mean: float, std: float) -> str:
+    if mean is None or math.isnan(mean):
+        return ""
+    return f"{mean:.4f}" if std is None or math.isnan(std) else f"{mean:.4f} ± {std:.4f}"
+
+
+def comparison_markdown(table: pd.DataFrame, raters: dict[str, list[str]], folds: dict[str, list[int]]) -> str:
+    """Per dataset and configuration: a methods x metrics table per mode and the strict per-rater Dice."""
+    parts = ["# Method comparison\n",
+             "Mean ± sample std over folds of the per-fold means over the fold's held-out cases; every row is scored "
+             "on the same cases. Metric definitions: documentation/benchmarking.md.\n"]
+    for (ds, cfg), sub in table.groupby(["dataset", "configuration"], sort=False):
+        order = list(dict.fromkeys(sub["method"]))
+        parts.append(f"## {ds}, {cfg} (folds {', '.join(map(str, folds.get(ds, [])))})\n")
+        for mode in MODES:
+            m = sub[(sub["mode"] == mode) & sub["metric"].isin(METRICS)]
+            parts.append(f"### {mode} mode\n")
+            parts.append(_wide(m, order, list(METRICS), lambda k: k) + "\n")
+        names = raters.get(ds, [])
+        per_rater = [f"Dice_rater_strict/{k}" for k in range(len(names))]
+        m = sub[(sub["mode"] == "strict") & sub["metric"].isin(per_rater)]
+        if not m.empty:
+            parts.append("### per-rater Dice (strict)\n")
+            parts.append(_wide(m, order, per_rater, lambda k: names[int(k.rsplit("/", 1)[1])]) + "\n")
+    return "\n".join(parts)
+
+
+def _wide(sub: pd.DataFrame, methods: list[str], metrics: list[str], header) -> str:
+    cells = {(r.method, r.metric): _cell(r.mean, r.std) for r in sub.itertuples()}
+    present = [k for k in metrics if any((m, k) in cells for m in methods)]
+    lines = ["| method | " + " | ".join(header(k) for k in present) + " |", "|---|" + "---:|" * len(present)]
+    for m in methods:
+        if any((m, k) in cells for k in present):
+            lines.append(f"| {m} | " + " | ".join(cells.get((m, k), "") for k in present) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,46 @@
+"""Window geometry of whole-image prediction, as free functions: the window in the sampled array's
+coordinates (one voxel along the slice axis of a 2d configuration of 3D data), the conversion of
+window batches to and from the network's dimensionality, and the mirroring TTA combinations
+(nnU-Net's: all subsets of the mirror axes). Used by the baseline predictor; the same rules as
+DiffOSegPredictor's methods."""
+from __future__ import annotations
+
+import itertools
+
+from torch import Tensor
+
+from diffoseg_auto.plans.plans import ConfigurationPlan
+
+
+def volume_patch(configuration: ConfigurationPlan, ndim: int) -> list[int]:
+    """The window for data with ``ndim`` spatial dims (1 along the slice axis of 2d-on-3D)."""
+    patch = [int(p) for p in configuration.patch_size]
+    ax = configuration.slice_axis
+    if ax is None:
+        if ndim != configuration.spatial_dims:
+            raise ValueError(f"data has {ndim} spatial dims but the configuration is {configuration.spatial_dims}d "
+                             "(and has no slice_axis). Preprocess the case with the same configuration.")
+        return patch
+    if ndim != configuration.spatial_dims + 1:
+        raise ValueError(f"a 2d configuration with slice_axis={ax} expects 3D data (C, Z, Y, X), got {ndim} spatial dims")
+    return patch[:ax] + [1] + patch[ax:]
+
+
+def to_net(windows: Tensor, slice_axis: int | None) -> Tensor:
+    """(B, C, *vol_patch) -> (B, C, *net_patch): drop the slice axis of 2d-on-3D."""
+    return windows if slice_axis is None else windows.squeeze(slice_axis + 2)
+
+
+def from_net(windows: Tensor, slice_axis: int | None) -> Tensor:
+    return windows if slice_axis is None else windows.unsqueeze(slice_axis + 2)
+
+
+def mirror_combinations(configuration: ConfigurationPlan, use_mirroring: bool) -> list[tuple[int, ...]]:
+    """All subsets of the plans' mirror axes, identity first ([()] without mirroring)."""
+    axes = sorted(configuration.augmentation.mirror_axes) if use_mirroring else []
+    return [c for r in range(len(axes) + 1) for c in itertools.combinations(axes, r)]
+
+
+def flip(x: Tensor, axes: tuple[int, ...]) -> Tensor:
+    """Mirror the spatial ``axes`` of a (B, C, *S) batch."""
+    return x.flip([a + 2 for a in axes]) if axes else x

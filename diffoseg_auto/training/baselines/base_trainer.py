@@ -1,0 +1,79 @@
+"""What the baseline trainers share: one stage (Stage I's folder, its final checkpoint copied to the fold's
+final model like DiffOSeg's), DiffOSegTrainer's data pipeline, optimiser, EMA, budget and checkpoints, a loss
+hook, and an end-of-training validation that predicts and scores like diffoseg_predict + diffoseg_evaluate."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from diffoseg_auto.errors import InvalidArgumentError
+from diffoseg_auto.evaluation.metrics import evaluate_case, summarize
+from diffoseg_auto.inference.baseline_predictor import BaselinePredictor
+from diffoseg_auto.inference.export_prediction import export_case, mean_one_hot
+from diffoseg_auto.network.baselines.base import BaselineNetwork
+from diffoseg_auto.plans.plans import ConfigurationPlan, Plans
+from diffoseg_auto.preprocessing.case_storage import load_case
+from diffoseg_auto.results_layout import SUMMARY, validation_folder
+from diffoseg_auto.training.trainer import DiffOSegTrainer
+from diffoseg_auto.training.validation import consensus_from_samples
+from diffoseg_auto.utilities.file_ops import save_json
+
+
+class BaselineTrainer(DiffOSegTrainer, ABC):
+    is_baseline = True  # run_training trains one stage
+    network_class: type[BaselineNetwork]
+
+    def __init__(self, plans: Plans, configuration: str, fold: int | str, dataset_name: str, stage: int = 1,
+                 *args, **kwargs):
+        if stage != 1:
+            raise InvalidArgumentError(f"{type(self).__name__} has a single stage (stage 1), got stage {stage}")
+        super().__init__(plans, configuration, fold, dataset_name, stage, *args, **kwargs)
+
+    def build_network(self) -> nn.Module:
+        return self.network_class(self.plans, self.configuration)
+
+    def _loss(self, batch: dict, network) -> Tensor:
+        data = torch.from_numpy(np.ascontiguousarray(batch["data"])).to(self.device, non_blocking=True)
+        with torch.autocast(self.device.type, enabled=self.use_amp):
+            return self.compute_loss(network, data, np.asarray(batch["seg"]), np.asarray(batch["rater_mask"], bool))
+
+    @abstractmethod
+    def compute_loss(self, network, data: Tensor, seg: np.ndarray, rater_mask: np.ndarray) -> Tensor:
+        """Loss of one batch: data (B,C,*P), seg (B,R,*P) uint8 labels, rater_mask (B,R) bool."""
+
+    def validate_val_cases(self) -> dict:
+        return validate_baseline(self.ema.model, self.cfg, self.data_folder, self.val_cases, self.plans, self.device,
+                                 validation_folder(self.trainer_dir, self.fold, self.stage),
+                                 self.cfg.training.num_val_samples,
+                                 self._raw_file_ending())
+
+
+def validate_baseline(network: BaselineNetwork, configuration: ConfigurationPlan, data_folder: Path, cases: list[str],
+                      plans: Plans, device: torch.device, output_folder: Path, num_samples: int,
+                      file_ending: str | None, mode: str = "strict") -> dict:
+    """Samples, consensus and per-rater predictions of every case scored against its raters (preprocessed
+    geometry), as validate_cases does for DiffOSeg; with ``file_ending`` also exported as diffoseg_predict does."""
+    network.eval()
+    predictor = BaselinePredictor(network, configuration, device, configuration.inference.use_mirroring,
+                                  configuration.inference.step_size)
+    K, raters = plans.num_classes, list(plans.raters)
+    per_case = []
+    for i, case in enumerate(tqdm(cases, desc="validation")):
+        data, seg, rater_mask, properties = load_case(data_folder, case, mmap=False)
+        samples, rater_preds = network.to_predictions(predictor.predict_case(data, num_samples, seed=i),
+                                                      num_samples, len(raters), K)
+        res = evaluate_case(samples, seg, rater_mask, K, rater_predictions=rater_preds,
+                            consensus=consensus_from_samples(samples, K), mode=mode)
+        if file_ending:
+            export_case(case, output_folder, file_ending, properties, configuration, K,
+                        consensus_probabilities=mean_one_hot(samples, K), samples=samples,
+                        rater_samples={r: rater_preds[k:k + 1] for k, r in enumerate(raters)})
+        per_case.append({"case": case, **res})
+    summary = summarize(per_case, raters, mode)
+    save_json(summary, Path(output_folder) / SUMMARY)
+    return summary
