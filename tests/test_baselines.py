@@ -14,13 +14,16 @@ from diffoseg_auto.errors import InvalidArgumentError
 from diffoseg_auto.evaluation.prediction_folder import load_samples_npz
 from diffoseg_auto.inference.baseline_predictor import BaselinePredictor
 from diffoseg_auto.inference.predict_entrypoint import predict_from_folder
+from diffoseg_auto.inference.prediction_outputs import OutputFolderInUseError
 from diffoseg_auto.io.image_io import read_seg
 from diffoseg_auto.network.baselines import BASELINE_NETWORKS
 from diffoseg_auto.network.baselines.base import BaselineNetwork, majority_labels
 from diffoseg_auto.training.baselines.losses import dice_ce_per_sample, masked_mean, soft_dice_per_sample
 from diffoseg_auto.training.run_training import run_training
 from diffoseg_auto.training.splits import select_fold
+from diffoseg_auto.training.fold_guard import FoldAlreadyTrainedError
 from diffoseg_auto.training.trainer_registry import get_trainer_class
+from diffoseg_auto.utilities.argument_checks import ArgumentError
 from diffoseg_auto.utilities.file_ops import load_json
 from support.pipeline import make_plans_tiny
 from support.toy_training import tiny_plans
@@ -81,6 +84,24 @@ def test_consensus_unet_trains_and_predicts_identical_samples(toy_planned, tmp_p
         assert all(np.array_equal(s, samples[0]) for s in samples)
         assert all(np.array_equal(r, samples[0]) for r in raters)
 
+    # the rules of diffoseg_train / diffoseg_predict hold for a baseline too
+    with pytest.raises(FoldAlreadyTrainedError):
+        run_training(DS_ID, "2d", 0, trainer="ConsensusUNetTrainer", num_epochs=1, device="cpu", num_workers=0)
+    inp, out = tmp_path / "in_ConsensusUNetTrainer", tmp_path / "pred_ConsensusUNetTrainer"
+    kw = dict(trainer="ConsensusUNetTrainer", num_samples=N, save_samples=True, device="cpu", use_mirroring=False,
+              num_processes_preprocessing=1, num_processes_export=1)
+    with pytest.raises(OutputFolderInUseError):
+        predict_from_folder(inp, out, DS_ID, "2d", [0], **kw)
+    with pytest.raises(ArgumentError, match="--num_samples"):
+        predict_from_folder(inp, out, DS_ID, "2d", [0], **{**kw, "num_samples": 0})
+    case = sorted(per_case)[0]
+    before = (out / "consensus" / f"{case}.nii.gz").stat().st_mtime_ns
+    predict_from_folder(inp, out, DS_ID, "2d", [0], continue_prediction=True, **kw)  # every case finished: none redone
+    assert (out / "consensus" / f"{case}.nii.gz").stat().st_mtime_ns == before
+    rater_file = out / "raters" / RawDataset(raw).raters[0] / f"{case}.nii.gz"
+    rater_file.unlink()
+    predict_from_folder(inp, out, DS_ID, "2d", [0], overwrite=True, **kw)
+    assert rater_file.is_file()
 
 
 @pytest.mark.slow
