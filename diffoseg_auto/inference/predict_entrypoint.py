@@ -29,6 +29,7 @@ from diffoseg_auto.inference.model_loading import ModelLoadError, has_stage2, lo
 from diffoseg_auto.inference.prediction_outputs import expected_files, failure_report, prepare_output_folder
 from diffoseg_auto.inference.predictor import DiffOSegPredictor
 from diffoseg_auto.inference.workers import export_job, preprocess_job
+from diffoseg_auto.network.baselines import baseline_network_class
 from diffoseg_auto.paths import configured_roots
 from diffoseg_auto.plans.plans import Plans
 from diffoseg_auto.results_layout import CHECKPOINT_FINAL, trainer_folder
@@ -236,8 +237,6 @@ def predict_from_folder(input_folder: str | Path, output_folder: str | Path, dat
     A baseline ``trainer`` (network.baselines) is predicted by inference.baseline_prediction (same outputs and
     output-folder rules; ``sampling_steps`` and ``rater_num_samples`` do not apply).
     """
-    from diffoseg_auto.network.baselines import baseline_network_class
-
     if baseline_network_class(trainer) is not None:  # single-stage baselines: no diffusion sampling
         from diffoseg_auto.inference.baseline_prediction import predict_baseline_from_folder
 
