@@ -30,3 +30,8 @@ def no_env_folders(monkeypatch: pytest.MonkeyPatch) -> None:
     """Unset the three environment variables (to test the 'variable not set' errors)."""
     for env in (ENV_RAW, ENV_PREPROCESSED, ENV_RESULTS):
         monkeypatch.delenv(env, raising=False)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "slow: takes more than ~10 s (deselect with -m 'not slow')")
+    config.addinivalue_line("markers", "cuda: needs a CUDA GPU (skipped without one); run with -m cuda on a GPU machine")

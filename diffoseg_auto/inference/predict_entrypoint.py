@@ -28,6 +28,8 @@ from diffoseg_auto.inference.workers import export_job, preprocess_job
 from diffoseg_auto.io.image_io import ImageReadError
 from diffoseg_auto.paths import EnvironmentVariableNotSetError
 from diffoseg_auto.plans.plans import Plans
+from diffoseg_auto.runtime.device import DEVICE_CHOICES, DeviceUnavailableError, resolve_device
+from diffoseg_auto.runtime.precision import PRECISIONS, PrecisionError, precision_name
 from diffoseg_auto.training.checkpointing import CheckpointError
 from diffoseg_auto.utilities.dataset_name_id import DatasetNotFoundError, resolve_dataset_name
 from diffoseg_auto.utilities.file_ops import save_json
@@ -45,15 +47,6 @@ def model_folder_for(dataset_name: str, trainer: str, plans: str, configuration:
     from diffoseg_auto.paths import results_root
 
     return results_root() / dataset_name / f"{trainer}__{plans}__{configuration}"
-
-
-def resolve_device(name: str | torch.device) -> torch.device:
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise PredictionError("-device cuda: no CUDA GPU is available on this machine. Use -device cpu (slow) or mps.")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise PredictionError("-device mps: Apple MPS is not available on this machine. Use -device cpu.")
-    return device
 
 
 def _dataset_json_for(model_folder: Path, dataset_name: str) -> dict:
@@ -149,15 +142,18 @@ def predict_from_folder(input_folder: str | Path, output_folder: str | Path, dat
                         raters: str | Sequence[str] | None = None, rater_num_samples: int = 1,
                         save_probabilities: bool = False, save_samples: bool = False,
                         checkpoint_name: str = "checkpoint_final.pth", step_size: float = 0.5, use_mirroring: bool = True,
-                        device: str | torch.device = "cuda", num_processes_preprocessing: int | None = None,
+                        device: str | torch.device | None = None, num_processes_preprocessing: int | None = None,
                         num_processes_export: int | None = None, seed: int = 0,
-                        model_folder: str | Path | None = None) -> list[str]:
+                        model_folder: str | Path | None = None, precision: str | None = None,
+                        compile_network: bool = False) -> list[str]:
     """Predict every case of ``input_folder`` into ``output_folder``; returns the case identifiers.
 
     ``raters``: None = all raters when a Stage II model exists (else none); 'all'; 'none'; or rater names.
     ``num_samples`` / ``sampling_steps`` default to the plans (diffusion.num_samples / sampling_steps).
     ``model_folder`` overrides $diffoseg_results/<dataset>/<trainer>__<plans>__<configuration>.
+    ``device`` None = CUDA when available, else the CPU; ``precision`` None = the plans' inference.precision.
     """
+    device = resolve_device(device)  # first: a missing GPU is reported before anything is read
     input_folder, output_folder = Path(input_folder), Path(output_folder)
     if not input_folder.is_dir():
         raise PredictionError(f"{input_folder}: input folder does not exist (-i).")
@@ -166,7 +162,6 @@ def predict_from_folder(input_folder: str | Path, output_folder: str | Path, dat
     dataset_name = resolve_dataset_name(dataset)
     model_folder = Path(model_folder) if model_folder is not None else model_folder_for(dataset_name, trainer, plans, configuration)
     folds = list(folds)
-    device = resolve_device(device)
     npp = default_num_processes() if num_processes_preprocessing is None else int(num_processes_preprocessing)
     nps = default_num_processes() if num_processes_export is None else int(num_processes_export)
 
@@ -182,11 +177,12 @@ def predict_from_folder(input_folder: str | Path, output_folder: str | Path, dat
     if rater_num_samples < 1:
         raise PredictionError(f"rater_num_samples must be >= 1, got {rater_num_samples}")
 
-    predictor1 = DiffOSegPredictor(nets1, diffusion, cfg, device, use_mirroring, step_size)
+    run = dict(precision=precision, compile_network=compile_network)
+    predictor1 = DiffOSegPredictor(nets1, diffusion, cfg, device, use_mirroring, step_size, **run)
     predictor2 = None
     if chosen_raters:
         nets2, _, _, diffusion2 = load_trained_model(model_folder, folds, 2, checkpoint_name, device, expected_dataset=dataset_name)
-        predictor2 = DiffOSegPredictor(nets2, diffusion2, cfg, device, use_mirroring, step_size)
+        predictor2 = DiffOSegPredictor(nets2, diffusion2, cfg, device, use_mirroring, step_size, **run)
 
     dj = _dataset_json_for(model_folder, dataset_name)
     ending = dj["file_ending"]
@@ -198,7 +194,8 @@ def predict_from_folder(input_folder: str | Path, output_folder: str | Path, dat
     save_json({"dataset": dataset_name, "model_folder": str(model_folder), "configuration": config_name, "folds": folds,
                "checkpoint_name": checkpoint_name, "num_samples": num_samples, "sampling_steps": sampling_steps,
                "raters": chosen_raters, "rater_num_samples": rater_num_samples, "step_size": step_size,
-               "use_mirroring": use_mirroring, "seed": seed}, output_folder / "prediction_settings.json")
+               "use_mirroring": use_mirroring, "seed": seed,
+               "precision": precision_name(predictor1.amp_dtype)}, output_folder / "prediction_settings.json")
 
     rater_ids = [plans_obj.raters.index(r) for r in chosen_raters]
     jobs = [(plans_obj, config_name, case, [str(f) for f in files]) for case, files in cases.items()]
@@ -242,7 +239,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-chk", default="checkpoint_final.pth", help="checkpoint file name (default: checkpoint_final.pth)")
     p.add_argument("-step_size", type=float, default=0.5, help="sliding-window step as a fraction of the patch (default: 0.5)")
     p.add_argument("--disable_tta", action="store_true", help="no mirroring test-time augmentation (faster)")
-    p.add_argument("-device", default="cuda", choices=["cuda", "cpu", "mps"], help="device (default: cuda)")
+    p.add_argument("-device", default=None, choices=DEVICE_CHOICES, help="device (default: cuda when available, else cpu)")
+    p.add_argument("--precision", default=None, choices=PRECISIONS,
+                   help="network autocast (default: the plans' inference.precision, 'auto' = bf16 where native, else fp32)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the denoiser (slow start; pays on GPUs)")
     p.add_argument("-npp", type=int, default=None, help="preprocessing processes (default: min(2, CPUs))")
     p.add_argument("-nps", type=int, default=None, help="export processes (default: min(2, CPUs))")
     p.add_argument("--seed", type=int, default=0, help="random seed; outputs are reproducible per case (default: 0)")
@@ -261,8 +261,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                             rater_num_samples=args.rater_num_samples, save_probabilities=args.save_probabilities,
                             save_samples=args.save_samples, checkpoint_name=args.chk, step_size=args.step_size,
                             use_mirroring=not args.disable_tta, device=args.device, num_processes_preprocessing=args.npp,
-                            num_processes_export=args.nps, seed=args.seed)
-    except (PredictionError, ModelLoadError, CheckpointError, DatasetFormatError, DatasetNotFoundError, ImageReadError,
+                            num_processes_export=args.nps, seed=args.seed, precision=args.precision,
+                            compile_network=args.compile)
+    except (PredictionError, DeviceUnavailableError, PrecisionError, ModelLoadError, CheckpointError, DatasetFormatError, DatasetNotFoundError, ImageReadError,
             EnvironmentVariableNotSetError) as e:
         raise SystemExit(f"diffoseg_predict: {e}") from None
 

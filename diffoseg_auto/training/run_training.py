@@ -12,10 +12,10 @@ import importlib
 import sys
 from pathlib import Path
 
-import torch
-
 from diffoseg_auto.paths import EnvironmentVariableNotSetError
 from diffoseg_auto.plans.plans import load_plans
+from diffoseg_auto.runtime.device import DEVICE_CHOICES, DeviceUnavailableError, resolve_device
+from diffoseg_auto.runtime.precision import PRECISIONS, PrecisionError
 from diffoseg_auto.training import ddp
 from diffoseg_auto.training.checkpointing import CheckpointError
 from diffoseg_auto.training.trainer import DiffOSegTrainer
@@ -46,26 +46,20 @@ def parse_fold(fold: int | str) -> int | str:
     raise ValueError(f"Fold must be an integer (0, 1, ...) or 'all', got '{fold}'")
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("-device cuda requested but no CUDA GPU is visible. Use -device cpu.")
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise RuntimeError("-device mps requested but MPS is not available. Use -device cpu.")
-    if name not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"-device must be cpu, cuda or mps, got '{name}'")
-    return torch.device(name if name != "cuda" else "cuda:0")
-
-
 def run_training(dataset: str | int, configuration: str, fold: int | str, stage: str | int = "both",
                  trainer: str = "DiffOSegTrainer", plans_identifier: str = "DiffOSegPlans",
                  continue_training: bool = False, only_validation: bool = False, num_epochs: int | None = None,
-                 iterations_per_epoch: int | None = None, val_iterations: int | None = None, device: str = "cpu",
+                 iterations_per_epoch: int | None = None, val_iterations: int | None = None, device: str | None = "cpu",
                  seed: int = 12345, freeze_backbone: bool | None = None, num_workers: int | None = None,
                  output_folder: str | Path | None = None, skip_final_validation: bool = False,
-                 max_minutes: float | None = None) -> list[DiffOSegTrainer]:
-    """Train (or with ``only_validation`` just validate) the requested stage(s); returns the trainers."""
+                 max_minutes: float | None = None, precision: str | None = None,
+                 compile_network: bool = False) -> list[DiffOSegTrainer]:
+    """Train (or with ``only_validation`` just validate) the requested stage(s); returns the trainers.
+
+    ``device`` None = CUDA when available, else the CPU; ``precision`` None = the plans' training.precision."""
     from diffoseg_auto.paths import preprocessed_root
 
+    dev = resolve_device(device)  # first: a missing GPU is reported before anything is read
     dataset_name = resolve_dataset_name(dataset)
     plans_file = preprocessed_root() / dataset_name / f"{plans_identifier}.json"
     if not plans_file.is_file():
@@ -78,7 +72,6 @@ def run_training(dataset: str | int, configuration: str, fold: int | str, stage:
         raise ValueError(f"--stage must be 1, 2 or both, got '{stage}'")
     trainer_cls = get_trainer_class(trainer)
     fold = parse_fold(fold)
-    dev = resolve_device(device)
     if ddp.launched_by_torchrun():
         dev = ddp.init_from_env(dev.type)
     trainers = []
@@ -87,7 +80,7 @@ def run_training(dataset: str | int, configuration: str, fold: int | str, stage:
             tr = trainer_cls(plans, configuration, fold, dataset_name, s, dev, seed=seed, num_epochs=num_epochs,
                              iterations_per_epoch=iterations_per_epoch, output_folder=output_folder,
                              num_workers=num_workers, val_iterations=val_iterations, freeze_backbone=freeze_backbone,
-                             max_minutes=max_minutes)
+                             max_minutes=max_minutes, precision=precision, compile_network=compile_network)
             if only_validation:
                 tr.load_checkpoint(tr.output_folder / "checkpoint_final.pth", weights_only=True)
             else:
@@ -117,8 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val_iterations", type=int, default=None, help="override the validation-loss batches per epoch")
     p.add_argument("--max_minutes", type=float, default=None,
                    help="wall-clock budget per stage: the number of epochs is cut to what fits (equal-time benchmarks)")
-    p.add_argument("-device", default="cuda" if torch.cuda.is_available() else "cpu",
-                   help="cpu, cuda or mps (default: cuda when available)")
+    p.add_argument("-device", default=None, choices=DEVICE_CHOICES, help="device (default: cuda when available, else cpu)")
+    p.add_argument("--precision", default=None, choices=PRECISIONS,
+                   help="network autocast (default: the plans' training.precision, 'auto' = bf16 where native, "
+                        "fp16 + GradScaler on GPUs without bf16, else fp32)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the training forward (slow start; GPUs)")
     p.add_argument("--seed", type=int, default=12345, help="random seed (data order, init, noise)")
     p.add_argument("--freeze_backbone", action="store_true", help="Stage II: train only the prompt block and rater input")
     p.add_argument("-num_gpus", type=int, default=1, help="DDP: number of GPUs (re-launches with torchrun)")
@@ -136,8 +132,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         run_training(args.dataset, args.configuration, args.fold, args.stage, args.tr, args.p, args.c, args.val,
                      args.num_epochs, args.iterations_per_epoch, args.val_iterations, args.device, args.seed,
-                     True if args.freeze_backbone else None, args.num_workers, max_minutes=args.max_minutes)
-    except (FileNotFoundError, ValueError, CheckpointError, DatasetNotFoundError, EnvironmentVariableNotSetError) as e:
+                     True if args.freeze_backbone else None, args.num_workers, max_minutes=args.max_minutes,
+                     precision=args.precision, compile_network=args.compile)
+    except (FileNotFoundError, ValueError, DeviceUnavailableError, PrecisionError, CheckpointError, DatasetNotFoundError, EnvironmentVariableNotSetError) as e:
         sys.exit(f"diffoseg_train: {e}")
 
 
