@@ -116,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "fp16 + GradScaler on GPUs without bf16, else fp32)")
     p.add_argument("--compile", action="store_true", help="torch.compile the training forward (slow start; GPUs)")
     p.add_argument("--seed", type=int, default=12345, help="random seed (data order, init, noise)")
+    p.add_argument("--no_final_validation", action="store_true",
+                   help="skip the end-of-stage validation (sampling every validation case); --val runs it later")
     p.add_argument("--freeze_backbone", action="store_true", help="Stage II: train only the prompt block and rater input")
     p.add_argument("-num_gpus", type=int, default=1, help="DDP: number of GPUs (re-launches with torchrun)")
     p.add_argument("--num_workers", type=int, default=None,
@@ -132,7 +134,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         run_training(args.dataset, args.configuration, args.fold, args.stage, args.tr, args.p, args.c, args.val,
                      args.num_epochs, args.iterations_per_epoch, args.val_iterations, args.device, args.seed,
-                     True if args.freeze_backbone else None, args.num_workers, max_minutes=args.max_minutes,
+                     True if args.freeze_backbone else None, args.num_workers,
+                     skip_final_validation=args.no_final_validation, max_minutes=args.max_minutes,
                      precision=args.precision, compile_network=args.compile)
     except (FileNotFoundError, ValueError, DeviceUnavailableError, PrecisionError, CheckpointError, DatasetNotFoundError, EnvironmentVariableNotSetError) as e:
         sys.exit(f"diffoseg_train: {e}")
