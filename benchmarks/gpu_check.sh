@@ -5,7 +5,7 @@
 #   anywhere:     bash benchmarks/gpu_check.sh --dry_run        # CPU, tiny sizes: the same code path in seconds
 # 1. installs the missing dependencies from .whl (no registry there) and uses this checkout via PYTHONPATH;
 # 2. runs the CUDA tests (pytest -m cuda; they skip without a GPU);
-# 3. trains LIDC 2d fold 0 and a 3D toy 3d_fullres, Stage I then Stage II, GPU_CHECK_MINUTES (1.5) each, at the
+# 3. trains LIDC 2d fold 0 and a 3D toy 3d_fullres, Stage I then Stage II, GPU_CHECK_MINUTES (1) each, at the
 #    planned configuration and precision, and writes iterations/s, samples/s, peak GPU memory and the projected
 #    wall time of the planned schedule to $OUT/gpu_check.json (+ the logs beside it).
 set -euo pipefail
@@ -14,7 +14,7 @@ DRY_RUN=0
 [ "${1:-}" = "--dry_run" ] && DRY_RUN=1
 OUT=${OUT:-$PWD/gpu_check_out}
 mkdir -p "$OUT"
-MINUTES=${GPU_CHECK_MINUTES:-1.5}
+MINUTES=${GPU_CHECK_MINUTES:-1}
 export PYTHONUNBUFFERED=1
 if [ "$DRY_RUN" = 1 ]; then
     PY=${PYTHON:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}

@@ -7,7 +7,7 @@ precision ('auto': bf16 autocast on a GPU), and report per stage: iterations/s, 
 (planned epochs x iterations / iterations per second; the per-epoch validation loss and the final
 validation sampling are not included). Writes one JSON file.
 
-    python benchmarks/gpu_train_check.py --out $OUT/gpu_check.json --minutes 1.5
+    python benchmarks/gpu_train_check.py --out $OUT/gpu_check.json --minutes 1
     python benchmarks/gpu_train_check.py --out /tmp/x.json --dry_run     # CPU, tiny sizes, seconds
 """
 from __future__ import annotations
@@ -107,7 +107,7 @@ def prepare_toy3d(dataset_id: int, dry_run: bool) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True, help="JSON file to write")
-    p.add_argument("--minutes", type=float, default=1.5, help="training minutes per stage and dataset (default 1.5)")
+    p.add_argument("--minutes", type=float, default=1.0, help="training minutes per stage and dataset (default 1)")
     p.add_argument("--dry_run", action="store_true", help="CPU, tiny network and data: checks the code path in seconds")
     p.add_argument("--work", default=None, help="working folder (default: a temporary one)")
     a = p.parse_args()

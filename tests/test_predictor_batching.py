@@ -46,22 +46,22 @@ def _reference_x0(net, image, x_t, t, raters, patch, mirrors):
     return acc / wsum
 
 
-@pytest.mark.parametrize("max_batch", [1, 6, None])
+@pytest.mark.parametrize("max_batch", [1, 8, None])
 def test_batched_x0_equals_the_per_window_loop(max_batch):
     cfg = make_configuration(patch=(16, 16), mirror_axes=(0, 1))
     net = _tiny_net(cfg)
-    image = torch.from_numpy(np.random.default_rng(0).random((1, 28, 24)).astype(np.float32))
-    n = 3
-    x_t = torch.nn.functional.one_hot(torch.randint(0, K, (n, 28, 24), generator=torch.Generator().manual_seed(1)),
+    image = torch.from_numpy(np.random.default_rng(0).random((1, 24, 20)).astype(np.float32))
+    n = 2
+    x_t = torch.nn.functional.one_hot(torch.randint(0, K, (n, 24, 20), generator=torch.Generator().manual_seed(1)),
                                       K).movedim(-1, 1).float()
-    t = torch.tensor([7, 7, 7])
-    raters = torch.tensor([0, 1, 1])
+    t = torch.tensor([7, 7])
+    raters = torch.tensor([0, 1])
     with torch.no_grad():
         expected = _reference_x0(net, image, x_t, t, raters, (16, 16), [(), (0,), (1,), (0, 1)])
         pred = DiffOSegPredictor(net, CategoricalDiffusion(K, 20), cfg, "cpu", max_batch=max_batch, precision="fp32")
-        windows = sliding_window_slicers((28, 24), (16, 16), 0.5)
+        windows = sliding_window_slicers((24, 20), (16, 16), 0.5)
         gauss = compute_gaussian((16, 16))
-        wsum = torch.zeros(28, 24)
+        wsum = torch.zeros(24, 20)
         for sl in windows:
             wsum[sl] += gauss
         got = pred.full_image_denoiser(image, windows, gauss, wsum.reciprocal(), raters, n)(x_t, t)
