@@ -298,7 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-chk", default=CHECKPOINT_FINAL, help=f"checkpoint file name (default: {CHECKPOINT_FINAL})")
     p.add_argument("-step_size", type=float, default=0.5, help="sliding-window step as a fraction of the patch (default: 0.5)")
     p.add_argument("--disable_tta", action="store_true", help="no mirroring test-time augmentation (faster)")
-    p.add_argument("-device", default=None, choices=DEVICE_CHOICES, help="device (default: cuda when available, else cpu)")
+    p.add_argument("-device", default=None,
+                   help=f"{', '.join(DEVICE_CHOICES)} or cuda:N (default: cuda when available, else cpu)")
     p.add_argument("--precision", default=None, choices=PRECISIONS,
                    help="network autocast (default: the plans' inference.precision, 'auto' = bf16 where native, else fp32)")
     p.add_argument("--compile", action="store_true", help="torch.compile the denoiser (slow start; pays on GPUs)")

@@ -83,6 +83,8 @@ def _fold_guard(trainer_dir: Path, fold: int | str, stages: list[int], continue_
         lock.release()
         raise
     return lock
+
+
 def run_training(dataset: str | int, configuration: str, fold: int | str, stage: str | int = "both",
                  trainer: str = "DiffOSegTrainer", plans_identifier: str = "DiffOSegPlans",
                  continue_training: bool = False, only_validation: bool = False, num_epochs: int | None = None,
@@ -154,7 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val_iterations", type=int, default=None, help="override the validation-loss batches per epoch")
     p.add_argument("--max_minutes", type=float, default=None,
                    help="wall-clock budget per stage: the number of epochs is cut to what fits (equal-time benchmarks)")
-    p.add_argument("-device", default=None, choices=DEVICE_CHOICES, help="device (default: cuda when available, else cpu)")
+    p.add_argument("-device", default=None,
+                   help=f"{', '.join(DEVICE_CHOICES)} or cuda:N (default: cuda when available, else cpu)")
     p.add_argument("--precision", default=None, choices=PRECISIONS,
                    help="network autocast (default: the plans' training.precision, 'auto' = bf16 where native, "
                         "fp16 + GradScaler on GPUs without bf16, else fp32)")
