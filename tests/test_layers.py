@@ -17,7 +17,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("diffoseg_auto.errors",),
     ("diffoseg_auto.paths",),
     ("diffoseg_auto.configuration",),
-    ("diffoseg_auto.utilities",),
+    ("diffoseg_auto.utilities", "diffoseg_auto.runtime"),
     ("diffoseg_auto.results_layout",),
     ("diffoseg_auto.io",),
     ("diffoseg_auto.plans",),

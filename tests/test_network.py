@@ -307,3 +307,18 @@ def test_stage2_prompt_block_choice_from_plans(denoiser):
     plans.configurations["c"].stage2.prompt_block = "film"
     with pytest.raises(ValueError, match="prompt_block must be one of"):
         build(plans, 2)
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_rater_input_map_and_pointwise_head_equal_the_plain_convolutions(dims):
+    from diffoseg_auto.network.blocks import pointwise_conv, rater_input_map, rater_planes
+
+    torch.manual_seed(0)
+    conv_op = torch.nn.Conv2d if dims == 2 else torch.nn.Conv3d
+    spatial = (9, 6) if dims == 2 else (5, 6, 4)
+    conv = conv_op(5, 7, 3, 1, padding=1, bias=False)
+    onehot = torch.nn.functional.one_hot(torch.tensor([0, 3, 4, 3]), 5).float()
+    torch.testing.assert_close(rater_input_map(conv, onehot, spatial), conv(rater_planes(onehot, spatial)))
+    head = conv_op(7, 2, 1)
+    x = torch.randn(3, 7, *spatial)
+    torch.testing.assert_close(pointwise_conv(head, x), head(x))

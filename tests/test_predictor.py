@@ -103,20 +103,21 @@ def test_known_x0_gives_exact_mask_over_several_windows_with_mirroring():
 
 
 def test_encode_once_per_window_mirror_fold():
-    cfg = make_configuration(patch=(16, 16), mirror_axes=(0, 1), windows_per_batch=2)
+    cfg = make_configuration(patch=(16, 16), mirror_axes=(0, 1))
     nets = [ThresholdDenoiser(), ThresholdDenoiser()]
     data = _blob_image((40, 24))
     n_windows = len(sliding_window_slicers((40, 24), (16, 16), 0.5))
     assert n_windows == 4 * 2  # ceil((40-16)/8)+1 by ceil((24-16)/8)+1
-    pred = DiffOSegPredictor(nets, CategoricalDiffusion(2, 20), cfg, "cpu", use_mirroring=True)
+    # 16 rows per call = 2 windows x 4 mirrorings x 2 samples
+    pred = DiffOSegPredictor(nets, CategoricalDiffusion(2, 20), cfg, "cpu", use_mirroring=True, max_batch=16)
     steps = 4
     samples = pred.sample_case(data, num_samples=2, sampling_steps=steps)
     np.testing.assert_array_equal(samples[0], (data[0] > 0.5))
-    n_chunks = math.ceil(n_windows / 2)  # windows_per_batch = 2 windows per call
+    n_chunks = math.ceil(n_windows / 2)
     for net in nets:
         assert net.encoded_rows == n_windows * 4  # every window x 4 mirrorings, once for all steps and samples
-        assert net.encode_calls == n_chunks * 4
-        assert net.denoise_calls == n_chunks * 4 * steps
+        assert net.encode_calls == n_chunks  # the 4 mirrorings of a chunk are one encoder batch
+        assert net.denoise_calls == n_chunks * steps  # windows x mirrorings x samples in one call per chunk
 
 
 def test_image_smaller_than_patch_is_padded_and_cropped_back():
@@ -142,7 +143,7 @@ def test_stage2_rater_prompt_and_rater_checks():
 
 
 def test_2d_configuration_on_3d_data_slices():
-    cfg = make_configuration(patch=(16, 16), mirror_axes=(0, 1), slice_axis=0, windows_per_batch=3)
+    cfg = make_configuration(patch=(16, 16), mirror_axes=(0, 1), slice_axis=0)
     net = ThresholdDenoiser(spatial_dims=2)
     data = _blob_image((5, 16, 24), seed=5)
     pred = DiffOSegPredictor(net, CategoricalDiffusion(2, 20), cfg, "cpu")

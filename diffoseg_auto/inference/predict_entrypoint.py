@@ -33,6 +33,8 @@ from diffoseg_auto.network.baselines import baseline_network_class
 from diffoseg_auto.paths import configured_roots
 from diffoseg_auto.plans.plans import Plans
 from diffoseg_auto.results_layout import CHECKPOINT_FINAL, trainer_folder
+from diffoseg_auto.runtime.device import DEVICE_CHOICES, device_problem, resolve_device
+from diffoseg_auto.runtime.precision import PRECISIONS, precision_name
 from diffoseg_auto.utilities.argument_checks import at_least, raise_problems
 from diffoseg_auto.utilities.dataset_name_id import resolve_dataset_name
 from diffoseg_auto.utilities.run_lock import RunLock
@@ -43,15 +45,6 @@ logger = logging.getLogger(__name__)
 
 class PredictionError(UserError, RuntimeError):
     """Bad prediction request (the message says what to change)."""
-
-
-def resolve_device(name: str | torch.device) -> torch.device:
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise PredictionError("-device cuda: no CUDA GPU is available on this machine. Use -device cpu (slow) or mps.")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise PredictionError("-device mps: Apple MPS is not available on this machine. Use -device cpu.")
-    return device
 
 
 def _dataset_json_for(model_folder: Path, dataset_name: str) -> dict:
@@ -178,10 +171,12 @@ def check_request(input_folder: str | Path, output_folder: str | Path, dataset: 
                   configuration: str, model_folder: str | Path | None, *, num_samples: int | None, step_size: float,
                   num_processes_preprocessing: int | None, num_processes_export: int | None,
                   continue_prediction: bool, overwrite: bool, sampling_steps: int | None = None,
-                  rater_num_samples: int | None = None) -> tuple[Path, Path, str, Path]:
+                  rater_num_samples: int | None = None,
+                  device: str | torch.device | None = None) -> tuple[Path, Path, str, Path]:
     """Every argument problem at once, before any file is touched; then (input folder, output folder,
     DatasetXXX_Name, model folder) of the request."""
     raise_problems([
+        device_problem(device),
         at_least("--num_samples", num_samples, 1), at_least("--sampling_steps", sampling_steps, 1),
         at_least("--rater_num_samples", rater_num_samples, 1),
         None if 0 < step_size <= 1 else f"-step_size must be in (0, 1], got {step_size}.",
@@ -221,10 +216,10 @@ def predict_from_folder(input_folder: str | Path, output_folder: str | Path, dat
                         raters: str | Sequence[str] | None = None, rater_num_samples: int | None = None,
                         save_probabilities: bool = False, save_samples: bool = False,
                         checkpoint_name: str = CHECKPOINT_FINAL, step_size: float = 0.5, use_mirroring: bool = True,
-                        device: str | torch.device = "cuda", num_processes_preprocessing: int | None = None,
+                        device: str | torch.device | None = None, num_processes_preprocessing: int | None = None,
                         num_processes_export: int | None = None, seed: int = 0,
                         model_folder: str | Path | None = None, continue_prediction: bool = False,
-                        overwrite: bool = False) -> list[str]:
+                        overwrite: bool = False, precision: str | None = None, compile_network: bool = False) -> list[str]:
     """Predict every case of ``input_folder`` into ``output_folder``; returns the case identifiers.
 
     ``raters``: None = all raters when a Stage II model exists (else none); 'all'; 'none'; or rater names.
@@ -236,6 +231,7 @@ def predict_from_folder(input_folder: str | Path, output_folder: str | Path, dat
     reported and skipped; PredictionIncompleteError lists the failures after all other cases are written.
     A baseline ``trainer`` (network.baselines) is predicted by inference.baseline_prediction (same outputs and
     output-folder rules; ``sampling_steps`` and ``rater_num_samples`` do not apply).
+    ``device`` None = CUDA when available, else the CPU; ``precision`` None = the plans' inference.precision.
     """
     if baseline_network_class(trainer) is not None:  # single-stage baselines: no diffusion sampling
         from diffoseg_auto.inference.baseline_prediction import predict_baseline_from_folder
@@ -248,9 +244,9 @@ def predict_from_folder(input_folder: str | Path, output_folder: str | Path, dat
         input_folder, output_folder, dataset, trainer, plans, configuration, model_folder, num_samples=num_samples,
         step_size=step_size, num_processes_preprocessing=num_processes_preprocessing,
         num_processes_export=num_processes_export, continue_prediction=continue_prediction, overwrite=overwrite,
-        sampling_steps=sampling_steps, rater_num_samples=rater_num_samples)
-    folds = list(folds)
+        sampling_steps=sampling_steps, rater_num_samples=rater_num_samples, device=device)
     device = resolve_device(device)
+    folds = list(folds)
     npp = default_num_processes() if num_processes_preprocessing is None else int(num_processes_preprocessing)
     nps = default_num_processes() if num_processes_export is None else int(num_processes_export)
 
@@ -265,18 +261,19 @@ def predict_from_folder(input_folder: str | Path, output_folder: str | Path, dat
     sampling_steps = int(cfg.diffusion.sampling_steps if sampling_steps is None else sampling_steps)
     rater_num_samples = int(cfg.stage2.num_samples_per_rater if rater_num_samples is None else rater_num_samples)
 
-    predictor1 = DiffOSegPredictor(nets1, diffusion, cfg, device, use_mirroring, step_size)
+    run = dict(precision=precision, compile_network=compile_network)
+    predictor1 = DiffOSegPredictor(nets1, diffusion, cfg, device, use_mirroring, step_size, **run)
     predictor2 = None
     if chosen_raters:
         nets2, _, _, diffusion2 = load_trained_model(model_folder, folds, 2, checkpoint_name, device, expected_dataset=dataset_name)
-        predictor2 = DiffOSegPredictor(nets2, diffusion2, cfg, device, use_mirroring, step_size)
+        predictor2 = DiffOSegPredictor(nets2, diffusion2, cfg, device, use_mirroring, step_size, **run)
 
     ending, cases = input_cases(input_folder, model_folder, dataset_name, plans_obj.num_input_channels)
     settings = {"dataset": dataset_name, "model_folder": str(model_folder), "configuration": config_name, "folds": folds,
                 "checkpoint_name": checkpoint_name, "num_samples": num_samples, "sampling_steps": sampling_steps,
                 "raters": chosen_raters, "rater_num_samples": rater_num_samples, "step_size": step_size,
                 "use_mirroring": use_mirroring, "seed": seed, "save_probabilities": save_probabilities,
-                "save_samples": save_samples}
+                "save_samples": save_samples, "precision": precision_name(predictor1.amp_dtype)}
     rater_ids = [plans_obj.raters.index(r) for r in chosen_raters]
 
     def sample(case: str, data: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray] | None]:
@@ -306,7 +303,7 @@ def predict_cases(predict_case: Callable[[str, np.ndarray], tuple[np.ndarray, di
         todo = [c for c in cases if not (continue_prediction and all(f.is_file() for f in expected_files(
             output_folder, c, ending, chosen_raters, save_probabilities, save_samples)))]
         if len(todo) < len(cases):
-            print(f"--continue_prediction: {len(cases) - len(todo)} finished case(s) skipped, {len(todo)} to predict")
+            logger.info(f"--continue_prediction: {len(cases) - len(todo)} finished case(s) skipped, {len(todo)} to predict")
         jobs = [(plans_obj, config_name, case, [str(f) for f in cases[case]]) for case in todo]
         K = plans_obj.num_classes
         failures: dict[str, str] = {}
@@ -323,7 +320,6 @@ def predict_cases(predict_case: Callable[[str, np.ndarray], tuple[np.ndarray, di
                                      save_probabilities=save_probabilities))
     if failures:
         raise failure_report(dict(sorted(failures.items())), len(cases), output_folder)
-    return list(cases)
     return list(cases)
 
 
@@ -354,7 +350,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-chk", default=CHECKPOINT_FINAL, help=f"checkpoint file name (default: {CHECKPOINT_FINAL})")
     p.add_argument("-step_size", type=float, default=0.5, help="sliding-window step as a fraction of the patch (default: 0.5)")
     p.add_argument("--disable_tta", action="store_true", help="no mirroring test-time augmentation (faster)")
-    p.add_argument("-device", default="cuda", choices=["cuda", "cpu", "mps"], help="device (default: cuda)")
+    p.add_argument("-device", default=None,
+                   help=f"{', '.join(DEVICE_CHOICES)} or cuda:N (default: cuda when available, else cpu)")
+    p.add_argument("--precision", default=None, choices=PRECISIONS,
+                   help="network autocast (default: the plans' inference.precision, 'auto' = bf16 where native, else fp32)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the denoiser (slow start; pays on GPUs)")
     p.add_argument("-npp", type=int, default=None, help="preprocessing processes (default: min(2, CPUs))")
     p.add_argument("-nps", type=int, default=None, help="export processes (default: min(2, CPUs))")
     p.add_argument("--seed", type=int, default=0, help="random seed; outputs are reproducible per case (default: 0)")
@@ -376,7 +376,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                         save_samples=args.save_samples, checkpoint_name=args.chk, step_size=args.step_size,
                         use_mirroring=not args.disable_tta, device=args.device, num_processes_preprocessing=args.npp,
                         num_processes_export=args.nps, seed=args.seed,
-                        continue_prediction=args.continue_prediction, overwrite=args.overwrite)
+                        continue_prediction=args.continue_prediction, overwrite=args.overwrite,
+                        precision=args.precision, compile_network=args.compile)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from diffoseg_auto.network.blocks import ConvOps, FiLMConvStage
+from diffoseg_auto.network.blocks import ConvOps, FiLMConvStage, pointwise_conv
 
 
 class FiLMEncoder(nn.Module):
@@ -53,4 +53,4 @@ class FiLMDecoder(nn.Module):
         x = skips[-1]
         for i, (up, stage) in enumerate(zip(self.upsample, self.stages)):
             x = stage(torch.cat([up(x), skips[-(i + 2)]], dim=1), emb)
-        return self.head(x)
+        return pointwise_conv(self.head, x)

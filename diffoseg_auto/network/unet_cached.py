@@ -14,7 +14,7 @@ from typing import Any
 from dynamic_network_architectures.building_blocks.plain_conv_encoder import PlainConvEncoder
 from torch import Tensor, nn
 
-from diffoseg_auto.network.blocks import ConvOps, TimestepEmbedding, init_film_network, rater_planes
+from diffoseg_auto.network.blocks import ConvOps, TimestepEmbedding, init_film_network, rater_input_map
 from diffoseg_auto.network.denoiser_base import DenoiserBase
 from diffoseg_auto.network.film_unet import FiLMDecoder, FiLMEncoder
 from diffoseg_auto.plans.plans import ArchitecturePlan
@@ -65,7 +65,7 @@ class CachedEncoderDenoiser(DenoiserBase):
         emb = self._embed(t, rater_onehot)
         extra = None
         if rater_onehot is not None:
-            extra = self.rater_input(rater_planes(rater_onehot, tuple(x_t.shape[2:])))
+            extra = rater_input_map(self.rater_input, rater_onehot, tuple(x_t.shape[2:]))
         skips = self.xt_encoder(x_t, emb, first_extra=extra, after_stage=lambda s, h: h + cache[s])
         if rater_onehot is not None:
             skips[-1] = self.prompt_block(skips[-1], rater_onehot.argmax(1))

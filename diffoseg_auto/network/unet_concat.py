@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from diffoseg_auto.network.blocks import ConvOps, TimestepEmbedding, init_film_network, rater_planes
+from diffoseg_auto.network.blocks import ConvOps, TimestepEmbedding, init_film_network, rater_input_map
 from diffoseg_auto.network.denoiser_base import ImageInputDenoiser
 from diffoseg_auto.network.film_unet import FiLMDecoder, FiLMEncoder
 from diffoseg_auto.plans.plans import ArchitecturePlan
@@ -36,7 +36,7 @@ class ConcatUNetDenoiser(ImageInputDenoiser):
         emb = self._embed(t, rater_onehot)
         extra = None
         if rater_onehot is not None:
-            extra = self.rater_input(rater_planes(rater_onehot, tuple(x_t.shape[2:])))
+            extra = rater_input_map(self.rater_input, rater_onehot, tuple(x_t.shape[2:]))
         skips = self.encoder(torch.cat([image, x_t], dim=1), emb, first_extra=extra)
         if rater_onehot is not None:
             skips[-1] = self.prompt_block(skips[-1], rater_onehot.argmax(1))

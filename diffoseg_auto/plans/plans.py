@@ -78,6 +78,8 @@ class TrainingPlan:
     # weight of an auxiliary cross-entropy on the predicted x_0 at every t (D3PM's hybrid loss);
     # 0 = the paper's pure KL loss. See documentation/method.md, "Training loss".
     x0_ce_weight: float = 0.0
+    # network autocast: auto (bf16 where native, fp16 + GradScaler on older GPUs, else fp32) | bf16 | fp16 | fp32
+    precision: str = "auto"
 
 
 @dataclass
@@ -110,7 +112,9 @@ class AugmentationPlan:
 class InferencePlan:
     step_size: float = 0.5
     use_mirroring: bool = True
-    windows_per_batch: int = 4        # windows x samples forward passes batched together
+    # memory for one batched denoiser call: windows x mirrorings x samples/prompts rows share it
+    batch_memory_mb: int = 2048
+    precision: str = "auto"           # as training.precision
 
 
 @dataclass
@@ -173,8 +177,7 @@ def _build(cls, data: dict, where: str):
     if not isinstance(data, dict):
         raise PlansValidationError(f"{where}: expected an object, got {type(data).__name__}")
     names = {f.name: f for f in fields(cls)}
-    if cls is ConfigurationPlan:  # plans and checkpoints written before it was removed carry the never-read 'previous_stage'
-        data = {k: v for k, v in data.items() if k != "previous_stage"}
+    data = {k: v for k, v in data.items() if (cls, k) not in _RETIRED_FIELDS}
     unknown = sorted(set(data) - set(names))
     if unknown:
         raise PlansValidationError(f"{where}: unknown field(s) {unknown}. Known: {sorted(names)}")
@@ -225,6 +228,10 @@ def validate_configuration(c: ConfigurationPlan, where: str) -> None:
     _check(t.x0_ce_weight >= 0, f"{where}.training", f"x0_ce_weight must be >= 0 (0 = pure KL loss), got {t.x0_ce_weight}")
     _check(c.stage2.prompt_block in PROMPT_BLOCKS, f"{where}.stage2", f"prompt_block must be one of {', '.join(PROMPT_BLOCKS)}, got '{c.stage2.prompt_block}'")
     _check(c.stage2.num_samples_per_rater >= 1, f"{where}.stage2", f"num_samples_per_rater must be >= 1, got {c.stage2.num_samples_per_rater}")
+    for section in ("training", "inference"):
+        prec = getattr(c, section).precision
+        _check(prec in ("auto", "bf16", "fp16", "fp32"), f"{where}.{section}", f"precision must be auto, bf16, fp16 or fp32, got '{prec}'")
+    _check(int(c.inference.batch_memory_mb) >= 1, f"{where}.inference", "batch_memory_mb must be >= 1")
     _check(all(0 <= ax < d for ax in c.augmentation.mirror_axes), f"{where}.augmentation", f"mirror_axes must be in 0..{d - 1}")
     for s in c.normalization_schemes:
         _check(s in ("ct", "zscore", "none", "rescale_0_1"), where, f"unknown normalization scheme '{s}' (ct | zscore | none | rescale_0_1)")
@@ -290,6 +297,12 @@ def save_plans(plans: Plans, path: str | Path) -> None:
 
     atomic_write_text(path, json.dumps(plans.to_dict(), indent=2))
 
+
+# fields older plans may hold that no longer mean anything; dropped on load so trained models stay loadable
+_RETIRED_FIELDS: dict[tuple[type, str], str] = {
+    (InferencePlan, "windows_per_batch"): "replaced by inference.batch_memory_mb",
+    (ConfigurationPlan, "previous_stage"): "never read",
+}
 
 _SECTION_TYPES: dict[tuple[type, str], Any] = {
     (ConfigurationPlan, "architecture"): ArchitecturePlan,

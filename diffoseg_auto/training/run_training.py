@@ -12,17 +12,17 @@ import contextlib
 import sys
 from pathlib import Path
 
-import torch
-
 from diffoseg_auto.errors import InvalidArgumentError, MissingFileError
 from diffoseg_auto.paths import preprocessed_dataset_folder
 from diffoseg_auto.plans.plans import load_plans
 from diffoseg_auto.results_layout import CHECKPOINT_FINAL, CHECKPOINT_LATEST, fold_folder, trainer_folder
+from diffoseg_auto.runtime.device import DEVICE_CHOICES, device_problem, resolve_device
+from diffoseg_auto.runtime.precision import PRECISIONS
 from diffoseg_auto.training import ddp
 from diffoseg_auto.training.fold_guard import clear_fold_outputs, refuse_silent_overwrite
 from diffoseg_auto.training.trainer import DiffOSegTrainer
 from diffoseg_auto.training.trainer_registry import get_trainer_class
-from diffoseg_auto.utilities.argument_checks import above, at_least, device_problem, raise_problems
+from diffoseg_auto.utilities.argument_checks import above, at_least, raise_problems
 from diffoseg_auto.utilities.dataset_name_id import resolve_dataset_name
 from diffoseg_auto.utilities.run_lock import RunLock
 from diffoseg_auto.utilities.temp_files import remove_stale_temp_files
@@ -37,15 +37,10 @@ def parse_fold(fold: int | str) -> int | str:
     raise InvalidArgumentError(f"Fold must be an integer (0, 1, ...) or 'all', got '{fold}'")
 
 
-def resolve_device(name: str) -> torch.device:
-    raise_problems([device_problem(name)])
-    return torch.device(name if name != "cuda" else "cuda:0")
-
-
 def check_arguments(num_epochs: int | None, iterations_per_epoch: int | None, val_iterations: int | None,
-                    max_minutes: float | None, num_workers: int | None, device: str, continue_training: bool,
+                    max_minutes: float | None, num_workers: int | None, device: str | None, continue_training: bool,
                     only_validation: bool, overwrite: bool) -> None:
-    """Every argument problem at once, before any file is touched."""
+    """Every argument problem at once, before any file is touched (a missing GPU included)."""
     raise_problems([
         at_least("--num_epochs", num_epochs, 1), at_least("--iterations_per_epoch", iterations_per_epoch, 1),
         at_least("--val_iterations", val_iterations, 0), above("--max_minutes", max_minutes, 0),
@@ -78,15 +73,18 @@ def _fold_guard(trainer_dir: Path, fold: int | str, stages: list[int], continue_
 def run_training(dataset: str | int, configuration: str, fold: int | str, stage: str | int = "both",
                  trainer: str = "DiffOSegTrainer", plans_identifier: str = "DiffOSegPlans",
                  continue_training: bool = False, only_validation: bool = False, num_epochs: int | None = None,
-                 iterations_per_epoch: int | None = None, val_iterations: int | None = None, device: str = "cpu",
+                 iterations_per_epoch: int | None = None, val_iterations: int | None = None, device: str | None = "cpu",
                  seed: int = 12345, freeze_backbone: bool | None = None, num_workers: int | None = None,
                  output_folder: str | Path | None = None, skip_final_validation: bool = False,
-                 max_minutes: float | None = None, overwrite: bool = False) -> list[DiffOSegTrainer]:
+                 max_minutes: float | None = None, overwrite: bool = False, precision: str | None = None,
+                 compile_network: bool = False) -> list[DiffOSegTrainer]:
     """Train (or with ``only_validation`` just validate) the requested stage(s); returns the trainers.
 
-    A stage that already has checkpoints needs ``continue_training`` or ``overwrite`` (see fold_guard)."""
+    A stage that already has checkpoints needs ``continue_training`` or ``overwrite`` (see fold_guard).
+    ``device`` None = CUDA when available, else the CPU; ``precision`` None = the plans' training.precision."""
     check_arguments(num_epochs, iterations_per_epoch, val_iterations, max_minutes, num_workers, device,
                     continue_training, only_validation, overwrite)
+    dev = resolve_device(device)
     dataset_name = resolve_dataset_name(dataset)
     plans_file = preprocessed_dataset_folder(dataset_name) / f"{plans_identifier}.json"
     if not plans_file.is_file():
@@ -103,7 +101,6 @@ def run_training(dataset: str | int, configuration: str, fold: int | str, stage:
             raise InvalidArgumentError(f"{trainer} has a single stage; train it with --stage 1 or both (the default).")
         stages = [1]
     fold = parse_fold(fold)
-    dev = resolve_device(device)
     if ddp.launched_by_torchrun():
         dev = ddp.init_from_env(dev.type)
     trainer_dir = (Path(output_folder) if output_folder is not None else
@@ -115,7 +112,7 @@ def run_training(dataset: str | int, configuration: str, fold: int | str, stage:
             tr = trainer_cls(plans, configuration, fold, dataset_name, s, dev, seed=seed, num_epochs=num_epochs,
                              iterations_per_epoch=iterations_per_epoch, output_folder=output_folder,
                              num_workers=num_workers, val_iterations=val_iterations, freeze_backbone=freeze_backbone,
-                             max_minutes=max_minutes)
+                             max_minutes=max_minutes, precision=precision, compile_network=compile_network)
             if only_validation:
                 tr.load_checkpoint(tr.output_folder / CHECKPOINT_FINAL, weights_only=True)
             else:
@@ -149,9 +146,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val_iterations", type=int, default=None, help="override the validation-loss batches per epoch")
     p.add_argument("--max_minutes", type=float, default=None,
                    help="wall-clock budget per stage: the number of epochs is cut to what fits (equal-time benchmarks)")
-    p.add_argument("-device", default="cuda" if torch.cuda.is_available() else "cpu",
-                   help="cpu, cuda or mps (default: cuda when available)")
+    p.add_argument("-device", default=None,
+                   help=f"{', '.join(DEVICE_CHOICES)} or cuda:N (default: cuda when available, else cpu)")
+    p.add_argument("--precision", default=None, choices=PRECISIONS,
+                   help="network autocast (default: the plans' training.precision, 'auto' = bf16 where native, "
+                        "fp16 + GradScaler on GPUs without bf16, else fp32)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the training forward (slow start; GPUs)")
     p.add_argument("--seed", type=int, default=12345, help="random seed (data order, init, noise)")
+    p.add_argument("--no_final_validation", action="store_true",
+                   help="skip the end-of-stage validation (sampling every validation case); --val runs it later")
     p.add_argument("--freeze_backbone", action="store_true", help="Stage II: train only the prompt block and rater input")
     p.add_argument("-num_gpus", type=int, default=1, help="DDP: number of GPUs (re-launches with torchrun)")
     p.add_argument("--num_workers", type=int, default=None,
@@ -168,8 +171,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(ddp.launch_torchrun(args.num_gpus, raw[:i] + raw[i + 2:]))
     run_training(args.dataset, args.configuration, args.fold, args.stage, args.tr, args.p, args.c, args.val,
                  args.num_epochs, args.iterations_per_epoch, args.val_iterations, args.device, args.seed,
-                 True if args.freeze_backbone else None, args.num_workers, max_minutes=args.max_minutes,
-                 overwrite=args.overwrite)
+                 True if args.freeze_backbone else None, args.num_workers,
+                 skip_final_validation=args.no_final_validation, max_minutes=args.max_minutes,
+                 overwrite=args.overwrite, precision=args.precision, compile_network=args.compile)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,8 @@ from diffoseg_auto.preprocessing.case_storage import list_preprocessed_cases, un
 from diffoseg_auto.preprocessing.resume import assert_preprocessing_complete
 from diffoseg_auto.results_layout import (CHECKPOINT_BEST, CHECKPOINT_FINAL, CHECKPOINT_LATEST, checkpoint_path,
                                           fold_final_checkpoint, stage_folder, trainer_folder, validation_folder)
+from diffoseg_auto.runtime.compilation import maybe_compile
+from diffoseg_auto.runtime.precision import autocast, autocast_dtype, grad_scaler, precision_name
 from diffoseg_auto.training import ddp
 from diffoseg_auto.training.augmentation import (get_training_transforms, get_validation_transforms,
                                                  make_augmenter, sampling_patch_size, seed_augmentation)
@@ -54,7 +56,8 @@ class DiffOSegTrainer:
                  device: torch.device, seed: int = 12345, num_epochs: int | None = None,
                  iterations_per_epoch: int | None = None, output_folder: str | Path | None = None,
                  num_workers: int | None = None, val_iterations: int | None = None,
-                 freeze_backbone: bool | None = None, max_minutes: float | None = None):
+                 freeze_backbone: bool | None = None, max_minutes: float | None = None, precision: str | None = None,
+                 compile_network: bool = False):
         if stage not in (1, 2):
             raise ValueError(f"stage must be 1 or 2, got {stage}")
         self.plans, self.configuration, self.fold, self.dataset_name = plans, configuration, fold, dataset_name
@@ -78,7 +81,11 @@ class DiffOSegTrainer:
                             trainer_folder(dataset_name, type(self).__name__, plans.plans_name, configuration))
         self.output_folder = stage_folder(self.trainer_dir, fold, stage)
         self.data_folder = preprocessed_dataset_folder(dataset_name) / self.cfg.data_identifier
-        self.use_amp = self.device.type == "cuda"
+        # network autocast dtype (None = float32); the plans' training.precision unless overridden (--precision)
+        self.precision = precision or self.cfg.training.precision
+        self.amp_dtype = autocast_dtype(self.precision, self.device)
+        self.use_amp = self.amp_dtype is not None
+        self.compile_network = bool(compile_network)
         self.diffusion = CategoricalDiffusion(plans.num_classes, self.cfg.diffusion.num_timesteps,
                                               self.cfg.diffusion.schedule, self.cfg.diffusion.schedule_shift)
         self.logger = TrainingLogger()
@@ -114,9 +121,11 @@ class DiffOSegTrainer:
         if ddp.is_distributed():
             self.ddp_network = torch.nn.parallel.DistributedDataParallel(
                 self.network, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        # compiled for the training forward only; EMA, checkpoints and validation use the plain module
+        self.ddp_network = maybe_compile(self.ddp_network, self.compile_network)
         self.optimizer = build_optimizer(self.network, self.cfg.training.optimizer, self.initial_lr,
                                          self.cfg.training.weight_decay)
-        self.grad_scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.grad_scaler = grad_scaler(self.device, self.amp_dtype)
         self.was_initialized = True
 
     def build_network(self) -> torch.nn.Module:
@@ -217,8 +226,9 @@ class DiffOSegTrainer:
         x0 = torch.from_numpy(x0).to(self.device)
         t = self.diffusion.sample_timesteps(x0.shape[0], self.device, self.torch_gen)
         x_t = self.diffusion.q_sample(x0, t, self.torch_gen)
-        with torch.autocast(self.device.type, enabled=self.use_amp):
+        with autocast(self.device, self.amp_dtype):
             logits = network(data, x_t, t, rater_id)
+        # outside the autocast region: the posterior and KL stay in float32 (see runtime/precision.py)
         return self.diffusion.training_loss(x0, F.softmax(logits.float(), dim=1), x_t, t,
                                             x0_ce_weight=self.cfg.training.x0_ce_weight)
 
@@ -386,7 +396,7 @@ class DiffOSegTrainer:
                 "batch_size_per_rank": self.batch_size, "num_epochs": self.num_epochs,
                 "iterations_per_epoch": self.iterations_per_epoch, "val_iterations": self.val_iterations,
                 "initial_lr": self.initial_lr, "max_minutes": self.max_minutes, "freeze_backbone": self.freeze_backbone, "num_workers": self.num_workers,
-                "use_amp": self.use_amp, "save_every": self.save_every, "output_folder": str(self.output_folder),
+                "use_amp": self.use_amp, "precision": precision_name(self.amp_dtype), "compile": self.compile_network, "save_every": self.save_every, "output_folder": str(self.output_folder),
                 "data_folder": str(self.data_folder), "configuration_plan": self.plans.to_dict()["configurations"][self.configuration],
                 "torch_version": torch.__version__, "network_class": type(self.network).__name__ if self.network else None}
 

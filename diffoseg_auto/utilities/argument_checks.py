@@ -23,20 +23,6 @@ def above(option: str, value: float | None, bound: float) -> str | None:
     return None
 
 
-def device_problem(name: str, option: str = "-device") -> str | None:
-    """Why ``name`` cannot be used on this machine, or None."""
-    import torch
-
-    kind = name.split(":")[0]
-    if kind not in ("cpu", "cuda", "mps"):
-        return f"{option} must be cpu, cuda or mps, got '{name}'."
-    if kind == "cuda" and not torch.cuda.is_available():
-        return f"{option} {name}: no CUDA GPU is visible on this machine. Use {option} cpu."
-    if kind == "mps" and not torch.backends.mps.is_available():
-        return f"{option} mps: Apple MPS is not available on this machine. Use {option} cpu."
-    return None
-
-
 def raise_problems(problems: Iterable[str | None]) -> None:
     """Raise ArgumentError with one line per problem; return when there is none."""
     found = [p for p in problems if p]

@@ -1,14 +1,17 @@
 """A tiny model folder and raw input for the prediction tests (random-weight checkpoints; the timing of
-weights is irrelevant there): make_configuration, tiny_plans, write_model_folder, write_raw_input, predict."""
+weights is irrelevant there): make_configuration, tiny_plans, write_model_folder, write_raw_input, predict;
+tiny_cached_net (a K-class, R-rater cached-encoder denoiser with spread-out random weights) for the batching tests."""
 from __future__ import annotations
 
 import numpy as np
 import torch
 
+from diffoseg_auto.network.blocks import ops_from_plan
+from diffoseg_auto.network.unet_cached import CachedEncoderDenoiser
 from diffoseg_auto.plans.plans import ArchitecturePlan, AugmentationPlan, ConfigurationPlan, DiffusionPlan, InferencePlan
 
 
-def make_configuration(patch=(16, 16), mirror_axes=(0, 1), slice_axis=None, spatial_dims=None, windows_per_batch=4,
+def make_configuration(patch=(16, 16), mirror_axes=(0, 1), slice_axis=None, spatial_dims=None,
                        num_timesteps=20, denoiser="cached_encoder") -> ConfigurationPlan:
     d = spatial_dims or len(patch)
     arch = ArchitecturePlan(n_stages=2, features_per_stage=[4, 8], kernel_sizes=[[3] * d] * 2, strides=[[1] * d, [2] * d],
@@ -20,8 +23,18 @@ def make_configuration(patch=(16, 16), mirror_axes=(0, 1), slice_axis=None, spat
         resampling_order_data=3, resampling_order_seg=1, architecture=arch,
         diffusion=DiffusionPlan(num_timesteps=num_timesteps, sampling_steps=5, num_samples=2),
         augmentation=AugmentationPlan(mirror_axes=list(mirror_axes)),
-        inference=InferencePlan(windows_per_batch=windows_per_batch), slice_axis=slice_axis)
+        inference=InferencePlan(), slice_axis=slice_axis)
 
+
+TINY_NET_CLASSES, TINY_NET_RATERS = 3, 2
+
+
+def tiny_cached_net(cfg: ConfigurationPlan, seed: int = 0) -> CachedEncoderDenoiser:
+    torch.manual_seed(seed)
+    net = CachedEncoderDenoiser(cfg.architecture, ops_from_plan(cfg.architecture, 2), 1, TINY_NET_CLASSES, TINY_NET_RATERS)
+    for p in net.parameters():  # away from the zero inits, so that t, x_t and the rater all matter
+        torch.nn.init.normal_(p, std=0.3)
+    return net.eval()
 
 
 DATASET = "Dataset901_Tiny"

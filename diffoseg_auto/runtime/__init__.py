@@ -1,0 +1,1 @@
+"""Where and how tensors run: device choice, mixed precision, torch.compile (shared by every command)."""
