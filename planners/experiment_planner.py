@@ -231,7 +231,7 @@ class ExperimentPlanner:
             median_image_size_in_voxels=[int(s) for s in median_shape], normalization_schemes=schemes,
             use_mask_for_norm=use_mask, resampling_order_data=3, resampling_order_seg=1,
             architecture=self.architecture(topo), diffusion=diff, training=self.training(), stage2=self.stage2(),
-            augmentation=aug, inference=InferencePlan(step_size=0.5, use_mirroring=bool(aug.mirror_axes)),
+            augmentation=aug, inference=InferencePlan(step_size=0.5, use_mirroring=False),
             slice_axis=slice_axis, notes=notes)
 
     def plan_2d(self, spacing: list[float], median_shape: list[int]) -> ConfigurationPlan:
