@@ -24,7 +24,7 @@ def predict_baseline_from_folder(input_folder: str | Path, output_folder: str | 
                                  plans: str = "DiffOSegPlans", num_samples: int | None = None,
                                  raters: str | Sequence[str] | None = None, save_probabilities: bool = False,
                                  save_samples: bool = False, checkpoint_name: str = CHECKPOINT_FINAL,
-                                 step_size: float = 0.5, use_mirroring: bool = True,
+                                 step_size: float = 0.5, use_mirroring: bool | None = None,
                                  device: str | torch.device = "cuda", num_processes_preprocessing: int | None = None,
                                  num_processes_export: int | None = None, seed: int = 0,
                                  model_folder: str | Path | None = None, continue_prediction: bool = False,
@@ -52,6 +52,7 @@ def predict_baseline_from_folder(input_folder: str | Path, output_folder: str | 
     cfg = plans_obj.get_configuration(config_name)
     chosen = _select_raters("all" if raters is None else raters, plans_obj, True, model_folder)
     num_samples = int(cfg.diffusion.num_samples if num_samples is None else num_samples)
+    use_mirroring = True if use_mirroring is None else bool(use_mirroring)  # nnU-Net's default for a U-Net
     predictor = BaselinePredictor(nets, cfg, device, use_mirroring, step_size)
     ending, cases = input_cases(input_folder, model_folder, dataset_name, plans_obj.num_input_channels)
     settings = {"dataset": dataset_name, "model_folder": str(model_folder), "trainer": trainer,

@@ -215,7 +215,7 @@ def predict_from_folder(input_folder: str | Path, output_folder: str | Path, dat
                         num_samples: int | None = None, sampling_steps: int | None = None,
                         raters: str | Sequence[str] | None = None, rater_num_samples: int | None = None,
                         save_probabilities: bool = False, save_samples: bool = False,
-                        checkpoint_name: str = CHECKPOINT_FINAL, step_size: float = 0.5, use_mirroring: bool = True,
+                        checkpoint_name: str = CHECKPOINT_FINAL, step_size: float = 0.5, use_mirroring: bool | None = None,
                         device: str | torch.device | None = None, num_processes_preprocessing: int | None = None,
                         num_processes_export: int | None = None, seed: int = 0,
                         model_folder: str | Path | None = None, continue_prediction: bool = False,
@@ -231,7 +231,9 @@ def predict_from_folder(input_folder: str | Path, output_folder: str | Path, dat
     reported and skipped; PredictionIncompleteError lists the failures after all other cases are written.
     A baseline ``trainer`` (network.baselines) is predicted by inference.baseline_prediction (same outputs and
     output-folder rules; ``sampling_steps`` and ``rater_num_samples`` do not apply).
-    ``device`` None = CUDA when available, else the CPU; ``precision`` None = the plans' inference.precision.
+    ``device`` None = CUDA when available, else the CPU; ``precision`` None = the plans' inference.precision;
+    ``use_mirroring`` None = the plans' inference.use_mirroring for DiffOSeg (planned off: results.md), on for
+    the deterministic baselines (their mirroring costs 4x once, not 4x per step and sample).
     """
     if baseline_network_class(trainer) is not None:  # single-stage baselines: no diffusion sampling
         from diffoseg_auto.inference.baseline_prediction import predict_baseline_from_folder
@@ -255,6 +257,7 @@ def predict_from_folder(input_folder: str | Path, output_folder: str | Path, dat
     if config_name != configuration:
         raise ModelLoadError(f"{model_folder}: checkpoints were trained with configuration '{config_name}', not '{configuration}' (-c).")
     cfg = plans_obj.get_configuration(config_name)
+    use_mirroring = cfg.inference.use_mirroring if use_mirroring is None else bool(use_mirroring)
     stage2_available = has_stage2(model_folder, folds, checkpoint_name)
     chosen_raters = _select_raters(raters, plans_obj, stage2_available, model_folder)
     num_samples = int(cfg.diffusion.num_samples if num_samples is None else num_samples)
@@ -349,7 +352,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save_samples", action="store_true", help="also write samples/<case>.npz (all Stage I samples)")
     p.add_argument("-chk", default=CHECKPOINT_FINAL, help=f"checkpoint file name (default: {CHECKPOINT_FINAL})")
     p.add_argument("-step_size", type=float, default=0.5, help="sliding-window step as a fraction of the patch (default: 0.5)")
-    p.add_argument("--disable_tta", action="store_true", help="no mirroring test-time augmentation (faster)")
+    p.add_argument("--disable_tta", action="store_true",
+                   help="no mirroring test-time augmentation (default: the plans' inference.use_mirroring for DiffOSeg, planned "
+                        "off; on for the baselines)")
     p.add_argument("-device", default=None,
                    help=f"{', '.join(DEVICE_CHOICES)} or cuda:N (default: cuda when available, else cpu)")
     p.add_argument("--precision", default=None, choices=PRECISIONS,
@@ -374,7 +379,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                         num_samples=args.num_samples, sampling_steps=args.sampling_steps, raters=args.raters,
                         rater_num_samples=args.rater_num_samples, save_probabilities=args.save_probabilities,
                         save_samples=args.save_samples, checkpoint_name=args.chk, step_size=args.step_size,
-                        use_mirroring=not args.disable_tta, device=args.device, num_processes_preprocessing=args.npp,
+                        use_mirroring=False if args.disable_tta else None, device=args.device, num_processes_preprocessing=args.npp,
                         num_processes_export=args.nps, seed=args.seed,
                         continue_prediction=args.continue_prediction, overwrite=args.overwrite,
                         precision=args.precision, compile_network=args.compile)
