@@ -69,12 +69,11 @@ def share_stage1(source: Path, target: Path, configuration: str) -> None:
     """Copy a Stage I checkpoint into ``configuration``'s fold folder. Stage I does not depend on the stage2
     section the configurations differ in, so the weights are the same run's; only the configuration
     name the trainer checks is relabelled."""
-    import torch
+    from diffoseg_auto.io.checkpoint_io import load_checkpoint, save_checkpoint
 
-    ckpt = torch.load(source, map_location="cpu", weights_only=False)
+    ckpt = load_checkpoint(source)
     ckpt["init_args"]["configuration"] = configuration
-    target.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(ckpt, target)
+    save_checkpoint(target, ckpt)
 
 
 def matrix_margins(matrix: np.ndarray) -> dict:
