@@ -283,10 +283,9 @@ def predict_from_folder(input_folder: str | Path, output_folder: str | Path, dat
         samples = predictor1.sample_case(data, num_samples, sampling_steps, seed=_case_seed(seed, case))
         if predictor2 is None:
             return samples, None
-        # all raters in one chain batch: the windows are encoded once for every prompt
-        ids = np.repeat(rater_ids, rater_num_samples)
-        rs = predictor2.sample_case(data, len(ids), sampling_steps, rater_id=ids, seed=_case_seed(seed, case + "/stage2"))
-        return samples, {r: rs[i * rater_num_samples:(i + 1) * rater_num_samples] for i, r in enumerate(chosen_raters)}
+        per_rater = predictor2.sample_raters(data, rater_ids, rater_num_samples, sampling_steps,
+                                             seed=_case_seed(seed, case + "/stage2"))
+        return samples, dict(zip(chosen_raters, per_rater))
 
     return predict_cases(sample, output_folder, settings, cases, ending, plans_obj, config_name, chosen_raters,
                          save_probabilities, save_samples, continue_prediction, overwrite, npp, nps)

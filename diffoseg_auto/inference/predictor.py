@@ -139,6 +139,14 @@ class DiffOSegPredictor:
         labels = labels[(slice(None), *unpad[1:])]
         return labels.to(torch.uint8).cpu().numpy()
 
+    def sample_raters(self, data: np.ndarray, rater_ids: Sequence[int], samples_per_rater: int, sampling_steps: int,
+                      seed: int = 0) -> list[np.ndarray]:
+        """Stage II: ``samples_per_rater`` samples for every rater in ``rater_ids``, all in one chain batch (the
+        windows are encoded once for every prompt) -> one (samples_per_rater, *S) array per rater, in order."""
+        n = int(samples_per_rater)
+        rs = self.sample_case(data, len(rater_ids) * n, sampling_steps, rater_id=np.repeat(rater_ids, n), seed=seed)
+        return [rs[k * n:(k + 1) * n] for k in range(len(rater_ids))]
+
     def _rater_ids(self, rater_id: int | Sequence[int] | None, num_samples: int) -> Tensor | None:
         """Validated per-sample rater ids (N,) on the device, or None for Stage I."""
         if self.num_raters is None:

@@ -25,7 +25,6 @@ import numpy as np
 from diffoseg_auto.plans.plans import CONSENSUS_MODES
 
 
-
 def one_hot_np(labels: np.ndarray, num_classes: int, axis: int = 0) -> np.ndarray:
     """Integer labels -> float32 one-hot with the class axis inserted at ``axis`` ((*S) -> (K,*S) for axis 0)."""
     eye = np.eye(num_classes, dtype=np.float32)

@@ -49,11 +49,8 @@ def validate_cases(network: nn.Module, diffusion, configuration: ConfigurationPl
             if file_ending:
                 export_case(**export, consensus_probabilities=mean_one_hot(samples, num_classes), samples=samples)
         else:
-            # all rater prompts in one batched chain: each window is encoded once for every rater
-            n = samples_per_rater
-            rs = predictor.sample_case(data, len(raters) * n, sampling_steps,
-                                       rater_id=np.repeat(np.arange(len(raters)), n), seed=i)
-            per_rater = {r: rs[k * n:(k + 1) * n] for k, r in enumerate(raters)}
+            per_rater = dict(zip(raters, predictor.sample_raters(data, range(len(raters)), samples_per_rater,
+                                                                 sampling_steps, seed=i)))
             preds = np.stack([consensus_from_samples(v, num_classes) for v in per_rater.values()])
             res = evaluate_case(None, seg, rater_mask, num_classes, rater_predictions=preds, mode=mode)
             if file_ending:
