@@ -28,26 +28,33 @@ BUBIL = ROOT.parent / "shared" / "data" / "bubil_cells" / "BU-BIL_Dataset1"
 CPU_CONFIGURATION = "2d_halfres"
 
 
-def add_halfres_configuration(plans_file: Path, batch_size: int) -> dict:
-    """Add CPU_CONFIGURATION (inherits '2d'; twice the spacing, 256x256 patches) to the plans JSON."""
+# CPU-sized configurations added by inheritance from the planned '2d': name -> downsampling factor. At 1/4
+# (203x256) one 256x256 window covers the whole image, so prediction needs 1 window instead of 3x3.
+CPU_CONFIGURATIONS = {"2d_halfres": 2, "2d_quarterres": 4}
+
+
+def add_cpu_configuration(plans_file: Path, batch_size: int, name: str = CPU_CONFIGURATION) -> dict:
+    """Add the configuration ``name`` of CPU_CONFIGURATIONS (inherits '2d'; the factor times the spacing,
+    256x256 patches) to the plans JSON."""
     from diffoseg_auto.utilities.file_ops import load_json, save_json
 
+    factor = CPU_CONFIGURATIONS[name]
     plans = load_json(plans_file)
     base = plans["configurations"]["2d"]
-    plans["configurations"][CPU_CONFIGURATION] = {
+    plans["configurations"][name] = {
         "inherits_from": "2d",
-        "data_identifier": f"{plans['plans_name']}_{CPU_CONFIGURATION}",
-        "spacing": [2.0 * s for s in base["spacing"]],
-        "median_image_size_in_voxels": [int(round(v / 2)) for v in base["median_image_size_in_voxels"]],
+        "data_identifier": f"{plans['plans_name']}_{name}",
+        "spacing": [factor * s for s in base["spacing"]],
+        "median_image_size_in_voxels": [int(round(v / factor)) for v in base["median_image_size_in_voxels"]],
         "patch_size": [256, 256],
         "batch_size": batch_size,
-        "notes": {"purpose": "CPU budget: half resolution and 256x256 patches (added by benchmarks/bubil_cpu_budget.py)"},
+        "notes": {"purpose": f"CPU budget: 1/{factor} resolution and 256x256 patches (added by benchmarks/bubil_cpu_budget.py)"},
     }
     save_json(plans, plans_file)
-    return plans["configurations"][CPU_CONFIGURATION]
+    return plans["configurations"][name]
 
 
-def prepare(dataset_id: int, batch_size: int) -> None:
+def prepare(dataset_id: int, batch_size: int, configuration: str = CPU_CONFIGURATION) -> None:
     from dataset_conversion.convert_bubil import convert_bubil
     from diffoseg_auto.paths import preprocessed_root
     from diffoseg_auto.utilities.dataset_name_id import resolve_dataset_name
@@ -55,8 +62,9 @@ def prepare(dataset_id: int, batch_size: int) -> None:
 
     convert_bubil(BUBIL, dataset_id, overwrite=True)
     plan_and_preprocess(["-d", str(dataset_id), "-c", "2d", "-np", "2", "--verify_dataset_integrity", "--no_pp"])
-    add_halfres_configuration(preprocessed_root() / resolve_dataset_name(dataset_id) / "DiffOSegPlans.json", batch_size)
-    preprocess(["-d", str(dataset_id), "-c", CPU_CONFIGURATION, "-np", "2"])
+    add_cpu_configuration(preprocessed_root() / resolve_dataset_name(dataset_id) / "DiffOSegPlans.json", batch_size,
+                          configuration)
+    preprocess(["-d", str(dataset_id), "-c", configuration, "-np", "2"])
 
 
 def render_markdown(r: dict) -> str:

@@ -88,7 +88,7 @@ def run_fold(a: argparse.Namespace, fold: int, work: Path, log: dict) -> None:
             if a.retrain or not is_trained(model_folder(a.dataset_id, trainer, a.configuration), fold, stages):
                 entry["training"] = train_with_budget(a.dataset_id, a.configuration, stages[0], stages[1], threads=1,
                                                       iterations_per_epoch=a.iterations_per_epoch, fold=fold,
-                                                      trainer=trainer)
+                                                      trainer=trainer, budget_clock="cpu")
             val = work / f"val_images_fold{fold}"
             cases = link_fold_images(a.dataset_id, fold, val)
             entry["prediction"] = predict_fold(a, trainer, fold, val, cases)
@@ -98,8 +98,9 @@ def run_fold(a: argparse.Namespace, fold: int, work: Path, log: dict) -> None:
         print(f"fold {fold} {trainer}: {json.dumps(entry)}", flush=True)
 
 
-def prepare(kind: str, dataset_id: int) -> None:
-    """Convert, plan and preprocess the shared LIDC subset or BU-BIL (as the budget scripts do)."""
+def prepare(kind: str, dataset_id: int, configuration: str) -> None:
+    """Convert, plan and preprocess the shared LIDC subset or BU-BIL (as the budget scripts do; for BU-BIL
+    ``configuration`` is one of bubil_cpu_budget.CPU_CONFIGURATIONS)."""
     if kind == "lidc":
         from lidc_equal_budget import prepare as prepare_lidc
 
@@ -107,7 +108,7 @@ def prepare(kind: str, dataset_id: int) -> None:
     else:
         from bubil_cpu_budget import prepare as prepare_bubil
 
-        prepare_bubil(dataset_id, batch_size=8)
+        prepare_bubil(dataset_id, batch_size=8, configuration=configuration)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -140,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
         set_env(Path(a.work))
     work = Path(a.work) if a.work else out
     if a.prepare:
-        prepare(a.prepare, a.dataset_id)
+        prepare(a.prepare, a.dataset_id, a.configuration)
     t0, log = time.time(), {}
     command = "python benchmarks/real_data_comparison.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     for i, fold in enumerate(a.folds):

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
+
 import pytest
 import torch
 
@@ -134,6 +136,25 @@ def test_time_budget_cuts_epochs(toy, tmp_path):
     # a generous budget leaves the planned epochs alone
     tr = run_training(DATASET, "2d", 0, "1", num_epochs=2, num_workers=0, output_folder=tmp_path / "free",
                       skip_final_validation=True, max_minutes=60)[0]
+    assert tr.current_epoch == 2
+
+
+@pytest.mark.slow
+def test_cpu_budget_clock_counts_process_time(toy, tmp_path, monkeypatch):
+    # --budget_clock cpu reads the process CPU clock: a fake one that advances an hour per reading cuts a
+    # 10-minute budget after the first epoch, although hardly any wall-clock time passes
+    import itertools
+
+    from diffoseg_auto.training import trainer as trainer_module
+
+    assert trainer_module.BUDGET_CLOCKS["cpu"] is time.process_time
+    hours = itertools.count(0, 3600)
+    monkeypatch.setitem(trainer_module.BUDGET_CLOCKS, "cpu", lambda: float(next(hours)))
+    tr = run_training(DATASET, "2d", 0, "1", num_epochs=3, num_workers=0, output_folder=tmp_path / "cpu",
+                      skip_final_validation=True, max_minutes=10, budget_clock="cpu")[0]
+    assert tr.current_epoch == 1 and tr.num_epochs == 1
+    tr = run_training(DATASET, "2d", 0, "1", num_epochs=2, num_workers=0, output_folder=tmp_path / "wall",
+                      skip_final_validation=True, max_minutes=10, budget_clock="wall")[0]
     assert tr.current_epoch == 2
 
 

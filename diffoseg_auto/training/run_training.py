@@ -20,7 +20,7 @@ from diffoseg_auto.runtime.device import DEVICE_CHOICES, device_problem, resolve
 from diffoseg_auto.runtime.precision import PRECISIONS
 from diffoseg_auto.training import ddp
 from diffoseg_auto.training.fold_guard import clear_fold_outputs, refuse_silent_overwrite
-from diffoseg_auto.training.trainer import DiffOSegTrainer
+from diffoseg_auto.training.trainer import BUDGET_CLOCKS, DiffOSegTrainer
 from diffoseg_auto.training.trainer_registry import get_trainer_class
 from diffoseg_auto.utilities.argument_checks import above, at_least, raise_problems
 from diffoseg_auto.utilities.dataset_name_id import resolve_dataset_name
@@ -77,7 +77,7 @@ def run_training(dataset: str | int, configuration: str, fold: int | str, stage:
                  seed: int = 12345, freeze_backbone: bool | None = None, num_workers: int | None = None,
                  output_folder: str | Path | None = None, skip_final_validation: bool = False,
                  max_minutes: float | None = None, overwrite: bool = False, precision: str | None = None,
-                 compile_network: bool = False) -> list[DiffOSegTrainer]:
+                 compile_network: bool = False, budget_clock: str = "wall") -> list[DiffOSegTrainer]:
     """Train (or with ``only_validation`` just validate) the requested stage(s); returns the trainers.
 
     A stage that already has checkpoints needs ``continue_training`` or ``overwrite`` (see fold_guard).
@@ -112,7 +112,8 @@ def run_training(dataset: str | int, configuration: str, fold: int | str, stage:
             tr = trainer_cls(plans, configuration, fold, dataset_name, s, dev, seed=seed, num_epochs=num_epochs,
                              iterations_per_epoch=iterations_per_epoch, output_folder=output_folder,
                              num_workers=num_workers, val_iterations=val_iterations, freeze_backbone=freeze_backbone,
-                             max_minutes=max_minutes, precision=precision, compile_network=compile_network)
+                             max_minutes=max_minutes, precision=precision, compile_network=compile_network,
+                             budget_clock=budget_clock)
             if only_validation:
                 tr.load_checkpoint(tr.output_folder / CHECKPOINT_FINAL, weights_only=True)
             else:
@@ -145,7 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iterations_per_epoch", type=int, default=None, help="override the plans' iterations per epoch")
     p.add_argument("--val_iterations", type=int, default=None, help="override the validation-loss batches per epoch")
     p.add_argument("--max_minutes", type=float, default=None,
-                   help="wall-clock budget per stage: the number of epochs is cut to what fits (equal-time benchmarks)")
+                   help="time budget per stage: the number of epochs is cut to what fits (equal-time benchmarks)")
+    p.add_argument("--budget_clock", default="wall", choices=sorted(BUDGET_CLOCKS),
+                   help="what --max_minutes counts: wall-clock time (default) or this process's CPU time "
+                        "(equal compute for methods compared on a shared machine)")
     p.add_argument("-device", default=None,
                    help=f"{', '.join(DEVICE_CHOICES)} or cuda:N (default: cuda when available, else cpu)")
     p.add_argument("--precision", default=None, choices=PRECISIONS,
@@ -173,7 +177,8 @@ def main(argv: list[str] | None = None) -> None:
                  args.num_epochs, args.iterations_per_epoch, args.val_iterations, args.device, args.seed,
                  True if args.freeze_backbone else None, args.num_workers,
                  skip_final_validation=args.no_final_validation, max_minutes=args.max_minutes,
-                 overwrite=args.overwrite, precision=args.precision, compile_network=args.compile)
+                 overwrite=args.overwrite, precision=args.precision, compile_network=args.compile,
+                 budget_clock=args.budget_clock)
 
 
 if __name__ == "__main__":

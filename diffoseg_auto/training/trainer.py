@@ -49,6 +49,10 @@ class Stage1CheckpointMissingError(UserError, FileNotFoundError):
     pass
 
 
+# what --max_minutes counts: elapsed wall-clock seconds, or CPU seconds of this process (all its threads)
+BUDGET_CLOCKS = {"wall": time.time, "cpu": time.process_time}
+
+
 class DiffOSegTrainer:
     save_every = 5  # the latest checkpoint every N epochs (and at the end); resume repeats the epochs since
 
@@ -57,7 +61,7 @@ class DiffOSegTrainer:
                  iterations_per_epoch: int | None = None, output_folder: str | Path | None = None,
                  num_workers: int | None = None, val_iterations: int | None = None,
                  freeze_backbone: bool | None = None, max_minutes: float | None = None, precision: str | None = None,
-                 compile_network: bool = False):
+                 compile_network: bool = False, budget_clock: str = "wall"):
         if stage not in (1, 2):
             raise ValueError(f"stage must be 1 or 2, got {stage}")
         self.plans, self.configuration, self.fold, self.dataset_name = plans, configuration, fold, dataset_name
@@ -74,8 +78,12 @@ class DiffOSegTrainer:
         self.val_iterations = int(val_iterations if val_iterations is not None else tr.num_val_iterations_per_epoch)
         self.freeze_backbone = bool(s2.freeze_backbone if freeze_backbone is None else freeze_backbone) and stage == 2
         self.num_workers = default_num_processes() if num_workers is None else int(num_workers)
-        # wall-clock budget of this stage (benchmarks at equal training time); None = train all epochs
+        # time budget of this stage (benchmarks at equal training time); None = train all epochs. The 'cpu'
+        # clock counts this process's CPU time, so methods compared on a shared machine get equal compute.
         self.max_minutes = None if max_minutes is None else float(max_minutes)
+        if budget_clock not in BUDGET_CLOCKS:
+            raise ValueError(f"budget_clock must be one of {sorted(BUDGET_CLOCKS)}, got {budget_clock!r}")
+        self.budget_clock = budget_clock
         self.batch_size = ddp.per_rank_batch_size(self.cfg.batch_size, self.world_size)
         self.trainer_dir = (Path(output_folder) if output_folder is not None else
                             trainer_folder(dataset_name, type(self).__name__, plans.plans_name, configuration))
@@ -289,7 +297,8 @@ class DiffOSegTrainer:
         self.on_train_start(continue_training)
         self._epochs_before_budget = self.current_epoch
         self._requested_epochs = self.num_epochs
-        start = time.time()
+        clock = BUDGET_CLOCKS[self.budget_clock]
+        start = clock()
         while self.current_epoch < self.num_epochs:
             self.on_epoch_start()
             train_losses = [self.train_step(next(self.mt_tr)) for _ in range(self.iterations_per_epoch)]
@@ -297,7 +306,7 @@ class DiffOSegTrainer:
             val_losses = [self.validation_step(next(self.mt_val)) for _ in range(self.val_iterations)]
             self.on_epoch_end(train_losses, val_losses)
             if self.max_minutes is not None:
-                self._fit_epochs_to_budget(time.time() - start)
+                self._fit_epochs_to_budget(clock() - start)
         self.on_train_end()
 
     def _fit_epochs_to_budget(self, elapsed_s: float) -> None:
@@ -395,7 +404,7 @@ class DiffOSegTrainer:
         return {**self.init_args, "seed": self.seed, "device": str(self.device), "world_size": self.world_size,
                 "batch_size_per_rank": self.batch_size, "num_epochs": self.num_epochs,
                 "iterations_per_epoch": self.iterations_per_epoch, "val_iterations": self.val_iterations,
-                "initial_lr": self.initial_lr, "max_minutes": self.max_minutes, "freeze_backbone": self.freeze_backbone, "num_workers": self.num_workers,
+                "initial_lr": self.initial_lr, "max_minutes": self.max_minutes, "budget_clock": self.budget_clock, "freeze_backbone": self.freeze_backbone, "num_workers": self.num_workers,
                 "use_amp": self.use_amp, "precision": precision_name(self.amp_dtype), "compile": self.compile_network, "save_every": self.save_every, "output_folder": str(self.output_folder),
                 "data_folder": str(self.data_folder), "configuration_plan": self.plans.to_dict()["configurations"][self.configuration],
                 "torch_version": torch.__version__, "network_class": type(self.network).__name__ if self.network else None}
