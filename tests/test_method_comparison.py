@@ -11,7 +11,7 @@ import pytest
 from diffoseg_auto.dataset.raw_dataset import write_dataset_json
 from diffoseg_auto.evaluation.benchmark_entrypoint import main
 from diffoseg_auto.evaluation.comparison_report import compare_methods
-from diffoseg_auto.evaluation.method_comparison import EMPTY, INTER_RATER, MAJORITY
+from diffoseg_auto.evaluation.method_comparison import AREA_SPEARMAN, EMPTY, INTER_RATER, MAJORITY
 from diffoseg_auto.results_layout import VAL_PREDICTIONS
 from diffoseg_auto.io.image_io import write_image, write_seg
 from diffoseg_auto.utilities.file_ops import save_json
@@ -88,6 +88,15 @@ def expected(row: str, metric: str) -> tuple[float, float]:
     return float(np.mean(per_fold)), float(np.std(per_fold, ddof=1))
 
 
+def spearman_by_hand(x: list[float], y: list[float]) -> float:
+    """Pearson correlation of average ranks (ties share the mean of their positions)."""
+    def ranks(v):
+        v = np.asarray(v, float)
+        return np.array([np.mean([i + 1 for i, w in enumerate(sorted(v)) if w == u]) for u in v])
+    rx, ry = ranks(x) - ranks(x).mean(), ranks(y) - ranks(y).mean()
+    return float((rx * ry).sum() / np.sqrt((rx ** 2).sum() * (ry ** 2).sum()))
+
+
 @pytest.fixture
 def comparison_data(env_folders):
     raw = env_folders["raw"] / DS
@@ -126,6 +135,13 @@ def test_method_table_has_known_values_and_the_reference_rows(comparison_data, t
         assert got["std"] == pytest.approx(std, abs=1e-9), (row, metric)
         assert got["num_folds"] == 2
     assert ("FakeB", "Dice_rater_strict") not in strict.index  # no per-rater predictions, no number
+    # rater areas: FakeA predicts 8, 4, 4 pixels for a, b, c; fold 0's raters drew 6, 6, 12 on average
+    # (rank correlation -0.5); fold 1's drew 4, 4, 4 (no ranking: NaN, left out); constant predictions: none
+    assert spearman_by_hand([8, 4, 4], [6, 6, 12]) == pytest.approx(-0.5)
+    got = strict.loc[("FakeA", AREA_SPEARMAN)]
+    assert got["mean"] == pytest.approx(-0.5) and got["num_folds"] == 1
+    for row in (EMPTY, MAJORITY, "FakeB"):
+        assert (row, AREA_SPEARMAN) not in strict.index
     # all-empty: Dice_max is 1 only on c4 (rater b is empty there), so fold 0 scores 0 and fold 1 scores 0.5
     assert strict.loc[(EMPTY, "Dice_max"), "mean"] == pytest.approx(0.25)
 

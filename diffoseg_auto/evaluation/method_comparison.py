@@ -14,6 +14,11 @@ both metric modes (strict, dpersona). Rows added on the same cases:
   background) as all N samples and as every rater's prediction (a perfect deterministic consensus);
 - ``inter-rater``: leave-one-rater-out agreement of the raters (see inter_rater.py).
 
+``Rater_area_spearman`` (strict rows only, per fold): do a method's per-rater predictions rank the raters
+by foreground area as their own masks do? Spearman's rho between each rater's mean predicted foreground
+area over the fold's cases and the mean area of the masks that rater drew (cases they annotated); NaN
+when either side is constant (a method that gives every rater the same mask has no ranking).
+
 N is the plans' ``diffusion.num_samples`` of the configuration.
 """
 from __future__ import annotations
@@ -25,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy.stats import spearmanr
 
 from diffoseg_auto.dataset.raw_dataset import RawDataset
 from diffoseg_auto.errors import InvalidArgumentError
@@ -38,7 +44,8 @@ from diffoseg_auto.utilities.file_ops import load_json
 logger = logging.getLogger(__name__)
 
 EMPTY, MAJORITY, INTER_RATER = "all-empty", "raters' majority repeated", "inter-rater"
-METRICS = ("GED", "Dice_soft", "Dice_match", "Dice_max", "Dice_rater_strict", "Dice_rater_dpersona")
+AREA_SPEARMAN = "Rater_area_spearman"
+METRICS = ("GED", "Dice_soft", "Dice_match", "Dice_max", "Dice_rater_strict", "Dice_rater_dpersona", AREA_SPEARMAN)
 COLUMNS = ["dataset", "configuration", "method", "fold", "num_cases", "mode", "metric", "value"]
 
 
@@ -87,21 +94,42 @@ def _mean_over_cases(per_case: list[dict]) -> dict[str, float]:
         return {k: float(np.nanmean([d.get(k, np.nan) for d in per_case])) for k in names}
 
 
+def area_spearman(predicted: np.ndarray, annotated: np.ndarray) -> float:
+    """Spearman's rho of two per-rater area vectors (NaN where a side is constant or has NaNs)."""
+    ok = np.isfinite(predicted) & np.isfinite(annotated)
+    p, a = predicted[ok], annotated[ok]
+    if len(p) < 2 or np.ptp(p) == 0 or np.ptp(a) == 0:
+        return float("nan")
+    return float(spearmanr(p, a).statistic)
+
+
 def score_fold(ds: RawDataset, method_folders: dict[str, list[Path]], cases: list[str], num_samples: int,
                modes: tuple[str, ...] = MODES) -> dict[tuple[str, str], dict[str, float]]:
     """(row, mode) -> metrics averaged over ``cases`` for every method, the trivial rows and the inter-rater row."""
     per_case: dict[tuple[str, str], list[dict]] = {}
+    # per row: (cases, raters) predicted foreground areas; and the raters' own areas (NaN: not annotated)
+    predicted_area: dict[str, list[np.ndarray]] = {}
+    annotated_area: list[np.ndarray] = []
     for case in cases:
         labels, mask, props, ref_file = load_reference(ds.folder / "labelsTr", ds.raters, case, ds.file_ending)
         rows = {m: load_method_case(ds, folders, case, props, ref_file) for m, folders in method_folders.items()}
         trivial = trivial_predictions(labels, mask, ds.num_classes, num_samples)
         rows.update({name: (s, c, r) for name, (s, c, r) in trivial.items()})
+        annotated_area.append(np.where(mask, (labels > 0).reshape(len(labels), -1).sum(1), np.nan))
         for name, (samples, consensus, raters) in rows.items():
+            if raters is not None:
+                predicted_area.setdefault(name, []).append((raters > 0).reshape(len(raters), -1).sum(1).astype(float))
             for mode in modes:
                 res = evaluate_case(samples, labels, mask, ds.num_classes, rater_predictions=raters,
                                     consensus=consensus, mode=mode)
                 per_case.setdefault((name, mode), []).append({k: v for k, v in res.items() if isinstance(v, float)})
     out = {key: _mean_over_cases(v) for key, v in per_case.items()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a rater who annotated none of the cases
+        reference = np.nanmean(np.stack(annotated_area), 0)
+    for name, areas in predicted_area.items():
+        if len(areas) == len(cases) and "strict" in modes:
+            out[(name, "strict")][AREA_SPEARMAN] = area_spearman(np.mean(np.stack(areas), 0), reference)
     for mode in modes:
         try:
             out[(INTER_RATER, mode)] = inter_rater_reference(ds.folder, cases=cases, mode=mode)["metrics"]
