@@ -1,0 +1,149 @@
+"""The two Stage II prompt blocks on real data (BU-BIL), from the same Stage I, at the same CPU budget.
+
+Runs after ``real_data_comparison.py`` in the same ``--work`` folder: that run trained DiffOSeg with the
+plans' default block (``stage2.prompt_block`` 'residual') and predicted every fold's held-out images into
+``fold_<f>/val_predictions``. For every fold this script adds a configuration ``<c>_paper`` (inherits
+``-c``; only ``stage2.prompt_block`` = 'paper' differs), copies that fold's Stage I checkpoint into it
+(same weights), trains Stage II for ``--minutes`` CPU minutes (DiffOSeg's Stage II share in the comparison:
+5 x 1/3 by default), predicts the rater prompts of the same images, and scores both blocks on the same
+cases: strict per-rater Dice, the rater x prompt Dice matrix (rows whose maximum is on the diagonal, mean
+diagonal minus mean off-diagonal) and the rater-area Spearman correlation. Results go to
+``--out``/prompt_blocks.json and .md.
+
+    python benchmarks/real_prompt_blocks.py --work /tmp/s2/bubil -d 101 -c 2d_quarterres -f 0 1 2 3 4 \\
+        --sampling_steps 5 --out /tmp/s2/blocks_bubil
+
+BU-BIL was not used to choose either block (the default was chosen on the toy's tuning seed), so this
+is a held-out comparison.
+"""
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):  # before numpy / torch load
+    os.environ.setdefault(_var, "1")
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from budget_common import set_env, train_with_budget
+from toy_rater_styles import matrix_margins, share_stage1
+
+PLANS = "DiffOSegPlans"
+TRAINER = "DiffOSegTrainer"
+
+
+def add_block_configuration(plans_file: Path, base: str, block: str) -> str:
+    """Configuration '<base>_<block>': inherits ``base``; only stage2.prompt_block differs."""
+    from diffoseg_auto.utilities.file_ops import load_json, save_json
+
+    plans = load_json(plans_file)
+    name = f"{base}_{block}"
+    plans["configurations"][name] = {"inherits_from": base, "stage2": {"prompt_block": block}}
+    save_json(plans, plans_file)
+    return name
+
+
+def residual_iterations(comparison_out: str | None, fold: int) -> int | None:
+    """Stage II iterations of the default block in real_data_comparison.py's run.json (None: unknown)."""
+    run = Path(comparison_out or "") / "run.json"
+    if not comparison_out or not run.is_file():
+        return None
+    entry = json.loads(run.read_text()).get("methods", {}).get(TRAINER, {}).get(str(fold), {})
+    return entry.get("training", {}).get("stage2", {}).get("iterations")
+
+
+def score(ds, folders: dict[str, Path], cases: list[str], num_samples: int) -> dict:
+    """Per block: strict per-rater Dice, area Spearman, and the rater x prompt matrix with its margins."""
+    from diffoseg_auto.evaluation.evaluate_entrypoint import evaluate_folder
+    from diffoseg_auto.evaluation.method_comparison import AREA_SPEARMAN, score_fold
+
+    scored = score_fold(ds, {b: [f] for b, f in folders.items()}, cases, num_samples, modes=("strict",))
+    out = {}
+    for block, folder in folders.items():
+        m = scored[(block, "strict")]
+        summary = evaluate_folder(ds.folder / "labelsTr", folder, folder / "summary_blocks.json")
+        matrix = np.asarray(summary["rater_prompt_dice_matrix"], dtype=float)
+        out[block] = {"Dice_rater_strict": m.get("Dice_rater_strict"), AREA_SPEARMAN: m.get(AREA_SPEARMAN),
+                      "per_rater": {r: m.get(f"Dice_rater_strict/{k}") for k, r in enumerate(ds.raters)},
+                      **matrix_margins(matrix)}
+    return out
+
+
+def render(result: dict) -> str:
+    rows = ["| fold | block | Stage II iterations | strict per-rater Dice | rows with max on diagonal | "
+            "mean diag - off-diag | rater-area Spearman |", "|---|---|---:|---:|---:|---:|---:|"]
+    for fold, by_block in result["folds"].items():
+        for block, r in by_block.items():
+            diagonal = sum(m > 0 for m in r["row_margins"])
+            rows.append(f"| {fold} | {block} | {r.get('stage2_iterations') or '-'} | {r['Dice_rater_strict']:.4f} | "
+                        f"{diagonal} of {len(r['row_margins'])} | {r['diagonal_minus_off_diagonal']:+.4f} | "
+                        f"{r['Rater_area_spearman']:.3f} |")
+    for block, m in result["mean_over_folds"].items():
+        rows.append(f"| mean | {block} | | {m['Dice_rater_strict']:.4f} | | {m['diagonal_minus_off_diagonal']:+.4f} | "
+                    f"{m['Rater_area_spearman']:.3f} |")
+    return "\n".join(rows) + "\n"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--work", required=True, help="the --work folder of real_data_comparison.py")
+    p.add_argument("-d", "--dataset_id", type=int, required=True)
+    p.add_argument("-c", "--configuration", required=True)
+    p.add_argument("-f", "--folds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    p.add_argument("--minutes", type=float, default=5 / 3, help="Stage II CPU minutes of the paper block")
+    p.add_argument("--sampling_steps", type=int, default=None)
+    p.add_argument("--out", required=True)
+    p.add_argument("--comparison_out", default=None, help="real_data_comparison.py's --out (for the residual "
+                   "block's Stage II iterations in its run.json)")
+    a = p.parse_args()
+    work, out = Path(a.work), Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    set_env(work)
+    import torch
+
+    torch.set_num_threads(1)
+    from diffoseg_auto.cli.fold_images import link_fold_images
+    from diffoseg_auto.dataset.raw_dataset import RawDataset
+    from diffoseg_auto.inference.predict_entrypoint import predict_from_folder
+    from diffoseg_auto.paths import preprocessed_root, raw_root
+    from diffoseg_auto.results_layout import checkpoint_path, trainer_folder, val_predictions_folder
+    from diffoseg_auto.utilities.dataset_name_id import resolve_dataset_name
+
+    name = resolve_dataset_name(a.dataset_id)
+    ds = RawDataset(raw_root() / name)
+    paper_cfg = add_block_configuration(preprocessed_root() / name / f"{PLANS}.json", a.configuration, "paper")
+    base_folder = trainer_folder(name, TRAINER, PLANS, a.configuration)
+    paper_folder = trainer_folder(name, TRAINER, PLANS, paper_cfg)
+    result, t0 = {"command": "python benchmarks/real_prompt_blocks.py " + shlex.join(sys.argv[1:]), "folds": {}}, time.time()
+    for fold in a.folds:
+        share_stage1(checkpoint_path(base_folder, fold, 1), checkpoint_path(paper_folder, fold, 1), paper_cfg)
+        training = train_with_budget(a.dataset_id, paper_cfg, 0, a.minutes, threads=1, fold=fold, budget_clock="cpu")
+        cases = link_fold_images(a.dataset_id, fold, work / f"val_images_fold{fold}")
+        pred = val_predictions_folder(paper_folder, fold)
+        predict_from_folder(work / f"val_images_fold{fold}", pred, a.dataset_id, paper_cfg, [fold], num_samples=1,
+                            sampling_steps=a.sampling_steps, save_samples=True, device="cpu", use_mirroring=False,
+                            num_processes_preprocessing=1, num_processes_export=1, overwrite=True)
+        folders = {"residual": val_predictions_folder(base_folder, fold), "paper": pred}
+        scores = score(ds, folders, cases, num_samples=1)
+        scores["residual"]["stage2_iterations"] = residual_iterations(a.comparison_out, fold)
+        scores["paper"]["stage2_iterations"] = training["stage2"]["iterations"]
+        result["folds"][str(fold)] = scores
+        blocks = ["residual", "paper"]
+        result["mean_over_folds"] = {b: {k: float(np.nanmean([f[b][k] for f in result["folds"].values()]))
+                                         for k in ("Dice_rater_strict", "diagonal_minus_off_diagonal", "Rater_area_spearman")}
+                                     for b in blocks}
+        result["wall_minutes"] = round((time.time() - t0) / 60, 1)
+        (out / "prompt_blocks.json").write_text(json.dumps(result, indent=2))
+        (out / "prompt_blocks.md").write_text(render(result))
+        print(f"fold {fold}: {json.dumps(scores)}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
