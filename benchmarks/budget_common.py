@@ -18,7 +18,7 @@ def set_env(work: Path) -> None:
 
 def train_with_budget(dataset_id: int, configuration: str, stage1_minutes: float, stage2_minutes: float,
                       threads: int = 1, iterations_per_epoch: int = 25, fold: int = 0,
-                      trainer: str = "DiffOSegTrainer", budget_clock: str = "wall") -> dict:
+                      trainer: str = "DiffOSegTrainer", budget_clock: str = "wall", val_iterations: int = 2) -> dict:
     """Stage I then Stage II of ``fold``, each stopped by ``--max_minutes`` on ``budget_clock`` (wall or this
     process's CPU time; a stage with 0 minutes is not trained: a single-stage baseline gets its whole budget as
     stage 1); returns iterations reached per stage."""
@@ -34,7 +34,7 @@ def train_with_budget(dataset_id: int, configuration: str, stage1_minutes: float
         t0, c0 = time.time(), time.process_time()
         tr = run_training(dataset_id, configuration, fold, str(stage), trainer=trainer, num_workers=0, device="cpu",
                           max_minutes=minutes, skip_final_validation=True, num_epochs=1000,
-                          iterations_per_epoch=iterations_per_epoch, val_iterations=2, overwrite=True,
+                          iterations_per_epoch=iterations_per_epoch, val_iterations=val_iterations, overwrite=True,
                           budget_clock=budget_clock)[0]
         reached[f"stage{stage}"] = {"epochs": tr.current_epoch, "iterations": tr.current_epoch * tr.iterations_per_epoch,
                                     "batch_size": tr.batch_size, "seconds": round(time.time() - t0, 1),

@@ -88,7 +88,8 @@ def run_fold(a: argparse.Namespace, fold: int, work: Path, log: dict) -> None:
             if a.retrain or not is_trained(model_folder(a.dataset_id, trainer, a.configuration), fold, stages):
                 entry["training"] = train_with_budget(a.dataset_id, a.configuration, stages[0], stages[1], threads=1,
                                                       iterations_per_epoch=a.iterations_per_epoch, fold=fold,
-                                                      trainer=trainer, budget_clock="cpu")
+                                                      trainer=trainer, budget_clock="cpu",
+                                                      val_iterations=a.val_iterations)
             val = work / f"val_images_fold{fold}"
             cases = link_fold_images(a.dataset_id, fold, val)
             entry["prediction"] = predict_fold(a, trainer, fold, val, cases)
@@ -98,7 +99,7 @@ def run_fold(a: argparse.Namespace, fold: int, work: Path, log: dict) -> None:
         print(f"fold {fold} {trainer}: {json.dumps(entry)}", flush=True)
 
 
-def prepare(kind: str, dataset_id: int, configuration: str) -> None:
+def prepare(kind: str, dataset_id: int, configuration: str, batch_size: int) -> None:
     """Convert, plan and preprocess the shared LIDC subset or BU-BIL (as the budget scripts do; for BU-BIL
     ``configuration`` is one of bubil_cpu_budget.CPU_CONFIGURATIONS)."""
     if kind == "lidc":
@@ -108,7 +109,7 @@ def prepare(kind: str, dataset_id: int, configuration: str) -> None:
     else:
         from bubil_cpu_budget import prepare as prepare_bubil
 
-        prepare_bubil(dataset_id, batch_size=8, configuration=configuration)
+        prepare_bubil(dataset_id, batch_size=batch_size, configuration=configuration)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -124,7 +125,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--prepare", choices=["lidc", "bubil"], default=None, help="convert + plan + preprocess first")
     p.add_argument("--num_samples", type=int, default=None, help="N per case (default: the plans')")
     p.add_argument("--sampling_steps", type=int, default=None, help="DiffOSeg's reverse steps (default: the plans')")
-    p.add_argument("--iterations_per_epoch", type=int, default=25)
+    p.add_argument("--iterations_per_epoch", type=int, default=10,
+                   help="the budget is checked after every epoch: short epochs waste less of it")
+    p.add_argument("--val_iterations", type=int, default=1, help="validation-loss batches per epoch")
+    p.add_argument("--batch_size", type=int, default=4, help="--prepare bubil: batch of the CPU configuration")
     p.add_argument("--tta", action="store_true", help="mirroring test-time augmentation when predicting")
     p.add_argument("--retrain", action="store_true", help="train and predict again even where results exist")
     a = p.parse_args(argv)
@@ -141,7 +145,7 @@ def main(argv: list[str] | None = None) -> None:
         set_env(Path(a.work))
     work = Path(a.work) if a.work else out
     if a.prepare:
-        prepare(a.prepare, a.dataset_id, a.configuration)
+        prepare(a.prepare, a.dataset_id, a.configuration, a.batch_size)
     t0, log = time.time(), {}
     command = "python benchmarks/real_data_comparison.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     for i, fold in enumerate(a.folds):
@@ -150,6 +154,7 @@ def main(argv: list[str] | None = None) -> None:
                         num_samples=a.num_samples)
         (out / "run.json").write_text(json.dumps({"command": command, "minutes_per_method_and_fold": a.minutes,
                                                   "stage1_fraction": a.stage1_fraction, "threads": 1,
+                                                  "budget_clock": "cpu", "iterations_per_epoch": a.iterations_per_epoch,
                                                   "folds_done": a.folds[:i + 1], "wall_minutes": round((time.time() - t0) / 60, 1),
                                                   "methods": log}, indent=2))
     print((out / "method_comparison.md").read_text() if (out / "method_comparison.md").is_file() else "no table")

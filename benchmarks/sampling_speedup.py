@@ -24,7 +24,8 @@ import numpy as np
 CONFIGURATIONS = ("2d", "2d_paper_reference")
 
 
-def time_configuration(plans_file: Path, configuration: str, num_samples: int, steps: int | None) -> dict:
+def time_configuration(plans_file: Path, configuration: str, num_samples: int, steps: int | None,
+                       precision: str | None = None) -> dict:
     """Seconds to draw ``num_samples`` Stage I samples of one image at the planned (or given) steps."""
     import torch
 
@@ -39,7 +40,7 @@ def time_configuration(plans_file: Path, configuration: str, num_samples: int, s
     net = build_denoiser(plans, configuration, 1)
     d = cfg.diffusion
     diffusion = CategoricalDiffusion(plans.num_classes, d.num_timesteps, d.schedule, d.schedule_shift)
-    pred = DiffOSegPredictor(net, diffusion, cfg, "cpu", use_mirroring=False)
+    pred = DiffOSegPredictor(net, diffusion, cfg, "cpu", use_mirroring=False, precision=precision)
     steps = int(steps or d.sampling_steps)
     image = np.random.RandomState(0).randn(plans.num_input_channels, *cfg.patch_size).astype(np.float32)
     pred.sample_case(image, 1, 1, seed=0)  # warm-up (allocator, oneDNN primitives)
@@ -47,7 +48,7 @@ def time_configuration(plans_file: Path, configuration: str, num_samples: int, s
     pred.sample_case(image, num_samples, steps, seed=0)
     return {"configuration": configuration, "sampling_steps": steps, "num_samples": num_samples,
             "wall_seconds": round(time.time() - t0, 2), "cpu_seconds": round(time.process_time() - c0, 2),
-            "parameters_M": round(sum(p.numel() for p in net.parameters()) / 1e6, 2)}
+            "parameters_M": round(sum(p.numel() for p in net.parameters()) / 1e6, 2), "precision": precision or "planned"}
 
 
 def main() -> None:
@@ -55,16 +56,18 @@ def main() -> None:
     p.add_argument("--plans", required=True, help="DiffOSegPlans.json holding '2d' and '2d_paper_reference'")
     p.add_argument("--num_samples", type=int, default=10)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--precision", nargs="+", default=[None], help="autocast per run, e.g. auto fp32 (default: the plans')")
     p.add_argument("--json_out", default=None)
     a = p.parse_args()
     import torch
 
     torch.set_num_threads(a.threads)
-    rows = [time_configuration(Path(a.plans), c, a.num_samples, None) for c in CONFIGURATIONS]
-    ours, ref = rows
-    result = {"rows": rows, "threads": a.threads,
-              "speedup_cpu": round(ref["cpu_seconds"] / ours["cpu_seconds"], 1),
-              "speedup_wall": round(ref["wall_seconds"] / ours["wall_seconds"], 1)}
+    result = {"threads": a.threads, "runs": []}
+    for precision in a.precision:
+        ours, ref = (time_configuration(Path(a.plans), c, a.num_samples, None, precision) for c in CONFIGURATIONS)
+        result["runs"].append({"precision": precision or "planned", "rows": [ours, ref],
+                               "speedup_cpu": round(ref["cpu_seconds"] / ours["cpu_seconds"], 1),
+                               "speedup_wall": round(ref["wall_seconds"] / ours["wall_seconds"], 1)})
     text = json.dumps(result, indent=2)
     print(text)
     if a.json_out:
