@@ -122,6 +122,8 @@ def main() -> None:
     base_folder = trainer_folder(name, TRAINER, PLANS, a.configuration)
     paper_folder = trainer_folder(name, TRAINER, PLANS, paper_cfg)
     result, t0 = {"command": "python benchmarks/real_prompt_blocks.py " + shlex.join(sys.argv[1:]), "folds": {}}, time.time()
+    if (out / "prompt_blocks.json").is_file():  # folds of earlier invocations (one fold per run is fine)
+        result["folds"] = json.loads((out / "prompt_blocks.json").read_text())["folds"]
     for fold in a.folds:
         share_stage1(checkpoint_path(base_folder, fold, 1), checkpoint_path(paper_folder, fold, 1), paper_cfg)
         training = train_with_budget(a.dataset_id, paper_cfg, 0, a.minutes, threads=1, fold=fold, budget_clock="cpu")
