@@ -104,7 +104,7 @@ def worker(a: dict) -> dict:
     plans = plans_from_dict(plans_dict(a["configuration"], a["num_raters"]))
     cfg = plans.get_configuration("c")
     weights = torch.load(a["weights"], weights_only=False)
-    diffusion = CategoricalDiffusion(2, cfg.diffusion.num_timesteps, cfg.diffusion.schedule, cfg.diffusion.schedule_shift)
+    diffusion = CategoricalDiffusion.from_plan(2, cfg.diffusion)
     image = np.random.default_rng(1).standard_normal((1, *a["image_shape"])).astype(np.float32)
     kwargs = {}
     if "precision" in inspect.signature(DiffOSegPredictor).parameters:

@@ -69,7 +69,7 @@ def _predictor(plans, configuration: str, checkpoint: str | None, device: torch.
         net.load_state_dict(load_checkpoint(checkpoint)["network_weights"])
     cfg = plans.get_configuration(configuration)
     d = cfg.diffusion
-    diffusion = CategoricalDiffusion(plans.num_classes, d.num_timesteps, d.schedule, d.schedule_shift)
+    diffusion = CategoricalDiffusion.from_plan(plans.num_classes, d)
     return DiffOSegPredictor(net, diffusion, cfg, device, use_mirroring=tta), sum(p.numel() for p in net.parameters())
 
 

@@ -39,7 +39,7 @@ def time_configuration(plans_file: Path, configuration: str, num_samples: int, s
     torch.manual_seed(0)
     net = build_denoiser(plans, configuration, 1)
     d = cfg.diffusion
-    diffusion = CategoricalDiffusion(plans.num_classes, d.num_timesteps, d.schedule, d.schedule_shift)
+    diffusion = CategoricalDiffusion.from_plan(plans.num_classes, d)
     pred = DiffOSegPredictor(net, diffusion, cfg, "cpu", use_mirroring=False, precision=precision)
     steps = int(steps or d.sampling_steps)
     image = np.random.RandomState(0).randn(plans.num_input_channels, *cfg.patch_size).astype(np.float32)

@@ -95,7 +95,7 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=10, help="Stage I epochs")
     p.add_argument("--stage2_epochs", type=int, default=35, help="Stage II epochs")
     p.add_argument("--iterations", type=int, default=35, help="iterations per epoch")
-    p.add_argument("--prompt_blocks", nargs="+", default=["residual", "paper"])
+    p.add_argument("--prompt_blocks", nargs="*", default=["residual", "paper"], help="none: Stage I only")
     p.add_argument("--steps", nargs="+", type=int, default=[5, 10, 25, 50], help="Stage I sampling steps to sweep")
     p.add_argument("--device", default="cpu")
     p.add_argument("--skip_training", action="store_true", help="reuse a trained model in --work")

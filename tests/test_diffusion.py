@@ -398,3 +398,82 @@ def test_sample_is_reproducible_and_accepts_x_T():
         diff.sample(fn, (2, K, 8, 8), 3, final_step="mode")
     with pytest.raises(ValueError, match="shape"):
         diff.sample(fn, (2, K + 1, 8, 8), 3)
+
+
+# ------------------------------------------------------------------ reading p(x0 | x_t) from the network
+def expected_losses(diff: CategoricalDiffusion, logits: torch.Tensor, pi: torch.Tensor, t: int, j: int):
+    """One voxel whose x0 ~ pi, observed x_t = j: the expected KL and CE terms of training_loss for the
+    network output softmax(logits), the expectation over x0 ~ q(x0 | x_t = j) taken by enumeration."""
+    K = diff.num_classes
+    w = pi * cum_matrix(diff, 0, t)[:, j].to(pi)  # q(x0 = c, x_t = j), enumerated
+    w = w / w.sum()
+    p = torch.softmax(logits, 0).reshape(1, K, 1, 1).expand(K, K, 1, 1)
+    x0 = torch.eye(K, dtype=p.dtype).reshape(K, K, 1, 1)
+    xt = torch.zeros(K, K, 1, 1, dtype=p.dtype)
+    xt[:, j] = 1
+    tt = torch.full((K,), t)
+    q_true, q_pred = diff.q_posterior(xt, x0, tt), diff.q_posterior(xt, p, tt)
+    kl = (q_true * (q_true.clamp_min(1e-12).log() - q_pred.clamp_min(1e-12).log())).sum(1).reshape(K)
+    ce = -(x0 * diff.x0_posterior(xt, p, tt).clamp_min(1e-12).log()).sum(1).reshape(K)
+    return (w * kl).sum(), (w * ce).sum()
+
+
+def minimise(fn, K: int, steps: int = 3000) -> torch.Tensor:
+    logits = torch.zeros(K, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.Adam([logits], lr=0.05)
+    for _ in range(steps):
+        opt.zero_grad()
+        fn(logits).backward()
+        opt.step()
+    return torch.softmax(logits.detach(), 0)
+
+
+@pytest.mark.parametrize("t,j", [(3, 0), (10, 2)])
+def test_bayes_readout_gives_the_kl_and_the_ce_term_the_same_optimum(t, j):
+    """One voxel, x0 ~ pi, nothing else to see. The KL term is minimised by p = pi (the single-normaliser
+    posterior is exact for x0's distribution before x_t). With x0_given_xt = 'bayes' the CE term has the
+    same minimiser; read as p itself ('network') the CE term pulls p to q(x0 | x_t) instead, which the
+    sampler would then weight by q(x_t | x0) a second time."""
+    K = 3
+    pi = torch.tensor([0.6, 0.3, 0.1], dtype=torch.float64)
+    bayes, network = CategoricalDiffusion(K, 20, x0_given_xt="bayes"), CategoricalDiffusion(K, 20)
+    p_kl = minimise(lambda z: expected_losses(network, z, pi, t, j)[0], K)
+    torch.testing.assert_close(p_kl, pi, atol=2e-3, rtol=0)
+    p_ce_bayes = minimise(lambda z: expected_losses(bayes, z, pi, t, j)[1], K)
+    torch.testing.assert_close(p_ce_bayes, pi, atol=2e-3, rtol=0)
+    p_ce_network = minimise(lambda z: expected_losses(network, z, pi, t, j)[1], K)
+    posterior = pi * cum_matrix(network, 0, t)[:, j]
+    torch.testing.assert_close(p_ce_network, posterior / posterior.sum(), atol=2e-3, rtol=0)
+    assert (p_ce_network - pi).abs().max() > 0.1
+
+
+def test_x0_posterior_readouts():
+    K, t = 3, 4
+    gen = torch.Generator().manual_seed(5)
+    p = random_probs((2, K, 3, 3), gen)
+    xt = one_hot(torch.randint(0, K, (2, 3, 3), generator=gen), K)
+    tt = torch.tensor([t, t])
+    assert torch.equal(CategoricalDiffusion(K, 20).x0_posterior(xt, p, tt), p)
+    got = CategoricalDiffusion(K, 20, x0_given_xt="bayes").x0_posterior(xt, p, tt)
+    for b, y, x in [(0, 0, 0), (1, 2, 1)]:
+        j = int(xt[b, :, y, x].argmax())
+        expected = p[b, :, y, x].double() * cum_matrix(CategoricalDiffusion(K, 20), 0, t)[:, j]
+        torch.testing.assert_close(got[b, :, y, x].double(), expected / expected.sum(), atol=1e-6, rtol=1e-5)
+    with pytest.raises(ValueError, match="x0_given_xt"):
+        CategoricalDiffusion(K, 20, x0_given_xt="posterior")
+
+
+def test_bayes_readout_final_step_reads_x0_given_x1():
+    """The sampler's last output is p(x0 | x_1) under the plans' reading: with 'bayes' a constant network
+    output p is reweighted by the likelihood of the last input x_1."""
+    K, T = 2, 20
+    p = torch.tensor([0.5, 0.5]).reshape(1, 2, 1, 1)
+    for readout in ("network", "bayes"):
+        diff = CategoricalDiffusion(K, T, x0_given_xt=readout)
+        x_T = one_hot(torch.tensor([[[1]]]), K)
+        _, probs = diff.sample(lambda x, t: p.expand_as(x), (1, K, 1, 1), 1, x_T=x_T, return_probs=True)
+        if readout == "network":
+            torch.testing.assert_close(probs, p)
+        else:  # one step: the last input is x_T itself (t = T)
+            lik = cum_matrix(diff, 0, T)[:, 1].float()
+            torch.testing.assert_close(probs.reshape(2), (0.5 * lik) / (0.5 * lik).sum())

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from diffoseg_auto.diffusion.schedules import make_alpha_bar
+from diffoseg_auto.plans.plans import X0_READOUTS
 
 
 def one_hot(labels: Tensor, num_classes: int) -> Tensor:
@@ -46,14 +47,23 @@ def sample_categorical(probs: Tensor, generator: torch.Generator | None = None) 
 class CategoricalDiffusion:
     """q(x_t | x_0) = alpha_bar_t x_0 + (1 - alpha_bar_t)/K; see documentation/method.md, "Diffusion"."""
 
-    def __init__(self, num_classes: int, num_timesteps: int, schedule: str = "cosine", schedule_shift: float = 1.0):
+    def __init__(self, num_classes: int, num_timesteps: int, schedule: str = "cosine", schedule_shift: float = 1.0,
+                 x0_given_xt: str = "network"):
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2 (background included), got {num_classes}")
+        if x0_given_xt not in X0_READOUTS:
+            raise ValueError(f"x0_given_xt must be one of {X0_READOUTS}, got '{x0_given_xt}'")
+        self.x0_given_xt = x0_given_xt
         self.num_classes = int(num_classes)
         self.num_timesteps = int(num_timesteps)
         self.schedule = schedule
         self.schedule_shift = float(schedule_shift)
         self.alpha_bar: Tensor = make_alpha_bar(schedule, self.num_timesteps, self.schedule_shift)  # (T+1,) float64, CPU
+
+    @classmethod
+    def from_plan(cls, num_classes: int, plan) -> "CategoricalDiffusion":
+        """From a configuration's DiffusionPlan (num_timesteps, schedule, schedule_shift, x0_given_xt)."""
+        return cls(num_classes, plan.num_timesteps, plan.schedule, plan.schedule_shift, plan.x0_given_xt)
 
     # ---------------------------------------------------------------- helpers
     def _check_t(self, t: Tensor, name: str, lo: int) -> Tensor:
@@ -102,6 +112,17 @@ class CategoricalDiffusion:
         post = theta * prior_s
         return post / post.sum(dim=1, keepdim=True).clamp_min(torch.finfo(post.dtype).tiny)
 
+    def x0_posterior(self, x_t: Tensor, x0_probs: Tensor, t: Tensor) -> Tensor:
+        """p(x0 | x_t) as read from the network's x0 output (``x0_given_xt``, see __init__'s plans option).
+
+        'bayes': q_posterior(x_t, p, t, s=0). The KL term trains p inside q_posterior, whose single normaliser
+        weights p's classes by q(x_t | x0) again; there p plays the part of x0's distribution *before* x_t's
+        own voxel is seen, so reading p itself as p(x0 | x_t) (CE loss, final step: 'network') counts the
+        voxel's x_t once too few, and training p towards p(x0 | x_t) by CE makes the sampler count it twice."""
+        if self.x0_given_xt == "network":
+            return x0_probs
+        return self.q_posterior(x_t, x0_probs, t, torch.zeros_like(torch.as_tensor(t)))
+
     # ---------------------------------------------------------------- training
     def sample_timesteps(self, batch_size: int, device=None, generator: torch.Generator | None = None) -> Tensor:
         """t ~ Uniform{1..T}, one per sample (drawn on the generator's device, returned on `device`)."""
@@ -111,8 +132,8 @@ class CategoricalDiffusion:
 
     def training_loss(self, x0_target: Tensor, x0_pred_probs: Tensor, x_t: Tensor, t: Tensor, eps: float = 1e-8,
                       x0_ce_weight: float = 0.0) -> Tensor:
-        """Per sample: KL(q(x_{t-1}|x_t,x0) || q(x_{t-1}|x_t,p0)) for t > 1, CE -sum x0 log p0 for t == 1;
-        each is a sum over classes, averaged over voxels, then over the batch.
+        """Per sample: KL(q(x_{t-1}|x_t,x0) || q(x_{t-1}|x_t,p0)) for t > 1, CE -sum x0 log p(x0|x_t) for t == 1
+        (p(x0|x_t) = x0_posterior(x_t, p0, t)); each is a sum over classes, averaged over voxels, then over the batch.
 
         ``x0_ce_weight`` > 0 adds that weight x CE for t > 1 too (D3PM's hybrid loss). At high t both
         posteriors are close to uniform whatever x_0 is, so the KL term barely supervises the decisions
@@ -120,7 +141,8 @@ class CategoricalDiffusion:
         q_true = self.q_posterior(x_t, x0_target, t)
         q_pred = self.q_posterior(x_t, x0_pred_probs, t)
         kl = (q_true * (q_true.clamp_min(eps).log() - q_pred.clamp_min(eps).log())).sum(dim=1)
-        ce = -(x0_target.to(q_pred.dtype) * x0_pred_probs.to(q_pred.dtype).clamp_min(eps).log()).sum(dim=1)
+        p_x0 = self.x0_posterior(x_t, x0_pred_probs, t)
+        ce = -(x0_target.to(q_pred.dtype) * p_x0.to(q_pred.dtype).clamp_min(eps).log()).sum(dim=1)
         is_last = self._bcast((self._check_t(t, "t", 1) == 1).double(), kl) > 0.5
         per_voxel = torch.where(is_last, ce, kl + x0_ce_weight * ce if x0_ce_weight else kl)
         return per_voxel.reshape(per_voxel.shape[0], -1).mean(dim=1).mean()
@@ -166,5 +188,6 @@ class CategoricalDiffusion:
             if i + 1 < len(steps):
                 s_vec = torch.full((B,), steps[i + 1], dtype=torch.long, device=device)
                 x_t = _one_hot(sample_categorical(self.q_posterior(x_t, p0, t_vec, s_vec), generator), self.num_classes)
+        p0 = self.x0_posterior(x_t, p0, t_vec)  # p(x0 | x_1) (the last input), as the loss reads it at t = 1
         labels = p0.argmax(dim=1) if final_step == "argmax" else sample_categorical(p0, generator)
         return (labels, p0) if return_probs else labels

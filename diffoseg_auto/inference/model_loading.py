@@ -100,7 +100,7 @@ def load_trained_model(model_folder: str | Path, folds: Sequence[int | str], sta
     assert plans is not None and first_args is not None
     configuration = first_args["configuration"]
     d = plans.get_configuration(configuration).diffusion
-    diffusion = CategoricalDiffusion(plans.num_classes, d.num_timesteps, d.schedule, d.schedule_shift)
+    diffusion = CategoricalDiffusion.from_plan(plans.num_classes, d)
     return nets, plans, configuration, diffusion
 
 

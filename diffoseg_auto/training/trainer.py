@@ -94,8 +94,7 @@ class DiffOSegTrainer:
         self.amp_dtype = autocast_dtype(self.precision, self.device)
         self.use_amp = self.amp_dtype is not None
         self.compile_network = bool(compile_network)
-        self.diffusion = CategoricalDiffusion(plans.num_classes, self.cfg.diffusion.num_timesteps,
-                                              self.cfg.diffusion.schedule, self.cfg.diffusion.schedule_shift)
+        self.diffusion = CategoricalDiffusion.from_plan(plans.num_classes, self.cfg.diffusion)
         self.logger = TrainingLogger()
         self.current_epoch = 0
         self.best_ema_val: float | None = None
