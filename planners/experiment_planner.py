@@ -179,7 +179,8 @@ class ExperimentPlanner:
     def diffusion(self, patch_size: Sequence[int]) -> DiffusionPlan:
         return DiffusionPlan(num_timesteps=self.num_timesteps, schedule="cosine",
                              schedule_shift=schedule_shift_for_patch(patch_size), sampling_steps=self.sampling_steps,
-                             num_samples=num_samples_for_raters(self.num_raters), final_step="argmax")
+                             num_samples=num_samples_for_raters(self.num_raters), final_step="denoise",
+                             x0_given_xt="bayes")
 
     def augmentation(self, dim: int, anisotropic_axis: int | None) -> AugmentationPlan:
         if dim == 2:

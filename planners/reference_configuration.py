@@ -12,7 +12,8 @@ base's):
   inputs), self-attention where the feature map is 1/8 and 1/16 of the patch (the official
   ``attention_resolutions`` are downsampling factors; at 128x128 that is 16x16 and 8x8), 4 heads
   (official: 32 channels per head, i.e. 3-4 heads at these widths);
-- diffusion: categorical, T = 250, cosine schedule (no resolution shift), 250 sampling steps;
+- diffusion: categorical, T = 250, cosine schedule (no resolution shift), 250 sampling steps; the
+  network's x0 output read as p(x0 | x_t) (``diffusion.x0_given_xt = "network"``), final argmax of it;
 - optimiser: Adam, lr 1e-4, no weight decay, linear decay (official ``polynomial`` with power 1;
   ours ends at 0 instead of 1e-6), Stage II also at 1e-4;
 - batch size 12 (official ``params.yml``; CCDM's LIDC setting is 16), patch 128x128.
@@ -95,6 +96,8 @@ def add_reference_configuration(plans: Plans, base_configuration: str = "2d",
     cfg.diffusion.sampling_steps = PAPER_SAMPLING_STEPS
     cfg.diffusion.schedule = "cosine"
     cfg.diffusion.schedule_shift = 1.0
+    # CCDM's readout: the network's x0 output is p(x0 | x_t) (decoder CE at t = 1 and final argmax on it)
+    cfg.diffusion.x0_given_xt, cfg.diffusion.final_step = "network", "denoise"
     t = cfg.training
     t.optimizer, t.initial_lr, t.weight_decay = "adam", PAPER_LR, 0.0
     t.lr_schedule, t.poly_exponent = "poly", 1.0

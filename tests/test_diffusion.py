@@ -355,7 +355,7 @@ def test_respaced_with_S_equal_T_equals_plain_loop(spatial):
 
 
 @pytest.mark.parametrize("S", [10, 50])
-@pytest.mark.parametrize("final_step", ["argmax", "sample"])
+@pytest.mark.parametrize("final_step", ["argmax", "sample", "denoise"])
 def test_oracle_denoiser_recovers_x0(S, final_step):
     K, T = 4, 50
     diff = CategoricalDiffusion(K, T)

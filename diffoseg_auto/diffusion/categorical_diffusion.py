@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from diffoseg_auto.diffusion.schedules import make_alpha_bar
-from diffoseg_auto.plans.plans import X0_READOUTS
+from diffoseg_auto.plans.plans import FINAL_STEPS, X0_READOUTS
 
 
 def one_hot(labels: Tensor, num_classes: int) -> Tensor:
@@ -170,8 +170,8 @@ class CategoricalDiffusion:
         intermediate step, then one per voxel if final_step == 'sample'. With num_steps == T this is
         exactly the plain t -> t-1 loop.
         """
-        if final_step not in ("argmax", "sample"):
-            raise ValueError(f"final_step must be 'argmax' or 'sample', got '{final_step}'")
+        if final_step not in FINAL_STEPS:
+            raise ValueError(f"final_step must be one of {FINAL_STEPS}, got '{final_step}'")
         if len(shape) < 3 or shape[1] != self.num_classes:
             raise ValueError(f"shape must be (B, K={self.num_classes}, *spatial), got {tuple(shape)}")
         device = torch.device(device) if device is not None else (x_T.device if x_T is not None else torch.device("cpu"))
@@ -188,6 +188,9 @@ class CategoricalDiffusion:
             if i + 1 < len(steps):
                 s_vec = torch.full((B,), steps[i + 1], dtype=torch.long, device=device)
                 x_t = _one_hot(sample_categorical(self.q_posterior(x_t, p0, t_vec, s_vec), generator), self.num_classes)
-        p0 = self.x0_posterior(x_t, p0, t_vec)  # p(x0 | x_1) (the last input), as the loss reads it at t = 1
-        labels = p0.argmax(dim=1) if final_step == "argmax" else sample_categorical(p0, generator)
+        if final_step == "denoise":  # the network's own x0 output: each voxel from its context (cleans stray voxels)
+            labels = p0.argmax(dim=1)
+        else:
+            p0 = self.x0_posterior(x_t, p0, t_vec)  # p(x0 | x_1) (the last input), as the loss reads it at t = 1
+            labels = p0.argmax(dim=1) if final_step == "argmax" else sample_categorical(p0, generator)
         return (labels, p0) if return_probs else labels

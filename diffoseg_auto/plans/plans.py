@@ -21,6 +21,7 @@ SCHEMA_VERSION = 1
 CONSENSUS_MODES = ("vote", "soft", "intersection", "majority")
 PROMPT_BLOCKS = ("residual", "paper")  # network.prompt_block implements them
 X0_READOUTS = ("network", "bayes")  # diffusion.categorical_diffusion.CategoricalDiffusion.x0_posterior implements them
+FINAL_STEPS = ("denoise", "argmax", "sample")  # CategoricalDiffusion.sample implements them
 
 
 class PlansValidationError(UserError, ValueError):
@@ -58,11 +59,11 @@ class DiffusionPlan:
     schedule_shift: float = 1.0       # >1 shifts noise towards higher levels (resolution-dependent)
     sampling_steps: int = 25          # S <= T, for validation and prediction
     num_samples: int = 16             # N >= number of raters
-    final_step: str = "argmax"        # argmax | sample
+    final_step: str = "denoise"       # FINAL_STEPS: argmax | sample of p(x0 | x_1); denoise = argmax of the network's p
     # how p(x0 | x_t) is read from the network's x0 output p: 'network' = p itself; 'bayes' = q(x0 | x_t, x0 ~ p)
     # = q_posterior(x_t, p, t, 0), the reading under which the KL loss's single-normaliser posterior is exact
     # (the CE loss and the final step then agree with the sampler); see documentation/method.md
-    x0_given_xt: str = "network"
+    x0_given_xt: str = "bayes"
 
 
 @dataclass
@@ -225,7 +226,7 @@ def validate_configuration(c: ConfigurationPlan, where: str) -> None:
     df = c.diffusion
     _check(df.schedule in ("cosine", "linear"), f"{where}.diffusion", f"schedule must be cosine or linear, got '{df.schedule}'")
     _check(1 <= df.sampling_steps <= df.num_timesteps, f"{where}.diffusion", f"sampling_steps must be in 1..num_timesteps ({df.num_timesteps}), got {df.sampling_steps}")
-    _check(df.final_step in ("argmax", "sample"), f"{where}.diffusion", "final_step must be argmax or sample")
+    _check(df.final_step in FINAL_STEPS, f"{where}.diffusion", f"final_step must be one of {', '.join(FINAL_STEPS)}, got '{df.final_step}'")
     _check(df.x0_given_xt in X0_READOUTS, f"{where}.diffusion", f"x0_given_xt must be one of {', '.join(X0_READOUTS)}, got '{df.x0_given_xt}'")
     _check(df.num_samples >= 1, f"{where}.diffusion", "num_samples must be >= 1")
     t = c.training
