@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from budget_common import set_env, train_with_budget
-from toy_rater_styles import matrix_margins, share_stage1
+from toy_rater_styles import matrix_margins
 
 PLANS = "DiffOSegPlans"
 TRAINER = "DiffOSegTrainer"
@@ -48,6 +48,19 @@ def add_block_configuration(plans_file: Path, base: str, block: str) -> str:
     plans["configurations"][name] = {"inherits_from": base, "stage2": {"prompt_block": block}}
     save_json(plans, plans_file)
     return name
+
+
+def share_stage1(source: Path, target: Path, configuration: str, plans_file: Path) -> None:
+    """Copy a Stage I checkpoint into ``configuration``'s fold folder: same weights, relabelled with the
+    configuration name and the current plans (which hold the added configuration; prediction rebuilds the
+    network from the checkpoint's plans)."""
+    from diffoseg_auto.io.checkpoint_io import load_checkpoint, save_checkpoint
+    from diffoseg_auto.utilities.file_ops import load_json
+
+    ckpt = load_checkpoint(source)
+    ckpt["init_args"]["configuration"] = configuration
+    ckpt["plans"] = load_json(plans_file)
+    save_checkpoint(target, ckpt)
 
 
 def residual_iterations(comparison_out: str | None, fold: int) -> int | None:
@@ -118,15 +131,18 @@ def main() -> None:
 
     name = resolve_dataset_name(a.dataset_id)
     ds = RawDataset(raw_root() / name)
-    paper_cfg = add_block_configuration(preprocessed_root() / name / f"{PLANS}.json", a.configuration, "paper")
+    plans_file = preprocessed_root() / name / f"{PLANS}.json"
+    paper_cfg = add_block_configuration(plans_file, a.configuration, "paper")
     base_folder = trainer_folder(name, TRAINER, PLANS, a.configuration)
     paper_folder = trainer_folder(name, TRAINER, PLANS, paper_cfg)
     result, t0 = {"command": "python benchmarks/real_prompt_blocks.py " + shlex.join(sys.argv[1:]), "folds": {}}, time.time()
     if (out / "prompt_blocks.json").is_file():  # folds of earlier invocations (one fold per run is fine)
         result["folds"] = json.loads((out / "prompt_blocks.json").read_text())["folds"]
     for fold in a.folds:
-        share_stage1(checkpoint_path(base_folder, fold, 1), checkpoint_path(paper_folder, fold, 1), paper_cfg)
-        training = train_with_budget(a.dataset_id, paper_cfg, 0, a.minutes, threads=1, fold=fold, budget_clock="cpu")
+        share_stage1(checkpoint_path(base_folder, fold, 1), checkpoint_path(paper_folder, fold, 1), paper_cfg, plans_file)
+        # the comparison's epochs (10 iterations, 1 validation batch), so that the budget is cut alike
+        training = train_with_budget(a.dataset_id, paper_cfg, 0, a.minutes, threads=1, fold=fold, budget_clock="cpu",
+                                     iterations_per_epoch=10, val_iterations=1)
         cases = link_fold_images(a.dataset_id, fold, work / f"val_images_fold{fold}")
         pred = val_predictions_folder(paper_folder, fold)
         predict_from_folder(work / f"val_images_fold{fold}", pred, a.dataset_id, paper_cfg, [fold], num_samples=1,
