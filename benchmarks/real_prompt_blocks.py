@@ -113,11 +113,20 @@ def main() -> None:
     p.add_argument("--minutes", type=float, default=5 / 3, help="Stage II CPU minutes of the paper block")
     p.add_argument("--sampling_steps", type=int, default=None)
     p.add_argument("--out", required=True)
+    p.add_argument("--render_only", action="store_true", help="re-render --out's table (residual iterations "
+                   "from --comparison_out's run.json, written after each comparison fold)")
     p.add_argument("--comparison_out", default=None, help="real_data_comparison.py's --out (for the residual "
                    "block's Stage II iterations in its run.json)")
     a = p.parse_args()
     work, out = Path(a.work), Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
+    if a.render_only:
+        result = json.loads((out / "prompt_blocks.json").read_text())
+        for fold, scores in result["folds"].items():
+            scores["residual"]["stage2_iterations"] = residual_iterations(a.comparison_out, int(fold))
+        (out / "prompt_blocks.json").write_text(json.dumps(result, indent=2))
+        (out / "prompt_blocks.md").write_text(render(result))
+        return
     set_env(work)
     import torch
 
