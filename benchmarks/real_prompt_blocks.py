@@ -33,34 +33,10 @@ from pathlib import Path
 import numpy as np
 
 from budget_common import set_env, train_with_budget
-from toy_rater_styles import matrix_margins
+from toy_rater_styles import add_prompt_block_configuration, matrix_margins, share_stage1
 
 PLANS = "DiffOSegPlans"
 TRAINER = "DiffOSegTrainer"
-
-
-def add_block_configuration(plans_file: Path, base: str, block: str) -> str:
-    """Configuration '<base>_<block>': inherits ``base``; only stage2.prompt_block differs."""
-    from diffoseg_auto.utilities.file_ops import load_json, save_json
-
-    plans = load_json(plans_file)
-    name = f"{base}_{block}"
-    plans["configurations"][name] = {"inherits_from": base, "stage2": {"prompt_block": block}}
-    save_json(plans, plans_file)
-    return name
-
-
-def share_stage1(source: Path, target: Path, configuration: str, plans_file: Path) -> None:
-    """Copy a Stage I checkpoint into ``configuration``'s fold folder: same weights, relabelled with the
-    configuration name and the current plans (which hold the added configuration; prediction rebuilds the
-    network from the checkpoint's plans)."""
-    from diffoseg_auto.io.checkpoint_io import load_checkpoint, save_checkpoint
-    from diffoseg_auto.utilities.file_ops import load_json
-
-    ckpt = load_checkpoint(source)
-    ckpt["init_args"]["configuration"] = configuration
-    ckpt["plans"] = load_json(plans_file)
-    save_checkpoint(target, ckpt)
 
 
 def residual_iterations(comparison_out: str | None, fold: int) -> int | None:
@@ -141,7 +117,7 @@ def main() -> None:
     name = resolve_dataset_name(a.dataset_id)
     ds = RawDataset(raw_root() / name)
     plans_file = preprocessed_root() / name / f"{PLANS}.json"
-    paper_cfg = add_block_configuration(plans_file, a.configuration, "paper")
+    paper_cfg = add_prompt_block_configuration(plans_file, "paper", base=a.configuration)
     base_folder = trainer_folder(name, TRAINER, PLANS, a.configuration)
     paper_folder = trainer_folder(name, TRAINER, PLANS, paper_cfg)
     result, t0 = {"command": "python benchmarks/real_prompt_blocks.py " + shlex.join(sys.argv[1:]), "folds": {}}, time.time()

@@ -54,25 +54,30 @@ def edit_plans(plans_file: Path, configuration: str, edits: list[str]) -> None:
     save_json(plans, plans_file)
 
 
-def add_prompt_block_configuration(plans_file: Path, block: str) -> str:
-    """Configuration '2d_<block>': inherits '2d' (same data, same Stage I), only stage2.prompt_block differs."""
+def add_prompt_block_configuration(plans_file: Path, block: str, base: str = "2d") -> str:
+    """Configuration '<base>_<block>': inherits ``base`` (same data, same Stage I), only stage2.prompt_block differs."""
     from diffoseg_auto.utilities.file_ops import load_json, save_json
 
     plans = load_json(plans_file)
-    name = f"2d_{block}"
-    plans["configurations"][name] = {"inherits_from": "2d", "stage2": {"prompt_block": block}}
+    name = f"{base}_{block}"
+    plans["configurations"][name] = {"inherits_from": base, "stage2": {"prompt_block": block}}
     save_json(plans, plans_file)
     return name
 
 
-def share_stage1(source: Path, target: Path, configuration: str) -> None:
+def share_stage1(source: Path, target: Path, configuration: str, plans_file: Path | None = None) -> None:
     """Copy a Stage I checkpoint into ``configuration``'s fold folder. Stage I does not depend on the stage2
     section the configurations differ in, so the weights are the same run's; only the configuration
-    name the trainer checks is relabelled."""
+    name the trainer checks is relabelled. ``plans_file``: also store the current plans in the checkpoint
+    (needed when ``configuration`` was added after Stage I was trained: prediction rebuilds the network
+    from the checkpoint's plans)."""
     from diffoseg_auto.io.checkpoint_io import load_checkpoint, save_checkpoint
+    from diffoseg_auto.utilities.file_ops import load_json
 
     ckpt = load_checkpoint(source)
     ckpt["init_args"]["configuration"] = configuration
+    if plans_file is not None:
+        ckpt["plans"] = load_json(plans_file)
     save_checkpoint(target, ckpt)
 
 
