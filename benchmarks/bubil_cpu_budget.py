@@ -22,42 +22,11 @@ import time
 from pathlib import Path
 
 from budget_common import HEADLINE, predict_and_evaluate, rows_max_on_diagonal, set_env, train_with_budget
+from cpu_configurations import add_cpu_configuration
 
 ROOT = Path(__file__).resolve().parents[1]
 BUBIL = ROOT.parent / "shared" / "data" / "bubil_cells" / "BU-BIL_Dataset1"
 CPU_CONFIGURATION = "2d_halfres"
-
-
-# CPU-sized configurations added by inheritance from the planned '2d': name -> (downsampling factor, patch edge,
-# stages or None = inherited). At 1/4 (203x256) one 256x256 window covers the whole image; at 1/8 (101x128) one
-# 128x128 window does, with 6 stages so that the bottleneck stays 4x4 (a cell is then about 25 px across).
-CPU_CONFIGURATIONS = {"2d_halfres": (2, 256, None), "2d_quarterres": (4, 256, None), "2d_eighthres": (8, 128, 6)}
-
-
-def add_cpu_configuration(plans_file: Path, batch_size: int, name: str = CPU_CONFIGURATION) -> dict:
-    """Add the configuration ``name`` of CPU_CONFIGURATIONS (inherits '2d'; the factor times the spacing, its
-    patch, optionally fewer stages) to the plans JSON."""
-    from diffoseg_auto.utilities.file_ops import load_json, save_json
-
-    factor, edge, stages = CPU_CONFIGURATIONS[name]
-    plans = load_json(plans_file)
-    base = plans["configurations"]["2d"]
-    config = plans["configurations"][name] = {
-        "inherits_from": "2d",
-        "data_identifier": f"{plans['plans_name']}_{name}",
-        "spacing": [factor * s for s in base["spacing"]],
-        "median_image_size_in_voxels": [int(round(v / factor)) for v in base["median_image_size_in_voxels"]],
-        "patch_size": [edge, edge],
-        "batch_size": batch_size,
-        "notes": {"purpose": f"CPU budget: 1/{factor} resolution and {edge}x{edge} patches (added by benchmarks/bubil_cpu_budget.py)"},
-    }
-    if stages is not None:  # the planned topology's first stages (lists are replaced, not merged, by inheritance)
-        arch = base["architecture"]
-        config["architecture"] = {"n_stages": stages, "n_conv_per_stage_decoder": arch["n_conv_per_stage_decoder"][:stages - 1],
-                                  **{k: arch[k][:stages] for k in ("features_per_stage", "kernel_sizes", "strides",
-                                                                   "n_conv_per_stage")}}
-    save_json(plans, plans_file)
-    return plans["configurations"][name]
 
 
 def prepare(dataset_id: int, batch_size: int, configuration: str = CPU_CONFIGURATION) -> None:
@@ -68,8 +37,8 @@ def prepare(dataset_id: int, batch_size: int, configuration: str = CPU_CONFIGURA
 
     convert_bubil(BUBIL, dataset_id, overwrite=True)
     plan_and_preprocess(["-d", str(dataset_id), "-c", "2d", "-np", "2", "--verify_dataset_integrity", "--no_pp"])
-    add_cpu_configuration(preprocessed_root() / resolve_dataset_name(dataset_id) / "DiffOSegPlans.json", batch_size,
-                          configuration)
+    add_cpu_configuration(preprocessed_root() / resolve_dataset_name(dataset_id) / "DiffOSegPlans.json", configuration,
+                          batch_size)
     preprocess(["-d", str(dataset_id), "-c", configuration, "-np", "2"])
 
 

@@ -100,16 +100,30 @@ def run_fold(a: argparse.Namespace, fold: int, work: Path, log: dict) -> None:
 
 
 def prepare(kind: str, dataset_id: int, configuration: str, batch_size: int) -> None:
-    """Convert, plan and preprocess the shared LIDC subset or BU-BIL (as the budget scripts do; for BU-BIL
-    ``configuration`` is one of bubil_cpu_budget.CPU_CONFIGURATIONS)."""
+    """Convert, plan and preprocess the shared LIDC subset or BU-BIL (as the budget scripts do); a ``configuration``
+    other than '2d' is one of cpu_configurations.CPU_CONFIGURATIONS, added to the plans and preprocessed."""
     if kind == "lidc":
         from lidc_equal_budget import prepare as prepare_lidc
 
         prepare_lidc(dataset_id)
+        if configuration != "2d":
+            add_configuration(dataset_id, configuration, None)
     else:
         from bubil_cpu_budget import prepare as prepare_bubil
 
         prepare_bubil(dataset_id, batch_size=batch_size, configuration=configuration)
+
+
+def add_configuration(dataset_id: int, configuration: str, batch_size: int | None) -> None:
+    """Add a CPU configuration to the dataset's existing plans and preprocess it (reuses '2d''s data where it can)."""
+    from cpu_configurations import add_cpu_configuration
+    from diffoseg_auto.paths import preprocessed_root
+    from diffoseg_auto.utilities.dataset_name_id import resolve_dataset_name
+    from planners.plan_and_preprocess_entrypoints import preprocess
+
+    add_cpu_configuration(preprocessed_root() / resolve_dataset_name(dataset_id) / f"{PLANS}.json", configuration,
+                          batch_size)
+    preprocess(["-d", str(dataset_id), "-c", configuration, "-np", "2"])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -123,6 +137,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", required=True, help="folder for the comparison table, figures and run.json")
     p.add_argument("--work", default=None, help="point $diffoseg_raw/_preprocessed/_results into this folder")
     p.add_argument("--prepare", choices=["lidc", "bubil"], default=None, help="convert + plan + preprocess first")
+    p.add_argument("--add_configuration", action="store_true",
+                   help="add -c (one of cpu_configurations.py) to the dataset's existing plans and preprocess it first")
     p.add_argument("--num_samples", type=int, default=None, help="N per case (default: the plans')")
     p.add_argument("--sampling_steps", type=int, default=None, help="DiffOSeg's reverse steps (default: the plans')")
     p.add_argument("--iterations_per_epoch", type=int, default=10,
@@ -146,6 +162,8 @@ def main(argv: list[str] | None = None) -> None:
     work = Path(a.work) if a.work else out
     if a.prepare:
         prepare(a.prepare, a.dataset_id, a.configuration, a.batch_size)
+    elif a.add_configuration:
+        add_configuration(a.dataset_id, a.configuration, None)
     t0, log = time.time(), {}
     command = "python benchmarks/real_data_comparison.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     for i, fold in enumerate(a.folds):
