@@ -322,3 +322,38 @@ def test_rater_input_map_and_pointwise_head_equal_the_plain_convolutions(dims):
     head = conv_op(7, 2, 1)
     x = torch.randn(3, 7, *spatial)
     torch.testing.assert_close(pointwise_conv(head, x), head(x))
+
+
+def test_channels_last_instance_norm_equals_the_stock_instance_norm():
+    from diffoseg_auto.network.blocks import ChannelsLastInstanceNorm2d
+
+    torch.manual_seed(0)
+    norm = ChannelsLastInstanceNorm2d(6, eps=1e-5, affine=True)
+    nn.init.normal_(norm.weight)
+    nn.init.normal_(norm.bias)
+    stock = nn.InstanceNorm2d(6, eps=1e-5, affine=True)
+    stock.load_state_dict(norm.state_dict())  # same parameters, same checkpoint keys
+    x = (torch.randn(3, 6, 9, 7) * 3 + 1).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        out = norm(x)
+        expected = stock(x.contiguous())
+    assert out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous()
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    # per sample and per channel: mean bias, std |weight| (each sample normalised on its own)
+    o = out.double()
+    torch.testing.assert_close(o.mean(dim=(2, 3)), norm.bias.double().expand(3, 6), atol=1e-5, rtol=0)
+    # training (grad enabled) takes the stock path and still matches, with gradients
+    x.requires_grad_(True)
+    out_train = norm(x)
+    torch.testing.assert_close(out_train, expected, atol=1e-5, rtol=1e-5)
+    out_train.sum().backward()
+    assert x.grad is not None and norm.weight.grad is not None
+
+
+def test_the_2d_instance_norm_of_the_plans_is_the_channels_last_one():
+    from diffoseg_auto.network.blocks import ChannelsLastInstanceNorm2d, ops_from_plan
+
+    arch = ArchitecturePlan(n_stages=2, features_per_stage=[4, 8], kernel_sizes=[[3, 3], [3, 3]], strides=[[1, 1], [2, 2]],
+                            n_conv_per_stage=[1, 1], n_conv_per_stage_decoder=[1])
+    assert ops_from_plan(arch, 2).norm_op is ChannelsLastInstanceNorm2d
+    assert ops_from_plan(arch, 3).norm_op is nn.InstanceNorm3d
