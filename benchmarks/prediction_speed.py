@@ -44,7 +44,8 @@ BUBIL_HALFRES = {
     "architecture": {"n_stages": 8, "features_per_stage": [32, 64, 128, 256, 512, 512, 512, 512],
                      "kernel_sizes": [[3, 3]] * 8, "strides": [[1, 1]] + [[2, 2]] * 7, "n_conv_per_stage": [2] * 8,
                      "n_conv_per_stage_decoder": [2] * 7, "num_prompts": 10, "prompt_dim": 32},
-    "diffusion": {"num_timesteps": 250, "schedule_shift": 4.0, "sampling_steps": 25, "num_samples": 20},
+    "diffusion": {"num_timesteps": 250, "schedule_shift": 4.0, "sampling_steps": 25, "num_samples": 20,
+                  "final_step": "argmax"},  # a final step that the old revision has too
     "augmentation": {"mirror_axes": [0, 1]},
     "inference": {"step_size": 0.5, "use_mirroring": True},
 }
@@ -104,7 +105,10 @@ def worker(a: dict) -> dict:
     plans = plans_from_dict(plans_dict(a["configuration"], a["num_raters"]))
     cfg = plans.get_configuration("c")
     weights = torch.load(a["weights"], weights_only=False)
-    diffusion = CategoricalDiffusion.from_plan(2, cfg.diffusion)
+    d = cfg.diffusion
+    # the old revision predates x0_given_xt; both read p(x0 | x_1) as the network's p (and end with its argmax),
+    # so that an fp32 run of this checkout must give the old labels exactly (the readout costs no time)
+    diffusion = CategoricalDiffusion(2, d.num_timesteps, d.schedule, d.schedule_shift)
     image = np.random.default_rng(1).standard_normal((1, *a["image_shape"])).astype(np.float32)
     kwargs = {}
     if "precision" in inspect.signature(DiffOSegPredictor).parameters:
