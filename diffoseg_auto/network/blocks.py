@@ -35,16 +35,17 @@ class ChannelGroupNorm(nn.GroupNorm):
 
 
 class ChannelsLastInstanceNorm2d(nn.InstanceNorm2d):
-    """InstanceNorm2d that keeps a channels-last float32 CPU input in channels-last during inference.
+    """InstanceNorm2d that keeps a channels-last CPU input in channels-last during inference.
 
     PyTorch's instance norm views its input as one (1, B*C, H, W) batch norm, which needs NCHW: a channels-last
     input is copied to NCHW and the NCHW output is copied back by the next convolution. Batch norm of each sample
-    alone over its own (H, W) is the same normalisation and has a channels-last CPU kernel: 25% off a float32 CPU
-    sampling step (LIDC, results.md). bfloat16, CUDA and training keep the stock path (measured no gain there)."""
+    alone over its own (H, W) is the same normalisation and has a channels-last CPU kernel. Measured per image
+    (results.md): BU-BIL 256^2 windows 1.5x (fp32) and 1.3x (bf16) faster; LIDC 128^2 fp32 1.3x, bf16 unchanged.
+    CUDA and training (grad enabled) keep the stock path."""
 
     def forward(self, x: Tensor) -> Tensor:
-        if (x.dim() != 4 or x.device.type != "cpu" or x.dtype != torch.float32 or torch.is_grad_enabled()
-                or x.is_contiguous() or not x.is_contiguous(memory_format=torch.channels_last)):
+        if (x.dim() != 4 or x.device.type != "cpu" or x.dtype not in (torch.float32, torch.bfloat16)
+                or torch.is_grad_enabled() or x.is_contiguous() or not x.is_contiguous(memory_format=torch.channels_last)):
             return super().forward(x)
         return torch.cat([nn.functional.batch_norm(x[i:i + 1], None, None, self.weight, self.bias, True, 0.0, self.eps)
                           for i in range(x.shape[0])])
