@@ -272,6 +272,32 @@ def render_markdown(r: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def norm_ab(a: argparse.Namespace, work: Path, weights: Path) -> dict:
+    """This checkout with the stock instance norm against ChannelsLastInstanceNorm2d, per precision, alternating in
+    one process (same weights, image and seed): CPU seconds and the label agreement between the two."""
+    from torch import nn
+
+    from diffoseg_auto.network import blocks
+
+    base = {"configuration": BUBIL_HALFRES, "num_raters": NUM_RATERS, "weights": str(weights), "image_shape": [406, 512],
+            "num_samples": a.num_samples, "steps": a.steps, "tta": False, "threads": a.threads, "code_root": str(ROOT)}
+    channels_last = blocks.ChannelsLastInstanceNorm2d.forward
+    out = {}
+    for prec in ("fp32", "auto"):
+        row = {}
+        for name, forward in (("stock", nn.InstanceNorm2d.forward), ("channels_last", channels_last)):
+            blocks.ChannelsLastInstanceNorm2d.forward = forward
+            try:
+                row[f"{name}_cpu_seconds"] = worker({**base, "precision": prec, "labels_out": str(work / f"ab_{name}.npz")})["cpu_seconds"]
+            finally:
+                blocks.ChannelsLastInstanceNorm2d.forward = channels_last
+        row["speedup"] = round(row["stock_cpu_seconds"] / row["channels_last_cpu_seconds"], 2)
+        row["label_agreement"] = agreement(work / "ab_stock.npz", work / "ab_channels_last.npz")
+        out[prec] = row
+        print("norm A/B", prec, json.dumps(row), flush=True)
+    return out
+
+
 def main() -> None:
     if len(sys.argv) == 3 and sys.argv[1] == "--worker":
         print(json.dumps(worker(json.loads(sys.argv[2]))))
@@ -286,6 +312,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1, help="torch threads of every run (default 1)")
     p.add_argument("--skip_compare", action="store_true")
     p.add_argument("--scaling", action="store_true", help="also the scaling table (this checkout)")
+    p.add_argument("--norm_ab", action="store_true",
+                   help="also this checkout's stock instance norm against the channels-last one (fp32 and auto)")
     p.add_argument("--json_out", default=None)
     a = p.parse_args()
     result = {"command": " ".join(sys.argv)}
@@ -297,6 +325,8 @@ def main() -> None:
             result["comparison"] = compare(a, work, weights)
         if a.scaling:
             result["scaling"] = scaling(a, work)
+        if a.norm_ab:
+            result["norm_ab"] = norm_ab(a, work, weights)
     if a.json_out:
         Path(a.json_out).write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
