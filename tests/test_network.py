@@ -117,6 +117,24 @@ def test_expand_cache_nested():
     assert isinstance(nt, pair) and nt.feat.tolist() == [5, 5, 5, 6, 6, 6] and nt.meta is None
 
 
+def test_expand_cache_keeps_channels_last_and_repeats_each_row():
+    x = torch.randn(2, 3, 4, 5).contiguous(memory_format=torch.channels_last)
+    out = expand_cache(x, 3)
+    assert out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous()
+    torch.testing.assert_close(out, x.repeat_interleave(3, dim=0), rtol=0, atol=0)
+    v = torch.randn(2, 3, 4, 5, 6)  # 3D features stay in the default format
+    assert expand_cache(v, 2).is_contiguous() and torch.equal(expand_cache(v, 2), v.repeat_interleave(2, dim=0))
+
+
+def test_film_scales_and_shifts_each_channel():
+    from diffoseg_auto.network.blocks import film
+
+    x = torch.randn(2, 3, 4, 4).contiguous(memory_format=torch.channels_last)
+    params = torch.randn(2, 6)
+    scale, shift = params[:, :3, None, None], params[:, 3:, None, None]
+    torch.testing.assert_close(film(x, params), x * (1 + scale) + shift)
+
+
 @pytest.mark.parametrize("layout", ["cached_encoder", "concat"])
 def test_time_conditioning(layout):
     plans = make_plans(2, layout)

@@ -133,9 +133,12 @@ class TimestepEmbedding(nn.Module):
 
 
 def film(x: Tensor, params: Tensor) -> Tensor:
-    """x * (1 + scale) + shift with (B, 2C) params broadcast over the spatial axes."""
+    """x * (1 + scale) + shift with (B, 2C) params broadcast over the spatial axes.
+
+    One addcmul instead of a multiply and an add: on a channels-last CPU tensor the broadcast (B, C, 1, 1)
+    operands take a slow path, so the fused op is 2-3x faster (BU-BIL sampling, results.md)."""
     scale, shift = params.view(*params.shape, *([1] * (x.ndim - 2))).chunk(2, dim=1)
-    return x * (1 + scale) + shift
+    return torch.addcmul(shift, x, 1 + scale)
 
 
 class FiLMConvStage(nn.Module):

@@ -134,7 +134,16 @@ def expand_cache(cache: Any, n: int) -> Any:
     if n < 1:
         raise ValueError(f"expand_cache: n must be >= 1, got {n}")
     if isinstance(cache, Tensor):
-        return cache if n == 1 else cache.repeat_interleave(n, dim=0)
+        if n == 1:
+            return cache
+        # repeat_interleave returns NCHW even for a channels-last cache, and adding an NCHW tensor to the
+        # channels-last x_t features takes a slow strided path: keep the cache's memory format
+        fmt = torch.channels_last if cache.ndim == 4 and not cache.is_contiguous() and cache.is_contiguous(
+            memory_format=torch.channels_last) else torch.contiguous_format
+        out = torch.empty((cache.shape[0] * n, *cache.shape[1:]), dtype=cache.dtype, device=cache.device,
+                          memory_format=fmt)
+        out.unflatten(0, (cache.shape[0], n)).copy_(cache.unsqueeze(1))
+        return out
     if isinstance(cache, dict):
         return {k: expand_cache(v, n) for k, v in cache.items()}
     if isinstance(cache, list):
