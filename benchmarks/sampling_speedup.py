@@ -25,8 +25,9 @@ CONFIGURATIONS = ("2d", "2d_paper_reference")
 
 
 def time_configuration(plans_file: Path, configuration: str, num_samples: int, steps: int | None,
-                       precision: str | None = None) -> dict:
-    """Seconds to draw ``num_samples`` Stage I samples of one image at the planned (or given) steps."""
+                       precision: str | None = None, compile_network: bool = False) -> dict:
+    """Seconds to draw ``num_samples`` Stage I samples of one image at the planned (or given) steps; the warm-up
+    (with ``compile_network``: torch.compile's compilation) is timed separately."""
     import torch
 
     from diffoseg_auto.diffusion.categorical_diffusion import CategoricalDiffusion
@@ -40,15 +41,19 @@ def time_configuration(plans_file: Path, configuration: str, num_samples: int, s
     net = build_denoiser(plans, configuration, 1)
     d = cfg.diffusion
     diffusion = CategoricalDiffusion.from_plan(plans.num_classes, d)
-    pred = DiffOSegPredictor(net, diffusion, cfg, "cpu", use_mirroring=False, precision=precision)
+    pred = DiffOSegPredictor(net, diffusion, cfg, "cpu", use_mirroring=False, precision=precision,
+                             compile_network=compile_network)
     steps = int(steps or d.sampling_steps)
     image = np.random.RandomState(0).randn(plans.num_input_channels, *cfg.patch_size).astype(np.float32)
-    pred.sample_case(image, 1, 1, seed=0)  # warm-up (allocator, oneDNN primitives)
+    t0, c0 = time.time(), time.process_time()
+    pred.sample_case(image, num_samples, 2, seed=0)  # warm-up (allocator, oneDNN primitives, compilation)
+    warmup = {"warmup_wall_seconds": round(time.time() - t0, 2), "warmup_cpu_seconds": round(time.process_time() - c0, 2)}
     t0, c0 = time.time(), time.process_time()
     pred.sample_case(image, num_samples, steps, seed=0)
     return {"configuration": configuration, "sampling_steps": steps, "num_samples": num_samples,
             "wall_seconds": round(time.time() - t0, 2), "cpu_seconds": round(time.process_time() - c0, 2),
-            "parameters_M": round(sum(p.numel() for p in net.parameters()) / 1e6, 2), "precision": precision or "planned"}
+            "parameters_M": round(sum(p.numel() for p in net.parameters()) / 1e6, 2), "precision": precision or "planned",
+            "compiled": compile_network, **warmup}
 
 
 def main() -> None:
@@ -57,6 +62,8 @@ def main() -> None:
     p.add_argument("--num_samples", type=int, default=10)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--precision", nargs="+", default=[None], help="autocast per run, e.g. auto fp32 (default: the plans')")
+    p.add_argument("--with_compile", action="store_true",
+                   help="also ours under torch.compile (--compile of diffoseg_predict); the reference is not compiled")
     p.add_argument("--json_out", default=None)
     a = p.parse_args()
     import torch
@@ -65,7 +72,12 @@ def main() -> None:
     result = {"threads": a.threads, "runs": []}
     for precision in a.precision:
         ours, ref = (time_configuration(Path(a.plans), c, a.num_samples, None, precision) for c in CONFIGURATIONS)
-        result["runs"].append({"precision": precision or "planned", "rows": [ours, ref],
+        rows = [ours, ref]
+        if a.with_compile:
+            compiled = time_configuration(Path(a.plans), CONFIGURATIONS[0], a.num_samples, None, precision, True)
+            compiled["speedup_cpu"] = round(ref["cpu_seconds"] / compiled["cpu_seconds"], 1)
+            rows.append(compiled)
+        result["runs"].append({"precision": precision or "planned", "rows": rows,
                                "speedup_cpu": round(ref["cpu_seconds"] / ours["cpu_seconds"], 1),
                                "speedup_wall": round(ref["wall_seconds"] / ours["wall_seconds"], 1)})
     text = json.dumps(result, indent=2)
