@@ -106,8 +106,9 @@ def worker(a: dict) -> dict:
     cfg = plans.get_configuration("c")
     weights = torch.load(a["weights"], weights_only=False)
     d = cfg.diffusion
-    # the old revision predates x0_given_xt; both read p(x0 | x_1) as the network's p (and end with its argmax),
-    # so that an fp32 run of this checkout must give the old labels exactly (the readout costs no time)
+    # the old revision predates from_plan and x0_given_xt: build the diffusion with the constructor both have, so
+    # that both read p(x0 | x_1) as the network's p and end with its argmax (the readout costs no time). The
+    # labels are no longer equal to the old ones: the sampler's posterior changed since (results.md)
     diffusion = CategoricalDiffusion(2, d.num_timesteps, d.schedule, d.schedule_shift)
     image = np.random.default_rng(1).standard_normal((1, *a["image_shape"])).astype(np.float32)
     kwargs = {}
@@ -305,7 +306,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--old_rev", default="merge-base", help="git revision of today's code (default: git merge-base HEAD main)")
     p.add_argument("--steps", type=int, default=5, help="sampling steps, the same for every run (default 5)")
-    p.add_argument("--with_fp32", action="store_true", help="also the new path at fp32 (must reproduce the old labels)")
+    p.add_argument("--with_fp32", action="store_true", help="also the new path at fp32, the old code's precision")
     p.add_argument("--num_samples", type=int, default=10, help="Stage I samples (default 10; prompts: all 10 raters)")
     p.add_argument("--samples_3d", type=int, default=2, help="samples and prompts of the 3D scaling rows (default 2)")
     p.add_argument("--tta", action="store_true", help="mirroring TTA in the old/new comparison")

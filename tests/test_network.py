@@ -360,6 +360,8 @@ def test_channels_last_instance_norm_equals_the_stock_instance_norm():
     # per sample and per channel: mean bias, std |weight| (each sample normalised on its own)
     o = out.double()
     torch.testing.assert_close(o.mean(dim=(2, 3)), norm.bias.double().expand(3, 6), atol=1e-5, rtol=0)
+    torch.testing.assert_close(o.std(dim=(2, 3), unbiased=False), norm.weight.double().abs().expand(3, 6),
+                               atol=1e-3, rtol=0)
     with torch.no_grad():  # bfloat16 (CPU autocast) too, to bfloat16 precision
         out16 = norm(x.bfloat16())
     assert out16.dtype == torch.bfloat16 and out16.is_contiguous(memory_format=torch.channels_last)

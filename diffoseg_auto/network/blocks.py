@@ -34,6 +34,11 @@ class ChannelGroupNorm(nn.GroupNorm):
         super().__init__(num_groups_for(num_channels), num_channels, eps=eps, affine=affine)
 
 
+def is_channels_last(x: Tensor) -> bool:
+    """A 4D tensor laid out channels-last (and not also plain contiguous, as a 1-channel or 1x1 tensor is)."""
+    return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+
+
 class ChannelsLastInstanceNorm2d(nn.InstanceNorm2d):
     """InstanceNorm2d that keeps a channels-last CPU input in channels-last during inference.
 
@@ -44,8 +49,8 @@ class ChannelsLastInstanceNorm2d(nn.InstanceNorm2d):
     CUDA and training (grad enabled) keep the stock path."""
 
     def forward(self, x: Tensor) -> Tensor:
-        if (x.dim() != 4 or x.device.type != "cpu" or x.dtype not in (torch.float32, torch.bfloat16)
-                or torch.is_grad_enabled() or x.is_contiguous() or not x.is_contiguous(memory_format=torch.channels_last)):
+        if (x.device.type != "cpu" or x.dtype not in (torch.float32, torch.bfloat16) or torch.is_grad_enabled()
+                or not is_channels_last(x)):
             return super().forward(x)
         return torch.cat([nn.functional.batch_norm(x[i:i + 1], None, None, self.weight, self.bias, True, 0.0, self.eps)
                           for i in range(x.shape[0])])

@@ -12,6 +12,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from diffoseg_auto.network.blocks import is_channels_last
+
 
 class DenoiserBase(nn.Module):
     """Predicts logits of x_0 (B, K, *S) from the image, the noisy one-hot x_t and the timestep.
@@ -138,8 +140,7 @@ def expand_cache(cache: Any, n: int) -> Any:
             return cache
         # repeat_interleave returns NCHW even for a channels-last cache, and adding an NCHW tensor to the
         # channels-last x_t features takes a slow strided path: keep the cache's memory format
-        fmt = torch.channels_last if cache.ndim == 4 and not cache.is_contiguous() and cache.is_contiguous(
-            memory_format=torch.channels_last) else torch.contiguous_format
+        fmt = torch.channels_last if is_channels_last(cache) else torch.contiguous_format
         out = torch.empty((cache.shape[0] * n, *cache.shape[1:]), dtype=cache.dtype, device=cache.device,
                           memory_format=fmt)
         out.unflatten(0, (cache.shape[0], n)).copy_(cache.unsqueeze(1))
