@@ -16,12 +16,15 @@ def set_env(work: Path) -> None:
         os.environ[var] = str(work / sub)
 
 
-def train_with_budget(dataset_id: int, configuration: str, stage1_minutes: float, stage2_minutes: float,
-                      threads: int = 1, iterations_per_epoch: int = 25, fold: int = 0,
-                      trainer: str = "DiffOSegTrainer", budget_clock: str = "wall", val_iterations: int = 2) -> dict:
+def train_with_budget(dataset_id: int, configuration: str, stage1_minutes: float | None, stage2_minutes: float | None,
+                      threads: int = 1, iterations_per_epoch: int | None = 25, fold: int = 0,
+                      trainer: str = "DiffOSegTrainer", budget_clock: str = "wall", val_iterations: int | None = 2,
+                      resume: bool = False) -> dict:
     """Stage I then Stage II of ``fold``, each stopped by ``--max_minutes`` on ``budget_clock`` (wall or this
     process's CPU time; a stage with 0 minutes is not trained: a single-stage baseline gets its whole budget as
-    stage 1); returns iterations reached per stage."""
+    stage 1; None minutes: the configuration's own schedule, as a time-budget configuration plans it);
+    ``resume``: continue a stage from its latest checkpoint (--c) instead of starting over; returns iterations
+    reached per stage."""
     import torch
 
     from diffoseg_auto.training.run_training import run_training
@@ -29,13 +32,14 @@ def train_with_budget(dataset_id: int, configuration: str, stage1_minutes: float
     torch.set_num_threads(threads)
     reached = {}
     for stage, minutes in ((1, stage1_minutes), (2, stage2_minutes)):
-        if minutes <= 0:
+        if minutes is not None and minutes <= 0:
             continue
         t0, c0 = time.time(), time.process_time()
         tr = run_training(dataset_id, configuration, fold, str(stage), trainer=trainer, num_workers=0, device="cpu",
-                          max_minutes=minutes, skip_final_validation=True, num_epochs=1000,
-                          iterations_per_epoch=iterations_per_epoch, val_iterations=val_iterations, overwrite=True,
-                          budget_clock=budget_clock)[0]
+                          max_minutes=minutes, skip_final_validation=True,
+                          num_epochs=None if minutes is None else 1000,
+                          iterations_per_epoch=iterations_per_epoch, val_iterations=val_iterations,
+                          overwrite=not resume, continue_training=resume, budget_clock=budget_clock)[0]
         reached[f"stage{stage}"] = {"epochs": tr.current_epoch, "iterations": tr.current_epoch * tr.iterations_per_epoch,
                                     "batch_size": tr.batch_size, "seconds": round(time.time() - t0, 1),
                                     "cpu_seconds": round(time.process_time() - c0, 1)}

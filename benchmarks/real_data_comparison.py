@@ -40,13 +40,48 @@ DEFAULT_TRAINERS = ["DiffOSegTrainer", "ConsensusUNetTrainer", "MultiHeadUNetTra
 PLANS = "DiffOSegPlans"
 
 
-def stage_minutes(trainer: str, minutes: float, stage1_fraction: float) -> tuple[float, float]:
-    """(Stage I, Stage II) minutes: DiffOSeg splits the budget, a single-stage baseline takes all of it."""
+def stage_minutes(trainer: str, minutes: float, stage1_fraction: float | None) -> tuple[float | None, float | None]:
+    """(Stage I, Stage II) minutes: DiffOSeg splits the budget, a single-stage baseline takes all of it;
+    ``stage1_fraction`` None (a time-budget configuration): DiffOSeg trains the planned schedule (None, None)."""
     from diffoseg_auto.training.trainer_registry import get_trainer_class
 
     if getattr(get_trainer_class(trainer), "is_baseline", False):
         return minutes, 0.0
+    if stage1_fraction is None:
+        return None, None
     return minutes * stage1_fraction, minutes * (1.0 - stage1_fraction)
+
+
+def plan_budget_configuration(a: argparse.Namespace) -> str:
+    """Plan ``--time_budget`` hours from -c on this CPU (one thread, in-process augmentation, as these runs train),
+    named after the chosen candidate so that a rerun, or another rule threshold choosing the same candidate,
+    reuses its configuration, data and trained folds; returns its name."""
+    from diffoseg_auto.paths import preprocessed_root
+    from diffoseg_auto.utilities.dataset_name_id import resolve_dataset_name
+    from diffoseg_auto.utilities.file_ops import load_json, save_json
+    from planners.plan_and_preprocess_entrypoints import preprocess
+    from planners.time_budget import Candidate, budget_summary, median_object_voxels_of, plan_time_budget
+
+    folder = preprocessed_root() / resolve_dataset_name(a.dataset_id)
+    plans_file = folder / f"{PLANS}.json"
+    plans, fingerprint = load_json(plans_file), load_json(folder / "dataset_fingerprint.json")
+    force = None
+    if a.candidate:  # a sweep over candidates (tuning folds only): this candidate's schedule, whatever the rule says
+        f, d = (int(x) for x in a.candidate.split(","))
+        force = Candidate(f, d)
+    _, config = plan_time_budget(plans, a.configuration, a.time_budget, "cpu", num_workers=0, force=force,
+                                 min_stage1_iterations=a.min_stage1_iterations,
+                                 median_object_voxels=median_object_voxels_of(fingerprint),
+                                 num_cases=fingerprint.get("num_cases"))
+    name = f"{a.configuration}_{a.time_budget:g}h_{config['notes']['time_budget']['chosen']}"
+    if name in plans["configurations"]:
+        print(f"time budget: reusing configuration {name} (planned earlier)", flush=True)
+    else:
+        plans["configurations"][name] = config
+        save_json(plans, plans_file)
+        print(budget_summary(name, config), flush=True)
+    preprocess(["-d", str(a.dataset_id), "-c", name, "-np", "2"])  # reuses complete preprocessed data
+    return name
 
 
 def model_folder(dataset_id: int, trainer: str, configuration: str) -> Path:
@@ -56,10 +91,25 @@ def model_folder(dataset_id: int, trainer: str, configuration: str) -> Path:
     return trainer_folder(resolve_dataset_name(dataset_id), trainer, PLANS, configuration)
 
 
-def is_trained(folder: Path, fold: int, stages: tuple[float, float]) -> bool:
+def is_trained(folder: Path, fold: int, stages: tuple[float | None, float | None]) -> bool:
     from diffoseg_auto.results_layout import checkpoint_path
 
-    return all(checkpoint_path(folder, fold, s).is_file() for s, m in zip((1, 2), stages) if m > 0)
+    return all(checkpoint_path(folder, fold, s).is_file() for s, m in zip((1, 2), stages) if m is None or m > 0)
+
+
+def trained_seconds(folder: Path, fold: int) -> dict:
+    """Seconds in the epochs of each trained stage, from its final checkpoint (across --c resumes)."""
+    from diffoseg_auto.io.checkpoint_io import load_checkpoint
+    from diffoseg_auto.results_layout import checkpoint_path
+    from diffoseg_auto.training.logger import training_seconds
+
+    out = {}
+    for s in (1, 2):
+        p = checkpoint_path(folder, fold, s)
+        if p.is_file():
+            ck = load_checkpoint(p)
+            out[f"stage{s}"] = {"epochs": int(ck["epoch"]), "epoch_seconds": round(training_seconds(ck["logging"]), 1)}
+    return out
 
 
 def predict_fold(a: argparse.Namespace, trainer: str, fold: int, val_images: Path, cases: list[str]) -> dict:
@@ -82,14 +132,19 @@ def run_fold(a: argparse.Namespace, fold: int, work: Path, log: dict) -> None:
     from diffoseg_auto.cli.fold_images import link_fold_images
 
     for trainer in a.tr:
-        stages = stage_minutes(trainer, a.minutes, a.stage1_fraction)
+        planned = a.time_budget is not None
+        stages = stage_minutes(trainer, a.minutes, None if planned else a.stage1_fraction)
         entry = log.setdefault(trainer, {}).setdefault(str(fold), {"minutes": {"stage1": stages[0], "stage2": stages[1]}})
+        folder = model_folder(a.dataset_id, trainer, a.configuration)
         try:
-            if a.retrain or not is_trained(model_folder(a.dataset_id, trainer, a.configuration), fold, stages):
+            if a.retrain or not is_trained(folder, fold, stages):
+                # a planned configuration brings its own epochs; a budget run (--c) continues an interrupted stage
                 entry["training"] = train_with_budget(a.dataset_id, a.configuration, stages[0], stages[1], threads=1,
-                                                      iterations_per_epoch=a.iterations_per_epoch, fold=fold,
-                                                      trainer=trainer, budget_clock="cpu",
-                                                      val_iterations=a.val_iterations)
+                                                      iterations_per_epoch=None if planned else a.iterations_per_epoch,
+                                                      fold=fold, trainer=trainer, budget_clock="cpu",
+                                                      val_iterations=None if planned else a.val_iterations,
+                                                      resume=planned and not a.retrain)
+            entry["trained"] = trained_seconds(folder, fold)
             val = work / f"val_images_fold{fold}"
             cases = link_fold_images(a.dataset_id, fold, val)
             entry["prediction"] = predict_fold(a, trainer, fold, val, cases)
@@ -132,7 +187,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("-c", "--configuration", required=True)
     p.add_argument("-f", "--folds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("-tr", nargs="+", default=DEFAULT_TRAINERS, help="methods (default: DiffOSeg and the three baselines)")
-    p.add_argument("--minutes", type=float, required=True, help="CPU minutes (one thread) per method and fold")
+    p.add_argument("--minutes", type=float, default=None, help="CPU minutes (one thread) per method and fold")
+    p.add_argument("--time_budget", type=float, default=None,
+                   help="hours per method and fold: plan a time-budget configuration from -c on this CPU "
+                        "(planners/time_budget.py) and train DiffOSeg's planned schedule; baselines get the same hours")
+    p.add_argument("--candidate", default=None, metavar="SPACING_FACTOR,WIDTH_DIVISOR",
+                   help="--time_budget: plan this candidate (e.g. 2,1) instead of the rule's choice (the rule's sweep)")
+    p.add_argument("--min_stage1_iterations", type=int, default=None,
+                   help="--time_budget: the rule's threshold (default: the planner's)")
     p.add_argument("--stage1_fraction", type=float, default=2 / 3, help="DiffOSeg's share of the budget for Stage I")
     p.add_argument("--out", required=True, help="folder for the comparison table, figures and run.json")
     p.add_argument("--work", default=None, help="point $diffoseg_raw/_preprocessed/_results into this folder")
@@ -150,6 +212,14 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     if not 0 < a.stage1_fraction <= 1:
         p.error("--stage1_fraction must be in (0, 1]")
+    if (a.minutes is None) == (a.time_budget is None):
+        p.error("give exactly one of --minutes and --time_budget")
+    if a.min_stage1_iterations is None:
+        from planners.time_budget import MIN_STAGE1_ITERATIONS
+
+        a.min_stage1_iterations = MIN_STAGE1_ITERATIONS
+    if a.time_budget is not None:
+        a.minutes = a.time_budget * 60
     import torch
 
     torch.set_num_threads(1)
@@ -164,13 +234,17 @@ def main(argv: list[str] | None = None) -> None:
         prepare(a.prepare, a.dataset_id, a.configuration, a.batch_size)
     elif a.add_configuration:
         add_configuration(a.dataset_id, a.configuration, None)
+    if a.time_budget is not None:
+        a.configuration = plan_budget_configuration(a)
     t0, log = time.time(), {}
     command = "python benchmarks/real_data_comparison.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     for i, fold in enumerate(a.folds):
         run_fold(a, fold, work, log)
         compare_methods([a.dataset_id], [a.configuration], a.folds[:i + 1], a.tr, out, PLANS, figures=True,
                         num_samples=a.num_samples)
-        (out / "run.json").write_text(json.dumps({"command": command, "minutes_per_method_and_fold": a.minutes,
+        (out / "run.json").write_text(json.dumps({"command": command, "configuration": a.configuration,
+                                                  "time_budget_hours": a.time_budget,
+                                                  "minutes_per_method_and_fold": a.minutes,
                                                   "stage1_fraction": a.stage1_fraction, "threads": 1,
                                                   "budget_clock": "cpu", "iterations_per_epoch": a.iterations_per_epoch,
                                                   "folds_done": a.folds[:i + 1], "wall_minutes": round((time.time() - t0) / 60, 1),

@@ -71,6 +71,14 @@ def fold_final_checkpoint(trainer_dir: str | Path, fold: int | str) -> Path:
 
 
 CHECKPOINTS = (CHECKPOINT_FINAL, CHECKPOINT_LATEST, CHECKPOINT_BEST)
+# learning curves: a stage also keeps its weights at these fractions of its schedule (the final one is 1)
+PROGRESS_FRACTIONS = (0.125, 0.25, 0.5)
+
+
+def progress_checkpoint_name(stage: int, fraction: float) -> str:
+    """``checkpoint_stage1_at_0.125.pth``: the stage is in the name so that a Stage I point of a learning curve is
+    never mistaken for Stage II's (prediction picks Stage II when both stage folders hold the name)."""
+    return f"checkpoint_stage{stage}_at_{fraction:g}.pth"
 
 
 def validation_folder(trainer_dir: str | Path, fold: int | str, stage: int) -> Path:

@@ -27,6 +27,16 @@ def _add_plan(p: argparse.ArgumentParser) -> None:
     p.add_argument("-gpu_memory_target", type=float, default=8.0, help="GPU memory (GB) the batch/patch must fit")
     p.add_argument("-pl", default=DEFAULT_PLANNER, help="planner class as a dotted path (plug-in)")
     p.add_argument("-overwrite_plans_name", default=None, help="plans name (default: the planner's, DiffOSegPlans)")
+    p.add_argument("--time_budget", type=float, default=None, metavar="HOURS",
+                   help="also add a configuration whose two training stages fit HOURS on -device "
+                        "(planners/time_budget.py; its iterations are measured on this machine)")
+    p.add_argument("-device", default=None,
+                   help="--time_budget: the device the budget is for and measured on (cpu, cuda, cuda:N; "
+                        "default: cuda when available, else cpu)")
+    p.add_argument("--time_budget_base", default=None,
+                   help="--time_budget: the planned configuration it derives from (default 3d_fullres, else 2d)")
+    p.add_argument("--time_budget_name", default=None,
+                   help="--time_budget: the new configuration's name (default <base>_budget_<HOURS>h)")
 
 
 def _add_preprocess(p: argparse.ArgumentParser) -> None:
@@ -53,6 +63,26 @@ def run_planning(datasets: Sequence[str], planner: str, gpu_gb: float, plans_nam
         for name, c in plans.configurations.items():
             logger.info(f"{plans.dataset_name} {name}: patch {c.patch_size}, batch {c.batch_size}, "
                   f"stages {c.architecture.n_stages}, spacing {[round(s, 4) for s in c.spacing]}")
+    return names
+
+
+def run_time_budget(datasets: Sequence[str], plans_name: str, hours: float, device: str, base: str | None,
+                    name: str | None) -> list[str]:
+    """Add the time-budget configuration to each dataset's plans; returns the configuration names."""
+    from pathlib import Path
+
+    from diffoseg_auto.paths import preprocessed_root
+    from diffoseg_auto.runtime.device import device_problem, resolve_device
+    from diffoseg_auto.utilities.argument_checks import raise_problems
+    from diffoseg_auto.utilities.dataset_name_id import resolve_dataset_name
+    from planners.time_budget import add_time_budget_configuration
+
+    raise_problems([device_problem(device)])
+    dev = str(resolve_device(device))
+    names = []
+    for d in datasets:
+        plans_file = Path(preprocessed_root()) / resolve_dataset_name(d) / f"{plans_name}.json"
+        names.append(add_time_budget_configuration(plans_file, hours, dev, base, name)[0])
     return names
 
 
@@ -89,8 +119,12 @@ def plan_and_preprocess(argv: Sequence[str] | None = None) -> None:
     a = p.parse_args(argv)
     run_fingerprint(a.d, a.np, a.verify_dataset_integrity, a.clean)
     names = run_planning(a.d, a.pl, a.gpu_memory_target, a.overwrite_plans_name)
+    configurations = list(a.c)
+    if a.time_budget is not None:
+        configurations += [c for c in run_time_budget(a.d, names[0], a.time_budget, a.device, a.time_budget_base,
+                                                      a.time_budget_name) if c not in configurations]
     if not a.no_pp:
-        run_preprocessing(a.d, a.c, names[0], a.np, a.clean)
+        run_preprocessing(a.d, configurations, names[0], a.np, a.clean)
 
 
 def extract_fingerprint(argv: Sequence[str] | None = None) -> None:
@@ -108,7 +142,9 @@ def plan_experiment(argv: Sequence[str] | None = None) -> None:
     _add_dataset(p)
     _add_plan(p)
     a = p.parse_args(argv)
-    run_planning(a.d, a.pl, a.gpu_memory_target, a.overwrite_plans_name)
+    names = run_planning(a.d, a.pl, a.gpu_memory_target, a.overwrite_plans_name)
+    if a.time_budget is not None:
+        run_time_budget(a.d, names[0], a.time_budget, a.device, a.time_budget_base, a.time_budget_name)
 
 
 def preprocess(argv: Sequence[str] | None = None) -> None:

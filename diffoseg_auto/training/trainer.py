@@ -25,8 +25,9 @@ from diffoseg_auto.paths import preprocessed_dataset_folder
 from diffoseg_auto.plans.plans import Plans
 from diffoseg_auto.preprocessing.case_storage import list_preprocessed_cases, unpack_dataset
 from diffoseg_auto.preprocessing.resume import assert_preprocessing_complete
-from diffoseg_auto.results_layout import (CHECKPOINT_BEST, CHECKPOINT_FINAL, CHECKPOINT_LATEST, checkpoint_path,
-                                          fold_final_checkpoint, stage_folder, trainer_folder, validation_folder)
+from diffoseg_auto.results_layout import (CHECKPOINT_BEST, CHECKPOINT_FINAL, CHECKPOINT_LATEST, PROGRESS_FRACTIONS,
+                                          checkpoint_path, fold_final_checkpoint, progress_checkpoint_name, stage_folder,
+                                          trainer_folder, validation_folder)
 from diffoseg_auto.runtime.compilation import maybe_compile
 from diffoseg_auto.runtime.precision import autocast, autocast_dtype, grad_scaler, precision_name
 from diffoseg_auto.training import ddp
@@ -272,6 +273,9 @@ class DiffOSegTrainer:
                 self.save_checkpoint(self.output_folder / CHECKPOINT_BEST)
             if self.current_epoch % self.save_every == 0 or self.current_epoch == self.num_epochs:
                 self.save_checkpoint(self.output_folder / CHECKPOINT_LATEST)
+            for f in PROGRESS_FRACTIONS:  # learning-curve points (a budget run may move them as it re-plans)
+                if self.current_epoch == max(1, round(f * self.num_epochs)):
+                    self.save_checkpoint(self.output_folder / progress_checkpoint_name(self.stage, f))
             self.logger.plot(self.output_folder / "progress.png")
 
     def on_train_end(self) -> None:
