@@ -101,14 +101,14 @@ def trained_seconds(folder: Path, fold: int) -> dict:
     """Seconds in the epochs of each trained stage, from its final checkpoint (across --c resumes)."""
     from diffoseg_auto.io.checkpoint_io import load_checkpoint
     from diffoseg_auto.results_layout import checkpoint_path
-    from diffoseg_auto.training.logger import training_seconds
+    from diffoseg_auto.evaluation.learning_curves import epoch_seconds
 
     out = {}
     for s in (1, 2):
         p = checkpoint_path(folder, fold, s)
         if p.is_file():
             ck = load_checkpoint(p)
-            out[f"stage{s}"] = {"epochs": int(ck["epoch"]), "epoch_seconds": round(training_seconds(ck["logging"]), 1)}
+            out[f"stage{s}"] = {"epochs": int(ck["epoch"]), "epoch_seconds": round(epoch_seconds(ck["logging"]), 1)}
     return out
 
 
@@ -126,6 +126,26 @@ def predict_fold(a: argparse.Namespace, trainer: str, fold: int, val_images: Pat
                         num_samples=a.num_samples, sampling_steps=a.sampling_steps, save_samples=True, device="cpu",
                         use_mirroring=a.tta, num_processes_preprocessing=1, num_processes_export=1, overwrite=True)
     return {"seconds_per_image": round((time.time() - t0) / max(1, len(cases)), 2), "reused": False}
+
+
+def predict_curve_points(a: argparse.Namespace, trainer: str, fold: int, val_images: Path, cases: list[str]) -> int:
+    """diffoseg_predict -chk <point> of every learning-curve checkpoint into <fold>/learning_curve/<point>/
+    (complete folders are reused); returns how many points were predicted now."""
+    from diffoseg_auto.evaluation.learning_curves import curve_points
+    from diffoseg_auto.inference.predict_entrypoint import predict_from_folder
+    from diffoseg_auto.results_layout import learning_curve_folder
+
+    folder, done = model_folder(a.dataset_id, trainer, a.configuration), 0
+    for p in curve_points(folder, fold):
+        out = learning_curve_folder(folder, fold, p["checkpoint"])
+        if all((out / "samples" / f"{c}.npz").is_file() for c in cases):
+            continue
+        predict_from_folder(val_images, out, a.dataset_id, a.configuration, [fold], trainer=trainer, plans=PLANS,
+                            num_samples=a.num_samples, sampling_steps=a.sampling_steps, save_samples=True,
+                            checkpoint_name=p["checkpoint"], device="cpu", use_mirroring=a.tta,
+                            num_processes_preprocessing=1, num_processes_export=1, overwrite=True)
+        done += 1
+    return done
 
 
 def run_fold(a: argparse.Namespace, fold: int, work: Path, log: dict) -> None:
@@ -148,6 +168,8 @@ def run_fold(a: argparse.Namespace, fold: int, work: Path, log: dict) -> None:
             val = work / f"val_images_fold{fold}"
             cases = link_fold_images(a.dataset_id, fold, val)
             entry["prediction"] = predict_fold(a, trainer, fold, val, cases)
+            if a.curves:
+                entry["curve_points_predicted"] = predict_curve_points(a, trainer, fold, val, cases)
         except Exception as e:  # one failing method must not stop a long background run; it is recorded
             entry["error"] = f"{type(e).__name__}: {e}"
             traceback.print_exc()
@@ -207,6 +229,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="the budget is checked after every epoch: short epochs waste less of it")
     p.add_argument("--val_iterations", type=int, default=1, help="validation-loss batches per epoch")
     p.add_argument("--batch_size", type=int, default=4, help="--prepare bubil: batch of the CPU configuration")
+    p.add_argument("--curves", action="store_true",
+                   help="also predict every learning-curve checkpoint of each fold and write learning_curves.* to --out")
     p.add_argument("--tta", action="store_true", help="mirroring test-time augmentation when predicting")
     p.add_argument("--retrain", action="store_true", help="train and predict again even where results exist")
     a = p.parse_args(argv)
@@ -249,6 +273,13 @@ def main(argv: list[str] | None = None) -> None:
                                                   "budget_clock": "cpu", "iterations_per_epoch": a.iterations_per_epoch,
                                                   "folds_done": a.folds[:i + 1], "wall_minutes": round((time.time() - t0) / 60, 1),
                                                   "methods": log}, indent=2))
+        if a.curves:
+            from diffoseg_auto.evaluation.learning_curves import write_learning_curves
+            from diffoseg_auto.paths import raw_root
+            from diffoseg_auto.utilities.dataset_name_id import resolve_dataset_name
+
+            ds = resolve_dataset_name(a.dataset_id)
+            write_learning_curves(ds, a.configuration, a.folds[:i + 1], a.tr, raw_root() / ds / "labelsTr", out, PLANS)
     print((out / "method_comparison.md").read_text() if (out / "method_comparison.md").is_file() else "no table")
 
 

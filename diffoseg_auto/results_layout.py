@@ -71,8 +71,10 @@ def fold_final_checkpoint(trainer_dir: str | Path, fold: int | str) -> Path:
 
 
 CHECKPOINTS = (CHECKPOINT_FINAL, CHECKPOINT_LATEST, CHECKPOINT_BEST)
-# learning curves: a stage also keeps its weights at these fractions of its schedule (the final one is 1)
-PROGRESS_FRACTIONS = (0.125, 0.25, 0.5)
+# learning curves: a stage also keeps its weights at these fractions of its schedule; 1 is a copy of the final
+# checkpoint under a stage-specific name (predicting checkpoint_final.pth picks Stage II when it exists)
+PROGRESS_FRACTIONS = (0.125, 0.25, 0.5, 1.0)
+LEARNING_CURVE = "learning_curve"
 
 
 def progress_checkpoint_name(stage: int, fraction: float) -> str:
@@ -92,3 +94,8 @@ def validation_summary(trainer_dir: str | Path, fold: int | str, stage: int) -> 
 def val_predictions_folder(trainer_dir: str | Path, fold: int | str) -> Path:
     """<fold folder>/val_predictions: diffoseg_predict's outputs on the fold's held-out cases."""
     return fold_folder(trainer_dir, fold) / VAL_PREDICTIONS
+
+
+def learning_curve_folder(trainer_dir: str | Path, fold: int | str, checkpoint_name: str) -> Path:
+    """<fold folder>/learning_curve/<checkpoint stem>: the held-out predictions of one learning-curve point."""
+    return fold_folder(trainer_dir, fold) / LEARNING_CURVE / Path(checkpoint_name).stem

@@ -149,7 +149,7 @@ def test_progress_checkpoints_are_written_resumable_and_predictable(toy, tmp_pat
     run_training(DATASET, "2d", 0, "1", num_epochs=8, num_workers=0, output_folder=full, skip_final_validation=True)
     ck = {f: torch.load(full / "fold_0" / "stage1" / progress_checkpoint_name(1, f), weights_only=False)
           for f in PROGRESS_FRACTIONS}
-    assert {f: c["epoch"] for f, c in ck.items()} == {0.125: 1, 0.25: 2, 0.5: 4}
+    assert {f: c["epoch"] for f, c in ck.items()} == {0.125: 1, 0.25: 2, 0.5: 4, 1.0: 8}
     # killed after epoch 3 (latest saved every epoch here), resumed with --c: the later point is written as if
     # the run had not stopped
     monkeypatch.setattr(DiffOSegTrainer, "save_every", 1)

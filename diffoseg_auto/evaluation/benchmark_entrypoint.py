@@ -99,11 +99,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=MODES, default=None,
                    help="metric mode of the inter-rater row (default: the mode of the validation summaries, else strict)")
     p.add_argument("--compare", action="store_true", help="the method comparison also for a single -tr")
+    p.add_argument("--learning_curves", action="store_true",
+                   help="also write learning_curves.csv/.md/.png: held-out GED, Dice_soft and per-rater Dice of every "
+                        "-tr against training compute, from the predictions of each fold's learning-curve checkpoints "
+                        "in <fold>/learning_curve/ (documentation/benchmarking.md)")
     return p
+
+
+def learning_curves(datasets: Sequence[str], configurations: Sequence[str], folds: list[int], trainers: list[str],
+                    output_folder: str | Path | None, plans: str) -> None:
+    from diffoseg_auto.evaluation.learning_curves import curves_markdown, write_learning_curves
+
+    for d in datasets:
+        ds = resolve_dataset_name(d)
+        for cfg in configurations:
+            base = Path(output_folder) if output_folder is not None else results_root() / "benchmark"
+            out = base / "learning_curves" / f"{ds}__{cfg}" if len(datasets) * len(configurations) > 1 else base
+            table = write_learning_curves(ds, cfg, folds, trainers, raw_root() / ds / "labelsTr", out, plans)
+            if not table.empty:
+                print(f"{ds} {cfg}: learning curves\n{curves_markdown(table)}")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    if args.learning_curves:
+        learning_curves(args.d, args.c, args.f, args.tr, args.o, args.p)
     if len(args.tr) > 1 or args.compare:
         compare_methods(args.d, args.c, args.f, args.tr, args.o, args.p, figures=args.figures)
         return

@@ -126,9 +126,3 @@ class TrainingLogger:
         atomic_write(path, lambda p: fig.savefig(p, format="png"))
         plt.close(fig)
 
-
-def training_seconds(logging_state: dict) -> float:
-    """Seconds spent in the epochs of a checkpoint's ``logging`` state (training and validation-loss batches):
-    the x axis of a learning curve ("training compute")."""
-    return float(sum(e - s for s, e in zip(logging_state.get("epoch_start_timestamps", []),
-                                           logging_state.get("epoch_end_timestamps", []))))

@@ -273,7 +273,7 @@ class DiffOSegTrainer:
                 self.save_checkpoint(self.output_folder / CHECKPOINT_BEST)
             if self.current_epoch % self.save_every == 0 or self.current_epoch == self.num_epochs:
                 self.save_checkpoint(self.output_folder / CHECKPOINT_LATEST)
-            for f in PROGRESS_FRACTIONS:  # learning-curve points (a budget run may move them as it re-plans)
+            for f in PROGRESS_FRACTIONS[:-1]:  # learning-curve points (a budget run may move them as it re-plans)
                 if self.current_epoch == max(1, round(f * self.num_epochs)):
                     self.save_checkpoint(self.output_folder / progress_checkpoint_name(self.stage, f))
             self.logger.plot(self.output_folder / "progress.png")
@@ -283,6 +283,7 @@ class DiffOSegTrainer:
             final = self.output_folder / CHECKPOINT_FINAL
             self.save_checkpoint(final)
             self.save_checkpoint(self.output_folder / CHECKPOINT_LATEST)
+            atomic_copy(final, self.output_folder / progress_checkpoint_name(self.stage, PROGRESS_FRACTIONS[-1]))
             self.copy_final_to_fold()
         # batchgenerators has no public shutdown: dropping the last reference runs the augmenter's
         # destructor, which stops its worker processes
