@@ -21,6 +21,7 @@ CONSOLE_SCRIPTS = {
     "diffoseg_add_reference_configuration": "planners.reference_configuration:main",
     # training, prediction, evaluation
     "diffoseg_train": "diffoseg_auto.training.run_training:main",
+    "diffoseg_add_rater": "diffoseg_auto.training.add_rater:main",
     "diffoseg_predict": "diffoseg_auto.inference.predict_entrypoint:main",
     "diffoseg_evaluate": "diffoseg_auto.evaluation.evaluate_entrypoint:main",
     "diffoseg_benchmark": "diffoseg_auto.evaluation.benchmark_entrypoint:main",

@@ -19,6 +19,9 @@ from diffoseg_auto.paths import results_root
 CHECKPOINT_FINAL = "checkpoint_final.pth"
 CHECKPOINT_LATEST = "checkpoint_latest.pth"
 CHECKPOINT_BEST = "checkpoint_best.pth"
+# diffoseg_add_rater: the Stage II model with the added experts (next to the original, which stays untouched)
+ADDED_RATERS_CHECKPOINT = "checkpoint_added_raters.pth"
+RATER_LIST = "raters.json"
 VALIDATION = "validation"
 VAL_PREDICTIONS = "val_predictions"
 SUMMARY = "summary.json"
@@ -99,3 +102,8 @@ def val_predictions_folder(trainer_dir: str | Path, fold: int | str) -> Path:
 def learning_curve_folder(trainer_dir: str | Path, fold: int | str, checkpoint_name: str) -> Path:
     """<fold folder>/learning_curve/<checkpoint stem>: the held-out predictions of one learning-curve point."""
     return fold_folder(trainer_dir, fold) / LEARNING_CURVE / Path(checkpoint_name).stem
+
+
+def rater_list_file(trainer_dir: str | Path, fold: int | str) -> Path:
+    """<fold folder>/raters.json: the fold's raters after diffoseg_add_rater (prediction reads it)."""
+    return fold_folder(trainer_dir, fold) / RATER_LIST

@@ -66,6 +66,15 @@ class DenoiserBase(nn.Module):
         self.rater_embedding = nn.Linear(self.num_raters, self.time_embedding.out_dim, bias=False)
         nn.init.zeros_(self.rater_embedding.weight)
 
+    def per_rater_parameters(self) -> dict[str, int]:
+        """{parameter name: its rater axis} of every Stage II parameter that has one row per rater (the rater
+        embedding, the rater input's channel, the prompt block's rater maps); {} for Stage I."""
+        if self.num_raters is None:
+            return {}
+        rows = {"rater_embedding.weight": 1, "rater_input.weight": 1}
+        rows.update({f"prompt_block.{k}": axis for k, axis in self.prompt_block.per_rater_parameters().items()})
+        return rows
+
     def _embed(self, t: Tensor, rater_onehot: Tensor | None) -> Tensor:
         """Timestep embedding, plus the rater's embedding in Stage II."""
         emb = self.time_embedding(t)

@@ -45,6 +45,10 @@ class PromptBlock(nn.Module):
         nn.init.kaiming_normal_(self.rater_weight.view(num_raters * channels, channels), a=math.sqrt(5))
         self.out = zero_module(ops.conv_op(channels, channels, 1, 1, bias=True))
 
+    def per_rater_parameters(self) -> dict[str, int]:
+        """{name: rater axis}: the rater's 1x1 map and its bias."""
+        return {"rater_weight": 0, "rater_bias": 0}
+
     def prompt_weights(self, x: Tensor) -> Tensor:
         """Softmax mixing weights over prompts from globally pooled features, (B, P)."""
         return torch.softmax(self.mix(x.mean(dim=tuple(range(2, x.ndim)))), dim=1)
@@ -103,6 +107,12 @@ class PaperPromptBlock(nn.Module):
                                         *conv_norm_nonlin(channels, num_raters))
         self.attention = nn.Sequential(*[ChannelAttentionBlock(channels + 1, ops) for _ in range(num_attention_blocks)],
                                        ops.conv_op(channels + 1, channels, 1, bias=False))
+
+    def per_rater_parameters(self) -> dict[str, int]:
+        """{name: rater axis}: the rater's output channel of the last conv of the rater-map stack and of its norm."""
+        conv_index, norm_index = len(self.rater_maps) - 3, len(self.rater_maps) - 2
+        return {f"rater_maps.{i}.{k}": 0 for i in (conv_index, norm_index)
+                for k, _ in self.rater_maps[i].named_parameters()}
 
     def forward(self, x: Tensor, rater_id: Tensor) -> Tensor:
         w = torch.softmax(self.mix(x.mean(dim=tuple(range(2, x.ndim)))), dim=1)
