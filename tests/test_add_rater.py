@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from diffoseg_auto.cli.console import run_command
+from diffoseg_auto.dataset.raw_dataset import write_dataset_json
 from diffoseg_auto.io.image_io import write_image, write_seg
 from diffoseg_auto.network.factory import build_denoiser
 from diffoseg_auto.plans.plans import plans_from_dict
@@ -89,6 +90,19 @@ def test_tiny_model_gains_a_working_rater(toy, tmp_path, block):
     # the new rows moved away from their start (the mean of the existing raters' rows)
     moved = [not torch.allclose(new[n].narrow(a, 3, 1), old[n].mean(dim=a, keepdim=True)) for n, a in rows.items()]
     assert any(moved)
+    # prediction reads the rater list: the new expert by name, and within 'all'
+    from diffoseg_auto.inference.predict_entrypoint import predict_from_folder
+
+    write_dataset_json(toy["raw"] / DATASET, name="TrainToy", channel_names={0: "toy"},
+                       labels={"background": 0, "lesion": 1}, raters=["r0", "r1", "r2"], num_training=0,
+                       file_ending=".nii.gz")
+    (folder / "dataset.json").write_text((toy["raw"] / DATASET / "dataset.json").read_text())
+    for raters, expected in ((["newbie"], {"newbie"}), ("all", {"r0", "r1", "r2", "newbie"})):
+        pred = tmp_path / f"pred_{len(expected)}"
+        predict_from_folder(tmp_path / "i", pred, DATASET, "2d", [0], raters=raters, num_samples=2,
+                            rater_num_samples=1, device="cpu", num_processes_preprocessing=1, num_processes_export=1)
+        assert {d.name for d in (pred / "raters").iterdir()} == expected
+        assert (pred / "raters" / "newbie" / "new_000.nii.gz").is_file()
 
 
 @pytest.mark.slow

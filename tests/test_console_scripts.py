@@ -32,6 +32,7 @@ MISSING_INPUT_ARGS = {
     "diffoseg_preprocess": ["-d", "999"],
     "diffoseg_add_reference_configuration": ["-d", "999"],
     "diffoseg_train": ["999", "2d", "0", "-device", "cpu"],
+    "diffoseg_add_rater": ["-d", "999", "-c", "2d", "-f", "0", "--name", "x", "-i", MISSING, "-l", MISSING],
     "diffoseg_predict": ["-i", MISSING, "-o", MISSING + "_out", "-d", "999", "-c", "2d", "-f", "0", "-device", "cpu"],
     "diffoseg_evaluate": ["-ref", MISSING, "-pred", MISSING],
     "diffoseg_benchmark": ["-d", "999", "-c", "2d"],

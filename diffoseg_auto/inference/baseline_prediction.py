@@ -50,7 +50,7 @@ def predict_baseline_from_folder(input_folder: str | Path, output_folder: str | 
     if config_name != configuration:
         raise ModelLoadError(f"{model_folder}: checkpoints were trained with configuration '{config_name}', not '{configuration}' (-c).")
     cfg = plans_obj.get_configuration(config_name)
-    chosen = _select_raters("all" if raters is None else raters, plans_obj, True, model_folder)
+    chosen = _select_raters("all" if raters is None else raters, plans_obj.raters, True, model_folder)
     num_samples = int(cfg.diffusion.num_samples if num_samples is None else num_samples)
     use_mirroring = True if use_mirroring is None else bool(use_mirroring)  # nnU-Net's default for a U-Net
     predictor = BaselinePredictor(nets, cfg, device, use_mirroring, step_size)

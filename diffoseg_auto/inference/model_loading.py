@@ -18,7 +18,8 @@ from diffoseg_auto.errors import UserError
 from diffoseg_auto.network.denoiser_base import DenoiserBase
 from diffoseg_auto.network.factory import build_denoiser
 from diffoseg_auto.plans.plans import Plans, plans_from_dict
-from diffoseg_auto.results_layout import CHECKPOINT_FINAL, checkpoint_path, fold_folder, trained_folds
+from diffoseg_auto.results_layout import CHECKPOINT_FINAL, checkpoint_path, fold_folder, rater_list_file, trained_folds
+from diffoseg_auto.utilities.file_ops import load_json
 from diffoseg_auto.io.checkpoint_io import load_checkpoint
 
 # init_args entries that must agree between the folds of an ensemble
@@ -51,6 +52,35 @@ def _missing_checkpoint_error(model_folder: Path, fold: int | str, stage: int, c
     return ModelLoadError(f"{path}: checkpoint not found. Checkpoints in {path.parent}: {present or 'none'} (choose one with -chk).")
 
 
+def added_raters_checkpoint(model_folder: Path, fold: int | str, stage: int, checkpoint_name: str) -> str:
+    """The final Stage II model of a fold that diffoseg_add_rater extended is the extended one (its raters.json
+    names it): the existing raters' weights in it are the original's, bit for bit, so every rater is predicted
+    from one model. Any other request is the named checkpoint."""
+    listing = rater_list_file(model_folder, fold)
+    if stage != 2 or checkpoint_name != CHECKPOINT_FINAL or not listing.is_file():
+        return checkpoint_name
+    try:
+        return str(load_json(listing)["checkpoint"])
+    except (ValueError, KeyError, TypeError):
+        raise ModelLoadError(f"{listing}: not a rater list written by diffoseg_add_rater (no 'checkpoint'). "
+                             "Delete it to predict the original raters, or add the expert again.") from None
+
+
+def model_raters(model_folder: Path, folds: Sequence[int | str], dataset_raters: Sequence[str],
+                 checkpoint_name: str = CHECKPOINT_FINAL) -> list[str]:
+    """The raters a Stage II prediction of ``folds`` can name: the dataset's, plus those diffoseg_add_rater added
+    (every fold of an ensemble must list the same)."""
+    lists = []
+    for fold in folds:
+        listing = rater_list_file(model_folder, fold)
+        extended = added_raters_checkpoint(model_folder, fold, 2, checkpoint_name) != checkpoint_name
+        lists.append(list(load_json(listing)["raters"]) if extended else list(dataset_raters))
+    if any(r != lists[0] for r in lists):
+        raise ModelLoadError(f"{model_folder}: folds {list(folds)} have different raters ({lists}); add the same experts "
+                             "to every fold (diffoseg_add_rater) or predict the folds separately.")
+    return lists[0]
+
+
 def load_trained_model(model_folder: str | Path, folds: Sequence[int | str], stage: int,
                        checkpoint_name: str = CHECKPOINT_FINAL, device: torch.device | str = "cpu",
                        expected_dataset: str | None = None, build_network=build_denoiser
@@ -70,7 +100,8 @@ def load_trained_model(model_folder: str | Path, folds: Sequence[int | str], sta
     first_args: dict | None = None
     plans: Plans | None = None
     for fold in folds:
-        path = checkpoint_path(model_folder, fold, stage, checkpoint_name)
+        path = checkpoint_path(model_folder, fold, stage, added_raters_checkpoint(model_folder, fold, stage,
+                                                                                  checkpoint_name))
         if not path.is_file():
             raise _missing_checkpoint_error(model_folder, fold, stage, checkpoint_name)
         ckpt = load_checkpoint(path)

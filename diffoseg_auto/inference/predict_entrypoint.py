@@ -25,7 +25,7 @@ from diffoseg_auto.configuration import default_num_processes
 from diffoseg_auto.dataset.raw_dataset import extra_channel_files, list_cases, load_dataset_json
 from diffoseg_auto.errors import InvalidArgumentError, UserError
 from diffoseg_auto.inference.export_prediction import export_case, mean_one_hot
-from diffoseg_auto.inference.model_loading import ModelLoadError, has_stage2, load_trained_model
+from diffoseg_auto.inference.model_loading import ModelLoadError, has_stage2, load_trained_model, model_raters
 from diffoseg_auto.inference.prediction_outputs import expected_files, failure_report, prepare_output_folder
 from diffoseg_auto.inference.predictor import DiffOSegPredictor
 from diffoseg_auto.inference.workers import export_job, preprocess_job
@@ -59,18 +59,21 @@ def _dataset_json_for(model_folder: Path, dataset_name: str) -> dict:
                           "Copy the dataset's dataset.json into the model folder.")
 
 
-def _select_raters(raters: str | Sequence[str] | None, plans: Plans, stage2_available: bool, model_folder: Path) -> list[str]:
+def _select_raters(raters: str | Sequence[str] | None, model_raters: Sequence[str], stage2_available: bool,
+                   model_folder: Path) -> list[str]:
+    """The requested raters among ``model_raters`` (the dataset's, plus any diffoseg_add_rater added)."""
+    model_raters = list(model_raters)
     if raters is None:
-        return list(plans.raters) if stage2_available else []
+        return model_raters if stage2_available else []
     if isinstance(raters, str):
         raters = [raters]
     raters = list(raters)
     if raters == ["none"]:
         return []
-    chosen = list(plans.raters) if raters == ["all"] else raters
-    unknown = [r for r in chosen if r not in plans.raters]
+    chosen = model_raters if raters == ["all"] else raters
+    unknown = [r for r in chosen if r not in model_raters]
     if unknown:
-        raise PredictionError(f"--raters: unknown rater(s) {unknown}. This model's raters: {plans.raters} (or 'all' / 'none').")
+        raise PredictionError(f"--raters: unknown rater(s) {unknown}. This model's raters: {model_raters} (or 'all' / 'none').")
     if not stage2_available:
         raise PredictionError(f"--raters {' '.join(raters)}: {model_folder} has no Stage II (per-rater) model for the requested "
                               "folds. Train Stage II, or predict the consensus only with --raters none.")
@@ -259,7 +262,8 @@ def predict_from_folder(input_folder: str | Path, output_folder: str | Path, dat
     cfg = plans_obj.get_configuration(config_name)
     use_mirroring = cfg.inference.use_mirroring if use_mirroring is None else bool(use_mirroring)
     stage2_available = has_stage2(model_folder, folds, checkpoint_name)
-    chosen_raters = _select_raters(raters, plans_obj, stage2_available, model_folder)
+    all_raters = model_raters(model_folder, folds, plans_obj.raters, checkpoint_name) if stage2_available else list(plans_obj.raters)
+    chosen_raters = _select_raters(raters, all_raters, stage2_available, model_folder)
     num_samples = int(cfg.diffusion.num_samples if num_samples is None else num_samples)
     sampling_steps = int(cfg.diffusion.sampling_steps if sampling_steps is None else sampling_steps)
     rater_num_samples = int(cfg.stage2.num_samples_per_rater if rater_num_samples is None else rater_num_samples)
@@ -277,7 +281,7 @@ def predict_from_folder(input_folder: str | Path, output_folder: str | Path, dat
                 "raters": chosen_raters, "rater_num_samples": rater_num_samples, "step_size": step_size,
                 "use_mirroring": use_mirroring, "seed": seed, "save_probabilities": save_probabilities,
                 "save_samples": save_samples, "precision": precision_name(predictor1.amp_dtype)}
-    rater_ids = [plans_obj.raters.index(r) for r in chosen_raters]
+    rater_ids = [all_raters.index(r) for r in chosen_raters]
 
     def sample(case: str, data: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray] | None]:
         samples = predictor1.sample_case(data, num_samples, sampling_steps, seed=_case_seed(seed, case))
