@@ -142,7 +142,14 @@ def main() -> None:
         full, ending, did = work / "raw" / "Dataset905_ToyFull", ".nii.gz", 906
         if not full.exists():
             generate_toy_dataset(full, dim=2, num_cases=a.cases, num_raters=4, seed=a.toy_seed)
-        held, name = [a.held_out], "Dataset906_ToyWithout"
+        from diffoseg_auto.dataset.raw_dataset import load_dataset_json
+
+        held = [r for r in load_dataset_json(full)["raters"] if r == a.held_out or r.endswith("_" + a.held_out)]
+        name = "Dataset906_ToyWithout"
+    if len(held) != (1 if not a.bubil else 2):
+        raise SystemExit(f"--held_out {a.held_out}: matches raters {held} of {full}; name one rater (a style of the toy, "
+                         "or Person<N>_<tool> of BU-BIL)")
+    new_name = held[0] if not a.bubil else a.held_out
     raters = without_rater(full, work / "raw" / name, held)
     folder = trainer_folder(name, "DiffOSegTrainer", "DiffOSegPlans", a.configuration)
     if not checkpoint_path(folder, 0, 2).is_file():
@@ -152,12 +159,12 @@ def main() -> None:
         run_training(did, a.configuration, 0, "2", num_epochs=a.stage2_epochs, iterations_per_epoch=a.iterations,
                      device="cpu", skip_final_validation=True, overwrite=True, num_workers=0)
     train_seconds = round(time.time() - t0, 1)
-    labels = full / "labelsTr" / a.held_out
+    labels = full / "labelsTr" / new_name
     shots = shot_cases(did, 0, labels, a.shots, work / "new_images", work / "new_masks", ending)
     added = (folder / "fold_0" / "raters.json").is_file()
     t1 = time.time()
     if not added:
-        add_rater(AddRaterRequest(did, a.configuration, 0, a.held_out, work / "new_images", work / "new_masks",
+        add_rater(AddRaterRequest(did, a.configuration, 0, new_name, work / "new_images", work / "new_masks",
                                   iterations=a.fit_iterations or DEFAULT_ITERATIONS, device="cpu"))
     fit_seconds = round(time.time() - t1, 1)
     val = work / "val_images"
@@ -171,15 +178,15 @@ def main() -> None:
     result = {"dataset": "BU-BIL" if a.bubil else f"toy seed {a.toy_seed}", "tuning_seed": a.toy_seed == 0,
               "held_out": a.held_out, "left_out_of_stage2": held, "shots": shots,
               "fit_iterations": a.fit_iterations or DEFAULT_ITERATIONS, "scores": scores,
-              "new_prompt_dice": scores["dice"][a.held_out], "closest_existing_prompt": closest,
-              "closest_existing_dice": old[closest], "margin": scores["dice"][a.held_out] - old[closest],
+              "new_prompt_dice": scores["dice"][new_name], "closest_existing_prompt": closest,
+              "closest_existing_dice": old[closest], "margin": scores["dice"][new_name] - old[closest],
               "consensus_dice": scores["dice"]["consensus"], "train_seconds": train_seconds,
               "fit_seconds": fit_seconds}
     (work / "new_rater_proof.json").write_text(json.dumps(result, indent=2))
     print(json.dumps({k: v for k, v in result.items() if k != "scores"}, indent=1))
     for r, v in scores["dice"].items():
-        print(f"  prompt {r:<22} Dice to {a.held_out}: {v:.3f}   area {scores['area'][r]:.0f}")
-    print(f"  {a.held_out}'s own masks: area {scores['area']['held_out_rater_masks']:.0f}")
+        print(f"  prompt {r:<22} Dice to {new_name}: {v:.3f}   area {scores['area'][r]:.0f}")
+    print(f"  {new_name}'s own masks: area {scores['area']['held_out_rater_masks']:.0f}")
 
 
 if __name__ == "__main__":
