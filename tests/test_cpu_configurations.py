@@ -1,4 +1,4 @@
-"""benchmarks/cpu_configurations.py: the CPU-sized configurations the real-data benchmarks add to a plans JSON
+"""benchmarks/real_data.py's CPU-sized configurations (`compare --add_configuration`) added to a plans JSON
 resolve through the plans' inheritance to the intended spacing, patch, topology and preprocessed data."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from diffoseg_auto.plans.plans import load_plans
 from planners.plan_and_preprocess_entrypoints import plan_and_preprocess
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from cpu_configurations import add_cpu_configuration  # noqa: E402
+from real_data import add_cpu_configuration  # noqa: E402
 
 
 @pytest.fixture

@@ -1,0 +1,177 @@
+"""What the benchmark tools share (speed.py, toy_proof.py, real_data.py): the environment, time-budgeted
+training of a fold, the Stage I sweep over sampling steps, the prompt-block configurations, and Markdown tables.
+
+Nothing here imports torch or the project at module level: speed.py's prediction worker imports this module
+under an older revision's code (``PYTHONPATH``), and a tool sets its thread variables before numpy loads.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+# small cases: worker pools would cost more to start than the work they take over
+IN_PROCESS = {"num_processes_preprocessing": 1, "num_processes_export": 1}
+MIN_COMPONENT_PIXELS = 10
+PLANS = "DiffOSegPlans"
+
+
+def one_thread_default() -> None:
+    """One BLAS/OpenMP thread unless the caller set one: call before numpy or torch is imported."""
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+
+
+def set_env(work: Path) -> None:
+    """Point the three diffoseg folders into ``work`` (the benchmark never touches the user's own)."""
+    for var, sub in (("diffoseg_raw", "raw"), ("diffoseg_preprocessed", "preprocessed"), ("diffoseg_results", "results")):
+        os.environ[var] = str(work / sub)
+
+
+def markdown_table(header: list[str], rows: list[list], left: int = 1) -> str:
+    """A Markdown table; the first ``left`` columns are left-aligned, the others right-aligned."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * left + "---:|" * (len(header) - left)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- training
+
+def train_with_budget(dataset_id: int, configuration: str, stage1_minutes: float | None, stage2_minutes: float | None,
+                      threads: int = 1, iterations_per_epoch: int | None = 25, fold: int = 0,
+                      trainer: str = "DiffOSegTrainer", budget_clock: str = "wall", val_iterations: int | None = 2,
+                      resume: bool = False) -> dict:
+    """Stage I then Stage II of ``fold``, each stopped by ``--max_minutes`` on ``budget_clock`` (wall or this
+    process's CPU time; a stage with 0 minutes is not trained: a single-stage baseline gets its whole budget as
+    stage 1; None minutes: the configuration's own schedule, as a time-budget configuration plans it);
+    ``resume``: continue a stage from its latest checkpoint (--c) instead of starting over; returns iterations
+    reached per stage."""
+    import torch
+
+    from diffoseg_auto.training.run_training import run_training
+
+    torch.set_num_threads(threads)
+    reached = {}
+    for stage, minutes in ((1, stage1_minutes), (2, stage2_minutes)):
+        if minutes is not None and minutes <= 0:
+            continue
+        t0, c0 = time.time(), time.process_time()
+        tr = run_training(dataset_id, configuration, fold, str(stage), trainer=trainer, num_workers=0, device="cpu",
+                          max_minutes=minutes, skip_final_validation=True,
+                          num_epochs=None if minutes is None else 1000,
+                          iterations_per_epoch=iterations_per_epoch, val_iterations=val_iterations,
+                          overwrite=not resume, continue_training=resume, budget_clock=budget_clock)[0]
+        reached[f"stage{stage}"] = {"epochs": tr.current_epoch, "iterations": tr.current_epoch * tr.iterations_per_epoch,
+                                    "batch_size": tr.batch_size, "seconds": round(time.time() - t0, 1),
+                                    "cpu_seconds": round(time.process_time() - c0, 1)}
+    return reached
+
+
+# ---------------------------------------------------------------- Stage I against sampling steps
+
+def whole_mask_fraction(samples_folder: Path, min_pixels: int = MIN_COMPONENT_PIXELS) -> float:
+    """Fraction of all sample foreground lying in connected components of >= min_pixels voxels."""
+    import numpy as np
+    from scipy import ndimage
+
+    from diffoseg_auto.inference.export_prediction import unpack_samples
+
+    in_big = total = 0
+    for f in sorted(samples_folder.glob("*.npz")):
+        with np.load(f) as z:
+            samples = unpack_samples(dict(z))
+        for s in samples:
+            lab, _ = ndimage.label(s > 0)
+            sizes = np.bincount(lab.ravel())[1:]
+            total += int(sizes.sum())
+            in_big += int(sizes[sizes >= min_pixels].sum())
+    return in_big / total if total else float("nan")
+
+
+def mean_and_se(summary: dict, key: str) -> tuple[float, float]:
+    """Mean and standard error over the cases of an evaluation summary."""
+    import numpy as np
+
+    vals = np.array([float(c.get(key, np.nan)) for c in summary["per_case"]], dtype=float)
+    vals = vals[np.isfinite(vals)]
+    return float(vals.mean()), float(vals.std(ddof=1) / np.sqrt(len(vals))) if len(vals) > 1 else float("nan")
+
+
+def sweep(dataset_id: int, configuration: str, fold: int, steps: list[int], work: Path, labels: Path,
+          num_samples: int | None = None, mirroring: bool = False, tag: str = "", predict: bool = True) -> list[dict]:
+    """One row per S: GED and Dice_soft (mean, standard error over cases) and the whole-mask fraction."""
+    from diffoseg_auto.evaluation.evaluate_entrypoint import evaluate_folder
+    from diffoseg_auto.inference.predict_entrypoint import predict_from_folder
+    from diffoseg_auto.cli.fold_images import link_fold_images
+
+    val_in = work / f"val_images_fold{fold}"
+    link_fold_images(dataset_id, fold, val_in)
+    rows = []
+    for s in steps:
+        pred = work / f"stage1_S{s}{tag}"
+        if predict:
+            predict_from_folder(val_in, pred, dataset_id, configuration, [fold], device="cpu", save_samples=True,
+                            raters="none", sampling_steps=s, num_samples=num_samples, use_mirroring=mirroring,
+                            overwrite=True, **IN_PROCESS)
+        summary = evaluate_folder(labels, pred, pred / "summary.json")
+        ged, ged_se = mean_and_se(summary, "GED")
+        dsoft, dsoft_se = mean_and_se(summary, "Dice_soft")
+        rows.append({"S": s, "mirroring": mirroring, "GED": ged, "GED_se": ged_se, "Dice_soft": dsoft,
+                     "Dice_soft_se": dsoft_se, "whole_mask_fraction": whole_mask_fraction(pred / "samples"),
+                     "cases": summary["num_cases"], "folder": str(pred)})
+    return rows
+
+
+def format_sweep_row(r: dict) -> str:
+    return (f"S={r['S']:3d}{' +TTA' if r['mirroring'] else '     '}  GED {r['GED']:.3f} ± {r['GED_se']:.3f}  "
+            f"Dice_soft {r['Dice_soft']:.3f} ± {r['Dice_soft_se']:.3f}  whole-mask fraction {r['whole_mask_fraction']:.3f}")
+
+
+# ---------------------------------------------------------------- prompt blocks and the rater x prompt matrix
+
+def add_prompt_block_configuration(plans_file: Path, block: str, base: str = "2d") -> str:
+    """Configuration '<base>_<block>': inherits ``base`` (same data, same Stage I), only stage2.prompt_block differs."""
+    from diffoseg_auto.utilities.file_ops import load_json, save_json
+
+    plans = load_json(plans_file)
+    name = f"{base}_{block}"
+    plans["configurations"][name] = {"inherits_from": base, "stage2": {"prompt_block": block}}
+    save_json(plans, plans_file)
+    return name
+
+
+def share_stage1(source: Path, target: Path, configuration: str, plans_file: Path | None = None) -> None:
+    """Copy a Stage I checkpoint into ``configuration``'s fold folder. Stage I does not depend on the stage2
+    section the configurations differ in, so the weights are the same run's; only the configuration
+    name the trainer checks is relabelled. ``plans_file``: also store the current plans in the checkpoint
+    (needed when ``configuration`` was added after Stage I was trained: prediction rebuilds the network
+    from the checkpoint's plans)."""
+    from diffoseg_auto.io.checkpoint_io import load_checkpoint, save_checkpoint
+    from diffoseg_auto.utilities.file_ops import load_json
+
+    ckpt = load_checkpoint(source)
+    ckpt["init_args"]["configuration"] = configuration
+    if plans_file is not None:
+        ckpt["plans"] = load_json(plans_file)
+    save_checkpoint(target, ckpt)
+
+
+def matrix_margins(matrix) -> dict:
+    """Per row: diagonal minus the row's best off-diagonal; and mean diagonal minus mean off-diagonal."""
+    import numpy as np
+
+    matrix = np.asarray(matrix, dtype=float)
+    k = len(matrix)
+    off = ~np.eye(k, dtype=bool)
+    margins = [float(matrix[i, i] - np.nanmax(matrix[i][off[i]])) for i in range(k)]
+    return {"row_margins": margins, "mean_diagonal": float(np.nanmean(np.diag(matrix))),
+            "mean_off_diagonal": float(np.nanmean(matrix[off])),
+            "diagonal_minus_off_diagonal": float(np.nanmean(np.diag(matrix)) - np.nanmean(matrix[off]))}
+
+
+def rows_max_on_diagonal(matrix) -> list[bool | None]:
+    """Per row of a rater x prompt Dice matrix: is its maximum on the diagonal (None: row has no value)?"""
+    import numpy as np
+
+    m = np.array(matrix, dtype=float)
+    return [bool(np.nanargmax(m[k]) == k) if np.isfinite(m[k]).any() else None for k in range(len(m))]

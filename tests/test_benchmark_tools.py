@@ -1,0 +1,80 @@
+"""benchmarks/: every tool's --help runs in a subprocess (as a user calls it), and every benchmark command written in a
+fenced code block of benchmarks/README.md or documentation/results.md parses with that tool's own parser (the tool
+and subcommand exist, the options exist, the values have the right types). Nothing is benchmarked."""
+from __future__ import annotations
+
+import importlib
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCHMARKS = ROOT / "benchmarks"
+# tool -> its subcommands ([] : none)
+TOOLS = {"speed.py": ["preprocess", "train", "sampling", "prediction"], "toy_proof.py": ["run", "render"],
+         "real_data.py": ["compare", "steps", "prompt_blocks"], "real_data_comparison.py": [],
+         "gpu_train_check.py": []}
+HELP_CASES = [(tool, [sub] if sub else []) for tool, subs in TOOLS.items() for sub in [None, *subs]]
+DOCUMENTS = [BENCHMARKS / "README.md", ROOT / "documentation" / "results.md"]
+SHELL_ENDS = {">", ">>", "2>&1", "&", "&&", "|", ";"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("tool,args", HELP_CASES, ids=[" ".join([t, *a]) for t, a in HELP_CASES])
+def test_help_runs(tool, args):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    res = subprocess.run([sys.executable, str(BENCHMARKS / tool), *args, "--help"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.startswith("usage:") and len(res.stdout) > 200
+
+
+def documented_commands(text: str) -> list[tuple[str, list[str]]]:
+    """(tool, arguments) of every `benchmarks/<tool>.py ...` in the fenced code blocks of a Markdown text and in its
+    inline code that starts with `python benchmarks/`."""
+    commands = []
+    blocks = re.findall(r"```[a-z]*\n(.*?)```", text, flags=re.S)
+    inline = re.findall(r"(?<!`)`(python benchmarks/[^`]+)`(?!`)", re.sub(r"```.*?```", "", text, flags=re.S))
+    for block in blocks + inline:
+        for line in block.replace("\\\n", " ").splitlines():
+            words = shlex.split(line, comments=True)
+            for i, w in enumerate(words):
+                m = re.fullmatch(r"(?:.*/)?benchmarks/(\w+\.py)", w)
+                if m:
+                    args = words[i + 1:]
+                    end = next((k for k, a in enumerate(args) if a in SHELL_ENDS), len(args))
+                    commands.append((m.group(1), args[:end]))
+    return commands
+
+
+def parser_of(tool: str):
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        return importlib.import_module(tool[:-3]).build_parser()
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+
+@pytest.mark.parametrize("document", DOCUMENTS, ids=lambda p: p.name)
+def test_documented_commands_parse(document):
+    commands = documented_commands(document.read_text())
+    assert len(commands) >= 4, f"{document}: expected the benchmark commands in fenced code blocks"
+    for tool, args in commands:
+        assert tool in TOOLS, f"{document}: `benchmarks/{tool}` is not a benchmark tool (removed or renamed?)"
+        try:
+            parser_of(tool).parse_args(args)
+        except SystemExit as e:
+            pytest.fail(f"{document}: `benchmarks/{tool} {shlex.join(args)}` does not parse (exit {e.code})")
+
+
+def test_documented_commands_are_found():
+    text = "```bash\nnohup python benchmarks/real_data.py compare -d 100 \\\n    --out /tmp/x > /tmp/x.log 2>&1 &\n" \
+           "cd benchmarks && python toy_proof.py run  # not a benchmarks/ path\n```\n" \
+           "Inline: `python benchmarks/speed.py train --plans PLANS` and `speed.py sampling` (not a command line).\n"
+    assert documented_commands(text) == [("real_data.py", ["compare", "-d", "100", "--out", "/tmp/x"]),
+                                         ("speed.py", ["train", "--plans", "PLANS"])]
