@@ -27,7 +27,7 @@ for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import numpy as np
 
-from budget_common import set_env
+from bench_lib import set_env
 
 IN_PROCESS = {"num_processes_preprocessing": 1, "num_processes_export": 1}
 
@@ -94,7 +94,7 @@ def score_prompts(pred: Path, labels: Path, cases: list[str], file_ending: str) 
     return out
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--toy_seed", type=int, default=None, help="toy generator seed (0 = the tuning seed)")
     p.add_argument("--bubil", action="store_true", help="BU-BIL instead of the toy dataset")
@@ -110,6 +110,11 @@ def main() -> None:
     p.add_argument("--iterations", type=int, default=35, help="iterations per epoch")
     p.add_argument("--fit_iterations", type=int, default=None, help="diffoseg_add_rater --iterations (default its own)")
     p.add_argument("--num_samples", type=int, default=4)
+    return p
+
+
+def main() -> None:
+    p = build_parser()
     a = p.parse_args()
     if (a.toy_seed is None) == (not a.bubil):
         p.error("give --toy_seed S or --bubil")
