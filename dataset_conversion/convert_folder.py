@@ -24,7 +24,8 @@ from dataset_conversion.conversion_utils import (
     sanitize_case_name,
 )
 from diffoseg_auto.dataset.raw_dataset import write_dataset_json
-from diffoseg_auto.io.image_io import ImageReadError, file_ending_of, read_image_file, write_seg
+from diffoseg_auto.io.image_errors import ImageReadError
+from diffoseg_auto.io.image_io import file_ending_of, read_image_file, write_seg
 
 
 def _index_folder(folder: Path) -> dict[str, Path]:
