@@ -108,3 +108,5 @@ def test_the_request_stores_one_form_of_its_arguments(tmp_path):
                              num_processes_export=1).worker_counts() == (3, 1)
     with pytest.raises(TypeError):  # a misspelt option is not ignored
         PredictionRequest(tmp_path, tmp_path / "o", 1, "2d", [0], num_sample=2)
+    with pytest.raises(TypeError):  # options by name only
+        PredictionRequest(tmp_path, tmp_path / "o", 1, "2d", [0], "ProbUNetTrainer")

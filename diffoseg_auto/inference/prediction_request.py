@@ -6,7 +6,7 @@ once; ``validate`` checks it in one place, before any file is touched, and ``run
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 import torch
 
@@ -47,6 +47,7 @@ class PredictionRequest:
     dataset: str | int
     configuration: str
     folds: tuple[int | str, ...]
+    _: KW_ONLY  # the options by name only: 20 positional arguments were the old problem
     trainer: str = "DiffOSegTrainer"
     plans: str = "DiffOSegPlans"
     model_folder: Path | None = None
