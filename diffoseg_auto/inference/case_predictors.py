@@ -114,7 +114,7 @@ class BaselineCasePredictor:
 
 
 def load_case_predictor(request: PredictionRequest, dataset_name: str, model_folder: Path,
-                        device: torch.device) -> tuple[CasePredictor, Plans]:
+                        device: torch.device | str) -> tuple[CasePredictor, Plans]:
     """The method of ``model_folder``'s checkpoints, set up as ``request`` asks, and the plans it was trained with."""
     folds = list(request.folds)
     nets, plans, config_name, diffusion = load_trained_model(model_folder, folds, 1, request.checkpoint_name, device,
