@@ -16,6 +16,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import sys
 
 from dataset_conversion.conversion_utils import (
     ConversionError, add_target_arguments, binarize, prepare_target_folder, read_mask_gray, require_dir, run_cli,
@@ -23,6 +24,7 @@ from dataset_conversion.conversion_utils import (
 )
 from diffoseg_auto.dataset.raw_dataset import write_dataset_json
 from diffoseg_auto.io.image_io import read_image_file
+from diffoseg_auto.utilities.command_runner import run_command
 
 FOREGROUND_BELOW = 128
 
@@ -73,5 +75,5 @@ def main(argv: list[str] | None = None) -> int:
     return run_cli(lambda: convert_bubil(a.input, a.dataset_id, a.name, a.overwrite))
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+if __name__ == "__main__":  # python -m: user errors as one line, as from the console script
+    sys.exit(run_command("diffoseg_convert_bubil", main))

@@ -18,13 +18,16 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import sys
 
 from dataset_conversion.conversion_utils import (
     ConversionError, binarize, file_stem, prepare_target_folder, read_mask_gray, require_dir, run_cli,
     sanitize_case_name,
 )
 from diffoseg_auto.dataset.raw_dataset import write_dataset_json
-from diffoseg_auto.io.image_io import ImageReadError, file_ending_of, read_image_file, write_seg
+from diffoseg_auto.io.image_errors import ImageReadError
+from diffoseg_auto.io.image_io import file_ending_of, read_image_file, write_seg
+from diffoseg_auto.utilities.command_runner import run_command
 
 
 def _index_folder(folder: Path) -> dict[str, Path]:
@@ -123,5 +126,5 @@ def main(argv: list[str] | None = None) -> int:
                                           a.foreground_threshold, a.invert, a.overwrite))
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+if __name__ == "__main__":  # python -m: user errors as one line, as from the console script
+    sys.exit(run_command("diffoseg_convert_folder", main))

@@ -21,12 +21,14 @@ import pickle
 from pathlib import Path
 
 import numpy as np
+import sys
 
 from dataset_conversion.conversion_utils import (
     ConversionError, add_target_arguments, prepare_target_folder, run_cli, sanitize_case_name, write_image_array,
     write_label_array,
 )
 from diffoseg_auto.dataset.raw_dataset import write_dataset_json
+from diffoseg_auto.utilities.command_runner import run_command
 
 NUM_RATERS = 4
 RATERS = [f"rater{k}" for k in range(NUM_RATERS)]
@@ -134,5 +136,5 @@ def main(argv: list[str] | None = None) -> int:
     return run_cli(lambda: convert_lidc(a.input, a.dataset_id, a.name, a.order_raters_by_area, a.overwrite))
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+if __name__ == "__main__":  # python -m: user errors as one line, as from the console script
+    sys.exit(run_command("diffoseg_convert_lidc", main))

@@ -24,12 +24,14 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import sys
 
 from dataset_conversion.conversion_utils import (
     ConversionError, add_target_arguments, prepare_target_folder, require_dir, run_cli, sanitize_case_name,
     write_image_array, write_label_array,
 )
 from diffoseg_auto.dataset.raw_dataset import write_dataset_json
+from diffoseg_auto.utilities.command_runner import run_command
 
 SEQUENCES = ("t1", "t1c", "t2")
 RATER_KEYS = ("label_a1", "label_a2", "label_a3", "label_a4")
@@ -142,5 +144,5 @@ def main(argv: list[str] | None = None) -> int:
     return run_cli(lambda: convert_npc170(a.input, a.dataset_id, a.name, tuple(a.spacing), a.overwrite))
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+if __name__ == "__main__":  # python -m: user errors as one line, as from the console script
+    sys.exit(run_command("diffoseg_convert_npc170", main))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 from pathlib import Path
 
 from dataset_conversion.conversion_utils import (
@@ -20,6 +21,7 @@ from dataset_conversion.conversion_utils import (
 )
 from diffoseg_auto.dataset.raw_dataset import write_dataset_json
 from diffoseg_auto.io.image_io import read_image_file, write_image, write_seg
+from diffoseg_auto.utilities.command_runner import run_command
 
 
 def convert_qubiq(input_folder: str | Path, dataset_id: int, name: str, task: str = "01", overwrite: bool = False) -> Path:
@@ -73,5 +75,5 @@ def main(argv: list[str] | None = None) -> int:
     return run_cli(lambda: convert_qubiq(a.input, a.dataset_id, a.name, a.task, a.overwrite))
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+if __name__ == "__main__":  # python -m: user errors as one line, as from the console script
+    sys.exit(run_command("diffoseg_convert_qubiq", main))

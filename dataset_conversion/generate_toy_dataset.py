@@ -26,12 +26,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import sys
 from scipy import ndimage
 
 from dataset_conversion.conversion_utils import (
     ConversionError, prepare_target_folder, run_cli, write_image_array, write_label_array,
 )
 from diffoseg_auto.dataset.raw_dataset import write_dataset_json
+from diffoseg_auto.utilities.command_runner import run_command
 
 RATER_STYLES = ("dilate", "erode", "smooth", "miss_small")
 BASE_MISSING_FRACTION = 0.15
@@ -226,5 +228,5 @@ def main(argv: list[str] | None = None) -> int:
     return run_cli(run)
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+if __name__ == "__main__":  # python -m: user errors as one line, as from the console script
+    sys.exit(run_command("diffoseg_generate_toy_dataset", main))

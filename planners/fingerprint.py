@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from diffoseg_auto.dataset.raw_dataset import DatasetFormatError, RawDataset
+from diffoseg_auto.dataset.dataset_errors import DatasetFormatError
+from diffoseg_auto.dataset.raw_dataset import RawDataset
 from diffoseg_auto.preprocessing.cropping import crop_to_nonzero
 from diffoseg_auto.preprocessing.parallel import map_with_progress
 from diffoseg_auto.utilities.file_ops import atomic_copy

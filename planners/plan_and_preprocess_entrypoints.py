@@ -4,7 +4,10 @@ from __future__ import annotations
 import argparse
 import logging
 import shutil
+import sys
 from typing import Sequence
+
+from diffoseg_auto.utilities.command_runner import run_command
 
 logger = logging.getLogger(__name__)
 
@@ -157,5 +160,5 @@ def preprocess(argv: Sequence[str] | None = None) -> None:
     run_preprocessing(a.d, a.c, a.plans_name, a.np, a.clean)
 
 
-if __name__ == "__main__":
-    plan_and_preprocess()
+if __name__ == "__main__":  # python -m: user errors as one line, as from the console script
+    sys.exit(run_command("diffoseg_plan_and_preprocess", plan_and_preprocess))

@@ -32,9 +32,11 @@ from __future__ import annotations
 
 import argparse
 import copy
+import sys
 from typing import Sequence
 
 from diffoseg_auto.plans.plans import Plans, PlansValidationError, validate_configuration
+from diffoseg_auto.utilities.command_runner import run_command
 
 PAPER_PATCH = [128, 128]
 PAPER_BATCH_SIZE = 12
@@ -158,5 +160,5 @@ def main(argv: Sequence[str] | None = None) -> None:
     run(argv)
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # python -m: user errors as one line, as from the console script
+    sys.exit(run_command("diffoseg_add_reference_configuration", main))

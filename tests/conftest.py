@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from diffoseg_auto.paths import ENV_PREPROCESSED, ENV_RAW, ENV_RESULTS
-from diffoseg_auto.training.logger import EPOCH_LOGGER
+from diffoseg_auto.utilities.command_runner import EPOCH_LOGGER
 from support.toy_training import write_toy_training_dataset
 
 

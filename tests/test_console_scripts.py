@@ -3,6 +3,7 @@ and exit code 1, a bug keeps its traceback, -v / -q set the logging level."""
 from __future__ import annotations
 
 import logging
+import os
 import re
 import subprocess
 import sys
@@ -11,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from diffoseg_auto.cli import console
-from diffoseg_auto.cli.console import command_targets, run_command, split_verbosity
+from diffoseg_auto.cli.console import command_targets
+from diffoseg_auto.utilities.command_runner import run_command, split_verbosity
 from diffoseg_auto.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,6 +71,54 @@ def test_installed_script_prints_no_traceback(env_folders):
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
     assert proc.stderr.startswith("diffoseg_train: error: No dataset with id 999")
+
+
+# every entry module of setup.py's CONSOLE_SCRIPTS, as `python -m <module>` runs it
+ENTRY_MODULES = sorted({target.split(":")[0] for target in
+                        re.findall(r'"diffoseg_[a-z0-9_]+": "([^"]+)"', (ROOT / "setup.py").read_text())})
+# what torchrun sets for a DDP child rank (diffoseg_train -num_gpus N runs `python -m ...run_training` under it)
+DDP_CHILD = {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("module, extra_env", [(m, {}) for m in ENTRY_MODULES] +
+                         [("diffoseg_auto.training.run_training", DDP_CHILD)])
+def test_module_run_answers_a_missing_input_with_one_line(module, extra_env, env_folders, monkeypatch):
+    source = (ROOT / Path(*module.split("."))).with_suffix(".py").read_text()
+    main_block = source[source.index('if __name__ == "__main__":'):]
+    command = re.search(r'run_command\("(diffoseg_\w+)"', main_block).group(1)  # the command the module runs as
+    if command == "diffoseg_generate_toy_dataset":
+        monkeypatch.delenv("diffoseg_raw")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **extra_env}
+    proc = subprocess.run([sys.executable, "-m", module, *MISSING_INPUT_ARGS[command]], capture_output=True, text=True,
+                          timeout=300, cwd=ROOT, env=env)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    # as from the console script: one error line, the last, naming what is missing
+    last = proc.stderr.rstrip("\n").splitlines()[-1]
+    assert [line for line in proc.stderr.splitlines() if "error" in line.lower()] == [last], proc.stderr
+    assert re.search(r"999|nonexistent|diffoseg_raw", last), last
+    assert last.startswith(f"{command}: error: ") or command == "diffoseg_verify_dataset"  # it reports every -d itself
+
+
+@pytest.mark.slow
+def test_ddp_launch_reports_user_errors_without_tracebacks(env_folders):
+    """diffoseg_train -num_gpus 2: a missing dataset is one line from the launching process (no rank starts); an
+    error inside the ranks is their one line each, and torchrun's own report adds no traceback."""
+    def train(dataset: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "diffoseg_auto.training.run_training", dataset, "2d", "0",
+                               "-device", "cpu", "-num_gpus", "2"], capture_output=True, text=True, timeout=300,
+                              cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+    proc = train("999")
+    assert proc.returncode == 1 and proc.stderr.startswith("diffoseg_train: error: No dataset with id 999")
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    (env_folders["raw"] / "Dataset998_NoPlans").mkdir()
+    proc = train("998")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if ": error: " in line]
+    assert len(errors) == 2 and all(e.startswith("diffoseg_train: error: ") and "plans file not found" in e
+                                    for e in errors), proc.stderr
 
 
 def test_a_bug_keeps_its_traceback():

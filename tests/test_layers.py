@@ -127,3 +127,118 @@ def test_results_folder_names_are_spelled_in_one_module():
     found = {str(f.relative_to(ROOT)) for pkg in PROJECT_PACKAGES for f in (ROOT / pkg).rglob("*.py")
              if any(n in f.read_text() for n in names)}
     assert found == {"diffoseg_auto/results_layout.py"}
+
+
+def module_file(root: Path, module: str) -> Path | None:
+    """The file that ``module`` names under ``root`` (a module or a package's __init__), or None."""
+    base = root / Path(*module.split("."))
+    for f in (base.with_suffix(".py"), base / "__init__.py"):
+        if f.is_file():
+            return f
+    return None
+
+
+def file_imports(root: Path, f: Path) -> set[Path]:
+    """Project files that ``f`` imports anywhere (inside functions too): ``import a.b``, ``from a.b import c``
+    (c a submodule counts as c, else as a.b itself); relative imports are resolved against ``f``'s package."""
+    package = list(f.relative_to(root).parent.parts)
+    found: set[Path] = set()
+    for node in ast.walk(ast.parse(f.read_text())):
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = ".".join((package[:len(package) - node.level + 1] if node.level else []) + [node.module or ""]).strip(".")
+            targets = [f"{base}.{a.name}" if module_file(root, f"{base}.{a.name}") else base for a in node.names]
+        else:
+            continue
+        found |= {t for m in targets if m.split(".")[0] in PROJECT_PACKAGES and (t := module_file(root, m))}
+    return found - {f}
+
+
+def file_import_cycles(root: Path) -> list[str]:
+    """One cycle per group of files that import each other in a circle (a strongly connected component),
+    as 'a.py -> b.py -> a.py': the shortest circle from the group's first file in sorted order."""
+    files = sorted(f for pkg in PROJECT_PACKAGES for f in (root / pkg).rglob("*.py"))
+    edges = {f: sorted(file_imports(root, f)) for f in files}
+
+    def reachable(f: Path) -> set[Path]:
+        seen, todo = set(), list(edges[f])
+        while todo:
+            g = todo.pop()
+            if g not in seen:
+                seen.add(g)
+                todo += edges.get(g, [])
+        return seen
+
+    reach = {f: reachable(f) for f in files}
+    cycles, grouped = [], set()
+    for f in files:
+        if f in grouped or f not in reach[f]:
+            continue
+        group = {g for g in reach[f] if f in reach[g]}
+        grouped |= group
+        came_from: dict[Path, Path] = {}  # breadth first inside the group: the shortest circle back to f
+        frontier = [f]
+        while f not in came_from:
+            step = []
+            for g in frontier:
+                for h in edges[g]:
+                    if h in group and h not in came_from:
+                        came_from[h] = g
+                        step.append(h)
+            frontier = step
+        loop = [f]
+        while (g := came_from[loop[-1]]) != f:
+            loop.append(g)
+        cycles.append(" -> ".join(str(p.relative_to(root)) for p in [f, *reversed(loop[1:]), f]))
+    return cycles
+
+
+def test_no_file_level_import_cycle():
+    """Inside a layer's folder the files import each other one way too (an error class two modules need lives
+    in a third module both import)."""
+    assert file_import_cycles(ROOT) == []
+
+
+@pytest.mark.parametrize("files, expected", [
+    # the circle through a lazy import inside a function
+    ({"diffoseg_auto/io/a.py": "from diffoseg_auto.io.b import ReadError\n",
+      "diffoseg_auto/io/b.py": "class ReadError(Exception): ...\ndef f():\n    from diffoseg_auto.io import a\n"},
+     ["diffoseg_auto/io/a.py -> diffoseg_auto/io/b.py -> diffoseg_auto/io/a.py"]),
+    # three files, one of them imported as a package attribute and one relatively
+    ({"diffoseg_auto/inference/__init__.py": "",
+      "diffoseg_auto/inference/x.py": "import diffoseg_auto.inference.y\n",
+      "diffoseg_auto/inference/y.py": "from .z import g\n",
+      "diffoseg_auto/inference/z.py": "from diffoseg_auto.inference import x\n"},
+     ["diffoseg_auto/inference/x.py -> diffoseg_auto/inference/y.py -> diffoseg_auto/inference/z.py -> "
+      "diffoseg_auto/inference/x.py"]),
+    # one-way imports and a package's __init__ naming its own modules are no circle
+    ({"diffoseg_auto/network/__init__.py": "from diffoseg_auto.network.u import U\n",
+      "diffoseg_auto/network/u.py": "from diffoseg_auto.network.v import V\nclass U: ...\n",
+      "diffoseg_auto/network/v.py": "class V: ...\n"}, []),
+])
+def test_a_file_level_cycle_is_caught(tmp_path: Path, files: dict[str, str], expected: list[str]):
+    for name, body in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(body)
+    assert file_import_cycles(tmp_path) == expected
+
+
+def private_imports(root: Path) -> list[str]:
+    """'file: module._name' for every import of another project module's private name."""
+    found = []
+    for pkg in PROJECT_PACKAGES:
+        for f in sorted((root / pkg).rglob("*.py")):
+            for node in ast.walk(ast.parse(f.read_text())):
+                if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in PROJECT_PACKAGES:
+                    found += [f"{f.relative_to(root)}: {node.module}.{a.name}" for a in node.names
+                              if a.name.startswith("_") and not a.name.startswith("__")]
+    return found
+
+
+def test_no_module_imports_another_modules_private_names(tmp_path: Path):
+    assert private_imports(ROOT) == []
+    fake = tmp_path / "diffoseg_auto" / "inference" / "x.py"
+    fake.parent.mkdir(parents=True)
+    fake.write_text("def f():\n    from diffoseg_auto.inference.predict_entrypoint import _case_seed, main\n")
+    assert private_imports(tmp_path) == ["diffoseg_auto/inference/x.py: diffoseg_auto.inference.predict_entrypoint._case_seed"]

@@ -252,7 +252,7 @@ def test_predict_from_folder_end_to_end_geometry_and_outputs(env_folders, tmp_pa
 
 
 def test_predict_raters_without_stage2_is_a_clear_error(env_folders, tmp_path):
-    from diffoseg_auto.inference.predict_entrypoint import PredictionError
+    from diffoseg_auto.inference.prediction_request import PredictionError
 
     write_model_folder(env_folders["results"], tiny_plans(), stages=(1,))
     write_raw_input(tmp_path / "input", n_cases=1)
@@ -266,7 +266,7 @@ def test_predict_raters_without_stage2_is_a_clear_error(env_folders, tmp_path):
 
 
 def test_predict_missing_channel_error_names_the_file(env_folders, tmp_path):
-    from diffoseg_auto.dataset.raw_dataset import DatasetFormatError
+    from diffoseg_auto.dataset.dataset_errors import DatasetFormatError
 
     write_model_folder(env_folders["results"], tiny_plans(), stages=(1,))
     write_raw_input(tmp_path / "input", n_cases=1)

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from dataset_conversion.generate_toy_dataset import generate_toy_dataset
-from diffoseg_auto.dataset.raw_dataset import DatasetFormatError, RawDataset, open_raw_dataset
+from diffoseg_auto.dataset.dataset_errors import DatasetFormatError
+from diffoseg_auto.dataset.raw_dataset import RawDataset, open_raw_dataset
 from diffoseg_auto.paths import EnvironmentVariableNotSetError, preprocessed_root, raw_root, results_root
 from diffoseg_auto.utilities.dataset_name_id import DatasetNotFoundError, dataset_name, resolve_dataset_name
 

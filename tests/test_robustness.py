@@ -313,7 +313,7 @@ def test_training_arguments_checked_up_front(toy, tmp_path, monkeypatch, capsys)
 
 
 def test_prediction_arguments_checked_before_the_output_folder(env_folders, tmp_path, monkeypatch, capsys):
-    from diffoseg_auto.inference.predict_entrypoint import PredictionError
+    from diffoseg_auto.inference.prediction_request import PredictionError
 
     write_model_folder(env_folders["results"], tiny_plans(), stages=(1,))
     write_raw_input(tmp_path / "input", n_cases=1)

@@ -27,13 +27,14 @@ def test_default_device_and_missing_cuda_is_a_user_error():
 
 @no_cuda
 @pytest.mark.parametrize("command", ["train", "predict"])
-def test_cli_device_cuda_without_gpu_prints_one_line(command, capsys):
+def test_cli_device_cuda_without_gpu_prints_one_line(command, capsys, tmp_path):
     if command == "train":
         from diffoseg_auto.training.run_training import main
         argv = ["1", "2d", "0", "-device", "cuda"]
     else:
         from diffoseg_auto.inference.predict_entrypoint import main
-        argv = ["-i", "in", "-o", "out", "-d", "1", "-c", "2d", "-f", "0", "-device", "cuda"]
+        # an existing input folder: the request's every other problem would be listed too
+        argv = ["-i", str(tmp_path), "-o", str(tmp_path / "out"), "-d", "1", "-c", "2d", "-f", "0", "-device", "cuda"]
     capsys.readouterr()
     assert run_command(f"diffoseg_{command}", main, argv) == 1
     err = capsys.readouterr().err

@@ -12,7 +12,8 @@ import io
 import os
 import sys
 
-from diffoseg_auto.cli.console import COMMON_OPTIONS_HELP, command_targets
+from diffoseg_auto.cli.console import command_targets
+from diffoseg_auto.utilities.command_runner import COMMON_OPTIONS_HELP
 
 HEADER = """# Command-line reference
 
@@ -20,7 +21,8 @@ Generated from the code by `python -m diffoseg_auto.cli.cli_reference > document
 (a test checks that this file is up to date). Option names follow nnU-Net v2 where the meaning is
 the same (`-d`, `-c`, `-f`, `-np`, `-tr`, `-p`, `--c`, `--val`, `-chk`, `-step_size`, `--disable_tta`,
 `-device`, `-npp`, `-nps`, `--verify_dataset_integrity`, `-gpu_memory_target`, `-pl`, `--clean`).
-Every command also takes `-v` / `-q` and reports a user error as one line on stderr with exit code 1:
+Every command also takes `-v` / `-q` and reports a user error as one line on stderr with exit code 1,
+also when run as `python -m <module>` (the module named under each command):
 ```text{common}
 ```
 """.format(common=COMMON_OPTIONS_HELP)

@@ -12,7 +12,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from diffoseg_auto.cli.console import run_command
+from diffoseg_auto.utilities.command_runner import run_command
 from diffoseg_auto.dataset.raw_dataset import open_raw_dataset
 from diffoseg_auto.paths import preprocessed_dataset_folder
 from diffoseg_auto.training.splits import SPLITS_FILE, load_splits, select_fold

@@ -20,6 +20,7 @@ from diffoseg_auto.errors import UserError
 from diffoseg_auto.io.image_io import (
     NATURAL_IMAGE_ENDINGS, SUPPORTED_FILE_ENDINGS, ImageReadError, geometry_matches, read_image_file, read_seg,
 )
+from diffoseg_auto.utilities.command_runner import run_command
 from diffoseg_auto.utilities.worker_lifeline import watch_parent
 
 GEOMETRY_TOLERANCE = 1e-3
@@ -293,5 +294,5 @@ def main(argv: list[str] | None = None) -> int:
     return status
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+if __name__ == "__main__":  # python -m: user errors as one line, as from the console script
+    sys.exit(run_command("diffoseg_verify_dataset", main))

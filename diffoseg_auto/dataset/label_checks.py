@@ -10,7 +10,7 @@ from typing import Sequence
 
 import numpy as np
 
-from diffoseg_auto.dataset.raw_dataset import DatasetFormatError
+from diffoseg_auto.dataset.dataset_errors import DatasetFormatError
 from diffoseg_auto.errors import UserError
 
 

@@ -17,15 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
-from diffoseg_auto.errors import UserError
+from diffoseg_auto.dataset.dataset_errors import DatasetFormatError
+from diffoseg_auto.dataset.label_checks import check_label_array, check_raters_field
 from diffoseg_auto.io.image_io import NATURAL_IMAGE_ENDINGS, read_images, read_seg
 
 REQUIRED_FIELDS = ("name", "channel_names", "labels", "numTraining", "file_ending", "raters")
 _CHANNEL_RE = re.compile(r"^(?P<case>.+)_(?P<ch>\d{4})$")
-
-
-class DatasetFormatError(UserError, RuntimeError):
-    pass
 
 
 def load_dataset_json(folder: str | Path) -> dict:
@@ -95,8 +92,6 @@ class RawDataset:
 
     @property
     def raters(self) -> list[str]:
-        from diffoseg_auto.dataset.label_checks import check_raters_field  # lazily: it imports this module
-
         return check_raters_field(self.dataset_json["raters"], self.folder / "dataset.json")
 
     @property
@@ -153,8 +148,6 @@ class RawDataset:
         files = image_files or self.image_files_by_case("Tr")[case]
         data, props = read_images(files)
         mask = self.rater_mask(case)
-        from diffoseg_auto.dataset.label_checks import check_label_array  # lazily: it imports this module
-
         segs = np.zeros((self.num_raters, *data.shape[1:]), dtype=np.uint8)
         for k, r in enumerate(self.raters):
             if mask[k]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -26,6 +27,7 @@ from diffoseg_auto.evaluation.inter_rater import inter_rater_reference
 from diffoseg_auto.evaluation.metrics import MODES
 from diffoseg_auto.paths import raw_root, results_root
 from diffoseg_auto.results_layout import trainer_folder
+from diffoseg_auto.utilities.command_runner import run_command
 from diffoseg_auto.utilities.dataset_name_id import resolve_dataset_name
 from diffoseg_auto.utilities.file_ops import save_json
 
@@ -133,5 +135,5 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(benchmark_markdown(table))
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # python -m: user errors as one line, as from the console script
+    sys.exit(run_command("diffoseg_benchmark", main))

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from diffoseg_auto.evaluation.figures import _save, display_slice, draw_image_and_raters
+from diffoseg_auto.evaluation.figures import display_slice, draw_image_and_raters, save_figure
 
 
 def plot_metric_bars(table: pd.DataFrame, metric: str, out_png: str | Path, title: str = "") -> None:
@@ -31,7 +31,7 @@ def plot_metric_bars(table: pd.DataFrame, metric: str, out_png: str | Path, titl
     ax.set_title(title or metric, fontsize=9)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=7)
-    _save(fig, out_png)
+    save_figure(fig, out_png)
 
 
 def plot_method_grid(image: np.ndarray, rater_labels: np.ndarray, rater_mask: np.ndarray, rater_names: list[str],
@@ -57,4 +57,4 @@ def plot_method_grid(image: np.ndarray, rater_labels: np.ndarray, rater_mask: np
             axes[row, i + 1].imshow(samples[i], cmap="viridis", vmin=0, vmax=vmax, interpolation="nearest")
     if title:
         fig.suptitle(title, fontsize=8)
-    _save(fig, out_png)
+    save_figure(fig, out_png)

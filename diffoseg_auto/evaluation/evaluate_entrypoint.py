@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Sequence
@@ -16,6 +17,7 @@ from diffoseg_auto.evaluation.completeness import EvaluationIncompleteError, fin
 from diffoseg_auto.evaluation.metrics import MODES, evaluate_case, summarize
 from diffoseg_auto.evaluation.prediction_folder import (EvaluationInputError, list_predicted_cases, load_prediction,
                                                         load_reference, reference_info)
+from diffoseg_auto.utilities.command_runner import run_command
 from diffoseg_auto.utilities.file_ops import atomic_write, save_json
 from diffoseg_auto.utilities.worker_lifeline import watch_parent
 
@@ -143,5 +145,5 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"written: {out} and {out.parent / 'summary_per_case.csv'}")
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # python -m: user errors as one line, as from the console script
+    sys.exit(run_command("diffoseg_evaluate", main))

@@ -12,7 +12,8 @@ from matplotlib.figure import Figure
 from diffoseg_auto.utilities.file_ops import atomic_write
 
 
-def _save(fig: Figure, out_png: str | Path) -> None:
+def save_figure(fig: Figure, out_png: str | Path) -> None:
+    """Write ``fig`` as a PNG, atomically (a killed run leaves no half-written figure)."""
     FigureCanvasAgg(fig)
     atomic_write(out_png, lambda p: fig.savefig(p, format="png", dpi=100, bbox_inches="tight"))
 
@@ -87,7 +88,7 @@ def plot_case_grid(image: np.ndarray, rater_labels: np.ndarray, samples: np.ndar
             axes[row, k].set_title(f"prompt {names[k]}", fontsize=8)
     if title:
         fig.suptitle(title, fontsize=9)
-    _save(fig, out_png)
+    save_figure(fig, out_png)
 
 
 def plot_benchmark(panels: list[dict], out_png: str | Path) -> None:
@@ -137,4 +138,4 @@ def plot_benchmark(panels: list[dict], out_png: str | Path) -> None:
                 hm.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6, color="white" if v < 0.6 else "black")
         fig.colorbar(im, ax=hm, fraction=0.046)
     fig.tight_layout()
-    _save(fig, out_png)
+    save_figure(fig, out_png)

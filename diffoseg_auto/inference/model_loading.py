@@ -3,8 +3,9 @@
 The model folder is a trainer folder of diffoseg_auto.results_layout; each fold's stage checkpoint
 is ``results_layout.checkpoint_path(model_folder, fold, stage, checkpoint_name)``.
 
-Checkpoints carry the plans, so the network is rebuilt exactly as it was trained, whatever
-the plans file on disk says today.
+Checkpoints carry the plans and the trainer name, so the network is rebuilt exactly as it was trained,
+whatever the plans file on disk says today: a baseline trainer's network (network.baselines), else the
+DiffOSeg denoiser.
 """
 from __future__ import annotations
 
@@ -12,10 +13,11 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
+from torch import nn
 
 from diffoseg_auto.diffusion.categorical_diffusion import CategoricalDiffusion
 from diffoseg_auto.errors import UserError
-from diffoseg_auto.network.denoiser_base import DenoiserBase
+from diffoseg_auto.network.baselines import baseline_network_class
 from diffoseg_auto.network.factory import build_denoiser
 from diffoseg_auto.plans.plans import Plans, plans_from_dict
 from diffoseg_auto.results_layout import CHECKPOINT_FINAL, checkpoint_path, fold_folder, rater_list_file, trained_folds
@@ -23,7 +25,7 @@ from diffoseg_auto.utilities.file_ops import load_json
 from diffoseg_auto.io.checkpoint_io import load_checkpoint
 
 # init_args entries that must agree between the folds of an ensemble
-_ENSEMBLE_KEYS = ("dataset_name", "plans_name", "configuration", "num_classes", "num_raters")
+_ENSEMBLE_KEYS = ("trainer_name", "dataset_name", "plans_name", "configuration", "num_classes", "num_raters")
 
 
 class ModelLoadError(UserError, RuntimeError):
@@ -81,22 +83,28 @@ def model_raters(model_folder: Path, folds: Sequence[int | str], dataset_raters:
     return lists[0]
 
 
+def trained_network(trainer_name: str | None, plans: Plans, configuration: str, stage: int) -> nn.Module:
+    """The (untrained) network that ``trainer_name`` trains: a baseline's, else the DiffOSeg denoiser of ``stage``."""
+    baseline = baseline_network_class(trainer_name or "")
+    return baseline(plans, configuration) if baseline is not None else build_denoiser(plans, configuration, stage)
+
+
 def load_trained_model(model_folder: str | Path, folds: Sequence[int | str], stage: int,
                        checkpoint_name: str = CHECKPOINT_FINAL, device: torch.device | str = "cpu",
-                       expected_dataset: str | None = None, build_network=build_denoiser
-                       ) -> tuple[list[DenoiserBase], Plans, str, CategoricalDiffusion]:
+                       expected_dataset: str | None = None) -> tuple[list[nn.Module], Plans, str, CategoricalDiffusion]:
     """Load the EMA weights of ``folds`` -> (networks in eval mode on ``device``, plans, configuration name, diffusion).
 
+    The networks are those of the checkpoints' trainer (``trained_network``): DiffOSeg denoisers
+    (network.denoiser_base.DenoiserBase) or a baseline's (network.baselines.base.BaselineNetwork).
     ``expected_dataset``: the DatasetXXX_Name the caller predicts for; a checkpoint trained on
-    another dataset is an error. ``build_network(plans, configuration, stage)``: the network the
-    checkpoints hold (a baseline trainer's ``make_network``; default the DiffOSeg denoiser).
+    another dataset is an error.
     """
     model_folder = Path(model_folder)
     if stage not in (1, 2):
         raise ValueError(f"stage must be 1 (consensus) or 2 (per-rater), got {stage}")
     if not folds:
         raise ValueError("load_trained_model: no folds given")
-    nets: list[DenoiserBase] = []
+    nets: list[nn.Module] = []
     first_args: dict | None = None
     plans: Plans | None = None
     for fold in folds:
@@ -121,7 +129,7 @@ def load_trained_model(model_folder: str | Path, folds: Sequence[int | str], sta
             if diffs:
                 raise ModelLoadError(f"{path}: fold {fold} does not match fold {folds[0]} ({'; '.join(diffs)}); "
                                      "an ensemble needs folds of the same training setup.")
-        net = build_network(plans, args["configuration"], stage)
+        net = trained_network(args.get("trainer_name"), plans, args["configuration"], stage)
         state = {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in ckpt["network_weights"].items()}
         try:
             net.load_state_dict(state)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from diffoseg_auto.errors import UserError
-from diffoseg_auto.io.image_io import ImageReadError
+from diffoseg_auto.io.image_errors import ImageReadError
 
 _CHUNK = 1 << 22
 

@@ -16,15 +16,12 @@ from typing import Sequence
 import numpy as np
 import SimpleITK as sitk
 
-from diffoseg_auto.errors import UserError
+from diffoseg_auto.io.image_checks import check_compressed_stream, check_finite
+from diffoseg_auto.io.image_errors import ImageReadError
 from diffoseg_auto.utilities.file_ops import atomic_write
 
 SUPPORTED_FILE_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".png", ".tif", ".tiff", ".bmp")
 NATURAL_IMAGE_ENDINGS = (".png", ".tif", ".tiff", ".bmp")
-
-
-class ImageReadError(UserError, RuntimeError):
-    pass
 
 
 def file_ending_of(path: str | Path) -> str:
@@ -39,8 +36,6 @@ def _read_sitk(path: str | Path) -> sitk.Image:
     path = Path(path)
     if not path.is_file():
         raise ImageReadError(f"{path}: file does not exist")
-    from diffoseg_auto.io.image_checks import check_compressed_stream  # lazily: it imports this module
-
     check_compressed_stream(path)  # SimpleITK would pad a truncated file with zeros
     try:
         return sitk.ReadImage(str(path))
@@ -73,8 +68,6 @@ def read_image_file(path: str | Path) -> tuple[np.ndarray, dict]:
 
 def read_images(files: Sequence[str | Path]) -> tuple[np.ndarray, dict]:
     """Read the channel files of one case (``_0000``, ``_0001``, ...) into (C, *spatial)."""
-    from diffoseg_auto.io.image_checks import check_finite  # lazily: it imports this module
-
     if len(files) == 0:
         raise ImageReadError("read_images: no files given")
     arrays, props = [], None

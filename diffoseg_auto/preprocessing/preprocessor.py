@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from diffoseg_auto.dataset.raw_dataset import DatasetFormatError
+from diffoseg_auto.dataset.dataset_errors import DatasetFormatError
 from diffoseg_auto.io.image_io import read_images, read_seg
 from diffoseg_auto.plans.plans import Plans, PlansValidationError
 from diffoseg_auto.preprocessing.case_storage import save_case

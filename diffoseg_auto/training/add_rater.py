@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -46,6 +47,7 @@ from diffoseg_auto.training.optim import lr_at_epoch, set_lr
 from diffoseg_auto.training.targets import rater_targets
 from diffoseg_auto.training.trainer_registry import get_trainer_class
 from diffoseg_auto.utilities.argument_checks import above, at_least, raise_problems
+from diffoseg_auto.utilities.command_runner import run_command
 from diffoseg_auto.utilities.dataset_name_id import resolve_dataset_name
 from diffoseg_auto.utilities.file_ops import load_json, save_json
 
@@ -256,4 +258,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command("diffoseg_add_rater", main))

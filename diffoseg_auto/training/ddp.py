@@ -1,14 +1,12 @@
 """Distributed data parallel helpers: init from torchrun's environment, launch with -num_gpus, reductions.
 
 Under torchrun (RANK / WORLD_SIZE / LOCAL_RANK set) the process group uses nccl on CUDA and
-gloo otherwise. ``launch_torchrun`` starts ``python -m torch.distributed.run --nproc_per_node N``
+gloo otherwise. ``launch_torchrun`` runs torchrun (``--standalone --nproc_per_node N``)
 on this same command, so ``diffoseg_train ... -num_gpus 2`` behaves like nnU-Net's.
 """
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import torch
 import torch.distributed as dist
@@ -76,7 +74,15 @@ def per_rank_batch_size(batch_size: int, world: int) -> int:
 
 
 def launch_torchrun(num_processes: int, argv: list[str], module: str = "diffoseg_auto.training.run_training") -> int:
-    """Re-run ``module`` with ``argv`` under torchrun with ``num_processes`` ranks; returns the exit code."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={int(num_processes)}",
-           "-m", module, *argv]
-    return subprocess.call(cmd)
+    """Run ``module`` with ``argv`` under torchrun with ``num_processes`` ranks; returns the exit code.
+
+    torchrun runs in this process, so that a failed rank ends in exit code 1 without torchrun's traceback:
+    the rank itself has said why (a user error as one line, through utilities.command_runner)."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args, run
+
+    try:
+        run(parse_args(["--standalone", f"--nproc_per_node={int(num_processes)}", "-m", module, *argv]))
+    except ChildFailedError:
+        return 1
+    return 0

@@ -7,11 +7,8 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from diffoseg_auto.utilities.command_runner import EPOCH_LOGGER
 from diffoseg_auto.utilities.file_ops import atomic_write
-
-# The epoch lines are training's console output (as nnU-Net prints them): this logger writes them to
-# stdout even when no logging is configured, and the command line's -q (WARNING) silences them.
-EPOCH_LOGGER = "diffoseg_auto.training.epochs"
 
 
 class _StdoutHandler(logging.StreamHandler):
@@ -29,6 +26,8 @@ class _StdoutHandler(logging.StreamHandler):
         pass
 
 
+# The epoch lines are training's console output (as nnU-Net prints them): this logger writes them to
+# stdout even when no logging is configured, and the command line's -q (WARNING) silences them.
 epoch_logger = logging.getLogger(EPOCH_LOGGER)
 epoch_logger.setLevel(logging.INFO)
 epoch_logger.propagate = False

@@ -23,6 +23,7 @@ from diffoseg_auto.training.fold_guard import clear_fold_outputs, refuse_silent_
 from diffoseg_auto.training.trainer import BUDGET_CLOCKS, DiffOSegTrainer
 from diffoseg_auto.training.trainer_registry import get_trainer_class
 from diffoseg_auto.utilities.argument_checks import above, at_least, raise_problems
+from diffoseg_auto.utilities.command_runner import run_command
 from diffoseg_auto.utilities.dataset_name_id import resolve_dataset_name
 from diffoseg_auto.utilities.run_lock import RunLock
 from diffoseg_auto.utilities.temp_files import remove_stale_temp_files
@@ -170,6 +171,7 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     raise_problems([at_least("-num_gpus", args.num_gpus, 1)])
     if args.num_gpus > 1 and not ddp.launched_by_torchrun():
+        resolve_dataset_name(args.dataset)  # a missing dataset: one line here, not one per rank and torchrun's report
         raw = list(sys.argv[1:] if argv is None else argv)
         i = raw.index("-num_gpus")
         sys.exit(ddp.launch_torchrun(args.num_gpus, raw[:i] + raw[i + 2:]))
@@ -181,5 +183,5 @@ def main(argv: list[str] | None = None) -> None:
                  budget_clock=args.budget_clock)
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # python -m: user errors as one line, as from the console script
+    sys.exit(run_command("diffoseg_train", main))

@@ -51,29 +51,30 @@ def tiny_plans(dataset_name=DATASET):
                  foreground_intensity_properties_per_channel={}, configurations={"2d": cfg})
 
 
-def write_model_folder(results, plans, stages=(1, 2), trained_on=DATASET, folds=(0,)):
-    """A results folder as diffoseg_train writes it: random-weight checkpoints (timing of weights is irrelevant here)."""
+def write_model_folder(results, plans, stages=(1, 2), trained_on=DATASET, folds=(0,), trainer="DiffOSegTrainer"):
+    """A results folder as diffoseg_train writes it: random-weight checkpoints (timing of weights is irrelevant here).
+    A baseline ``trainer`` (network.baselines) has its one network in stage1."""
     from diffoseg_auto.dataset.raw_dataset import write_dataset_json
-    from diffoseg_auto.network.factory import build_denoiser
+    from diffoseg_auto.inference.model_loading import trained_network
     from diffoseg_auto.io.checkpoint_io import save_checkpoint
 
-    folder = results / DATASET / "DiffOSegTrainer__DiffOSegPlans__2d"
+    folder = results / DATASET / f"{trainer}__DiffOSegPlans__2d"
     write_dataset_json(folder, name="Tiny", channel_names={0: "MR"}, labels={"background": 0, "lesion": 1},
                        raters=plans.raters, num_training=2, file_ending=".nii.gz")
     for fold in folds:
         for stage in stages:
             torch.manual_seed(10 * stage + fold)
-            net = build_denoiser(plans, "2d", stage)
-            init_args = {"trainer_name": "DiffOSegTrainer", "plans_name": "DiffOSegPlans", "configuration": "2d",
+            net = trained_network(trainer, plans, "2d", stage)
+            init_args = {"trainer_name": trainer, "plans_name": "DiffOSegPlans", "configuration": "2d",
                          "dataset_name": trained_on, "stage": stage, "fold": fold, "num_raters": plans.num_raters,
                          "num_classes": plans.num_classes}
             save_checkpoint(folder / f"fold_{fold}" / f"stage{stage}" / "checkpoint_final.pth",
                             {"network_weights": net.state_dict(), "init_args": init_args, "plans": plans.to_dict(),
-                             "trainer_name": "DiffOSegTrainer"})
+                             "trainer_name": trainer})
     return folder
 
 
-def write_raw_input(folder, n_cases=2, shape=(20, 28), ending=".nii.gz"):
+def write_raw_input(folder, n_cases=2, shape=(20, 28), ending=".nii.gz", spacing=(0.8, 0.5)):
     import SimpleITK as sitk
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -82,7 +83,7 @@ def write_raw_input(folder, n_cases=2, shape=(20, 28), ending=".nii.gz"):
         arr = rng.normal(size=shape).astype(np.float32)
         arr[5:12, 8:20] += 3.0
         img = sitk.GetImageFromArray(arr)
-        img.SetSpacing((0.8, 0.5))  # SimpleITK (x, y) order: array spacing (0.5, 0.8)
+        img.SetSpacing(spacing)  # SimpleITK (x, y) order: the default is array spacing (0.5, 0.8)
         img.SetOrigin((3.0, -2.0))
         sitk.WriteImage(img, str(folder / f"case{i}_0000{ending}"))
 
