@@ -110,3 +110,22 @@ def test_the_request_stores_one_form_of_its_arguments(tmp_path):
         PredictionRequest(tmp_path, tmp_path / "o", 1, "2d", [0], num_sample=2)
     with pytest.raises(TypeError):  # options by name only
         PredictionRequest(tmp_path, tmp_path / "o", 1, "2d", [0], "ProbUNetTrainer")
+
+
+def test_planned_cost_is_printed_and_counts_every_network_evaluation(env_folders, tmp_path, capsys):
+    write_model_folder(env_folders["results"], tiny_plans(), stages=(1, 2))
+    write_raw_input(tmp_path / "input", spacing=(1.0, 1.0))
+    request = PredictionRequest(tmp_path / "input", tmp_path / "out", DATASET, "2d", [0], num_samples=N,
+                                sampling_steps=2, rater_num_samples=1, device="cpu", use_mirroring=False, **IN_PROCESS)
+    run_prediction(request)
+    # median image 16x16 = one 16x16 window; 2 steps x (3 samples + 2 prompts x 1 sample) = 10 per case
+    assert ("planned cost: 2 case(s) x 10 network evaluations per median case [1 window(s) x 1 mirroring(s) x "
+            "1 fold(s) x 2 steps x (3 samples + 2 prompt(s) x 1 samples)] = 20 evaluations") in capsys.readouterr().out
+    dataset_name, folder = request.locate_model()
+    predictor, _ = load_case_predictor(request, dataset_name, folder, "cpu")
+    # the real 20x28 cases: 2 x 3 windows at step 0.5; mirroring on both axes multiplies by 4
+    assert predictor.network_evaluations((20, 28)) == 6 * 10
+    mirrored, _ = load_case_predictor(PredictionRequest(tmp_path / "input", tmp_path / "o2", DATASET, "2d", [0],
+                                                        num_samples=N, sampling_steps=2, rater_num_samples=1,
+                                                        device="cpu", use_mirroring=True), dataset_name, folder, "cpu")
+    assert mirrored.network_evaluations((20, 28)) == 4 * 6 * 10

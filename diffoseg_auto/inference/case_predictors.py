@@ -21,6 +21,7 @@ from diffoseg_auto.inference.model_loading import ModelLoadError, has_stage2, lo
 from diffoseg_auto.inference.model_loading import model_raters as model_raters_of
 from diffoseg_auto.inference.prediction_request import PredictionError, PredictionRequest
 from diffoseg_auto.inference.predictor import DiffOSegPredictor
+from diffoseg_auto.inference.window_geometry import num_windows
 from diffoseg_auto.network.baselines import BASELINE_NETWORKS
 from diffoseg_auto.network.baselines.base import BaselineNetwork
 from diffoseg_auto.plans.plans import Plans
@@ -41,6 +42,12 @@ class CasePredictor(Protocol):
 
     def predict_case(self, case: str, data: np.ndarray) -> CaseOutputs:
         """``data`` (C, *S) preprocessed image of ``case`` -> its outputs; reproducible per case (``case`` seeds it)."""
+
+    def network_evaluations(self, spatial_shape: Sequence[int]) -> int:
+        """Denoiser / network rows evaluated for one case of this preprocessed shape (what prediction costs)."""
+
+    def cost_terms(self, spatial_shape: Sequence[int]) -> str:
+        """The factors of ``network_evaluations``, spelled out for the planned-cost line."""
 
 
 def case_seed(seed: int, key: str) -> int:
@@ -85,6 +92,20 @@ class DiffOSegCasePredictor:
         self.settings = {"num_samples": num_samples, "sampling_steps": sampling_steps, "rater_num_samples": rater_num_samples,
                          "use_mirroring": stage1.use_mirroring, "precision": precision_name(stage1.amp_dtype)}
 
+    def _factors(self, spatial_shape: Sequence[int]) -> tuple[int, int, int]:
+        p = self.stage1
+        return (num_windows(p.configuration, spatial_shape, p.step_size), len(p.mirror_combinations),
+                len(p.networks))
+
+    def network_evaluations(self, spatial_shape: Sequence[int]) -> int:
+        w, m, f = self._factors(spatial_shape)
+        return w * m * f * self.sampling_steps * (self.num_samples + len(self.raters) * self.rater_num_samples)
+
+    def cost_terms(self, spatial_shape: Sequence[int]) -> str:
+        w, m, f = self._factors(spatial_shape)
+        return (f"{w} window(s) x {m} mirroring(s) x {f} fold(s) x {self.sampling_steps} steps x ({self.num_samples} "
+                f"samples + {len(self.raters)} prompt(s) x {self.rater_num_samples} samples)")
+
     def predict_case(self, case: str, data: np.ndarray) -> CaseOutputs:
         samples = self.stage1.sample_case(data, self.num_samples, self.sampling_steps, seed=case_seed(self.seed, case))
         if not self.raters:
@@ -106,6 +127,18 @@ class BaselineCasePredictor:
         self.num_classes, self.num_samples, self.seed = num_classes, num_samples, seed
         self.description = f"predict {trainer}"
         self.settings = {"trainer": trainer, "num_samples": num_samples, "use_mirroring": use_mirroring}
+
+    def _factors(self, spatial_shape: Sequence[int]) -> tuple[int, int, int, int]:
+        p = self.predictor
+        per_window = self.num_samples if self.network.latent_dim else 1  # a stochastic network: N outputs a window
+        return num_windows(p.configuration, spatial_shape, p.step_size), len(p.mirrors), len(p.networks), per_window
+
+    def network_evaluations(self, spatial_shape: Sequence[int]) -> int:
+        return int(np.prod(self._factors(spatial_shape)))
+
+    def cost_terms(self, spatial_shape: Sequence[int]) -> str:
+        w, m, f, n = self._factors(spatial_shape)
+        return f"{w} window(s) x {m} mirroring(s) x {f} fold(s) x {n} output(s)"
 
     def predict_case(self, case: str, data: np.ndarray) -> CaseOutputs:
         outputs = self.predictor.predict_case(data, self.num_samples, seed=case_seed(self.seed, case))

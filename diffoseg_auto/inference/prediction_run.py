@@ -66,11 +66,18 @@ def _predict_cases(predictor: CasePredictor, request: PredictionRequest, plans: 
             logger.info(f"--continue_prediction: {len(cases) - len(todo)} finished case(s) skipped, {len(todo)} to predict")
         jobs = [(plans, config_name, case, [str(f) for f in cases[case]]) for case in todo]
         failures: dict[str, str] = {}
-        with _Exporter(nps, len(jobs), failures) as exporter:
-            for case, data, properties in tqdm(_iter_preprocessed(jobs, npp, failures), total=len(jobs),
-                                               desc=predictor.description):
+        median = median_preprocessed_shape(plans, config_name)
+        per_case = predictor.network_evaluations(median)
+        print(planned_cost_line(len(jobs), per_case, predictor.cost_terms(median)), flush=True)
+        # the bar counts network evaluations: planned from the median image, corrected as each case's shape is known
+        bar = tqdm(total=len(jobs) * per_case, desc=predictor.description, unit="eval", unit_scale=True)
+        with _Exporter(nps, len(jobs), failures) as exporter, bar:
+            for case, data, properties in _iter_preprocessed(jobs, npp, failures):
+                actual = predictor.network_evaluations(data.shape[1:])
+                bar.total += actual - per_case
                 try:
                     samples, rater_samples = predictor.predict_case(case, data)
+                    bar.update(actual)
                 except Exception as e:  # e.g. out of memory on one large case: the others still get predicted
                     _record_failure(failures, case, e)
                     continue
@@ -81,6 +88,22 @@ def _predict_cases(predictor: CasePredictor, request: PredictionRequest, plans: 
     if failures:
         raise failure_report(dict(sorted(failures.items())), len(cases), out)
     return list(cases)
+
+
+def median_preprocessed_shape(plans: Plans, configuration: str) -> list[int]:
+    """The median image in the preprocessed geometry the predictor sees (all axes: a 2d configuration of 3D data
+    keeps the volume's median slice count along its slice axis)."""
+    cfg = plans.get_configuration(configuration)
+    shape = [int(v) for v in cfg.median_image_size_in_voxels]
+    if cfg.slice_axis is not None and len(plans.original_median_shape) == 3:
+        shape.insert(cfg.slice_axis, int(plans.original_median_shape[cfg.slice_axis]))
+    return shape
+
+
+def planned_cost_line(num_cases: int, per_case: int, terms: str) -> str:
+    """What a run will cost, printed before it starts (issue: the sampling budget stated up front)."""
+    return (f"planned cost: {num_cases} case(s) x {per_case:,} network evaluations per median case "
+            f"[{terms}] = {num_cases * per_case:,} evaluations")
 
 
 def _dataset_json_for(model_folder: Path, dataset_name: str) -> dict:

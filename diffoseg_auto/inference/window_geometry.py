@@ -6,9 +6,11 @@ DiffOSegPredictor's methods."""
 from __future__ import annotations
 
 import itertools
+from typing import Sequence
 
 from torch import Tensor
 
+from diffoseg_auto.inference.sliding_window import sliding_window_slicers
 from diffoseg_auto.plans.plans import ConfigurationPlan
 
 
@@ -24,6 +26,13 @@ def volume_patch(configuration: ConfigurationPlan, ndim: int) -> list[int]:
     if ndim != configuration.spatial_dims + 1:
         raise ValueError(f"a 2d configuration with slice_axis={ax} expects 3D data (C, Z, Y, X), got {ndim} spatial dims")
     return patch[:ax] + [1] + patch[ax:]
+
+
+def num_windows(configuration: ConfigurationPlan, spatial_shape: Sequence[int], step_size: float) -> int:
+    """Sliding windows of a preprocessed image of ``spatial_shape`` (padded to at least one window, as predicted)."""
+    patch = volume_patch(configuration, len(spatial_shape))
+    padded = [max(int(s), p) for s, p in zip(spatial_shape, patch)]
+    return len(sliding_window_slicers(padded, patch, step_size))
 
 
 def to_net(windows: Tensor, slice_axis: int | None) -> Tensor:
