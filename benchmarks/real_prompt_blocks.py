@@ -53,7 +53,7 @@ def score(ds, folders: dict[str, Path], cases: list[str], num_samples: int) -> d
     from diffoseg_auto.evaluation.evaluate_entrypoint import evaluate_folder
     from diffoseg_auto.evaluation.method_comparison import AREA_SPEARMAN, score_fold
 
-    scored = score_fold(ds, {b: [f] for b, f in folders.items()}, cases, num_samples, modes=("strict",))
+    scored, _ = score_fold(ds, {b: [f] for b, f in folders.items()}, cases, num_samples, modes=("strict",))
     out = {}
     for block, folder in folders.items():
         m = scored[(block, "strict")]
