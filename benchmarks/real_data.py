@@ -382,7 +382,7 @@ def reference_rows(raw_folder: Path, rows: list[dict], num_samples: int) -> dict
     ds = RawDataset(raw_folder)
     folders = {f"S={r['S']}{' +TTA' if r['mirroring'] else ''}": [Path(r["folder"])] for r in rows}
     cases = sorted(set.intersection(*(set(list_predicted_cases(f[0], ds.file_ending)) for f in folders.values())))
-    scores = score_fold(ds, folders, cases, num_samples, modes=("strict",))
+    scores, _ = score_fold(ds, folders, cases, num_samples, modes=("strict",))
     return {row: {k: scores[(row, "strict")].get(k) for k in ("GED", "Dice_soft")} for row, _ in scores}
 
 
@@ -426,7 +426,7 @@ def score_blocks(ds, folders: dict[str, Path], cases: list[str], num_samples: in
     from diffoseg_auto.evaluation.evaluate_entrypoint import evaluate_folder
     from diffoseg_auto.evaluation.method_comparison import AREA_SPEARMAN, score_fold
 
-    scored = score_fold(ds, {b: [f] for b, f in folders.items()}, cases, num_samples, modes=("strict",))
+    scored, _ = score_fold(ds, {b: [f] for b, f in folders.items()}, cases, num_samples, modes=("strict",))
     out = {}
     for block, folder in folders.items():
         m = scored[(block, "strict")]

@@ -49,7 +49,7 @@ def _train_and_predict(env, raw, trainer: str, tmp_path):
     assert ck["trainer_name"] == trainer and ck["epoch"] == 1 and (fold / "stage1" / "checkpoint_final.pth").is_file()
     assert np.isfinite(ck["logging"]["train_losses"][0])
     summary = load_json(fold / "stage1" / "validation" / "summary.json")
-    assert {"GED", "Dice_soft", "Dice_rater_strict"} <= set(summary["metrics"])
+    assert {"GED", "Dice_soft", "Dice_rater_strict", "ECE", "Brier", "Uncertainty_NCC"} <= set(summary["metrics"])
 
     ds = RawDataset(raw)
     pp = env["preprocessed"] / raw.name
@@ -83,6 +83,10 @@ def test_consensus_unet_trains_and_predicts_identical_samples(toy_planned, tmp_p
     for samples, raters in per_case.values():
         assert all(np.array_equal(s, samples[0]) for s in samples)
         assert all(np.array_equal(r, samples[0]) for r in raters)
+    # one label map repeated: no soft output, so no calibration number is made up
+    summary = load_json(env["results"] / raw.name / "ConsensusUNetTrainer__DiffOSegPlans__2d" / "fold_0" / "stage1"
+                        / "validation" / "summary.json")
+    assert summary["metrics"]["ECE"] == summary["metrics"]["Uncertainty_NCC"] == "n/a" and summary["reliability"] is None
 
     # the rules of diffoseg_train / diffoseg_predict hold for a baseline too
     with pytest.raises(FoldAlreadyTrainedError):

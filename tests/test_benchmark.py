@@ -140,3 +140,31 @@ def test_plot_case_grid_3d(tmp_path):
 def test_dataframe_to_markdown():
     df = pd.DataFrame({"x": ["1", "2"], "y": [float("nan"), 3.5]}, index=pd.Index(["a", "b"], name="m"))
     assert dataframe_to_markdown(df) == "| m | x | y |\n|---|---:|---:|\n| a | 1 |  |\n| b | 2 | 3.5 |"
+
+
+def test_calibration_in_the_benchmark_and_reliability_diagram(env_folders, tmp_path):
+    write_raw(env_folders["raw"])
+    bins = {"count": [8, 0, 0, 0, 0, 0, 0, 8, 0, 8], "sum_p": [0, 0, 0, 0, 0, 0, 0, 6, 0, 8],
+            "sum_q": [0, 0, 0, 0, 0, 0, 0, 4, 0, 8]}
+    stage1 = {"DiffOSegTrainer": [{"GED": 0.4, "ECE": 0.1, "Brier": 0.02, "Uncertainty_NCC": 0.5},
+                                  {"GED": 0.2, "ECE": 0.3, "Brier": 0.04, "Uncertainty_NCC": 0.7}],
+              "ConsensusUNetTrainer": [{"GED": 0.6, "ECE": "n/a", "Brier": "n/a", "Uncertainty_NCC": "n/a"}] * 2}
+    for trainer, per_fold in stage1.items():
+        for f, metrics in enumerate(per_fold):
+            save_json({"mode": "strict", "metrics": metrics, "reliability": None if trainer.startswith("Consensus") else bins},
+                      env_folders["results"] / DS / f"{trainer}__DiffOSegPlans__2d" / f"fold_{f}" / "stage1" / "validation"
+                      / "summary.json")
+    out = tmp_path / "soft"
+    table = benchmark(["1"], ["2d"], [0, 1], out, figures=True).set_index(["configuration", "metric"])
+    assert table.loc[("2d", "ECE"), "mean"] == pytest.approx(0.2) and table.loc[("2d", "Brier"), "mean"] == pytest.approx(0.03)
+    assert table.loc[("2d", "Uncertainty_NCC"), "num_folds"] == 2
+    assert (out / "figures" / f"reliability__{DS}__2d__DiffOSeg.png").is_file()
+    md = (out / "benchmark.md").read_text()
+    assert "| ECE | 0.2000 ± 0.1414 |" in md
+
+    det = tmp_path / "det"
+    table = benchmark(["1"], ["2d"], [0, 1], det, trainer="ConsensusUNetTrainer", figures=True)
+    ece = table[(table["configuration"] == "2d") & (table["metric"] == "ECE")]
+    assert ece["mean"].isna().all() and (ece["num_folds"] == 0).all()  # n/a, never a number
+    assert "| ECE | n/a |" in (det / "benchmark.md").read_text()
+    assert not list(det.glob("figures/reliability__*.png"))  # no soft output, no diagram

@@ -160,3 +160,52 @@ def test_missing_method_predictions_are_reported_not_invented(comparison_data, t
     table = compare_methods([DS], ["2d"], [0], ["FakeATrainer", "NoSuchTrainer"], tmp_path / "o")
     assert any("missing: predictions of NoSuchTrainer fold 0" in r.getMessage() for r in caplog.records)
     assert "NoSuch" not in set(table["method"]) and "FakeA" in set(table["method"])
+
+
+def calibration_by_hand(S: np.ndarray, R: np.ndarray) -> tuple[float, float, float]:
+    """ECE, Brier and NCC of one case written out pixel by pixel (band 2, chessboard distance)."""
+    p, q = S.mean(0), R.mean(0)
+    h, w = p.shape
+    marked = [(y, x) for y in range(h) for x in range(w) if p[y, x] > 0 or q[y, x] > 0]
+    counted = [(y, x) for y in range(h) for x in range(w) if any(max(abs(y - a), abs(x - b)) <= 2 for a, b in marked)]
+    ps, qs = np.array([p[i] for i in counted]), np.array([q[i] for i in counted])
+    bins = np.minimum((ps * 10 + 1e-9).astype(int), 9)
+    ece = sum(abs(ps[bins == b].sum() - qs[bins == b].sum()) for b in range(10)) / len(ps)
+    u, v = ps * (1 - ps), qs * (1 - qs)
+    ncc = float("nan") if v.std() == 0 else 0.0 if u.std() == 0 else float(np.corrcoef(u, v)[0, 1])
+    return ece, float(np.mean((ps - qs) ** 2)), ncc
+
+
+def test_calibration_rows_and_reliability_diagrams(comparison_data, tmp_path):
+    out = tmp_path / "cmp"
+    main(["-d", DS, "-c", "2d", "-f", "0", "1", "-tr", "FakeATrainer", "FakeBTrainer", "-o", str(out), "--figures"])
+    table = pd.read_csv(out / "method_comparison.csv")
+    strict = table[table["mode"] == "strict"].set_index(["method", "metric"])
+    # FakeA (p: col 0 1, col 1 .5): ECE c1 1/8, c2 3/4 (fold 0: 7/16), c3 11/24, c4 5/24 (fold 1: 1/3);
+    # NCC 1/sqrt(3) on c1 and c3 (its uncertain column 1 lies where the raters disagree), -1/3 on c2 and c4
+    ece = strict.loc[("FakeA", "ECE")]
+    assert ece["mean"] == pytest.approx((7 / 16 + 1 / 3) / 2) and ece["std"] == pytest.approx((7 / 16 - 1 / 3) / np.sqrt(2))
+    ncc = strict.loc[("FakeA", "Uncertainty_NCC")]
+    assert ncc["mean"] == pytest.approx((1 / np.sqrt(3) - 1 / 3) / 2) and ncc["std"] == pytest.approx(0, abs=1e-12)
+    for method, metric, k in (("FakeA", "Brier", 1), ("FakeB", "ECE", 0), ("FakeB", "Brier", 1),
+                              ("FakeB", "Uncertainty_NCC", 2)):
+        S = METHODS[f"{method}Trainer"][0]
+        per_fold = []
+        for split in SPLITS:
+            vals = [calibration_by_hand(S, np.stack(list(LABELS[c].values())))[k] for c in split["val"]]
+            per_fold.append(np.nanmean(vals))
+        assert strict.loc[(method, metric), "mean"] == pytest.approx(np.mean(per_fold)), (method, metric)
+    # the trivial rows repeat one label map: no soft output -> n/a (no number, no folds), in both modes
+    for row in (EMPTY, MAJORITY):
+        for metric in ("ECE", "Brier", "Uncertainty_NCC"):
+            got = table[(table["method"] == row) & (table["metric"] == metric)]
+            assert len(got) == 2 and got["mean"].isna().all() and (got["num_folds"] == 0).all()
+    assert (INTER_RATER, "ECE") not in strict.index  # a rater's mask is not a probability: not scored
+    dp = table[table["mode"] == "dpersona"].set_index(["method", "metric"])
+    assert dp.loc[("FakeA", "ECE"), "mean"] == pytest.approx(ece["mean"])  # calibration has no mode
+    md = (out / "method_comparison.md").read_text()
+    header = next(line for line in md.splitlines() if line.startswith("| method |") and "ECE" in line).split(" | ")
+    empty_row = next(line for line in md.splitlines() if line.startswith(f"| {EMPTY} |")).split(" | ")
+    assert empty_row[header.index("ECE")] == "n/a" and empty_row[header.index("GED")] != "n/a"
+    figures = {f.name for f in (out / "figures").glob("reliability__*.png")}
+    assert figures == {f"reliability__{DS}__2d__FakeA.png", f"reliability__{DS}__2d__FakeB.png"}

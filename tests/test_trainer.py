@@ -44,6 +44,7 @@ def test_both_stages_write_every_file(toy, capsys):
         assert summary["num_cases"] == 2
         key = "GED" if stage == 1 else "Dice_rater_strict"
         assert any(k.startswith(key) for k in summary["metrics"]), summary["metrics"].keys()
+        assert ("ECE" in summary["metrics"]) == (stage == 1)  # calibration of the samples; Stage II has none
     s1 = torch.load(root / "fold_0" / "stage1" / "checkpoint_final.pth", weights_only=False)
     s2 = torch.load(root / "fold_0" / "stage2" / "checkpoint_final.pth", weights_only=False)
     fold_final = torch.load(root / "fold_0" / "checkpoint_final.pth", weights_only=False)

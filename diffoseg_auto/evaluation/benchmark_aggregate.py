@@ -4,8 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from diffoseg_auto.evaluation.calibration import SOFT_METRICS
+
 HEADLINE = ("GED", "Dice_soft", "Dice_max", "Dice_max_reverse", "Dice_match", "Dice_consensus_majority",
-            "Dice_consensus_soft", "Dice_rater_strict", "Dice_rater_dpersona")
+            "Dice_consensus_soft", "Dice_rater_strict", "Dice_rater_dpersona", *SOFT_METRICS)
 INTER_RATER = "inter-rater reference"
 TABLE_COLUMNS = ["dataset", "configuration", "metric", "mean", "std", "num_folds"]
 

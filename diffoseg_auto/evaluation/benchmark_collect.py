@@ -2,7 +2,8 @@
 
 Per fold, ``results_layout.validation_summary(model_folder, fold, 1)`` (sample metrics) and
 ``(..., 2)`` (per-rater metrics) are merged; a Stage II key that also exists in Stage I becomes
-"stage2/<key>". Missing summaries are reported (logging) and skipped, never filled in.
+"stage2/<key>". Missing summaries are reported (logging) and skipped, never filled in. A soft metric
+that a summary reports as "n/a" (no soft output) becomes a NaN value, which the tables show as "n/a".
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from diffoseg_auto.evaluation.calibration import NOT_AVAILABLE, RELIABILITY_KEY, pool_reliability
 from diffoseg_auto.results_layout import parse_trainer_folder_name, trainer_folder, validation_folder, validation_summary
 from diffoseg_auto.utilities.file_ops import load_json
 
@@ -61,8 +63,9 @@ def collect_results(results_root: Path, datasets: list[str], configurations: lis
                 if got is None:
                     continue
                 metrics, summary = got
-                rows += [{"dataset": ds, "configuration": cfg, "fold": f, "metric": k, "value": v}
-                         for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+                rows += [{"dataset": ds, "configuration": cfg, "fold": f, "metric": k,
+                          "value": np.nan if v == NOT_AVAILABLE else v} for k, v in metrics.items()
+                         if v == NOT_AVAILABLE or (isinstance(v, (int, float)) and not isinstance(v, bool))]
                 if summary.get("rater_prompt_dice_matrix") is not None:
                     mats.append(np.asarray(summary["rater_prompt_dice_matrix"], dtype=float))
                     raters = summary.get("raters")
@@ -71,6 +74,21 @@ def collect_results(results_root: Path, datasets: list[str], configurations: lis
     df = pd.DataFrame(rows, columns=LONG_COLUMNS)
     df["value"] = df["value"].astype(float)
     return df, matrices
+
+
+def collect_reliability(results_root: Path, datasets: list[str], configurations: list[str], folds: list[int],
+                        trainer: str, plans: str) -> dict[tuple[str, str], dict]:
+    """(dataset, configuration) -> reliability bins of the Stage I validation summaries (the samples), pooled
+    over the folds that have them; a configuration without soft output has none."""
+    out = {}
+    for ds in datasets:
+        for cfg in configurations:
+            model_folder = trainer_folder(ds, trainer, plans, cfg, root=results_root)
+            paths = [validation_summary(model_folder, f, 1) for f in folds]
+            pooled = pool_reliability([load_json(p).get(RELIABILITY_KEY) for p in paths if p.is_file()])
+            if pooled is not None:
+                out[(ds, cfg)] = pooled
+    return out
 
 
 def summary_mode(results_root: Path, datasets: list[str], configurations: list[str], folds: list[int],

@@ -3,7 +3,8 @@
 Runs the four steps: collect the validation summaries the trainer wrote (benchmark_collect),
 aggregate them over folds with an inter-rater reference row per dataset (benchmark_aggregate;
 leave-one-rater-out on the raw labels, see inter_rater.py), write benchmark.csv / benchmark.md
-(benchmark_tables) and benchmark.png plus optional sample grids (benchmark_figures).
+(benchmark_tables) and benchmark.png plus, with --figures, sample grids and the reliability diagram
+(benchmark_figures).
 With several trainers (``-tr A B C``) or ``--compare`` it writes the method comparison instead: the same
 steps for methods x metrics on the folds' held-out cases (method_comparison: collect and aggregate,
 with the trivial and inter-rater rows; comparison_report: tables; comparison_figures: figures).
@@ -19,11 +20,13 @@ from typing import Sequence
 import pandas as pd
 
 from diffoseg_auto.evaluation.benchmark_aggregate import aggregate, inter_rater_rows, with_inter_rater_rows
-from diffoseg_auto.evaluation.benchmark_collect import collect_results, prediction_folders, summary_mode
-from diffoseg_auto.evaluation.benchmark_figures import case_figures, plot_table
+from diffoseg_auto.evaluation.benchmark_collect import (collect_reliability, collect_results, prediction_folders,
+                                                        summary_mode)
+from diffoseg_auto.evaluation.benchmark_figures import case_figures, plot_table, reliability_figure
 from diffoseg_auto.evaluation.benchmark_tables import benchmark_markdown, write_tables
 from diffoseg_auto.evaluation.comparison_report import compare_methods
 from diffoseg_auto.evaluation.inter_rater import inter_rater_reference
+from diffoseg_auto.evaluation.method_comparison import method_label
 from diffoseg_auto.evaluation.metrics import MODES
 from diffoseg_auto.paths import raw_root, results_root
 from diffoseg_auto.results_layout import trainer_folder
@@ -66,6 +69,14 @@ def benchmark(datasets: list[str], configurations: list[str], folds: list[int], 
             save_json(ref, out / f"inter_rater__{ds}.json")
     plot_table(table, matrices, out / "benchmark.png")
     if figures:
+        reliability = collect_reliability(res_root, names, configurations, folds, trainer, plans)
+        for ds in names:
+            for cfg in configurations:
+                if (ds, cfg) in reliability:
+                    reliability_figure(reliability[(ds, cfg)], out / "figures", ds, cfg, method_label(trainer))
+                else:
+                    logger.info(f"no reliability diagram for {ds} {cfg}: no Stage I summary with soft output "
+                                "(a deterministic method, or summaries written before calibration was scored).")
         for ds in names:
             for cfg in configurations:
                 for f in folds:
@@ -94,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "bar charts); see documentation/benchmarking.md")
     p.add_argument("-p", default="DiffOSegPlans", help="plans identifier (default: DiffOSegPlans)")
     p.add_argument("--figures", action="store_true",
-                   help="also draw sample grids (image, raters, samples, per-rater predictions) for a few validation cases")
+                   help="also draw sample grids (image, raters, samples, per-rater predictions) for a few validation "
+                        "cases, and a reliability diagram per method (figures/reliability__<dataset>__<cfg>__<method>.png)")
     p.add_argument("--inter_rater", action="store_true",
                    help="also write inter_rater__<dataset>.json with per-case and per-rater leave-one-out agreement "
                         "(the inter-rater row itself is always in the tables)")

@@ -1,4 +1,5 @@
-"""Benchmark step 4, figures: benchmark.png (bars + rater x prompt matrix) and per-case sample grids."""
+"""Benchmark step 4, figures: benchmark.png (bars + rater x prompt matrix), per-case sample grids and the
+reliability diagram of each method (figures/reliability__<dataset>__<configuration>__<method>.png)."""
 from __future__ import annotations
 
 import logging
@@ -61,3 +62,12 @@ def case_figures(raw_folder: Path, pred_folders: Path | list[Path], out_dir: Pat
                        title=f"{prefix} {case}")
         written.append(out)
     return written
+
+
+def reliability_figure(bins: dict, out_dir: Path, dataset: str, configuration: str, method: str) -> Path:
+    """figures/reliability__<dataset>__<configuration>__<method>.png of pooled reliability bins; returns the path."""
+    from diffoseg_auto.evaluation.figures import plot_reliability
+
+    out = Path(out_dir) / f"reliability__{dataset}__{configuration}__{method}.png"
+    plot_reliability(bins, out, title=f"{method}: {dataset} {configuration}")
+    return out

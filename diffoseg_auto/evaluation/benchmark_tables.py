@@ -7,12 +7,15 @@ from pathlib import Path
 import pandas as pd
 
 from diffoseg_auto.evaluation.benchmark_aggregate import metric_order
+from diffoseg_auto.evaluation.calibration import NOT_AVAILABLE, SOFT_METRICS
 from diffoseg_auto.utilities.file_ops import atomic_write, atomic_write_text
 
 
-def _fmt(mean: float, std: float) -> str:
+def format_cell(mean: float, std: float, metric: str = "") -> str:
+    """'mean ± std' (only the mean without a std); no mean: "n/a" for a soft metric (no soft output, or no
+    case where the raters disagree), else empty."""
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):
-        return ""
+        return NOT_AVAILABLE if metric in SOFT_METRICS else ""
     return f"{mean:.4f}" if std is None or math.isnan(std) else f"{mean:.4f} ± {std:.4f}"
 
 
@@ -32,7 +35,7 @@ def benchmark_markdown(table: pd.DataFrame) -> str:
     parts = ["# Benchmark\n", "Mean ± sample std over folds (inter-rater reference: mean ± std over cases). "
              "Metric definitions: documentation/benchmarking.md.\n"]
     for ds, sub in table.groupby("dataset", sort=False):
-        cells = sub.assign(cell=[_fmt(m, s) for m, s in zip(sub["mean"], sub["std"])])
+        cells = sub.assign(cell=[format_cell(m, s, k) for m, s, k in zip(sub["mean"], sub["std"], sub["metric"])])
         wide = cells.pivot(index="metric", columns="configuration", values="cell")
         wide = wide.reindex(metric_order(wide.index))[list(dict.fromkeys(sub["configuration"]))].fillna("")
         wide.index.name = "metric"

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from diffoseg_auto.evaluation.calibration import NOT_AVAILABLE
 from diffoseg_auto.evaluation.figures import display_slice, draw_image_and_raters, save_figure
 
 
@@ -24,7 +25,10 @@ def plot_metric_bars(table: pd.DataFrame, metric: str, out_png: str | Path, titl
         rows = sub[sub["mode"] == mode].set_index("method")
         means = np.array([rows["mean"].get(m, np.nan) for m in methods], float)
         stds = np.nan_to_num(np.array([rows["std"].get(m, np.nan) for m in methods], float))
-        ax.bar(x + (i - (len(modes) - 1) / 2) * width, means, width, yerr=stds, capsize=3, label=mode)
+        offsets = x + (i - (len(modes) - 1) / 2) * width
+        ax.bar(offsets, means, width, yerr=stds, capsize=3, label=mode)
+        for xi in offsets[np.isnan(means) & np.isin(methods, rows.index)]:  # scored, no value: n/a, not zero
+            ax.text(xi, 0, NOT_AVAILABLE, ha="center", va="bottom", fontsize=6, rotation=90)
     ax.set_xticks(x)
     ax.set_xticklabels(methods, rotation=25, ha="right", fontsize=8)
     ax.set_ylabel(metric)

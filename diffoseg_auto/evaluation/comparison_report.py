@@ -7,6 +7,8 @@ configurations, written as CSV, JSON, Markdown, bar charts and sample grids.
     OUT/method_comparison.json          both, with the folds, cases and N used
     OUT/figures/bars__<ds>__<cfg>__<metric>.png    one bar chart per headline metric
     OUT/figures/samples__<ds>__<cfg>__fold<f>__<case>.png   (--figures) every method's samples on one case
+    OUT/figures/reliability__<ds>__<cfg>__<method>.png      (--figures) reliability diagram of each method with
+                                                            soft output, pixels pooled over the folds' cases
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from diffoseg_auto.dataset.raw_dataset import RawDataset
+from diffoseg_auto.evaluation.benchmark_figures import reliability_figure
 from diffoseg_auto.evaluation.comparison_figures import plot_method_grid, plot_metric_bars
 from diffoseg_auto.evaluation.method_comparison import (METRICS, aggregate, collect, comparison_markdown,
                                                         load_method_case, method_label, prediction_folders)
@@ -65,7 +68,8 @@ def compare_methods(datasets: list[str | int], configurations: list[str], folds:
         raters[name] = ds.raters
         for cfg in configurations:
             n = num_samples or planned_num_samples(preprocessed_dataset_folder(name), plans, cfg, ds.num_raters)
-            long, cases = collect(ds.folder, preprocessed_dataset_folder(name), results_root(), cfg, folds, trainers, plans, n)
+            long, cases, reliability = collect(ds.folder, preprocessed_dataset_folder(name), results_root(), cfg, folds,
+                                               trainers, plans, n)
             longs.append(long)
             info[f"{name}/{cfg}"] = {"num_samples": n, "cases_per_fold": {str(f): c for f, c in cases.items()}}
             fold_lists[name] = sorted(set(fold_lists.get(name, [])) | set(cases))
@@ -74,6 +78,9 @@ def compare_methods(datasets: list[str | int], configurations: list[str], folds:
                 if (table["metric"] == metric).any():
                     plot_metric_bars(table, metric, out / "figures" / f"bars__{name}__{cfg}__{metric}.png",
                                      title=f"{name} {cfg}: {metric} (mean ± std over folds)")
+            if figures:
+                for row, bins in reliability.items():
+                    reliability_figure(bins, out / "figures", name, cfg, row)
             if figures and cases:
                 first = min(cases)
                 sample_grids(ds, results_root(), cfg, trainers, plans, first, cases[first][:figure_cases], out / "figures")

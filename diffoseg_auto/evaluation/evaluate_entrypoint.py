@@ -13,6 +13,7 @@ import pandas as pd
 
 from diffoseg_auto.configuration import default_num_processes
 from diffoseg_auto.errors import InvalidArgumentError
+from diffoseg_auto.evaluation.calibration import RELIABILITY_KEY
 from diffoseg_auto.evaluation.completeness import EvaluationIncompleteError, find_missing
 from diffoseg_auto.evaluation.metrics import MODES, evaluate_case, summarize
 from diffoseg_auto.evaluation.prediction_folder import (EvaluationInputError, list_predicted_cases, load_prediction,
@@ -30,7 +31,7 @@ def _evaluate_one(job: tuple) -> dict:
     labels, mask, ref_props, ref_file = load_reference(ref_folder, raters, case, ending)
     samples, consensus, rater_predictions = load_prediction(pred_folder, raters, case, ending, ref_props, ref_file)
     res = evaluate_case(samples, labels, mask, num_classes, rater_predictions=rater_predictions,
-                        consensus=consensus, mode=mode)
+                        consensus=consensus, mode=mode, calibration=True)
     return {"case": case, "num_raters_available": int(mask.sum()), **res}
 
 
@@ -43,8 +44,8 @@ def _infer_num_classes(ref_folder: Path, raters: list[str], cases: list[str], en
 
 
 def per_case_table(per_case: list[dict]) -> pd.DataFrame:
-    """One row per case, one column per scalar metric (the rater x prompt matrix is left out)."""
-    rows = [{k: v for k, v in d.items() if k != "rater_prompt_dice_matrix"} for d in per_case]
+    """One row per case, one column per scalar metric (the rater x prompt matrix and reliability bins are left out)."""
+    rows = [{k: v for k, v in d.items() if k not in ("rater_prompt_dice_matrix", RELIABILITY_KEY)} for d in per_case]
     return pd.DataFrame(rows).set_index("case") if rows else pd.DataFrame()
 
 
@@ -93,7 +94,7 @@ def evaluate_folder(ref_folder: str | Path, pred_folder: str | Path, output_file
     summary["missing"] = missing.as_dict()
     output_file = Path(output_file) if output_file is not None else pred_folder / "summary.json"
     save_json(summary, output_file)
-    table = per_case_table(per_case)
+    table = per_case_table(summary["per_case"])  # with "n/a" where the prediction has no soft output
     atomic_write(output_file.parent / "summary_per_case.csv", lambda p: table.to_csv(p))
     return summary
 
@@ -118,7 +119,8 @@ def _num_classes_arg(s: str) -> int | None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Evaluate a diffoseg_predict output folder against the raters' masks "
-                                            "(GED, Dice_soft, Dice_max, Dice_match, consensus and per-rater Dice).")
+                                            "(GED, Dice_soft, Dice_max, Dice_match, consensus and per-rater Dice, "
+                                            "calibration: ECE, Brier, Uncertainty_NCC).")
     p.add_argument("-ref", required=True, help="labelsTr folder of the raw dataset (one sub-folder per rater)")
     p.add_argument("-pred", required=True, help="prediction folder written by diffoseg_predict")
     p.add_argument("-o", default=None, help="output summary.json (default: PRED/summary.json)")

@@ -139,3 +139,31 @@ def plot_benchmark(panels: list[dict], out_png: str | Path) -> None:
         fig.colorbar(im, ax=hm, fraction=0.046)
     fig.tight_layout()
     save_figure(fig, out_png)
+
+
+def plot_reliability(bins: dict, out_png: str | Path, title: str = "") -> None:
+    """Reliability diagram of pooled bins (calibration.reliability_bins): per bin of the predicted foreground
+    probability p, the raters' mean foreground fraction q (bars; the diagonal is perfect calibration, a bar
+    below it means overconfident foreground) and the share of counted pixels (lower panel, log scale)."""
+    from diffoseg_auto.evaluation.calibration import NUM_BINS, bin_means, expected_calibration_error
+
+    mean_p, mean_q, share = bin_means(bins)
+    centres = (np.arange(NUM_BINS) + 0.5) / NUM_BINS
+    fig = Figure(figsize=(4.2, 5.2))
+    top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    filled = np.isfinite(mean_q)
+    top.bar(centres[filled], mean_q[filled], width=1 / NUM_BINS, edgecolor="black", alpha=0.7,
+            label="raters' foreground fraction")
+    top.plot(mean_p[filled], mean_q[filled], "o-", color="tab:red", markersize=3, label="bin mean (p, q)")
+    top.plot([0, 1], [0, 1], "--", color="gray", label="perfect calibration")
+    top.set_xlim(0, 1)
+    top.set_ylim(0, 1)
+    top.set_ylabel("mean rater fraction q")
+    top.legend(fontsize=7, loc="upper left")
+    heading = f"ECE (pooled pixels) {expected_calibration_error(bins):.4f}"
+    top.set_title(f"{title}\n{heading}" if title else heading, fontsize=8)
+    bottom.bar(centres[share > 0], share[share > 0], width=1 / NUM_BINS, edgecolor="black", color="tab:gray")
+    bottom.set_yscale("log")
+    bottom.set_xlabel("predicted foreground probability p (samples' mean)")
+    bottom.set_ylabel("pixel share")
+    save_figure(fig, out_png)

@@ -19,12 +19,15 @@ by foreground area as their own masks do? Spearman's rho between each rater's me
 area over the fold's cases and the mean area of the masks that rater drew (cases they annotated); NaN
 when either side is constant (a method that gives every rater the same mask has no ranking).
 
+``ECE``, ``Brier``, ``Uncertainty_NCC`` (calibration.py, the same in both modes): per fold over the fold's
+cases; NaN (shown "n/a") for a row without soft output (a deterministic method, the trivial rows). The
+reliability bins of every row with soft output are pooled over the cases of all folds for its diagram.
+
 N is the plans' ``diffusion.num_samples`` of the configuration.
 """
 from __future__ import annotations
 
 import logging
-import math
 import warnings
 from pathlib import Path
 
@@ -35,6 +38,8 @@ from scipy.stats import spearmanr
 from diffoseg_auto.dataset.raw_dataset import RawDataset
 from diffoseg_auto.errors import InvalidArgumentError
 from diffoseg_auto.evaluation.benchmark_collect import prediction_folders as validation_prediction_folders
+from diffoseg_auto.evaluation.benchmark_tables import format_cell
+from diffoseg_auto.evaluation.calibration import RELIABILITY_KEY, SOFT_METRICS, mark_without_soft_output, pool_reliability
 from diffoseg_auto.evaluation.inter_rater import inter_rater_reference
 from diffoseg_auto.evaluation.metrics import MODES, evaluate_case, majority_vote
 from diffoseg_auto.evaluation.prediction_folder import list_predicted_cases, load_prediction, load_reference
@@ -45,7 +50,8 @@ logger = logging.getLogger(__name__)
 
 EMPTY, MAJORITY, INTER_RATER = "all-empty", "raters' majority repeated", "inter-rater"
 AREA_SPEARMAN = "Rater_area_spearman"
-METRICS = ("GED", "Dice_soft", "Dice_match", "Dice_max", "Dice_rater_strict", "Dice_rater_dpersona", AREA_SPEARMAN)
+METRICS = ("GED", "Dice_soft", "Dice_match", "Dice_max", "Dice_rater_strict", "Dice_rater_dpersona", AREA_SPEARMAN,
+           *SOFT_METRICS)
 COLUMNS = ["dataset", "configuration", "method", "fold", "num_cases", "mode", "metric", "value"]
 
 
@@ -104,8 +110,9 @@ def area_spearman(predicted: np.ndarray, annotated: np.ndarray) -> float:
 
 
 def score_fold(ds: RawDataset, method_folders: dict[str, list[Path]], cases: list[str], num_samples: int,
-               modes: tuple[str, ...] = MODES) -> dict[tuple[str, str], dict[str, float]]:
-    """(row, mode) -> metrics averaged over ``cases`` for every method, the trivial rows and the inter-rater row."""
+               modes: tuple[str, ...] = MODES) -> tuple[dict[tuple[str, str], dict[str, float]], dict[str, dict]]:
+    """(row, mode) -> metrics averaged over ``cases`` for every method, the trivial rows and the inter-rater row;
+    and row -> reliability bins pooled over ``cases`` (rows with soft output only)."""
     per_case: dict[tuple[str, str], list[dict]] = {}
     # per row: (cases, raters) predicted foreground areas; and the raters' own areas (NaN: not annotated)
     predicted_area: dict[str, list[np.ndarray]] = {}
@@ -121,9 +128,16 @@ def score_fold(ds: RawDataset, method_folders: dict[str, list[Path]], cases: lis
                 predicted_area.setdefault(name, []).append((raters > 0).reshape(len(raters), -1).sum(1).astype(float))
             for mode in modes:
                 res = evaluate_case(samples, labels, mask, ds.num_classes, rater_predictions=raters,
-                                    consensus=consensus, mode=mode)
-                per_case.setdefault((name, mode), []).append({k: v for k, v in res.items() if isinstance(v, float)})
-    out = {key: _mean_over_cases(v) for key, v in per_case.items()}
+                                    consensus=consensus, mode=mode, calibration=True)
+                per_case.setdefault((name, mode), []).append(res)
+    out, reliability = {}, {}
+    for (name, mode), results in per_case.items():
+        results = mark_without_soft_output(results, float("nan"))
+        out[(name, mode)] = _mean_over_cases(results)
+        if mode == modes[0]:  # the bins do not depend on the mode
+            pooled = pool_reliability([d.get(RELIABILITY_KEY) for d in results])
+            if pooled is not None:
+                reliability[name] = pooled
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a rater who annotated none of the cases
         reference = np.nanmean(np.stack(annotated_area), 0)
@@ -135,15 +149,15 @@ def score_fold(ds: RawDataset, method_folders: dict[str, list[Path]], cases: lis
             out[(INTER_RATER, mode)] = inter_rater_reference(ds.folder, cases=cases, mode=mode)["metrics"]
         except RuntimeError:  # no case with two raters: no inter-rater row
             pass
-    return out
+    return out, reliability
 
 
 def collect(raw_folder: Path, preprocessed_folder: Path, results_folder: Path, configuration: str, folds: list[int],
-            trainers: list[str], plans: str, num_samples: int) -> tuple[pd.DataFrame, dict[int, list[str]]]:
-    """Long table (COLUMNS) of one dataset and configuration (every row x fold x mode x metric) and the
-    cases scored per fold."""
+            trainers: list[str], plans: str, num_samples: int) -> tuple[pd.DataFrame, dict[int, list[str]], dict[str, dict]]:
+    """Long table (COLUMNS) of one dataset and configuration (every row x fold x mode x metric), the
+    cases scored per fold and per row with soft output its reliability bins pooled over those cases."""
     ds = RawDataset(Path(raw_folder))
-    records, scored = [], {}
+    records, scored, bins = [], {}, {}
     for fold in folds:
         method_folders, predicted = {}, []
         for tr in trainers:
@@ -160,25 +174,25 @@ def collect(raw_folder: Path, preprocessed_folder: Path, results_folder: Path, c
             logger.warning(f"fold {fold}: no validation case predicted by every method; fold skipped.")
             continue
         scored[fold] = cases
-        for (row, mode), metrics in score_fold(ds, method_folders, cases, num_samples).items():
+        metrics_by_row, reliability = score_fold(ds, method_folders, cases, num_samples)
+        for (row, mode), metrics in metrics_by_row.items():
             records += [{"dataset": ds.name, "configuration": configuration, "method": row, "fold": fold,
                          "num_cases": len(cases), "mode": mode, "metric": k, "value": v} for k, v in metrics.items()]
-    return pd.DataFrame(records, columns=COLUMNS), scored
+        for row, b in reliability.items():
+            bins[row] = pool_reliability([bins.get(row), b])
+    return pd.DataFrame(records, columns=COLUMNS), scored, bins
 
 
 def aggregate(long: pd.DataFrame) -> pd.DataFrame:
-    """Mean and sample std (ddof=1; NaN for one fold) over folds per dataset, configuration, method, mode, metric."""
+    """Mean and sample std (ddof=1; NaN for one fold) over folds per dataset, configuration, method, mode, metric.
+
+    NaN values are left out; a soft metric that is NaN in every fold keeps its row (mean NaN, num_folds 0),
+    which the tables show as "n/a"."""
     keys = ["dataset", "configuration", "method", "mode", "metric"]
     if long.empty:
         return pd.DataFrame(columns=keys + ["mean", "std", "num_folds"])
-    g = long.dropna(subset=["value"]).groupby(keys, sort=False)["value"]
+    g = long[long["value"].notna() | long["metric"].isin(SOFT_METRICS)].groupby(keys, sort=False)["value"]
     return pd.DataFrame({"mean": g.mean(), "std": g.std(ddof=1), "num_folds": g.count()}).reset_index()
-
-
-def _cell(mean: float, std: float) -> str:
-    if mean is None or math.isnan(mean):
-        return ""
-    return f"{mean:.4f}" if std is None or math.isnan(std) else f"{mean:.4f} ± {std:.4f}"
 
 
 def comparison_markdown(table: pd.DataFrame, raters: dict[str, list[str]], folds: dict[str, list[int]]) -> str:
@@ -203,7 +217,7 @@ def comparison_markdown(table: pd.DataFrame, raters: dict[str, list[str]], folds
 
 
 def _wide(sub: pd.DataFrame, methods: list[str], metrics: list[str], header) -> str:
-    cells = {(r.method, r.metric): _cell(r.mean, r.std) for r in sub.itertuples()}
+    cells = {(r.method, r.metric): format_cell(r.mean, r.std, r.metric) for r in sub.itertuples()}
     present = [k for k in metrics if any((m, k) in cells for m in methods)]
     lines = ["| method | " + " | ".join(header(k) for k in present) + " |", "|---|" + "---:|" * len(present)]
     for m in methods:

@@ -22,6 +22,9 @@ from typing import Sequence
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from diffoseg_auto.evaluation.calibration import (NOT_AVAILABLE, RELIABILITY_KEY, SOFT_METRICS, SOFT_OUTPUT_KEY,
+                                                  calibration_metrics, mark_without_soft_output, pool_reliability)
+
 MODES = ("strict", "dpersona")
 DPERSONA_SMOOTH = 1e-8
 SOFT_DICE_THRESHOLDS = (0.1, 0.3, 0.5, 0.7, 0.9)
@@ -227,14 +230,17 @@ def _binary_case_metrics(c: int, samples, labels, mask, rater_predictions, conse
 
 def evaluate_case(samples: np.ndarray | None, rater_labels: np.ndarray, rater_mask: np.ndarray, num_classes: int,
                   rater_predictions: np.ndarray | None = None, consensus: np.ndarray | None = None,
-                  mode: str = "strict") -> dict:
+                  mode: str = "strict", calibration: bool = False) -> dict:
     """All metrics of one case (2D or 3D, whole-volume) as a flat dict.
 
     samples (N,*S) int, rater_labels (R,*S) int, rater_mask (R,) bool, rater_predictions (R,*S) int
     (Stage II, one per rater prompt), consensus (*S) int. With K == 2 keys are plain metric names;
     with several foreground classes each metric is reported as "<metric>/class_<c>" and the plain
     name holds the mean over classes. "rater_prompt_dice_matrix" (list of lists, mean over
-    foreground classes) is present when rater_predictions are given.
+    foreground classes) is present when rater_predictions are given. ``calibration`` (with samples)
+    adds ECE, Brier and Uncertainty_NCC of the foreground (any class > 0, once per case), the
+    "soft_output" flag and the "reliability" bins (calibration.py); summarize turns them into "n/a"
+    for a prediction without soft output.
     """
     _check_mode(mode)
     if num_classes < 2:
@@ -269,15 +275,22 @@ def evaluate_case(samples: np.ndarray | None, rater_labels: np.ndarray, rater_ma
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns of missing raters stay NaN
             out["rater_prompt_dice_matrix"] = np.nanmean(mats, 0).tolist()
+    if calibration and samples is not None:
+        out.update(calibration_metrics(samples, labels[mask]))
     return out
 
 
 # per-case bookkeeping entries that are not metrics (kept in the per-case table only)
-NON_METRIC_KEYS = ("case", "num_raters_available")
+NON_METRIC_KEYS = ("case", "num_raters_available", SOFT_OUTPUT_KEY)
 
 
 def summarize(per_case: list[dict], raters: list[str], mode: str) -> dict:
-    """Mean and std over cases (NaN-aware) of every scalar metric, plus the mean rater x prompt matrix."""
+    """Mean and std over cases (NaN-aware) of every scalar metric, plus the mean rater x prompt matrix.
+
+    The soft metrics of a prediction without soft output are "n/a" in every case and in the means;
+    otherwise "reliability" holds the reliability bins pooled over the cases (else None).
+    """
+    per_case = mark_without_soft_output(per_case)
     names: list[str] = []
     for d in per_case:
         for k, v in d.items():
@@ -293,5 +306,9 @@ def summarize(per_case: list[dict], raters: list[str], mode: str) -> dict:
         mats = [np.asarray(d["rater_prompt_dice_matrix"], dtype=np.float64) for d in per_case
                 if d.get("rater_prompt_dice_matrix") is not None]
         matrix = np.nanmean(np.stack(mats), 0).tolist() if mats else None
+    for k in SOFT_METRICS:
+        if any(d.get(k) == NOT_AVAILABLE for d in per_case):
+            means[k] = stds[k] = NOT_AVAILABLE
     return {"mode": mode, "num_cases": len(per_case), "metrics": means, "metrics_std": stds,
-            "per_case": per_case, "raters": list(raters), "rater_prompt_dice_matrix": matrix}
+            "per_case": per_case, "raters": list(raters), "rater_prompt_dice_matrix": matrix,
+            RELIABILITY_KEY: pool_reliability([d.get(RELIABILITY_KEY) for d in per_case])}

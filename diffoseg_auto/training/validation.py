@@ -45,7 +45,7 @@ def validate_cases(network: nn.Module, diffusion, configuration: ConfigurationPl
         if stage == 1:
             samples = predictor.sample_case(data, num_samples, sampling_steps, seed=i)
             res = evaluate_case(samples, seg, rater_mask, num_classes,
-                                consensus=consensus_from_samples(samples, num_classes), mode=mode)
+                                consensus=consensus_from_samples(samples, num_classes), mode=mode, calibration=True)
             if file_ending:
                 export_case(**export, consensus_probabilities=mean_one_hot(samples, num_classes), samples=samples)
         else:

@@ -68,7 +68,7 @@ def validate_baseline(network: BaselineNetwork, configuration: ConfigurationPlan
         samples, rater_preds = network.to_predictions(predictor.predict_case(data, num_samples, seed=i),
                                                       num_samples, len(raters), K)
         res = evaluate_case(samples, seg, rater_mask, K, rater_predictions=rater_preds,
-                            consensus=consensus_from_samples(samples, K), mode=mode)
+                            consensus=consensus_from_samples(samples, K), mode=mode, calibration=True)
         if file_ending:
             export_case(case, output_folder, file_ending, properties, configuration, K,
                         consensus_probabilities=mean_one_hot(samples, K), samples=samples,

@@ -1,0 +1,151 @@
+"""Soft-prediction calibration and uncertainty-disagreement correlation (pure numpy + scipy.ndimage).
+
+Per case, from N label maps (the samples) and the available raters' label maps:
+
+- ``p`` = the samples' foreground probability: the fraction of samples with a non-background label
+  at the pixel (the mean of their one-hot foreground; for the multi-head U-Net, whose samples cycle
+  through its heads, the mean over heads when N is a multiple of the head count);
+- ``q`` = the raters' foreground fraction: the fraction of available raters who marked the pixel
+  with any non-background label.
+
+Several foreground classes are merged into one foreground (any class > 0), so the three numbers
+below exist once per case, not per class.
+
+Counted pixels (``counted_region``): every pixel within ``BAND`` = 2 voxels (chessboard distance,
+per array axis whatever the spacing) of a pixel where p > 0 or q > 0. Pixels far from any
+foreground have p = q = 0 and would only dilute the averages (an image of background makes every
+method look calibrated); the band keeps the pixels just outside the objects, where a sharp correct
+prediction earns its zeros. A case where the counted region is empty (no sample and no rater marks
+anything) has NaN calibration and is left out of the means.
+
+- ``ECE``: 10 equal-width bins of p over [0, 1] ([0, .1), ..., [.9, 1.0]; p = 1 in the last bin);
+  ``sum_b n_b / n * |mean p_b - mean q_b|`` over the counted pixels (= ``sum_b |sum p_b - sum q_b| / n``).
+- ``Brier``: mean of (p - q)^2 over the counted pixels.
+- ``Uncertainty_NCC``: normalised cross-correlation of u = p(1-p) and v = q(1-q) over the counted
+  pixels, ``sum((u - mean u)(v - mean v)) / sqrt(sum (u - mean u)^2 * sum (v - mean v)^2)``. NaN when
+  v does not vary (the raters agree on every pixel): such a case is not averaged. 0 when u does not
+  vary but v does: the uncertainty map marks nothing, so it finds none of the disagreement.
+
+A prediction has *soft output* when in at least one of its cases the samples disagree somewhere
+(0 < p < 1). A deterministic method repeats one label map N times, so p is 0 or 1 everywhere: its
+labels are not probabilities, and the three metrics are reported as ``NOT_AVAILABLE`` ("n/a") for
+it, never as numbers. The rule is applied over all cases of a prediction (``mark_without_soft_output``),
+not per case, so that a stochastic method whose samples collapse on one case is scored there
+(NCC 0) instead of having that case dropped.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+from scipy.ndimage import binary_dilation, generate_binary_structure
+
+NUM_BINS = 10
+BAND = 2
+SOFT_METRICS = ("ECE", "Brier", "Uncertainty_NCC")
+NOT_AVAILABLE = "n/a"
+SOFT_OUTPUT_KEY = "soft_output"     # per case: bool, 0 < p < 1 somewhere
+RELIABILITY_KEY = "reliability"     # per case and pooled: {"count", "sum_p", "sum_q"} per bin
+# bin b holds EDGES[b-1] <= p < EDGES[b]; m / 10 and a fraction k / N that equals it round to the same double
+_INNER_EDGES = np.arange(1, NUM_BINS) / NUM_BINS
+
+
+def foreground_fraction(label_maps: np.ndarray) -> np.ndarray:
+    """(N, *S) label maps -> (*S) float64 fraction of maps with a non-background label (count / N, correctly rounded)."""
+    maps = np.asarray(label_maps)
+    if maps.ndim < 2 or maps.shape[0] == 0:
+        raise ValueError(f"expected a non-empty stack (N, *S) of label maps, got shape {maps.shape}")
+    return (maps > 0).sum(0) / maps.shape[0]
+
+
+def counted_region(p: np.ndarray, q: np.ndarray, band: int = BAND) -> np.ndarray:
+    """Pixels within ``band`` voxels (chessboard distance) of a pixel where p > 0 or q > 0."""
+    support = (np.asarray(p) > 0) | (np.asarray(q) > 0)
+    if band <= 0 or not support.any():
+        return support
+    return binary_dilation(support, generate_binary_structure(support.ndim, support.ndim), iterations=band)
+
+
+def reliability_bins(p: np.ndarray, q: np.ndarray, region: np.ndarray) -> dict[str, list[float]]:
+    """Per bin of p: pixel count and the sums of p and q over the counted pixels (sums pool over cases)."""
+    pv, qv = np.asarray(p, np.float64)[region], np.asarray(q, np.float64)[region]
+    b = np.digitize(pv, _INNER_EDGES)
+    return {"count": np.bincount(b, minlength=NUM_BINS).astype(float).tolist(),
+            "sum_p": np.bincount(b, pv, minlength=NUM_BINS).tolist(),
+            "sum_q": np.bincount(b, qv, minlength=NUM_BINS).tolist()}
+
+
+def expected_calibration_error(bins: dict[str, Sequence[float]]) -> float:
+    """ECE of ``reliability_bins``: sum over bins of |sum p_b - sum q_b| / n; NaN without counted pixels."""
+    n = float(np.sum(bins["count"]))
+    if n == 0:
+        return float("nan")
+    return float(np.abs(np.asarray(bins["sum_p"]) - np.asarray(bins["sum_q"])).sum() / n)
+
+
+def brier_score(p: np.ndarray, q: np.ndarray, region: np.ndarray) -> float:
+    """Mean (p - q)^2 over the counted pixels; NaN without counted pixels."""
+    if not region.any():
+        return float("nan")
+    return float(np.mean((np.asarray(p, np.float64)[region] - np.asarray(q, np.float64)[region]) ** 2))
+
+
+def uncertainty_ncc(p: np.ndarray, q: np.ndarray, region: np.ndarray) -> float:
+    """NCC of p(1-p) and q(1-q) over the counted pixels: NaN when q(1-q) is constant, 0 when p(1-p) is."""
+    pv, qv = np.asarray(p, np.float64)[region], np.asarray(q, np.float64)[region]
+    u, v = pv * (1 - pv), qv * (1 - qv)
+    if v.size == 0 or np.ptp(v) == 0:
+        return float("nan")
+    if np.ptp(u) == 0:  # ptp, not the centred sum: a mean of equal values may round off them
+        return 0.0
+    du, dv = u - u.mean(), v - v.mean()
+    return float((du * dv).sum() / np.sqrt((du ** 2).sum() * (dv ** 2).sum()))
+
+
+def calibration_metrics(samples: np.ndarray, available_raters: np.ndarray, band: int = BAND) -> dict[str, Any]:
+    """ECE, Brier, Uncertainty_NCC, the soft-output flag and the reliability bins of one case.
+
+    samples (N, *S) and available_raters (R, *S) are label maps (only the raters who annotated the case).
+    Without raters every metric is NaN and the bins are None.
+    """
+    p = foreground_fraction(samples)
+    out: dict[str, Any] = {SOFT_OUTPUT_KEY: bool(np.any((p > 0) & (p < 1)))}
+    if np.asarray(available_raters).shape[0] == 0:
+        return {**{k: float("nan") for k in SOFT_METRICS}, **out, RELIABILITY_KEY: None}
+    q = foreground_fraction(available_raters)
+    if q.shape != p.shape:
+        raise ValueError(f"samples have spatial shape {p.shape} but the raters have {q.shape}")
+    region = counted_region(p, q, band)
+    bins = reliability_bins(p, q, region)
+    return {"ECE": expected_calibration_error(bins), "Brier": brier_score(p, q, region),
+            "Uncertainty_NCC": uncertainty_ncc(p, q, region), **out, RELIABILITY_KEY: bins}
+
+
+def has_soft_output(per_case: Sequence[dict]) -> bool:
+    """Whether a prediction has soft output: in some case its samples disagree (see the module docstring)."""
+    return any(d.get(SOFT_OUTPUT_KEY, False) for d in per_case)
+
+
+def mark_without_soft_output(per_case: list[dict], fill: Any = NOT_AVAILABLE) -> list[dict]:
+    """``per_case`` unchanged when the prediction has soft output; else copies whose soft metrics are ``fill``
+    (NOT_AVAILABLE in summaries, NaN in numeric tables) and whose reliability bins are None."""
+    if has_soft_output(per_case) or not any(k in d for d in per_case for k in SOFT_METRICS):
+        return per_case
+    return [{k: (fill if k in SOFT_METRICS else None if k == RELIABILITY_KEY else v) for k, v in d.items()}
+            for d in per_case]
+
+
+def pool_reliability(bins: Sequence[dict | None]) -> dict[str, list[float]] | None:
+    """Sum of reliability bins over cases (or folds); None when none is given."""
+    given = [b for b in bins if b is not None]
+    if not given:
+        return None
+    return {k: np.sum([b[k] for b in given], axis=0).astype(float).tolist() for k in ("count", "sum_p", "sum_q")}
+
+
+def bin_means(bins: dict[str, Sequence[float]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean p, mean q (NaN for empty bins) and the fraction of counted pixels per bin, for the reliability diagram."""
+    count = np.asarray(bins["count"], float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (np.asarray(bins["sum_p"]) / count, np.asarray(bins["sum_q"]) / count,
+                count / count.sum() if count.sum() else count)

@@ -1,0 +1,219 @@
+"""Calibration (ECE, Brier) and uncertainty-disagreement NCC on hand-built arrays whose values are
+worked out in the comments, the n/a rule for predictions without soft output, and diffoseg_evaluate."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from diffoseg_auto.evaluation import calibration as C
+from diffoseg_auto.evaluation.evaluate_entrypoint import evaluate_folder
+from diffoseg_auto.evaluation.figures import plot_reliability
+from diffoseg_auto.evaluation.metrics import evaluate_case, summarize
+from diffoseg_auto.io.image_io import write_seg
+
+PROPS = {"spacing": [1.0, 1.0], "origin": [0.0, 0.0], "direction": [1.0, 0.0, 0.0, 1.0], "shape": [4, 8]}
+
+
+def cols(*idx: int, width: int = 8) -> np.ndarray:
+    m = np.zeros((4, width), np.uint8)
+    m[:, list(idx)] = 1
+    return m
+
+
+def case(samples: list[np.ndarray], raters: list[np.ndarray]) -> dict:
+    return C.calibration_metrics(np.stack(samples), np.stack(raters))
+
+
+def test_perfectly_calibrated_case():
+    # samples = the raters' masks in another order: p = q on every pixel (col 0: 1, col 1: 3/4, col 2: 1/4)
+    raters = [cols(0, 1, 2), cols(0, 1), cols(0), cols(0, 1)]
+    got = case([raters[2], raters[3], raters[0], raters[1]], raters)
+    assert got["ECE"] == 0.0 and got["Brier"] == 0.0
+    assert got["Uncertainty_NCC"] == pytest.approx(1.0)  # u = v
+    assert got["soft_output"] is True
+    # counted: cols 0-2 marked, band of 2 -> cols 0-4, 4 rows: 20 pixels; p = 1 (4 px), .75 (4), .25 (4), 0 (8)
+    bins = got["reliability"]
+    assert bins["count"] == [8, 0, 4, 0, 0, 0, 0, 4, 0, 4]
+    assert bins["sum_p"][7] == 3.0 and bins["sum_q"][7] == 3.0
+
+
+def test_calibrated_per_bin_but_not_per_pixel():
+    # p = .5 on every pixel; q = .25 and .75 alternately: one bin whose means agree (ECE 0), Brier .0625
+    samples = [np.array([[1, 1, 0, 0]]), np.array([[0, 0, 1, 1]])]
+    raters = [np.array([[1, 1, 1, 1]]), np.array([[0, 1, 0, 1]]), np.array([[0, 1, 0, 1]]), np.array([[0, 0, 0, 0]])]
+    got = case(samples, raters)
+    assert got["ECE"] == 0.0 and got["Brier"] == pytest.approx(0.0625)
+    assert math.isnan(got["Uncertainty_NCC"])  # q(1-q) = 3/16 everywhere: nothing to localise
+
+
+def test_overconfident_case():
+    # 4 samples: 3 mark cols 0-3, 1 marks cols 0-1 -> p: cols 0-1 1, cols 2-3 .75
+    # 2 raters: cols 0-3 and cols 0-1               -> q: cols 0-1 1, cols 2-3 .5
+    # counted: cols 0-5 (band 2), 24 px. Bins: p=1: 8 px, p=.75: 8 px (sum p 6, sum q 4), p=0: 8 px
+    # ECE = |6 - 4| / 24 = 1/12; Brier = 8 * .25^2 / 24 = 1/48
+    # NCC: u = p(1-p) = 3/16 on cols 2-3, v = q(1-q) = 1/4 there, 0 elsewhere: u = .75 v -> 1 (it locates the
+    # disagreement, however overconfident)
+    got = case([cols(0, 1, 2, 3)] * 3 + [cols(0, 1)], [cols(0, 1, 2, 3), cols(0, 1)])
+    assert got["ECE"] == pytest.approx(1 / 12)
+    assert got["Brier"] == pytest.approx(1 / 48)
+    assert got["Uncertainty_NCC"] == pytest.approx(1.0)
+    assert sum(got["reliability"]["count"]) == 24
+
+
+def test_raters_all_agree():
+    # 2 samples: col 0 and cols 0-1 -> p: col 0 1, col 1 .5; both raters col 0 -> q(1-q) = 0 everywhere
+    # counted: cols 0-3, 16 px; bins: p=1 (4 px, q 1), p=.5 (4 px, sum p 2, sum q 0), p=0 (8 px)
+    # ECE = 2 / 16; Brier = 4 * .25 / 16; NCC undefined: the case is not averaged
+    got = case([cols(0), cols(0, 1)], [cols(0), cols(0)])
+    assert got["ECE"] == pytest.approx(0.125) and got["Brier"] == pytest.approx(1 / 16)
+    assert math.isnan(got["Uncertainty_NCC"])
+
+
+def test_ncc_value_and_zero_variance_prediction():
+    # one row of 4 pixels, all counted. p = [1, .5, .5, .5], q = [1, 1, .5, .5]
+    # u = [0, 1/4, 1/4, 1/4], v = [0, 0, 1/4, 1/4]; centred: du = [-3, 1, 1, 1] / 16, dv = [-1, -1, 1, 1] / 8
+    # sum du dv = 4/128 = 1/32, sum du^2 = 12/256 = 3/64, sum dv^2 = 1/16 -> NCC = (1/32) / (sqrt(3)/32) = 1/sqrt(3)
+    samples = [np.array([[1, 1, 1, 1]]), np.array([[1, 0, 0, 0]])]
+    raters = [np.array([[1, 1, 1, 1]]), np.array([[1, 1, 0, 0]])]
+    got = case(samples, raters)
+    assert got["Uncertainty_NCC"] == pytest.approx(1 / math.sqrt(3))
+    # bins: p=1: q 1; p=.5: 3 px, sum p 1.5, sum q 2 -> ECE .5/4; Brier (0 + .25 + 0 + 0) / 4
+    assert got["ECE"] == pytest.approx(0.125) and got["Brier"] == pytest.approx(0.0625)
+    # identical samples while the raters disagree: the uncertainty map marks nothing -> 0
+    flat = case([np.array([[1, 1, 1, 1]])] * 2, raters)
+    assert flat["Uncertainty_NCC"] == 0.0 and flat["soft_output"] is False
+
+
+def test_uncertainty_in_the_wrong_place_is_negative():
+    # p = .5 on col 1 only, q = .5 on col 2 only (4x4, all counted): u and v are disjoint bumps,
+    # du = [-1, 3, -1, -1] / 16, dv = [-1, -1, 3, -1] / 16 -> NCC = (1 - 3 - 3 + 1) / 12 = -1/3
+    got = case([cols(0, width=4), cols(0, 1, width=4)], [cols(2, 3, width=4), cols(3, width=4)])
+    assert got["Uncertainty_NCC"] == pytest.approx(-1 / 3)
+
+
+def test_counted_region_band_and_bin_edges():
+    p = np.zeros((9, 9))
+    p[4, 4] = 0.5
+    assert C.counted_region(p, np.zeros_like(p)).sum() == 25  # 5 x 5 around the pixel
+    assert C.counted_region(np.zeros_like(p), np.pad([[1.0]], ((0, 8), (0, 8)))).sum() == 9  # corner: 3 x 3
+    assert C.counted_region(p, np.zeros_like(p), band=0).sum() == 1
+    vol = np.zeros((5, 5, 5))
+    vol[2, 2, 2] = 1
+    assert C.counted_region(vol, vol).sum() == 125  # 3D: a 5 x 5 x 5 cube
+    # k / N equal to an edge lands in the upper bin; p = 1 in the last bin
+    p = np.array([0.0, 1 / 10, 3 / 10, 0.7, 0.999, 1.0])
+    assert C.reliability_bins(p, p, np.ones(6, bool))["count"] == [1, 1, 0, 1, 0, 0, 0, 1, 0, 2]
+    # nothing marked anywhere: no counted pixel, no number
+    empty = case([cols()], [cols(), cols()])
+    assert math.isnan(empty["ECE"]) and math.isnan(empty["Brier"]) and math.isnan(empty["Uncertainty_NCC"])
+
+
+def test_multiclass_foreground_is_any_class():
+    # sample 1 has class 1 on col 0, sample 2 class 2 there: both are foreground -> p = 1, as the raters
+    s = np.stack([cols(0), 2 * cols(0)])
+    r = np.stack([cols(0), 2 * cols(0)])
+    got = evaluate_case(s, r, np.ones(2, bool), num_classes=3, calibration=True)
+    assert got["ECE"] == 0.0 and got["Brier"] == 0.0 and got["soft_output"] is False
+    assert "ECE/class_1" not in got
+
+
+def test_evaluate_case_adds_calibration_only_when_asked_and_skips_missing_raters():
+    labels = np.stack([cols(0), cols(5, 6), cols(0, 1)])  # rater 1 did not annotate: not an empty mask either
+    mask = np.array([True, False, True])
+    samples = np.stack([cols(0), cols(0, 1)])
+    assert "ECE" not in evaluate_case(samples, labels, mask, 2)
+    got = evaluate_case(samples, labels, mask, 2, calibration=True)
+    assert got["ECE"] == 0.0 and got["Brier"] == 0.0  # p = q over the two annotating raters
+    none = evaluate_case(samples, labels, np.zeros(3, bool), 2, calibration=True)
+    assert math.isnan(none["ECE"]) and none["reliability"] is None
+
+
+def test_summary_of_a_deterministic_prediction_is_not_available():
+    # a deterministic method repeats one map: p is 0 or 1 everywhere in every case -> n/a, no numbers
+    raters = np.stack([cols(0), cols(0, 1)])
+    det = [{"case": c, **evaluate_case(np.stack([cols(0)] * 3), raters, np.ones(2, bool), 2, calibration=True)}
+           for c in ("a", "b")]
+    s = summarize(det, ["r0", "r1"], "strict")
+    for k in C.SOFT_METRICS:
+        assert s["metrics"][k] == "n/a" and s["metrics_std"][k] == "n/a"
+        assert all(d[k] == "n/a" for d in s["per_case"])
+    assert s["reliability"] is None and s["metrics"]["Dice_max"] == 1.0
+
+
+def test_summary_means_over_disagreeing_cases_and_pools_bins():
+    # case a: the overconfident case (NCC 1); case b: its samples collapse (NCC 0, still counted);
+    # case c: the raters agree (NCC NaN, not averaged) -> NCC mean 0.5 over a and b
+    a = case([cols(0, 1, 2, 3)] * 3 + [cols(0, 1)], [cols(0, 1, 2, 3), cols(0, 1)])
+    b = case([cols(0, 1)] * 2, [cols(0, 1, 2, 3), cols(0, 1)])
+    c = case([cols(0), cols(0, 1)], [cols(0), cols(0)])
+    assert b["Uncertainty_NCC"] == 0.0
+    s = summarize([{"case": "a", **a}, {"case": "b", **b}, {"case": "c", **c}], ["r0", "r1"], "strict")
+    assert s["metrics"]["Uncertainty_NCC"] == pytest.approx(0.5)
+    assert s["metrics"]["ECE"] == pytest.approx((a["ECE"] + b["ECE"] + c["ECE"]) / 3)
+    assert s["reliability"]["count"] == np.sum([d["reliability"]["count"] for d in (a, b, c)], 0).tolist()
+    assert "soft_output" not in s["metrics"] and "reliability" not in s["metrics"]
+
+
+def test_plot_reliability(tmp_path):
+    bins = case([cols(0, 1, 2, 3)] * 3 + [cols(0, 1)], [cols(0, 1, 2, 3), cols(0, 1)])["reliability"]
+    out = tmp_path / "rel.png"
+    plot_reliability(bins, out, title="overconfident")
+    from matplotlib.image import imread
+
+    img = imread(out)[..., :3]
+    assert img.shape[0] > img.shape[1] > 200 and len(np.unique(img.round(2).reshape(-1, 3), axis=0)) > 3
+
+
+@pytest.fixture
+def folders(tmp_path):
+    raw = tmp_path / "Dataset001_Cal"
+    ref = raw / "labelsTr"
+    raw.mkdir()
+    (raw / "dataset.json").write_text(json.dumps({"raters": ["a", "b"], "labels": {"background": 0, "fg": 1},
+                                                  "file_ending": ".nii.gz"}))
+    # c1: raters disagree on cols 2-3; c2: raters agree on col 0
+    for r, m in (("a", cols(0, 1, 2, 3)), ("b", cols(0, 1))):
+        write_seg(m, PROPS, ref / r / "c1.nii.gz")
+    for r in ("a", "b"):
+        write_seg(cols(0), PROPS, ref / r / "c2.nii.gz")
+    return ref, tmp_path
+
+
+def _predict(folder, samples_by_case):
+    (folder / "samples").mkdir(parents=True)
+    for c, s in samples_by_case.items():
+        np.savez_compressed(folder / "samples" / f"{c}.npz", samples=np.stack(s))
+
+
+def test_evaluate_folder_reports_calibration(folders):
+    ref, tmp = folders
+    pred = tmp / "stochastic"
+    # c1: the overconfident case (ECE 1/12, Brier 1/48, NCC 1); c2: the raters-agree case (ECE 1/8, Brier 1/16)
+    _predict(pred, {"c1": [cols(0, 1, 2, 3)] * 3 + [cols(0, 1)], "c2": [cols(0), cols(0, 1)]})
+    s = evaluate_folder(ref, pred)
+    assert s["metrics"]["ECE"] == pytest.approx((1 / 12 + 1 / 8) / 2)
+    assert s["metrics"]["Brier"] == pytest.approx((1 / 48 + 1 / 16) / 2)
+    assert s["metrics"]["Uncertainty_NCC"] == pytest.approx(1.0)  # c2 is not averaged
+    assert s["reliability"]["count"][9] == 8 + 4
+    table = pd.read_csv(pred / "summary_per_case.csv", index_col="case")
+    assert table.loc["c1", "ECE"] == pytest.approx(1 / 12) and np.isnan(table.loc["c2", "Uncertainty_NCC"])
+    assert "reliability" not in table.columns
+
+
+def test_evaluate_folder_deterministic_is_not_available(folders):
+    ref, tmp = folders
+    pred = tmp / "deterministic"
+    _predict(pred, {"c1": [cols(0, 1, 2)] * 4, "c2": [cols(0)] * 4})
+    s = evaluate_folder(ref, pred)
+    saved = json.loads((pred / "summary.json").read_text())
+    for k in C.SOFT_METRICS:
+        assert s["metrics"][k] == "n/a" and saved["metrics"][k] == "n/a"
+    # written as "n/a" (which pandas' read_csv reads back as NaN unless told otherwise)
+    table = pd.read_csv(pred / "summary_per_case.csv", index_col="case", keep_default_na=False)
+    assert table.loc["c1", "ECE"] == "n/a"
+    # the other metrics are scored as always: c1's best rater is cols 0-3 (Dice 24/28), c2 matches (1)
+    assert s["metrics"]["Dice_max"] == pytest.approx((24 / 28 + 1) / 2)
