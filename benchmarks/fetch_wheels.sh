@@ -10,10 +10,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 DEST=.whl
-# imported by the project (SimpleITK, batchgenerators, acvl_utils, dynamic_network_architectures) or by
-# acvl_utils at import time (blosc2 -> numexpr, ndindex); installed with --no-deps, so nothing else is needed
-BINARY="SimpleITK blosc2 numexpr ndindex"
+# imported by the project (SimpleITK, batchgenerators, acvl_utils, dynamic_network_architectures), by acvl_utils
+# at import time (blosc2, connected-components-3d) and by blosc2 at import time (numexpr, ndindex, pydantic with
+# pydantic-core, annotated-types, typing-inspection); the GPU image (device KINDS.md) has the rest (msgpack, httpx,
+# rich, threadpoolctl, timm, einops, ...). Installed with --no-deps; benchmarks/import_check.py proves the set there.
+BINARY="SimpleITK blosc2 numexpr ndindex connected-components-3d pydantic-core"
 PURE="batchgenerators acvl-utils dynamic-network-architectures"
+PURE_WHEELS="pydantic annotated-types typing-inspection"   # pure-Python wheels on the registry, fetched as they are
 PLATFORMS="--platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_24_x86_64
            --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux1_x86_64"
 
@@ -25,6 +28,10 @@ for p in $BINARY; do
     # shellcheck disable=SC2086
     "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp $PLATFORMS \
         -d "$DEST" "$p==$v"
+done
+for p in $PURE_WHEELS; do
+    v=$(version "$p"); [ -n "$v" ] || { echo "fetch_wheels: $p is not installed in $PY's environment" >&2; exit 1; }
+    "$PY" -m pip download -q --no-deps --only-binary=:all: -d "$DEST" "$p==$v"
 done
 for p in $PURE; do
     v=$(version "$p"); [ -n "$v" ] || { echo "fetch_wheels: $p is not installed in $PY's environment" >&2; exit 1; }

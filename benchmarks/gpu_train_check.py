@@ -49,7 +49,8 @@ def shrink_for_dry_run(plans_file: Path, configuration: str) -> None:
     save_plans(plans, plans_file)
 
 
-def train_stage(dataset: str, configuration: str, stage: int, minutes: float, dry_run: bool, device: str) -> dict:
+def train_stage(dataset: str, configuration: str, stage: int, minutes: float, dry_run: bool, device: str,
+                one_step: bool = False) -> dict:
     import torch
 
     from diffoseg_auto.training.run_training import run_training
@@ -58,8 +59,12 @@ def train_stage(dataset: str, configuration: str, stage: int, minutes: float, dr
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     t0 = time.time()
-    kwargs = dict(num_epochs=1, iterations_per_epoch=2, val_iterations=1) if dry_run else \
-        dict(num_epochs=10_000, iterations_per_epoch=25, val_iterations=2, max_minutes=minutes)
+    if one_step:  # --quick 3D: that the 3D path runs on the device, not how fast
+        kwargs = dict(num_epochs=1, iterations_per_epoch=1, val_iterations=0)
+    elif dry_run:
+        kwargs = dict(num_epochs=1, iterations_per_epoch=2, val_iterations=1)
+    else:
+        kwargs = dict(num_epochs=10_000, iterations_per_epoch=25, val_iterations=2, max_minutes=minutes)
     tr = run_training(dataset, configuration, 0, str(stage), device=device, skip_final_validation=True, overwrite=True,
                       num_workers=0 if dry_run else min(8, max(1, (os.cpu_count() or 2) - 2)), **kwargs)[0]
     wall = time.time() - t0
@@ -95,12 +100,13 @@ def prepare_lidc(dataset_id: int, dry_run: bool, work: Path) -> None:
                         ["-d", str(dataset_id), "-c", "2d", "-np", "8"])
 
 
-def prepare_toy3d(dataset_id: int, dry_run: bool) -> None:
+def prepare_toy3d(dataset_id: int, dry_run: bool, small: bool = False) -> None:
     from dataset_conversion.generate_toy_dataset import main as generate
     from planners.plan_and_preprocess_entrypoints import plan_and_preprocess
 
-    generate(["-d", str(dataset_id), "--dim", "3", "--cases", "6" if dry_run else "40", "--size", "16" if dry_run else "64",
-              "--overwrite"])
+    small = small or dry_run
+    generate(["-d", str(dataset_id), "--dim", "3", "--cases", "6" if small else "40", "--size", "16" if dry_run else
+              "32" if small else "64", "--overwrite"])
     plan_and_preprocess(["-d", str(dataset_id), "-c", "3d_fullres", "-np", "1", "--no_pp"] if dry_run else
                         ["-d", str(dataset_id), "-c", "3d_fullres", "-np", "8"])
 
@@ -111,6 +117,9 @@ def main() -> None:
     p.add_argument("--minutes", type=float, default=1.0, help="training minutes per stage and dataset (default 1)")
     p.add_argument("--dry_run", action="store_true", help="CPU, tiny network and data: checks the code path in seconds")
     p.add_argument("--work", default=None, help="working folder (default: a temporary one)")
+    p.add_argument("--quick", action="store_true",
+                   help="the quick check: LIDC 2d at --minutes per stage (gpu_check.sh --quick: 0.5) and ONE 3D "
+                        "training step per stage on a small 3D toy")
     a = p.parse_args()
     import tempfile
 
@@ -126,9 +135,10 @@ def main() -> None:
     from planners.plan_and_preprocess_entrypoints import preprocess
 
     result = {"device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu", "torch": torch.__version__,
-              "dry_run": a.dry_run, "minutes_per_stage": None if a.dry_run else a.minutes, "runs": []}
+              "dry_run": a.dry_run, "quick": a.quick, "minutes_per_stage": None if a.dry_run else a.minutes,
+              "runs": []}
     for dataset_id, configuration, prepare in ((920, "2d", lambda: prepare_lidc(920, a.dry_run, work)),
-                                               (921, "3d_fullres", lambda: prepare_toy3d(921, a.dry_run))):
+                                               (921, "3d_fullres", lambda: prepare_toy3d(921, a.dry_run, a.quick))):
         t0 = time.time()
         prepare()
         name = resolve_dataset_name(dataset_id)
@@ -137,7 +147,8 @@ def main() -> None:
             preprocess(["-d", str(dataset_id), "-c", configuration, "-np", "1"])
         prep_s = round(time.time() - t0, 1)
         for stage in (1, 2):
-            r = train_stage(name, configuration, stage, a.minutes, a.dry_run, device)
+            r = train_stage(name, configuration, stage, a.minutes, a.dry_run, device,
+                            one_step=a.quick and configuration != "2d")
             r.update(dataset=name, prepare_s=prep_s)
             result["runs"].append(r)
             print(json.dumps(r), flush=True)

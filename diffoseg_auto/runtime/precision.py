@@ -28,6 +28,13 @@ def cpu_has_native_bf16() -> bool:
     return any(bool(f()) for f in checks if f is not None)
 
 
+def cuda_has_native_bf16(device: torch.device) -> bool:
+    """Compute capability >= 8 (Ampere and later). torch.cuda.is_bf16_supported() also counts emulation by
+    default, which would give V100 and T4 slow emulated bf16 instead of fp16 with a GradScaler."""
+    major, _ = torch.cuda.get_device_capability(device)
+    return major >= 8
+
+
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for ``precision`` on ``device``; None = plain float32."""
     if precision not in PRECISIONS:
@@ -38,7 +45,7 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
             raise PrecisionError(f"precision {precision}: mixed precision is not supported on mps here; use fp32.")
         return None
     if kind == "cuda":
-        bf16 = torch.cuda.is_bf16_supported()
+        bf16 = cuda_has_native_bf16(torch.device(device))
         if precision == "bf16" and not bf16:
             raise PrecisionError("precision bf16: this GPU has no bf16 support; use fp16 or auto.")
         return torch.float16 if precision == "fp16" or not bf16 else torch.bfloat16

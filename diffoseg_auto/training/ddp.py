@@ -7,6 +7,7 @@ on this same command, so ``diffoseg_train ... -num_gpus 2`` behaves like nnU-Net
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -34,22 +35,50 @@ def init_from_env(device_type: str) -> torch.device:
     """Join the process group torchrun set up; returns this rank's device (cuda:LOCAL_RANK or cpu)."""
     local_rank = int(os.environ["LOCAL_RANK"])
     use_cuda = device_type == "cuda" and torch.cuda.is_available()
+    if use_cuda:  # before the process group: NCCL binds each rank's communicator to its current device
+        torch.cuda.set_device(local_rank)
     if not is_distributed():
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
     if use_cuda:
-        torch.cuda.set_device(local_rank)
         return torch.device("cuda", local_rank)
     return torch.device("cpu")
 
 
 def cleanup() -> None:
+    global _wait_group
     if is_distributed():
         dist.destroy_process_group()
+    _wait_group = None
 
 
 def barrier() -> None:
     if is_distributed():
         dist.barrier()
+
+
+# rank 0 alone runs the end-of-stage validation (minutes to hours on a real dataset) while the others wait; NCCL's
+# default 10-minute timeout would kill the job, so the waiting happens on a gloo group with this timeout instead
+WAIT_TIMEOUT = timedelta(hours=int(os.environ.get("diffoseg_ddp_wait_hours", "24")))
+_wait_group = None
+
+
+def wait_for_rank0() -> None:
+    """Every rank waits here until rank 0 arrives, however long rank 0 works alone (WAIT_TIMEOUT)."""
+    global _wait_group
+    if not is_distributed():
+        return
+    if _wait_group is None:  # collective: every rank creates it at its first wait, at the same point
+        _wait_group = dist.new_group(backend="gloo", timeout=WAIT_TIMEOUT)
+    dist.barrier(group=_wait_group)
+
+
+def any_rank(flag: bool, device: torch.device) -> bool:
+    """True on every rank when ``flag`` is true on any (decisions that must stop all ranks together)."""
+    if not is_distributed():
+        return bool(flag)
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)
 
 
 def mean_over_ranks(value: float, device: torch.device) -> float:

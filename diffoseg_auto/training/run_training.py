@@ -74,7 +74,7 @@ def _fold_guard(trainer_dir: Path, fold: int | str, stages: list[int], continue_
 def run_training(dataset: str | int, configuration: str, fold: int | str, stage: str | int = "both",
                  trainer: str = "DiffOSegTrainer", plans_identifier: str = "DiffOSegPlans",
                  continue_training: bool = False, only_validation: bool = False, num_epochs: int | None = None,
-                 iterations_per_epoch: int | None = None, val_iterations: int | None = None, device: str | None = "cpu",
+                 iterations_per_epoch: int | None = None, val_iterations: int | None = None, device: str | None = None,
                  seed: int = 12345, freeze_backbone: bool | None = None, num_workers: int | None = None,
                  output_folder: str | Path | None = None, skip_final_validation: bool = False,
                  max_minutes: float | None = None, overwrite: bool = False, precision: str | None = None,
@@ -120,8 +120,8 @@ def run_training(dataset: str | int, configuration: str, fold: int | str, stage:
             else:
                 tr.run_training(continue_training=continue_training)
             if not skip_final_validation:
-                tr.perform_actual_validation()
-            ddp.barrier()
+                tr.perform_actual_validation()  # rank 0 only
+            ddp.wait_for_rank0()
             trainers.append(tr)
     finally:
         guard.__exit__(None, None, None)

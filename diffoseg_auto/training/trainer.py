@@ -246,7 +246,8 @@ class DiffOSegTrainer:
         self.grad_scaler.scale(loss).backward()
         self.grad_scaler.unscale_(self.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.cfg.training.grad_clip)
-        raise_if_non_finite(loss, grad_norm, self.use_amp, self.current_epoch, self.stage, self.fold, self.output_folder)
+        raise_if_non_finite(loss, grad_norm, self.grad_scaler.is_enabled(), self.current_epoch, self.stage, self.fold,
+                            self.output_folder)
         self.grad_scaler.step(self.optimizer)
         self.grad_scaler.update()
         self.ema.update(self.network)

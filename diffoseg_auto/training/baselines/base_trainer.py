@@ -19,6 +19,7 @@ from diffoseg_auto.network.baselines.base import BaselineNetwork
 from diffoseg_auto.plans.plans import ConfigurationPlan, Plans
 from diffoseg_auto.preprocessing.case_storage import load_case
 from diffoseg_auto.results_layout import SUMMARY, validation_folder
+from diffoseg_auto.runtime.precision import autocast
 from diffoseg_auto.training.trainer import DiffOSegTrainer
 from diffoseg_auto.training.validation import consensus_from_samples
 from diffoseg_auto.utilities.file_ops import save_json
@@ -39,7 +40,7 @@ class BaselineTrainer(DiffOSegTrainer, ABC):
 
     def _loss(self, batch: dict, network) -> Tensor:
         data = torch.from_numpy(np.ascontiguousarray(batch["data"])).to(self.device, non_blocking=True)
-        with torch.autocast(self.device.type, enabled=self.use_amp):
+        with autocast(self.device, self.amp_dtype):  # the trainer's dtype (bf16 / fp16), as DiffOSeg's
             return self.compute_loss(network, data, np.asarray(batch["seg"]), np.asarray(batch["rater_mask"], bool))
 
     @abstractmethod
