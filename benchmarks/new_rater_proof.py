@@ -96,9 +96,11 @@ def score_prompts(pred: Path, labels: Path, cases: list[str], file_ending: str) 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--render", nargs="+", default=None, metavar="JSON",
+                   help="only print the results table of earlier runs' new_rater_proof.json files")
     p.add_argument("--toy_seed", type=int, default=None, help="toy generator seed (0 = the tuning seed)")
     p.add_argument("--bubil", action="store_true", help="BU-BIL instead of the toy dataset")
-    p.add_argument("--held_out", required=True,
+    p.add_argument("--held_out", default=None,
                    help="toy: the held-out style (miss_small, erode, ...); BU-BIL: the held-out mask, e.g. Person3_Amira "
                         "(both of that person's masks are left out of Stage II)")
     p.add_argument("--work", default=None)
@@ -113,11 +115,30 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def render(files: list[str]) -> str:
+    """The results table: per run the new prompt's Dice to the held-out rater, the closest existing prompt's, the
+    margin (the proof asks >= 0.02), the consensus' Dice, and the predicted against the rater's own mean area."""
+    rows = ["| data | held out | new prompt Dice | closest existing prompt | its Dice | margin | consensus Dice | "
+            "area: new prompt / rater's masks |", "|---|---|---:|---|---:|---:|---:|---:|"]
+    for f in files:
+        r = json.loads(Path(f).read_text())
+        area = r["scores"]["area"]
+        tag = r["dataset"] + (" (tuning seed)" if r.get("tuning_seed") else "")
+        name = next(k for k in r["scores"]["dice"] if k.endswith(r["held_out"]) or k == r["held_out"])
+        rows.append(f"| {tag} | {name} | {r['new_prompt_dice']:.3f} | {r['closest_existing_prompt']} | "
+                    f"{r['closest_existing_dice']:.3f} | {r['margin']:+.3f} | {r['consensus_dice']:.3f} | "
+                    f"{area[name]:.0f} / {area['held_out_rater_masks']:.0f} |")
+    return "\n".join(rows) + "\n"
+
+
 def main() -> None:
     p = build_parser()
     a = p.parse_args()
-    if (a.toy_seed is None) == (not a.bubil):
-        p.error("give --toy_seed S or --bubil")
+    if a.render:
+        print(render(a.render))
+        return
+    if (a.toy_seed is None) == (not a.bubil) or a.held_out is None:
+        p.error("give --held_out and --toy_seed S or --bubil")
     work = Path(a.work or (f"/tmp/new_rater_toy_s{a.toy_seed}_{a.held_out}" if not a.bubil else
                            f"/tmp/new_rater_bubil_{a.held_out}"))
     set_env(work)
