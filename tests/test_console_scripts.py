@@ -117,7 +117,8 @@ def test_ddp_launch_reports_user_errors_without_tracebacks(env_folders):
     proc = train("998")
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     errors = [line for line in proc.stderr.splitlines() if ": error: " in line]
-    assert len(errors) == 2 and all(e.startswith("diffoseg_train: error: ") and "plans file not found" in e
+    # each failing rank prints its one line; torchrun may stop the second rank before it prints (a loaded machine)
+    assert len(errors) in (1, 2) and all(e.startswith("diffoseg_train: error: ") and "plans file not found" in e
                                     for e in errors), proc.stderr
 
 
