@@ -2,19 +2,22 @@
 
 LIDC 2d fold 0 (converted from the shared LIDC subset) and a 3D toy dataset's 3d_fullres: plan and
 preprocess, then train Stage I and Stage II, each for a fixed number of minutes with the plans'
-precision ('auto': bf16 autocast on a GPU), and report per stage: iterations/s, training samples/s
-(iterations x batch), peak GPU memory, and the projected wall time of the full planned schedule
+precision ('auto': bf16 autocast on a GPU with native bf16), and report per stage: iterations/s, training
+samples/s (iterations x batch), peak GPU memory, and the projected wall time of the full planned schedule
 (planned epochs x iterations / iterations per second; the per-epoch validation loss and the final
-validation sampling are not included). Writes one JSON file.
+validation sampling are not included). --quick (gpu_check.sh's quick mode, at most 4 minutes with the CUDA
+tests): the 3D toy only takes one Stage I step, on fewer cases. Writes one JSON file.
 
     python benchmarks/gpu_train_check.py --out $OUT/gpu_check.json --minutes 1
-    python benchmarks/gpu_train_check.py --out /tmp/x.json --dry_run     # CPU, tiny sizes, seconds
+    python benchmarks/gpu_train_check.py --out $OUT/gpu_check.json --minutes 0.5 --quick
+    python benchmarks/gpu_train_check.py --out /tmp/x.json --dry_run [--quick]   # CPU, tiny sizes, seconds
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -50,7 +53,8 @@ def shrink_for_dry_run(plans_file: Path, configuration: str) -> None:
 
 
 def train_stage(dataset: str, configuration: str, stage: int, minutes: float, dry_run: bool, device: str,
-                one_step: bool = False) -> dict:
+                steps: int | None = None) -> dict:
+    """One stage for ``minutes`` (dry run: 2 iterations), or for exactly ``steps`` iterations."""
     import torch
 
     from diffoseg_auto.training.run_training import run_training
@@ -59,8 +63,8 @@ def train_stage(dataset: str, configuration: str, stage: int, minutes: float, dr
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     t0 = time.time()
-    if one_step:  # --quick 3D: that the 3D path runs on the device, not how fast
-        kwargs = dict(num_epochs=1, iterations_per_epoch=1, val_iterations=0)
+    if steps is not None:
+        kwargs = dict(num_epochs=1, iterations_per_epoch=steps, val_iterations=0)
     elif dry_run:
         kwargs = dict(num_epochs=1, iterations_per_epoch=2, val_iterations=1)
     else:
@@ -100,13 +104,12 @@ def prepare_lidc(dataset_id: int, dry_run: bool, work: Path) -> None:
                         ["-d", str(dataset_id), "-c", "2d", "-np", "8"])
 
 
-def prepare_toy3d(dataset_id: int, dry_run: bool, small: bool = False) -> None:
+def prepare_toy3d(dataset_id: int, dry_run: bool, quick: bool) -> None:
     from dataset_conversion.generate_toy_dataset import main as generate
     from planners.plan_and_preprocess_entrypoints import plan_and_preprocess
 
-    small = small or dry_run
-    generate(["-d", str(dataset_id), "--dim", "3", "--cases", "6" if small else "40", "--size", "16" if dry_run else
-              "32" if small else "64", "--overwrite"])
+    cases = "6" if dry_run or quick else "40"  # 6: enough for 5 folds
+    generate(["-d", str(dataset_id), "--dim", "3", "--cases", cases, "--size", "16" if dry_run else "64", "--overwrite"])
     plan_and_preprocess(["-d", str(dataset_id), "-c", "3d_fullres", "-np", "1", "--no_pp"] if dry_run else
                         ["-d", str(dataset_id), "-c", "3d_fullres", "-np", "8"])
 
@@ -116,29 +119,37 @@ def main() -> None:
     p.add_argument("--out", required=True, help="JSON file to write")
     p.add_argument("--minutes", type=float, default=1.0, help="training minutes per stage and dataset (default 1)")
     p.add_argument("--dry_run", action="store_true", help="CPU, tiny network and data: checks the code path in seconds")
+    p.add_argument("--quick", action="store_true", help="the 3D toy: one Stage I step on 6 cases (gpu_check.sh --quick)")
     p.add_argument("--work", default=None, help="working folder (default: a temporary one)")
-    p.add_argument("--quick", action="store_true",
-                   help="the quick check: LIDC 2d at --minutes per stage (gpu_check.sh --quick: 0.5) and ONE 3D "
-                        "training step per stage on a small 3D toy")
     a = p.parse_args()
     import tempfile
-
-    import torch
 
     from diffoseg_auto.runtime.device import default_device_name
 
     device = "cpu" if a.dry_run else default_device_name()
     work = Path(a.work or tempfile.mkdtemp(prefix="gpu_check_"))
+    try:
+        run_checks(a, device, work)
+    finally:
+        if a.work is None:  # a temporary folder of converted and preprocessed data
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def run_checks(a: argparse.Namespace, device: str, work: Path) -> None:
+    import torch
+
     set_env(work)
     from diffoseg_auto.paths import preprocessed_dataset_folder
     from diffoseg_auto.utilities.dataset_name_id import resolve_dataset_name
     from planners.plan_and_preprocess_entrypoints import preprocess
 
     result = {"device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu", "torch": torch.__version__,
-              "dry_run": a.dry_run, "quick": a.quick, "minutes_per_stage": None if a.dry_run else a.minutes,
-              "runs": []}
-    for dataset_id, configuration, prepare in ((920, "2d", lambda: prepare_lidc(920, a.dry_run, work)),
-                                               (921, "3d_fullres", lambda: prepare_toy3d(921, a.dry_run, a.quick))):
+              "dry_run": a.dry_run, "quick": a.quick, "minutes_per_stage": None if a.dry_run else a.minutes, "runs": []}
+    # (dataset, configuration, preparation, stages, steps per stage: None = minutes / the dry run's 2 iterations)
+    plan = ((920, "2d", lambda: prepare_lidc(920, a.dry_run, work), (1, 2), None),
+            (921, "3d_fullres", lambda: prepare_toy3d(921, a.dry_run, a.quick), (1,) if a.quick else (1, 2),
+             1 if a.quick else None))
+    for dataset_id, configuration, prepare, stages, steps in plan:
         t0 = time.time()
         prepare()
         name = resolve_dataset_name(dataset_id)
@@ -146,9 +157,8 @@ def main() -> None:
             shrink_for_dry_run(preprocessed_dataset_folder(name) / "DiffOSegPlans.json", configuration)
             preprocess(["-d", str(dataset_id), "-c", configuration, "-np", "1"])
         prep_s = round(time.time() - t0, 1)
-        for stage in (1, 2):
-            r = train_stage(name, configuration, stage, a.minutes, a.dry_run, device,
-                            one_step=a.quick and configuration != "2d")
+        for stage in stages:
+            r = train_stage(name, configuration, stage, a.minutes, a.dry_run, device, steps)
             r.update(dataset=name, prepare_s=prep_s)
             result["runs"].append(r)
             print(json.dumps(r), flush=True)
