@@ -20,7 +20,6 @@ from dataset_conversion.generate_toy_dataset import generate_toy_dataset
 from diffoseg_auto.evaluation.prediction_folder import load_samples_npz
 from diffoseg_auto.paths import ENV_PREPROCESSED, ENV_RAW, ENV_RESULTS
 from diffoseg_auto.preprocessing.case_storage import list_preprocessed_cases
-from diffoseg_auto.training.run_training import run_training
 from diffoseg_auto.utilities.file_ops import load_json
 from planners.plan_and_preprocess_entrypoints import plan_and_preprocess
 from support.pipeline import make_plans_tiny
@@ -138,8 +137,9 @@ def test_training_killed_at_three_points_then_continued(tmp_path, monkeypatch):
     args = ["-m", "diffoseg_auto.training.run_training", "947", "2d", "0", "--num_epochs", "7",
             "--iterations_per_epoch", "2", "--val_iterations", "1", "-device", "cpu", "--num_workers", "0"]
     trainer = Path(raw.name) / "DiffOSegTrainer__DiffOSegPlans__2d" / "fold_0"
-    monkeypatch.setenv(ENV_RESULTS, str(tmp_path / "results_reference"))
-    run_training(947, "2d", 0, num_epochs=7, iterations_per_epoch=2, val_iterations=1, device="cpu", num_workers=0)
+    # the uninterrupted reference runs as the killed runs do (a fresh process, the same environment): in the test
+    # process, state earlier tests left (e.g. torch's thread count) would change the float results, not the resume
+    _run(args, _env(raw_root, pp, tmp_path / "results_reference"))
     ref = tmp_path / "results_reference" / trainer
 
     points = {"stage 1 started": lambda f: (f / "stage1" / "debug.json").is_file(),
