@@ -51,11 +51,6 @@ def cleanup() -> None:
     _wait_group = None
 
 
-def barrier() -> None:
-    if is_distributed():
-        dist.barrier()
-
-
 # rank 0 alone runs the end-of-stage validation (minutes to hours on a real dataset) while the others wait; NCCL's
 # default 10-minute timeout would kill the job, so the waiting happens on a gloo group with this timeout instead
 WAIT_TIMEOUT = timedelta(hours=int(os.environ.get("diffoseg_ddp_wait_hours", "24")))

@@ -179,7 +179,7 @@ class DiffOSegTrainer:
             groups = load_json(pp / "dataset.json").get("case_groups") if (pp / "dataset.json").is_file() else None
             get_or_create_splits(pp, cases, groups, seed=self.seed)
             unpack_dataset(self.data_folder)
-        ddp.barrier()
+        ddp.wait_for_rank0()  # rank 0 worked alone (unpacking / checkpoints): no collective timeout
         self.train_cases, self.val_cases = select_fold(get_or_create_splits(pp, cases, None), self.fold, cases,
                                                        str(pp / "splits_final.json"))
         aug, patch = self.cfg.augmentation, list(self.cfg.patch_size)
@@ -289,7 +289,7 @@ class DiffOSegTrainer:
         # batchgenerators has no public shutdown: dropping the last reference runs the augmenter's
         # destructor, which stops its worker processes
         self.mt_tr = self.mt_val = None
-        ddp.barrier()
+        ddp.wait_for_rank0()  # rank 0 worked alone (unpacking / checkpoints): no collective timeout
 
     def copy_final_to_fold(self) -> None:
         """The fold's own final model (results_layout.fold_final_checkpoint): Stage II's final when Stage II ran, else Stage I's."""
