@@ -321,9 +321,9 @@ def add_time_budget_configuration(plans_file: Path, hours: float, device: str = 
     if base is None:
         base = "3d_fullres" if "3d_fullres" in plans["configurations"] else "2d"
     fp = plans_file.parent / "dataset_fingerprint.json"
-    kwargs.setdefault("median_object_voxels", median_object_voxels_of(load_json(fp)) if fp.is_file() else None)
-    if fp.is_file():
-        kwargs.setdefault("num_cases", load_json(fp).get("num_cases"))
+    fingerprint = load_json(fp) if fp.is_file() else {}
+    kwargs.setdefault("median_object_voxels", median_object_voxels_of(fingerprint) if fingerprint else None)
+    kwargs.setdefault("num_cases", fingerprint.get("num_cases"))
     try:
         name, config = plan_time_budget(plans, base, hours, device, name, **kwargs)
     except TimeBudgetError as e:

@@ -40,10 +40,9 @@ def synthetic_batch(plans: Plans, configuration: str, patch: list[int], batch_si
     """A batch with the loader's keys and shapes: data (B,C,*P) float32, seg (B,R,*P) uint8, rater_mask (B,R)."""
     rng = np.random.default_rng(seed)
     r, k = plans.num_raters, plans.num_classes
-    shape = (batch_size, *patch)
     return {"data": rng.standard_normal((batch_size, plans.num_input_channels, *patch)).astype(np.float32),
             "seg": rng.integers(0, k, (batch_size, r, *patch)).astype(np.uint8),
-            "rater_mask": np.ones((batch_size, r), bool), "keys": [f"synthetic_{i}" for i in range(shape[0])]}
+            "rater_mask": np.ones((batch_size, r), bool), "keys": [f"synthetic_{i}" for i in range(batch_size)]}
 
 
 def _median_seconds(fn, repeats: int, warmup: int, reduce=np.median) -> float:
