@@ -122,6 +122,48 @@ def sweep(dataset_id: int, configuration: str, fold: int, steps: list[int], work
     return rows
 
 
+def rater_samples_sweep(dataset_id: int, configuration: str, fold: int, counts: list[int], work: Path, labels: Path,
+                        tag: str = "", predict: bool = True) -> list[dict]:
+    """One row per number of samples per rater prompt (stage2.num_samples_per_rater): strict per-rater Dice (mean,
+    standard error over cases). Stage I is sampled once per case only because prediction always writes it."""
+    from diffoseg_auto.evaluation.evaluate_entrypoint import evaluate_folder
+    from diffoseg_auto.inference.predict_entrypoint import predict_from_folder
+    from diffoseg_auto.cli.fold_images import link_fold_images
+
+    val_in = work / f"val_images_fold{fold}"
+    link_fold_images(dataset_id, fold, val_in)
+    rows = []
+    for n in counts:
+        pred = work / f"stage2_R{n}{tag}"
+        if predict:
+            predict_from_folder(val_in, pred, dataset_id, configuration, [fold], device="cpu", raters="all",
+                                num_samples=1, rater_num_samples=n, use_mirroring=False, overwrite=True, **IN_PROCESS)
+        summary = evaluate_folder(labels, pred, pred / "summary.json")
+        dice, se = mean_and_se(summary, "Dice_rater_strict")
+        rows.append({"samples_per_rater": n, "Dice_rater_strict": dice, "Dice_rater_strict_se": se,
+                     "cases": summary["num_cases"], "folder": str(pred)})
+    return rows
+
+
+def format_rater_samples_row(r: dict) -> str:
+    return (f"samples per rater {r['samples_per_rater']:3d}  strict per-rater Dice {r['Dice_rater_strict']:.3f} "
+            f"± {r['Dice_rater_strict_se']:.3f}")
+
+
+def one_se_choices(steps_rows: list[dict], rater_rows: list[dict]) -> dict:
+    """What the one-standard-error rule (planners/sampling_budget.py) picks on these curves."""
+    from planners.sampling_budget import smallest_within_one_se
+
+    out = {}
+    plain = [r for r in steps_rows if not r.get("mirroring")]
+    if plain:
+        out["sampling_steps"] = smallest_within_one_se(plain, "S", "GED")
+    if rater_rows:
+        out["samples_per_rater"] = smallest_within_one_se(rater_rows, "samples_per_rater", "Dice_rater_strict",
+                                                          lower_is_better=False)
+    return out
+
+
 def format_sweep_row(r: dict) -> str:
     return (f"S={r['S']:3d}{' +TTA' if r['mirroring'] else '     '}  GED {r['GED']:.3f} ± {r['GED_se']:.3f}  "
             f"Dice_soft {r['Dice_soft']:.3f} ± {r['Dice_soft_se']:.3f}  whole-mask fraction {r['whole_mask_fraction']:.3f}")

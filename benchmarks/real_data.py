@@ -36,8 +36,9 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench_lib import (PLANS, add_prompt_block_configuration, format_sweep_row, markdown_table, matrix_margins,
-                       one_thread_default, set_env, share_stage1, sweep, train_with_budget)
+from bench_lib import (PLANS, add_prompt_block_configuration, format_rater_samples_row, format_sweep_row, markdown_table,
+                       matrix_margins, one_se_choices, one_thread_default, rater_samples_sweep, set_env, share_stage1,
+                       sweep, train_with_budget)
 
 ROOT = Path(__file__).resolve().parents[1]
 LIDC = ROOT.parent / "shared" / "data" / "lidc_subset" / "lidc_subset.npz"
@@ -395,16 +396,24 @@ def steps(a: argparse.Namespace) -> None:
     name = resolve_dataset_name(a.d)
     labels = work / "raw" / name / "labelsTr"
     diffusion = load_plans(work / "preprocessed" / name / f"{PLANS}.json").get_configuration(a.c).diffusion
-    rows = sweep(a.d, a.c, a.f, a.steps, work, labels, a.num_samples, predict=not a.score_only)
+    tag = f"_d{a.d}_{a.c}_f{a.f}"  # one --work may hold several datasets, configurations and folds
+    rows = sweep(a.d, a.c, a.f, a.steps, work, labels, a.num_samples, tag=tag, predict=not a.score_only)
     if a.tta:
         rows += sweep(a.d, a.c, a.f, [diffusion.sampling_steps], work, labels, a.num_samples, mirroring=True,
-                      tag="_tta", predict=not a.score_only)
+                      tag=tag + "_tta", predict=not a.score_only)
     table = reference_rows(labels.parent, rows, a.num_samples or diffusion.num_samples)
-    out = work / f"steps_sweep_fold{a.f}.json"
-    out.write_text(json.dumps({"dataset": name, "configuration": a.c, "fold": a.f, "rows": rows,
-                               "same_cases_strict": table}, indent=2))
+    rater_rows = rater_samples_sweep(a.d, a.c, a.f, a.samples_per_rater, work, labels, tag=tag,
+                                     predict=not a.score_only) if a.samples_per_rater else []
+    choices = one_se_choices(rows, rater_rows)
+    out = work / f"steps_sweep{tag}.json"
+    out.write_text(json.dumps({"dataset": name, "configuration": a.c, "fold": a.f, "tuning_fold": a.f == 0,
+                               "rows": rows, "same_cases_strict": table, "samples_per_rater_rows": rater_rows,
+                               "one_se_choices": choices}, indent=2))
     for r in rows:
         print(format_sweep_row(r))
+    for r in rater_rows:
+        print(format_rater_samples_row(r))
+    print(f"one-standard-error rule picks: {choices}")
     print(markdown_table(["row", "GED", "Dice_soft"], [[row, f"{m['GED']:.3f}", f"{m['Dice_soft']:.3f}"]
                                                        for row, m in table.items()]))
     print(f"written {out}")
@@ -573,7 +582,7 @@ def build_parser(prog: str = "benchmarks/real_data.py") -> argparse.ArgumentPars
                        description="Predict a fold's held-out cases at every S (Stage I only), score them (strict, "
                                    "mean ± standard error over cases, whole-mask fraction) with the all-empty, "
                                    "majority-repeated and inter-rater rows on the same cases; writes "
-                                   "<work>/steps_sweep_fold<f>.json. --work holds raw/, preprocessed/ and results/ "
+                                   "<work>/steps_sweep_d<d>_<c>_f<f>.json. --work holds raw/, preprocessed/ and results/ "
                                    "of a trained model.")
     s.add_argument("--work", required=True)
     s.add_argument("-d", type=int, required=True)
@@ -582,6 +591,8 @@ def build_parser(prog: str = "benchmarks/real_data.py") -> argparse.ArgumentPars
     s.add_argument("--steps", nargs="+", type=int, default=[5, 10, 25, 50])
     s.add_argument("--num_samples", type=int, default=None, help="default: the plans' diffusion.num_samples")
     s.add_argument("--tta", action="store_true", help="also predict at the planned S with mirroring")
+    s.add_argument("--samples_per_rater", nargs="*", type=int, default=[],
+                   help="also strict per-rater Dice against these Stage II samples per rater prompt")
     s.add_argument("--score_only", action="store_true", help="score the existing predictions, do not sample again")
     s.set_defaults(func=steps)
     b = sub.add_parser("prompt_blocks", help="the paper's Stage II prompt block against the default, same Stage I",

@@ -27,8 +27,9 @@ import shutil
 import time
 from pathlib import Path
 
-from bench_lib import (IN_PROCESS, add_prompt_block_configuration, format_sweep_row, markdown_table, matrix_margins,
-                       rows_max_on_diagonal, set_env, share_stage1, sweep)
+from bench_lib import (IN_PROCESS, add_prompt_block_configuration, format_rater_samples_row, format_sweep_row,
+                       markdown_table, matrix_margins, one_se_choices, rater_samples_sweep, rows_max_on_diagonal,
+                       set_env, share_stage1, sweep)
 
 
 def edit_plans(plans_file: Path, configuration: str, edits: list[str]) -> None:
@@ -96,6 +97,11 @@ def run(a: argparse.Namespace) -> None:
     # Stage I: GED / Dice_soft against sampling steps, and whether the samples are whole masks
     steps_table = sweep(a.dataset_id, "2d", 0, a.steps, work, raw / "labelsTr")
 
+    # Stage II: strict per-rater Dice against the samples per rater prompt, with the first prompt block
+    rater_table = (rater_samples_sweep(a.dataset_id, next(iter(configs.values())), 0, a.samples_per_rater, work,
+                                       raw / "labelsTr") if configs and a.samples_per_rater else [])
+    choices = one_se_choices(steps_table, rater_table)
+
     # Stage II: the rater x prompt matrix per prompt block
     blocks = {}
     for block, cfg in configs.items():
@@ -111,13 +117,17 @@ def run(a: argparse.Namespace) -> None:
                          "strict_per_rater_dice": summary["metrics"].get("Dice_rater_strict")}
     result = {"seed": a.seed, "tuning_seed": a.seed == 0, "plans_edits": a.set, "stage1_epochs": a.epochs,
               "stage2_epochs": a.stage2_epochs, "iterations_per_epoch": a.iterations, "cases": cases, "raters": raters,
-              "stage1_steps": steps_table, "prompt_blocks": blocks, **timings,
+              "stage1_steps": steps_table, "stage2_samples_per_rater": rater_table,
+              "one_se_choices": choices, "prompt_blocks": blocks, **timings,
               "total_seconds": round(time.time() - t0, 1)}
     out = work / "toy_rater_styles.json"
     out.write_text(json.dumps(result, indent=2))
     print(f"seed {a.seed}{' (tuning seed)' if a.seed == 0 else ''}: Stage I against sampling steps")
     for r in steps_table:
         print("  " + format_sweep_row(r))
+    for r in rater_table:
+        print("  " + format_rater_samples_row(r))
+    print(f"one-standard-error rule picks: {choices}")
     for block, b in blocks.items():
         print(f"prompt block '{block}': rater x prompt Dice (rows: prompt, columns: rater labels)")
         m = np.array(b["rater_prompt_dice_matrix"])
@@ -128,6 +138,18 @@ def run(a: argparse.Namespace) -> None:
     print(f"written {out}")
 
 
+def render_rater_samples(results: list[dict]) -> list[str]:
+    rows = [[f"{r['seed']}{' (tuning)' if r['tuning_seed'] else ''}", row["samples_per_rater"],
+             f"{row['Dice_rater_strict']:.3f} ± {row['Dice_rater_strict_se']:.3f}"]
+            for r in results for row in r.get("stage2_samples_per_rater", [])]
+    if not rows:
+        return []
+    picks = "; ".join(f"seed {r['seed']}: {r.get('one_se_choices')}" for r in results)
+    return ["### Strict per-rater Dice against the samples per rater prompt (mean ± standard error over the held-out "
+            "cases)", "", markdown_table(["seed", "samples per rater", "strict per-rater Dice"], rows), "",
+            f"The one-standard-error rule picks: {picks}", ""]
+
+
 def render(results: list[dict]) -> str:
     """The Markdown tables of results.md from the JSON files of ``run``."""
     steps = [[f"{r['seed']}{' (tuning)' if r['tuning_seed'] else ''}", row["S"], f"{row['GED']:.3f} ± {row['GED_se']:.3f}",
@@ -135,6 +157,7 @@ def render(results: list[dict]) -> str:
              for r in results for row in r["stage1_steps"]]
     lines = ["### Stage I against sampling steps S (mean ± standard error over the held-out cases)", "",
              markdown_table(["seed", "S", "GED", "Dice_soft", "whole-mask fraction"], steps), "",
+             *render_rater_samples(results),
              "### Rater x prompt Dice per prompt block (rows: prompt, columns: rater labels)", ""]
     for r in results:
         raters = r["raters"]
@@ -165,6 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--iterations", type=int, default=35, help="iterations per epoch")
     r.add_argument("--prompt_blocks", nargs="*", default=["residual", "paper"], help="none: Stage I only")
     r.add_argument("--steps", nargs="+", type=int, default=[5, 10, 25, 50], help="Stage I sampling steps to sweep")
+    r.add_argument("--samples_per_rater", nargs="*", type=int, default=[1, 2, 4, 8],
+                   help="Stage II samples per rater prompt to sweep (first prompt block; none: skip)")
     r.add_argument("--device", default="cpu")
     r.add_argument("--skip_training", action="store_true", help="reuse a trained model in --work")
     r.add_argument("--reuse_stage1", action="store_true", help="reuse the dataset and Stage I in --work, train Stage II")
