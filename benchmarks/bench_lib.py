@@ -67,6 +67,38 @@ def train_with_budget(dataset_id: int, configuration: str, stage1_minutes: float
     return reached
 
 
+def plan_budget_configuration(dataset_id: int, base: str, hours: float, candidate: str | None = None,
+                              min_stage1_iterations: int | None = None) -> str:
+    """Plan ``--time_budget`` hours from -c on this CPU (one thread, in-process augmentation, as these runs train),
+    named after the chosen candidate so that a rerun, or another rule threshold choosing the same candidate,
+    reuses its configuration, data and trained folds; returns its name. ``candidate`` 'F,D' (spacing factor,
+    width divisor) forces one candidate whatever the rule says: a sweep over candidates, on tuning folds only."""
+    from diffoseg_auto.paths import preprocessed_root
+    from diffoseg_auto.utilities.dataset_name_id import resolve_dataset_name
+    from diffoseg_auto.utilities.file_ops import load_json, save_json
+    from planners.plan_and_preprocess_entrypoints import preprocess
+    from planners.time_budget import (MIN_STAGE1_ITERATIONS, Candidate, budget_summary, median_object_voxels_of,
+                                      plan_time_budget)
+
+    folder = preprocessed_root() / resolve_dataset_name(dataset_id)
+    plans_file = folder / f"{PLANS}.json"
+    plans, fingerprint = load_json(plans_file), load_json(folder / "dataset_fingerprint.json")
+    force = Candidate(*(int(x) for x in candidate.split(","))) if candidate else None
+    _, config = plan_time_budget(plans, base, hours, "cpu", num_workers=0, force=force,
+                                 min_stage1_iterations=min_stage1_iterations or MIN_STAGE1_ITERATIONS,
+                                 median_object_voxels=median_object_voxels_of(fingerprint),
+                                 num_cases=fingerprint.get("num_cases"))
+    name = f"{base}_{hours:g}h_{config['notes']['time_budget']['chosen']}"
+    if name in plans["configurations"]:
+        print(f"time budget: reusing configuration {name} (planned earlier)", flush=True)
+    else:
+        plans["configurations"][name] = config
+        save_json(plans, plans_file)
+        print(budget_summary(name, config), flush=True)
+    preprocess(["-d", str(dataset_id), "-c", name, "-np", "2"])  # reuses complete preprocessed data
+    return name
+
+
 # ---------------------------------------------------------------- Stage I against sampling steps
 
 def whole_mask_fraction(samples_folder: Path, min_pixels: int = MIN_COMPONENT_PIXELS) -> float:

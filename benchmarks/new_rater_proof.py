@@ -27,7 +27,7 @@ for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import numpy as np
 
-from bench_lib import set_env
+from bench_lib import plan_budget_configuration, set_env
 
 IN_PROCESS = {"num_processes_preprocessing": 1, "num_processes_export": 1}
 
@@ -107,6 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shots", type=int, default=5, help="annotated cases of the new expert")
     p.add_argument("--cases", type=int, default=60, help="toy: cases generated")
     p.add_argument("--configuration", default="2d", help="BU-BIL: the configuration to train (e.g. a budget one)")
+    p.add_argument("--time_budget", type=float, default=None,
+                   help="hours for both stages: train a configuration planned from --configuration on this CPU "
+                        "(its own schedule; --epochs, --stage2_epochs and --iterations do not apply)")
+    p.add_argument("--candidate", default=None, metavar="SPACING_FACTOR,WIDTH_DIVISOR",
+                   help="with --time_budget: plan this candidate whatever the rule picks")
     p.add_argument("--epochs", type=int, default=10, help="Stage I epochs")
     p.add_argument("--stage2_epochs", type=int, default=35, help="Stage II epochs")
     p.add_argument("--iterations", type=int, default=35, help="iterations per epoch")
@@ -177,13 +182,19 @@ def main() -> None:
                          "or Person<N>_<tool> of BU-BIL)")
     new_name = held[0] if not a.bubil else a.held_out
     raters = without_rater(full, work / "raw" / name, held)
+    plans_file = work / "preprocessed" / name / "DiffOSegPlans.json"
+    if not plans_file.is_file():
+        plan_and_preprocess(["-d", str(did), "-c", "2d", "-np", "2"] + (["--no_pp"] if a.time_budget else []))
+    if a.time_budget:  # a configuration planned for the hours on this CPU; it brings its own schedule
+        a.configuration = plan_budget_configuration(did, a.configuration, a.time_budget, a.candidate)
+    schedule = ({} if a.time_budget else
+                {"stage1": {"num_epochs": a.epochs, "iterations_per_epoch": a.iterations},
+                 "stage2": {"num_epochs": a.stage2_epochs, "iterations_per_epoch": a.iterations}})
     folder = trainer_folder(name, "DiffOSegTrainer", "DiffOSegPlans", a.configuration)
-    if not checkpoint_path(folder, 0, 2).is_file():
-        plan_and_preprocess(["-d", str(did), "-c", "2d", "-np", "2"])
-        run_training(did, a.configuration, 0, "1", num_epochs=a.epochs, iterations_per_epoch=a.iterations,
-                     device="cpu", skip_final_validation=True, overwrite=True, num_workers=0)
-        run_training(did, a.configuration, 0, "2", num_epochs=a.stage2_epochs, iterations_per_epoch=a.iterations,
-                     device="cpu", skip_final_validation=True, overwrite=True, num_workers=0)
+    for stage in (1, 2):
+        if not checkpoint_path(folder, 0, stage).is_file():  # --c: an interrupted stage continues
+            run_training(did, a.configuration, 0, str(stage), device="cpu", skip_final_validation=True,
+                         continue_training=True, num_workers=0, **schedule.get(f"stage{stage}", {}))
     train_seconds = round(time.time() - t0, 1)
     labels = full / "labelsTr" / new_name
     shots = shot_cases(did, 0, labels, a.shots, work / "new_images", work / "new_masks", ending)
@@ -207,7 +218,7 @@ def main() -> None:
               "new_prompt_dice": scores["dice"][new_name], "closest_existing_prompt": closest,
               "closest_existing_dice": old[closest], "margin": scores["dice"][new_name] - old[closest],
               "consensus_dice": scores["dice"]["consensus"], "train_seconds": train_seconds,
-              "fit_seconds": fit_seconds}
+              "fit_seconds": fit_seconds, "configuration": a.configuration, "time_budget_hours": a.time_budget}
     (work / "new_rater_proof.json").write_text(json.dumps(result, indent=2))
     print(json.dumps({k: v for k, v in result.items() if k != "scores"}, indent=1))
     for r, v in scores["dice"].items():

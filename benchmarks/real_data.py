@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench_lib import (PLANS, add_prompt_block_configuration, format_rater_samples_row, format_sweep_row, markdown_table,
-                       matrix_margins, one_se_choices, one_thread_default, rater_samples_sweep, set_env, share_stage1,
+                       matrix_margins, one_se_choices, one_thread_default, plan_budget_configuration, rater_samples_sweep, set_env, share_stage1,
                        sweep, train_with_budget)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -165,38 +165,6 @@ def stage_minutes(trainer: str, minutes: float, stage1_fraction: float | None) -
     if stage1_fraction is None:
         return None, None
     return minutes * stage1_fraction, minutes * (1.0 - stage1_fraction)
-
-
-def plan_budget_configuration(a: argparse.Namespace) -> str:
-    """Plan ``--time_budget`` hours from -c on this CPU (one thread, in-process augmentation, as these runs train),
-    named after the chosen candidate so that a rerun, or another rule threshold choosing the same candidate,
-    reuses its configuration, data and trained folds; returns its name."""
-    from diffoseg_auto.paths import preprocessed_root
-    from diffoseg_auto.utilities.dataset_name_id import resolve_dataset_name
-    from diffoseg_auto.utilities.file_ops import load_json, save_json
-    from planners.plan_and_preprocess_entrypoints import preprocess
-    from planners.time_budget import Candidate, budget_summary, median_object_voxels_of, plan_time_budget
-
-    folder = preprocessed_root() / resolve_dataset_name(a.dataset_id)
-    plans_file = folder / f"{PLANS}.json"
-    plans, fingerprint = load_json(plans_file), load_json(folder / "dataset_fingerprint.json")
-    force = None
-    if a.candidate:  # a sweep over candidates (tuning folds only): this candidate's schedule, whatever the rule says
-        f, d = (int(x) for x in a.candidate.split(","))
-        force = Candidate(f, d)
-    _, config = plan_time_budget(plans, a.configuration, a.time_budget, "cpu", num_workers=0, force=force,
-                                 min_stage1_iterations=a.min_stage1_iterations,
-                                 median_object_voxels=median_object_voxels_of(fingerprint),
-                                 num_cases=fingerprint.get("num_cases"))
-    name = f"{a.configuration}_{a.time_budget:g}h_{config['notes']['time_budget']['chosen']}"
-    if name in plans["configurations"]:
-        print(f"time budget: reusing configuration {name} (planned earlier)", flush=True)
-    else:
-        plans["configurations"][name] = config
-        save_json(plans, plans_file)
-        print(budget_summary(name, config), flush=True)
-    preprocess(["-d", str(a.dataset_id), "-c", name, "-np", "2"])  # reuses complete preprocessed data
-    return name
 
 
 def model_folder(dataset_id: int, trainer: str, configuration: str) -> Path:
@@ -349,7 +317,8 @@ def compare(a: argparse.Namespace) -> None:
     elif a.add_configuration:
         add_configuration(a.dataset_id, a.configuration, None)
     if a.time_budget is not None:
-        a.configuration = plan_budget_configuration(a)
+        a.configuration = plan_budget_configuration(a.dataset_id, a.configuration, a.time_budget, a.candidate,
+                                                    a.min_stage1_iterations)
     t0, log = time.time(), {}
     for i, fold in enumerate(a.folds):
         run_fold(a, fold, work, log)

@@ -16,7 +16,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = ROOT / "benchmarks"
 # tool -> its subcommands ([] : none)
-TOOLS = {"speed.py": ["preprocess", "train", "sampling", "prediction"], "toy_proof.py": ["run", "render"],
+TOOLS = {"speed.py": ["preprocess", "train", "sampling", "profile", "prediction"], "toy_proof.py": ["run", "render"],
          "real_data.py": ["compare", "steps", "prompt_blocks", "budget_sweep"], "real_data_comparison.py": [],
          "gpu_train_check.py": [], "new_rater_proof.py": []}
 HELP_CASES = [(tool, [sub] if sub else []) for tool, subs in TOOLS.items() for sub in [None, *subs]]
