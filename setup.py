@@ -32,6 +32,7 @@ setup(
     version="0.1.0",
     description="Self-configuring two-stage categorical diffusion (DiffOSeg) for multi-rater segmentation",
     packages=find_packages(include=["diffoseg_auto*", "planners*", "dataset_conversion*"]),
+    package_data={"planners": ["sampling_evidence.json"]},  # the curves the planned S and samples per rater follow
     python_requires=">=3.10",
     install_requires=[
         "torch>=2.1",

@@ -17,6 +17,7 @@ from diffoseg_auto.errors import InvalidArgumentError, MissingFileError
 from diffoseg_auto.plans.plans import (AugmentationPlan, ArchitecturePlan, ConfigurationPlan, DiffusionPlan,
                                        InferencePlan, Plans, Stage2Plan, TrainingPlan)
 from planners.memory_model import estimate_memory_bytes
+from planners.sampling_budget import planned_sampling_budget
 from planners.topology import get_pool_and_conv_props
 
 PLANS_NAME = "DiffOSegPlans"
@@ -79,7 +80,10 @@ class ExperimentPlanner:
     lowres_trigger_fraction = 0.25
     lowres_target_patches = 4
     num_timesteps = 250
-    sampling_steps = 25
+    # None: what the one-standard-error rule picks on the measured curves (planners/sampling_budget.py,
+    # planners/sampling_evidence.json); a subclass may fix them
+    sampling_steps: int | None = None
+    num_samples_per_rater: int | None = None
 
     def __init__(self, dataset_json: dict, fingerprint: dict, dataset_name: str, gpu_memory_target_gb: float = 8.0,
                  plans_name: str | None = None) -> None:
@@ -178,7 +182,8 @@ class ExperimentPlanner:
 
     def diffusion(self, patch_size: Sequence[int]) -> DiffusionPlan:
         return DiffusionPlan(num_timesteps=self.num_timesteps, schedule="cosine",
-                             schedule_shift=schedule_shift_for_patch(patch_size), sampling_steps=self.sampling_steps,
+                             schedule_shift=schedule_shift_for_patch(patch_size),
+                             sampling_steps=self.sampling_steps or planned_sampling_budget()["sampling_steps"],
                              num_samples=num_samples_for_raters(self.num_raters), final_step="denoise",
                              x0_given_xt="bayes")
 
@@ -197,7 +202,8 @@ class ExperimentPlanner:
                             x0_ce_weight=0.1)
 
     def stage2(self) -> Stage2Plan:
-        return Stage2Plan()
+        return Stage2Plan(num_samples_per_rater=self.num_samples_per_rater
+                          or planned_sampling_budget()["samples_per_rater"])
 
     def build_configuration(self, name: str, data_spacing: list[float], net_spacing: list[float],
                             median_shape: list[int], slice_axis: int | None = None) -> ConfigurationPlan:
@@ -220,8 +226,9 @@ class ExperimentPlanner:
                                 f"{topo['batch_size']}); batch = min(memory {topo['batch_by_memory']}, 5% of dataset "
                                 f"voxels x raters {topo['batch_by_data']}), at least {self.min_batch_size}"),
             "diffusion": (f"T={diff.num_timesteps} as in the DiffOSeg paper; cosine schedule shifted by "
-                          f"{diff.schedule_shift} for a {topo['patch_size']} patch; {diff.sampling_steps} respaced "
-                          f"x0-parameterised steps are accurate for categorical diffusion; N={diff.num_samples} "
+                          f"{diff.schedule_shift} for a {topo['patch_size']} patch; S={diff.sampling_steps} respaced "
+                          f"x0-parameterised steps: the smallest S within one standard error of the best GED on the "
+                          f"tuning curves (planners/sampling_evidence.json); N={diff.num_samples} "
                           f"samples >= {self.num_raters} raters"),
         }
         if slice_axis is not None:

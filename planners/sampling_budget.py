@@ -6,6 +6,8 @@ number of samples) from curves measured on the tuning fold or seed only (documen
 """
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Mapping, Sequence
 
 
@@ -21,3 +23,31 @@ def smallest_within_one_se(curve: Sequence[Mapping], x: str, metric: str, lower_
     se = 0.0 if se != se else float(se)
     ok = [r for r in rows if (r[metric] <= best[metric] + se if lower_is_better else r[metric] >= best[metric] - se)]
     return int(min(r[x] for r in ok))
+
+
+# The measured curves the planner applies the rule to: written by benchmarks/sampling_evidence.py from the benchmark
+# outputs of the tuning fold or seed only (a reported fold's curve never decides the plan), plain JSON a user can read.
+EVIDENCE_FILE = Path(__file__).with_name("sampling_evidence.json")
+# (section, x, metric, lower_is_better): GED against S; strict per-rater Dice against samples per rater prompt
+SECTIONS = {"sampling_steps": ("S", "GED", True), "samples_per_rater": ("samples_per_rater", "Dice_rater_strict", False)}
+
+
+def planned_setting(section: Mapping, name: str) -> int:
+    """The rule over several tuning curves: each curve's smallest setting within one SE of its best, and the largest
+    of those, so that the planned setting is within one SE of the best on every curve."""
+    x, metric, lower = SECTIONS[name]
+    curves = section.get("curves") or []
+    if not curves:
+        raise ValueError(f"sampling evidence '{name}' has no curves")
+    return max(smallest_within_one_se(c["rows"], x, metric, lower) for c in curves)
+
+
+def load_evidence(path: Path = EVIDENCE_FILE) -> dict:
+    with open(path) as f:
+        return json.load(f)
+
+
+def planned_sampling_budget(path: Path = EVIDENCE_FILE) -> dict[str, int]:
+    """{"sampling_steps": S, "samples_per_rater": n} that the rule picks on the shipped evidence."""
+    evidence = load_evidence(path)
+    return {name: planned_setting(evidence[name], name) for name in SECTIONS}

@@ -17,7 +17,7 @@ import pandas as pd
 
 from diffoseg_auto.evaluation.evaluate_entrypoint import evaluate_folder
 from diffoseg_auto.evaluation.method_comparison import method_label
-from diffoseg_auto.io.checkpoint_io import load_checkpoint
+from diffoseg_auto.io.checkpoint_io import epoch_durations, load_checkpoint
 from diffoseg_auto.results_layout import (CHECKPOINT_FINAL, PROGRESS_FRACTIONS, SUMMARY, checkpoint_path,
                                           learning_curve_folder, progress_checkpoint_name, stage_folder,
                                           trainer_folder)
@@ -30,8 +30,7 @@ CURVE_METRICS = ("GED", "Dice_soft", "Dice_rater_strict")
 
 def epoch_seconds(logging_state: dict) -> float:
     """Seconds in a checkpoint's epochs (training and validation-loss batches; not the pauses of a resume)."""
-    return float(sum(e - s for s, e in zip(logging_state.get("epoch_start_timestamps", []),
-                                           logging_state.get("epoch_end_timestamps", []))))
+    return float(sum(epoch_durations(logging_state)))
 
 
 def curve_points(trainer_dir: Path, fold: int) -> list[dict]:

@@ -40,3 +40,10 @@ def check_compatible(ckpt: dict, expected: dict, path: str | Path, keys: tuple[s
     if diffs:
         raise CheckpointError(f"{path} belongs to a different training run ({'; '.join(diffs)}). "
                               f"Use another output folder or delete the checkpoint; it was left untouched.")
+
+
+def epoch_durations(logging_state: dict) -> list[float]:
+    """Seconds of each epoch in a checkpoint's logging state (training/logger.py): training and validation-loss
+    batches, not the pauses of a resume."""
+    return [e - s for s, e in zip(logging_state.get("epoch_start_timestamps", []),
+                                  logging_state.get("epoch_end_timestamps", []))]

@@ -99,16 +99,18 @@ def model_folder_of(req: AddRaterRequest) -> Path:
     return trainer_folder(resolve_dataset_name(req.dataset), req.trainer, req.plans, req.configuration)
 
 
-def base_checkpoint(folder: Path, fold: int | str) -> Path:
-    """The model to extend: the fold's extended model when experts were added before, else Stage II's final."""
+def base_checkpoint(folder: Path, fold: int | str) -> tuple[Path, list[dict]]:
+    """(the model to extend, the experts added before): the fold's extended model when experts were added before,
+    else Stage II's final and no history."""
     added = rater_list_file(folder, fold)
     if added.is_file():
-        return checkpoint_path(folder, fold, 2, load_json(added)["checkpoint"])
+        rater_list = load_json(added)
+        return checkpoint_path(folder, fold, 2, rater_list["checkpoint"]), rater_list.get("added", [])
     path = checkpoint_path(folder, fold, 2, CHECKPOINT_FINAL)
     if not path.is_file():
         raise MissingFileError(f"{path}: no Stage II model in this fold. Train Stage II first "
                                f"(diffoseg_train DATASET CONFIGURATION {fold} --stage 2).")
-    return path
+    return path, []
 
 
 def read_new_cases(req: AddRaterRequest, file_ending: str, num_channels: int, num_classes: int
@@ -192,7 +194,7 @@ def add_rater(req: AddRaterRequest) -> Path:
     """Fit ``req.name`` on its cases and write the extended model and the fold's rater list; returns the checkpoint."""
     req.validate()
     folder = model_folder_of(req)
-    base = base_checkpoint(folder, req.fold)
+    base, previous = base_checkpoint(folder, req.fold)
     ckpt = load_checkpoint(base)
     plans = plans_from_dict(ckpt["plans"])
     if req.name in plans.raters:
@@ -220,7 +222,6 @@ def add_rater(req: AddRaterRequest) -> Path:
     out = checkpoint_path(folder, req.fold, 2, ADDED_RATERS_CHECKPOINT)
     added = {"name": req.name, "cases": [c[0] for c in cases], "images": str(req.images), "labels": str(req.labels),
              "extended_from": base.name, **record}
-    previous = load_json(rater_list_file(folder, req.fold)).get("added", []) if rater_list_file(folder, req.fold).is_file() else []
     save_checkpoint(out, {**{k: v for k, v in ckpt.items() if k not in ("optimizer_state", "grad_scaler_state")},
                           "network_weights": state, "raw_network_weights": state, "plans": ext.to_dict(),
                           "init_args": {**ckpt["init_args"], "num_raters": r}, "added_raters": previous + [added]})

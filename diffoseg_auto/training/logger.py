@@ -7,6 +7,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from diffoseg_auto.io.checkpoint_io import epoch_durations
 from diffoseg_auto.utilities.command_runner import EPOCH_LOGGER
 from diffoseg_auto.utilities.file_ops import atomic_write
 
@@ -89,8 +90,8 @@ class TrainingLogger:
 
     def epoch_line(self, epoch: int, num_epochs: int) -> str:
         v = self.values
-        dur = v["epoch_end_timestamps"][epoch] - v["epoch_start_timestamps"][epoch]
-        recent = [e - s for s, e in zip(v["epoch_start_timestamps"][-5:], v["epoch_end_timestamps"][-5:])]
+        durations = epoch_durations(v)
+        dur, recent = durations[epoch], durations[-5:]
         eta = (num_epochs - epoch - 1) * (sum(recent) / max(len(recent), 1))
         return (f"epoch {epoch + 1}/{num_epochs}  train_loss {v['train_losses'][epoch]:.4f}  "
                 f"val_loss {v['val_losses'][epoch]:.4f} (ema {v['ema_val_losses'][epoch]:.4f})  "
@@ -115,7 +116,7 @@ class TrainingLogger:
         ax[0].legend()
         if final_metrics:
             ax[0].set_title(final_metrics_title(final_metrics), fontsize=9)
-        times = [e - s for s, e in zip(v["epoch_start_timestamps"], v["epoch_end_timestamps"])]
+        times = epoch_durations(v)
         ax[1].plot(x[:len(times)], times)
         ax[1].set_ylabel("epoch time [s]")
         ax[2].plot(x[:len(v["lrs"])], v["lrs"])
