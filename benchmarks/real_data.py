@@ -486,6 +486,9 @@ def prompt_blocks(a: argparse.Namespace) -> None:
         print(f"fold {fold}: {json.dumps(scores)}", flush=True)
 
 
+SWEEP_METRICS = ("GED", "Dice_soft", "Dice_rater_strict", "ECE", "Brier", "Uncertainty_NCC")
+
+
 def budget_sweep(a: argparse.Namespace) -> None:
     """The time-budget rule's sweep table from compare --time_budget outputs (--out folders): per run the candidate,
     its planned schedule and estimate, the time it took (the epochs' seconds in the final checkpoints plus the
@@ -519,13 +522,14 @@ def budget_sweep(a: argparse.Namespace) -> None:
                              "stage2_iterations": row["stage2"]["iterations"] if row["stage2"] else 0,
                              "planned_h": tb["estimated_training_hours"], "epochs_h": round(epoch_s / 3600, 3),
                              "wall_h": None if wall_s is None else round(wall_s / 3600, 3),
-                             **{m: strict.get((trainer.removesuffix("Trainer"), m)) for m in
-                                ("GED", "Dice_soft", "Dice_rater_strict")}})
+                             # the planner's word: the time taken against the hours asked (goal: within 15%)
+                             "taken_vs_asked": f"{100 * (epoch_s / 3600 / tb['hours'] - 1):+.0f}%",
+                             **{m: strict.get((trainer.removesuffix("Trainer"), m)) for m in SWEEP_METRICS}})
         for ref in ("all-empty", "raters' majority repeated", "inter-rater"):
             refs[(ds, ref)] = {m: strict.get((ref, m)) for m in ("GED", "Dice_soft")}
     fmt = lambda v: "" if v is None or v != v else (f"{v:.3f}" if isinstance(v, float) else str(v))  # noqa: E731
     cols = ["dataset", "hours", "candidate", "fold", "stage1_iterations", "stage2_iterations", "planned_h",
-            "epochs_h", "wall_h", "GED", "Dice_soft", "Dice_rater_strict"]
+            "epochs_h", "wall_h", "taken_vs_asked", *SWEEP_METRICS]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(fmt(r[c]) for c in cols) + " |" for r in rows]
     lines += ["", "| dataset | reference row (same cases) | GED | Dice_soft |", "|---|---|---:|---:|"]
