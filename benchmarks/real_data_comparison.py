@@ -9,24 +9,25 @@ import argparse
 import shlex
 import sys
 
-import real_data
+import real_data_compare
+from bench_lib import one_thread_default
 
 PROG = "benchmarks/real_data_comparison.py"
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
-    real_data.add_compare_arguments(p)
+    real_data_compare.add_compare_arguments(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> None:
-    real_data.one_thread_default()  # before numpy / torch load
+    one_thread_default()  # before numpy / torch load
     argv = sys.argv[1:] if argv is None else list(argv)
     p = build_parser()
     a = p.parse_args(argv)
     a.parser, a.command_line = p, f"python {PROG} " + shlex.join(argv)
-    real_data.compare(a)
+    real_data_compare.compare(a)
 
 
 if __name__ == "__main__":

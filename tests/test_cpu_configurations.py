@@ -12,7 +12,7 @@ from diffoseg_auto.plans.plans import load_plans
 from planners.plan_and_preprocess_entrypoints import plan_and_preprocess
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from real_data import add_cpu_configuration  # noqa: E402
+from real_data_compare import add_cpu_configuration  # noqa: E402
 
 
 @pytest.fixture
