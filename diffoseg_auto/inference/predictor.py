@@ -176,6 +176,13 @@ class DiffOSegPredictor:
         chunks = [windows[i:i + win_per_call] for i in range(0, len(windows), win_per_call)]
         caches = [self._encode_chunk(image, chunk) for chunk in chunks]  # caches[chunk][fold]: rows (mirror, window)
         n_rows = n_mirror * len(self.networks)
+        if len(chunks) == 1 and samples_per_call >= n_samples:
+            # one network call per step: expand the cache to its rows once, not at every step (the call's memory
+            # budget already holds the expanded cache)
+            caches = [[expand_cache(c, n_samples) for c in caches[0]]]
+            expand = lambda cache, n: cache  # noqa: E731
+        else:
+            expand = expand_cache
 
         def denoise_fn(x_t: Tensor, t: Tensor) -> Tensor:
             acc = torch.zeros_like(x_t)
@@ -193,7 +200,7 @@ class DiffOSegPredictor:
                     probs = None
                     for denoise, cache in zip(self._denoise, chunk_caches):
                         with autocast(self.device, self.amp_dtype):
-                            logits = denoise(expand_cache(cache, n), x_rows, tw, rw)
+                            logits = denoise(expand(cache, n), x_rows, tw, rw)
                         p = torch.softmax(logits.float(), dim=1).unflatten(0, (n_mirror, w * n))
                         p = sum(self._flip(p[m], axes) for m, axes in enumerate(self.mirror_combinations))
                         probs = p if probs is None else probs + p
