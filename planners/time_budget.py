@@ -168,6 +168,11 @@ def stage_schedule(cost: StageCost, seconds: float, planned_iterations: int, pla
         ipe = max(MIN_ITERATIONS_PER_EPOCH, total // MIN_EPOCHS)
         total = min(planned_iterations, int(usable // per_iteration(ipe)))
     epochs = max(1, total // ipe)
+    # fewer epochs than planned: spread the remainder over them, so that rounding to whole epochs does not leave up
+    # to an epoch of the budget unused (at 0.1 h a 10-iteration epoch of a slow candidate is ~10% of a stage)
+    wider = min(planned_iterations, total) // epochs
+    if wider > ipe and STAGE_START_SECONDS + epochs * wider * per_iteration(wider) <= max(seconds, 0.0):
+        ipe = wider
     val = max(1, round(ipe * val_ratio))
     return {"num_epochs": int(epochs), "iterations_per_epoch": int(ipe), "num_val_iterations_per_epoch": int(val),
             "iterations": int(epochs * ipe),

@@ -74,6 +74,15 @@ def test_schedule_fits_the_seconds_and_never_exceeds_the_plan():
     assert stage_schedule(slow_aug, 3600, 25000, 250, 0.1, 2)["iterations"] == st["iterations"]
 
 
+def test_a_slow_stage_spreads_the_remainder_over_its_few_epochs():
+    # 4 s an iteration: 69 iterations fit, 6 epochs of the minimum 10 would leave 9 of them (36 s) unused
+    c = StageCost(train_iteration_s=4.0, val_iteration_s=0.1)
+    seconds = STAGE_START_SECONDS + 69.5 * (4.0 + (0.1 + EPOCH_PLOT_SECONDS) / 10)
+    st = stage_schedule(c, seconds, 25000, 250, 0.1, 0)
+    assert (st["num_epochs"], st["iterations_per_epoch"], st["iterations"]) == (6, 11, 66)
+    assert st["estimated_seconds"] <= seconds
+
+
 def test_rule_picks_the_most_expensive_candidate_that_reaches_the_threshold():
     plans = big_plans()
     table = {"spacing_x1_widths_div1": cost(1.0), "spacing_x1_widths_div2": cost(0.4),
