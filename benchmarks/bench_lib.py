@@ -129,23 +129,31 @@ def mean_and_se(summary: dict, key: str) -> tuple[float, float]:
     return float(vals.mean()), float(vals.std(ddof=1) / np.sqrt(len(vals))) if len(vals) > 1 else float("nan")
 
 
+def predict_and_evaluate(dataset_id: int, configuration: str, fold: int, work: Path, labels: Path, pred: Path,
+                         predict: bool = True, **options) -> dict:
+    """The fold's held-out images predicted into ``pred`` with ``options`` (PredictionRequest fields; ``predict``
+    False: score the predictions already there); their evaluation summary."""
+    from diffoseg_auto.cli.fold_images import link_fold_images
+    from diffoseg_auto.evaluation.evaluate_entrypoint import evaluate_folder
+    from diffoseg_auto.inference.predict_entrypoint import predict_from_folder
+
+    if predict:
+        val_in = work / f"val_images_fold{fold}"
+        link_fold_images(dataset_id, fold, val_in)
+        predict_from_folder(val_in, pred, dataset_id, configuration, [fold], device="cpu", overwrite=True,
+                            **IN_PROCESS, **options)
+    return evaluate_folder(labels, pred, pred / "summary.json")
+
+
 def sweep(dataset_id: int, configuration: str, fold: int, steps: list[int], work: Path, labels: Path,
           num_samples: int | None = None, mirroring: bool = False, tag: str = "", predict: bool = True) -> list[dict]:
     """One row per S: GED and Dice_soft (mean, standard error over cases) and the whole-mask fraction."""
-    from diffoseg_auto.evaluation.evaluate_entrypoint import evaluate_folder
-    from diffoseg_auto.inference.predict_entrypoint import predict_from_folder
-    from diffoseg_auto.cli.fold_images import link_fold_images
-
-    val_in = work / f"val_images_fold{fold}"
-    link_fold_images(dataset_id, fold, val_in)
     rows = []
     for s in steps:
         pred = work / f"stage1_S{s}{tag}"
-        if predict:
-            predict_from_folder(val_in, pred, dataset_id, configuration, [fold], device="cpu", save_samples=True,
-                            raters="none", sampling_steps=s, num_samples=num_samples, use_mirroring=mirroring,
-                            overwrite=True, **IN_PROCESS)
-        summary = evaluate_folder(labels, pred, pred / "summary.json")
+        summary = predict_and_evaluate(dataset_id, configuration, fold, work, labels, pred, predict, save_samples=True,
+                                       raters="none", sampling_steps=s, num_samples=num_samples,
+                                       use_mirroring=mirroring)
         ged, ged_se = mean_and_se(summary, "GED")
         dsoft, dsoft_se = mean_and_se(summary, "Dice_soft")
         rows.append({"S": s, "mirroring": mirroring, "GED": ged, "GED_se": ged_se, "Dice_soft": dsoft,
@@ -158,19 +166,11 @@ def rater_samples_sweep(dataset_id: int, configuration: str, fold: int, counts: 
                         tag: str = "", predict: bool = True) -> list[dict]:
     """One row per number of samples per rater prompt (stage2.num_samples_per_rater): strict per-rater Dice (mean,
     standard error over cases). Stage I is sampled once per case only because prediction always writes it."""
-    from diffoseg_auto.evaluation.evaluate_entrypoint import evaluate_folder
-    from diffoseg_auto.inference.predict_entrypoint import predict_from_folder
-    from diffoseg_auto.cli.fold_images import link_fold_images
-
-    val_in = work / f"val_images_fold{fold}"
-    link_fold_images(dataset_id, fold, val_in)
     rows = []
     for n in counts:
         pred = work / f"stage2_R{n}{tag}"
-        if predict:
-            predict_from_folder(val_in, pred, dataset_id, configuration, [fold], device="cpu", raters="all",
-                                num_samples=1, rater_num_samples=n, use_mirroring=False, overwrite=True, **IN_PROCESS)
-        summary = evaluate_folder(labels, pred, pred / "summary.json")
+        summary = predict_and_evaluate(dataset_id, configuration, fold, work, labels, pred, predict, raters="all",
+                                       num_samples=1, rater_num_samples=n, use_mirroring=False)
         dice, se = mean_and_se(summary, "Dice_rater_strict")
         rows.append({"samples_per_rater": n, "Dice_rater_strict": dice, "Dice_rater_strict_se": se,
                      "cases": summary["num_cases"], "folder": str(pred)})
