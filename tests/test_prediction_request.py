@@ -9,6 +9,7 @@ import pytest
 
 from diffoseg_auto.evaluation.prediction_folder import load_samples_npz
 from diffoseg_auto.inference.case_predictors import BaselineCasePredictor, DiffOSegCasePredictor, load_case_predictor
+from diffoseg_auto.inference.model_loading import ModelLoadError
 from diffoseg_auto.inference.prediction_request import PredictionRequest
 from diffoseg_auto.inference.prediction_run import run_prediction
 from diffoseg_auto.io.image_io import read_seg
@@ -129,3 +130,26 @@ def test_planned_cost_is_printed_and_counts_every_network_evaluation(env_folders
                                                         num_samples=N, sampling_steps=2, rater_num_samples=1,
                                                         device="cpu", use_mirroring=True), dataset_name, folder, "cpu")
     assert mirrored.network_evaluations((20, 28)) == 4 * 6 * 10
+
+
+def test_a_stage2_learning_curve_point_predicts_with_the_final_stage1(env_folders, tmp_path):
+    """-chk checkpoint_stage2_at_<F>.pth exists in stage2/ only: the consensus comes from the final Stage I (the one
+    Stage II started from), the raters from that Stage II point."""
+    import shutil
+
+    from diffoseg_auto.results_layout import progress_checkpoint_name
+
+    folder = write_model_folder(env_folders["results"], tiny_plans())
+    point = progress_checkpoint_name(2, 0.5)
+    shutil.copy(folder / "fold_0" / "stage2" / "checkpoint_final.pth", folder / "fold_0" / "stage2" / point)
+    write_raw_input(tmp_path / "input", n_cases=1, spacing=(1.0, 1.0))
+    common = dict(num_samples=N, sampling_steps=2, rater_num_samples=1, save_samples=True, device="cpu", **IN_PROCESS)
+    run_prediction(PredictionRequest(tmp_path / "input", tmp_path / "final", DATASET, "2d", [0], **common))
+    run_prediction(PredictionRequest(tmp_path / "input", tmp_path / "point", DATASET, "2d", [0],
+                                     checkpoint_name=point, **common))
+    for a, b in zip(_outputs(tmp_path / "final", "case0"), _outputs(tmp_path / "point", "case0")):
+        np.testing.assert_array_equal(a, b)  # the copied point is the final Stage II: the same predictions
+    with pytest.raises(ModelLoadError, match="checkpoint not found"):  # a name neither stage has is still refused
+        load_case_predictor(PredictionRequest(tmp_path / "input", tmp_path / "x", DATASET, "2d", [0],
+                                              checkpoint_name="checkpoint_nope.pth", device="cpu"),
+                            DATASET, folder, "cpu")

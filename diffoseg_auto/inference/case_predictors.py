@@ -25,6 +25,7 @@ from diffoseg_auto.inference.window_geometry import num_windows
 from diffoseg_auto.network.baselines import BASELINE_NETWORKS
 from diffoseg_auto.network.baselines.base import BaselineNetwork
 from diffoseg_auto.plans.plans import Plans
+from diffoseg_auto.results_layout import CHECKPOINT_FINAL, checkpoint_path
 from diffoseg_auto.runtime.precision import precision_name
 
 
@@ -147,12 +148,23 @@ class BaselineCasePredictor:
         return CaseOutputs(samples, {r: rater_preds[self.model_raters.index(r)][None] for r in self.raters} or None)
 
 
+def stage1_checkpoint_name(model_folder: Path, folds: list, checkpoint_name: str) -> str:
+    """The Stage I checkpoint that goes with -chk: the same name, except for a name only Stage II has (a Stage II
+    learning-curve point, checkpoint_stage2_at_<F>.pth): then the final Stage I, the one Stage II started from."""
+    if (not all(checkpoint_path(model_folder, f, 1, checkpoint_name).is_file() for f in folds)
+            and has_stage2(model_folder, folds, checkpoint_name)):
+        return CHECKPOINT_FINAL
+    return checkpoint_name
+
+
 def load_case_predictor(request: PredictionRequest, dataset_name: str, model_folder: Path,
                         device: torch.device | str) -> tuple[CasePredictor, Plans]:
     """The method of ``model_folder``'s checkpoints, set up as ``request`` asks, and the plans it was trained with."""
     folds = list(request.folds)
-    nets, plans, config_name, diffusion = load_trained_model(model_folder, folds, 1, request.checkpoint_name, device,
-                                                             expected_dataset=dataset_name)
+    nets, plans, config_name, diffusion = load_trained_model(model_folder, folds, 1,
+                                                             stage1_checkpoint_name(model_folder, folds,
+                                                                                    request.checkpoint_name),
+                                                             device, expected_dataset=dataset_name)
     if config_name != request.configuration:
         raise ModelLoadError(f"{model_folder}: checkpoints were trained with configuration '{config_name}', "
                              f"not '{request.configuration}' (-c).")
