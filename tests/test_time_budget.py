@@ -183,3 +183,23 @@ def test_progress_checkpoints_are_written_resumable_and_predictable(toy, tmp_pat
         torch.testing.assert_close(resumed["raw_network_weights"][k], v, rtol=0, atol=1e-6)
     nets, *_ = load_trained_model(cut, [0], 1, progress_checkpoint_name(1, 0.25))  # prediction reads the points
     assert len(nets) == 1
+
+
+def test_steady_seconds_skips_the_first_call_and_times_one_more_when_it_is_slow():
+    from diffoseg_auto.training.throughput import steady_seconds
+
+    def scripted(durations):  # a clock that advances by the scripted duration of each call
+        now, calls = [0.0], iter(durations)
+        state = {"in_call": False}
+
+        def clock():
+            if state["in_call"]:
+                now[0] += next(calls)
+            state["in_call"] = not state["in_call"]
+            return now[0]
+        return clock
+
+    # slow set-up (5 s), then 2 s calls: the first call exceeds the 3 s budget -> exactly one more call, 2 s
+    assert steady_seconds(lambda: None, 3.0, clock=scripted([5.0, 2.0])) == 2.0
+    # fast calls: the first (0.5 s, set-up) is dropped, the median of the 6 that fit 3 s is taken
+    assert steady_seconds(lambda: None, 3.0, clock=scripted([0.5, 0.2, 0.3, 0.2, 0.4, 0.2, 0.3])) == 0.25

@@ -45,15 +45,25 @@ def synthetic_batch(plans: Plans, configuration: str, patch: list[int], batch_si
             "rater_mask": np.ones((batch_size, r), bool), "keys": [f"synthetic_{i}" for i in range(batch_size)]}
 
 
-def _median_seconds(fn, repeats: int, warmup: int, reduce=np.median) -> float:
+def _median_seconds(fn, repeats: int, warmup: int, reduce=np.median, clock=time.perf_counter) -> float:
     for _ in range(warmup):
         fn()
     times = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0 = clock()
         fn()
-        times.append(time.perf_counter() - t0)
+        times.append(clock() - t0)
     return float(reduce(times))
+
+
+def steady_seconds(fn, seconds: float, clock=time.perf_counter) -> float:
+    """Seconds of one call of ``fn`` once its one-off set-up (allocator, kernels; paid by the first call) is done:
+    the median of the calls that fit ``seconds`` after the first, and at least one such call. A first call slower
+    than ``seconds`` gets exactly one more (planning a large configuration must not take minutes per candidate);
+    taking the first call itself overestimated slow BU-BIL candidates by 40-60% (experiments notebook)."""
+    first = _median_seconds(fn, 1, 0, clock=clock)
+    repeats = 1 if first > seconds else _repeats_for(seconds, first)
+    return _median_seconds(fn, repeats, 0, clock=clock)
 
 
 def _repeats_for(seconds: float, first_s: float) -> int:
@@ -75,15 +85,9 @@ def measure_stage(plans: Plans, configuration: str, stage: int, device: torch.de
         cfg = tr.cfg
         batch = synthetic_batch(plans, configuration, list(cfg.patch_size), tr.batch_size)
         tr.network.train()
-        # one untimed call first: it pays one-off set-up (allocator, kernels) that a long run pays once
-        t_first = _median_seconds(lambda: tr.train_step(batch), 1, 1)
-        # an iteration slower than the whole measuring time is taken as it is (an upper bound): planning a large
-        # configuration on a CPU must not take minutes per candidate
-        train_s = (t_first if t_first > seconds else
-                   _median_seconds(lambda: tr.train_step(batch), _repeats_for(seconds, t_first), 0))
+        train_s = steady_seconds(lambda: tr.train_step(batch), seconds)
         tr.network.eval()
-        val_s = _median_seconds(lambda: tr.validation_step(batch), _repeats_for(seconds / 2, train_s / 3),
-                               0 if train_s > seconds else 1)
+        val_s = steady_seconds(lambda: tr.validation_step(batch), seconds / 2)
         big = synthetic_batch(plans, configuration, sampling_patch_size(list(cfg.patch_size), cfg.augmentation,
                                                                         cfg.spatial_dims), tr.batch_size)
         transform = get_training_transforms(list(cfg.patch_size), cfg.augmentation, cfg.spatial_dims)
@@ -114,5 +118,4 @@ def _denoiser_row_seconds(tr, batch: dict, stage: int, seconds: float) -> float:
     with autocast(tr.device, tr.amp_dtype):
         cache = expand_cache(net.encode(data), rows)
         step = lambda: net.denoise(cache, x_t, t, rater)  # noqa: E731
-        first = _median_seconds(step, 1, 1)
-        return (first if first > seconds else _median_seconds(step, _repeats_for(seconds, first), 0)) / rows
+        return steady_seconds(step, seconds) / rows
