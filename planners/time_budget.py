@@ -36,8 +36,10 @@ FEATURE_DIVISORS = (1, 2, 4)
 MIN_FEATURES = 8
 MIN_IMAGE_EDGE = 16          # a coarser spacing is a candidate only while the median image keeps this many voxels per axis
 MIN_OBJECT_VOXELS = 16       # ... and while the median annotated object keeps this many voxels (fingerprint)
-# evidence-backed default of the rule (documentation/planning.md, "Time budget"); see results.md for the sweep
-MIN_STAGE1_ITERATIONS = 2000
+# The rule's floor, chosen on the tuning folds (planning.md, "Time budget"; results.md section 1): on LIDC fold 0 the
+# full-width network won at 210 and 546 Stage I iterations over widths / 2 and / 4 with 2 to 4x more; on BU-BIL fold 0
+# spacing x4 (60 iterations) had a lower GED than x8 (320). Capacity and resolution first, down to this many.
+MIN_STAGE1_ITERATIONS = 50
 MIN_EPOCHS = 40              # enough epochs for the poly learning rate and the learning-curve checkpoints
 MIN_ITERATIONS_PER_EPOCH = 10
 STAGE_START_SECONDS = 10.0   # building the loaders, unpacking, the first batches

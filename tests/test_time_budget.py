@@ -11,9 +11,9 @@ import torch
 from diffoseg_auto.plans.plans import load_plans, plans_from_dict
 from diffoseg_auto.results_layout import PROGRESS_FRACTIONS, progress_checkpoint_name
 from diffoseg_auto.training.run_training import run_training
-from planners.time_budget import (EPOCH_PLOT_SECONDS, STAGE_START_SECONDS, Candidate, StageCost,
-                                  candidate_configuration, choose_candidate, plan_time_budget, stage_schedule,
-                                  viable_candidates)
+from planners.time_budget import (EPOCH_PLOT_SECONDS, MIN_STAGE1_ITERATIONS, STAGE_START_SECONDS, Candidate,
+                                  StageCost, candidate_configuration, choose_candidate, plan_time_budget,
+                                  stage_schedule, viable_candidates)
 from support.toy_training import DATASET, tiny_plans
 
 
@@ -106,6 +106,20 @@ def test_rule_picks_the_most_expensive_candidate_that_reaches_the_threshold():
         plan_time_budget(plans, "2d", 0, throughput=table)
     with pytest.raises(ValueError, match="not in the plans"):
         plan_time_budget(plans, "3d_fullres", 1, throughput=table)
+
+
+def test_the_default_rule_picks_what_won_on_the_tuning_folds():
+    """The costs per Stage I iteration measured in the 2026-12-02 sweep (results.md, section 1), per candidate, and
+    the hours of its runs: the default rule picks the candidate with the lowest held-out GED there."""
+    plans = big_plans()
+    lidc = {"spacing_x1_widths_div1": cost(0.945), "spacing_x1_widths_div2": cost(0.476)}
+    for hours in (0.1, 0.25, 0.5):
+        _, cfg = plan_time_budget(plans, "2d", hours, throughput=lidc)
+        assert cfg["notes"]["time_budget"]["chosen"] == "spacing_x1_widths_div1"
+    bubil = {"spacing_x4_widths_div1": cost(3.148), "spacing_x8_widths_div1": cost(0.617)}
+    _, cfg = plan_time_budget(plans, "2d", 0.1, throughput=bubil)
+    assert cfg["notes"]["time_budget"]["chosen"] == "spacing_x4_widths_div1"
+    assert cfg["training"]["num_epochs"] * cfg["training"]["iterations_per_epoch"] >= MIN_STAGE1_ITERATIONS
 
 
 def test_choose_candidate_tie_break_and_fallback():
