@@ -179,6 +179,7 @@ def predict_fold(a: argparse.Namespace, trainer: str, fold: int, val_images: Pat
     t0 = time.time()
     predict_from_folder(val_images, out, a.dataset_id, a.configuration, [fold], trainer=trainer, plans=PLANS,
                         num_samples=a.num_samples, sampling_steps=a.sampling_steps, save_samples=True, device="cpu",
+                        save_probabilities=True,  # a deterministic baseline's softmax: its calibration (issue 20)
                         use_mirroring=a.tta, num_processes_preprocessing=1, num_processes_export=1, overwrite=True)
     return {"seconds_per_image": round((time.time() - t0) / max(1, len(cases)), 2), "reused": False}
 

@@ -74,12 +74,17 @@ def render(ev: dict) -> str:
     return "\n".join(out)
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="benchmarks/sampling_evidence.py", description=__doc__.splitlines()[0])
     p.add_argument("files", nargs="+", type=Path, help="toy_rater_styles.json and steps_sweep_*.json files")
     p.add_argument("--out", type=Path, default=None, help="write the evidence JSON here (the planner's: "
                    "planners/sampling_evidence.json)")
     p.add_argument("--md", type=Path, default=None, help="also write the Markdown tables here")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = build_parser()
     a = p.parse_args(argv)
     missing = [str(f) for f in a.files if not f.is_file()]
     if missing:

@@ -217,3 +217,26 @@ def test_evaluate_folder_deterministic_is_not_available(folders):
     assert table.loc["c1", "ECE"] == "n/a"
     # the other metrics are scored as always: c1's best rater is cols 0-3 (Dice 24/28), c2 matches (1)
     assert s["metrics"]["Dice_max"] == pytest.approx((24 / 28 + 1) / 2)
+
+
+def test_a_deterministic_prediction_with_its_softmax_is_scored_on_the_softmax(folders):
+    """A deterministic baseline's labels are not probabilities, but its softmax is (consensus/<case>.npz, written
+    by diffoseg_predict --save_probabilities): calibration reads p from it instead of reporting n/a."""
+    ref, tmp = folders
+    pred = tmp / "softmax"
+    _predict(pred, {"c1": [cols(0, 1, 2)] * 4, "c2": [cols(0)] * 4})
+    (pred / "consensus").mkdir()
+    for c, p in (("c1", cols(0, 1) + 0.5 * cols(2, 3)), ("c2", 0.75 * cols(0))):
+        np.savez_compressed(pred / "consensus" / f"{c}.npz", probabilities=np.stack([1 - p, p]).astype(np.float16))
+    s = evaluate_folder(ref, pred)
+    # c1: p equals the raters' fraction (1, 1, .5, .5 on cols 0-3): ECE 0, Brier 0, NCC 1.
+    # c2: cols 0-2 counted (12 px), p .75 against q 1 on col 0: ECE |3 - 4| / 12, Brier 4 x .0625 / 12, NCC NaN
+    assert s["metrics"]["ECE"] == pytest.approx((0 + 1 / 12) / 2)
+    assert s["metrics"]["Brier"] == pytest.approx((0 + 1 / 48) / 2)
+    assert s["metrics"]["Uncertainty_NCC"] == pytest.approx(1.0)
+    bad = tmp / "bad"
+    _predict(bad, {"c1": [cols(0)] * 2})
+    (bad / "consensus").mkdir()
+    np.savez_compressed(bad / "consensus" / "c1.npz", probabilities=np.zeros((2, 3, 3), np.float16))
+    with pytest.raises(Exception, match=r"c1.npz: probabilities have shape \[2, 3, 3\]"):
+        evaluate_folder(ref, bad)

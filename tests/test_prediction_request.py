@@ -153,3 +153,20 @@ def test_a_stage2_learning_curve_point_predicts_with_the_final_stage1(env_folder
         load_case_predictor(PredictionRequest(tmp_path / "input", tmp_path / "x", DATASET, "2d", [0],
                                               checkpoint_name="checkpoint_nope.pth", device="cpu"),
                             DATASET, folder, "cpu")
+
+
+def test_the_consensus_unet_saves_its_softmax_as_the_consensus_probabilities(env_folders, tmp_path):
+    """Its N samples repeat one label map; --save_probabilities keeps the softmax behind it (calibration reads it)."""
+    write_model_folder(env_folders["results"], tiny_plans(), stages=(1,), trainer="ConsensusUNetTrainer")
+    write_raw_input(tmp_path / "input", n_cases=1, spacing=(1.0, 1.0))
+    out = tmp_path / "out"
+    run_prediction(PredictionRequest(tmp_path / "input", out, DATASET, "2d", [0], trainer="ConsensusUNetTrainer",
+                                     num_samples=N, save_samples=True, save_probabilities=True, device="cpu",
+                                     **IN_PROCESS))
+    with np.load(out / "consensus" / "case0.npz") as z:
+        probs = z["probabilities"].astype(np.float32)
+    samples, consensus, _ = _outputs(out, "case0")
+    assert probs.shape == (2, 20, 28) and np.allclose(probs.sum(0), 1, atol=2e-3)
+    assert ((probs > 0.01) & (probs < 0.99)).any()  # soft, not the one-hot of its labels
+    np.testing.assert_array_equal(np.argmax(probs, 0), consensus)
+    np.testing.assert_array_equal(consensus, samples[0])

@@ -53,7 +53,7 @@ def case_figures(raw_folder: Path, pred_folders: Path | list[Path], out_dir: Pat
         labels, mask, props, ref_file = load_reference(raw_folder / "labelsTr", ds.raters, case, ds.file_ending)
         samples = rater_preds = None
         for f in folders:
-            s, _, r = load_prediction(f, ds.raters, case, ds.file_ending, props, ref_file)
+            s, _, r, _ = load_prediction(f, ds.raters, case, ds.file_ending, props, ref_file)
             samples = samples if samples is not None else s
             rater_preds = rater_preds if rater_preds is not None else r
         image, _, _, _ = ds.load_case(case, images[case])

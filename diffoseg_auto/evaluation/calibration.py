@@ -102,13 +102,16 @@ def uncertainty_ncc(p: np.ndarray, q: np.ndarray, region: np.ndarray) -> float:
     return float((du * dv).sum() / np.sqrt((du ** 2).sum() * (dv ** 2).sum()))
 
 
-def calibration_metrics(samples: np.ndarray, available_raters: np.ndarray, band: int = BAND) -> dict[str, Any]:
+def calibration_metrics(samples: np.ndarray, available_raters: np.ndarray, band: int = BAND,
+                        foreground_probability: np.ndarray | None = None) -> dict[str, Any]:
     """ECE, Brier, Uncertainty_NCC, the soft-output flag and the reliability bins of one case.
 
     samples (N, *S) and available_raters (R, *S) are label maps (only the raters who annotated the case).
+    ``foreground_probability`` (*S): the method's own p where it has one beyond its samples (a deterministic
+    baseline's softmax, saved with --save_probabilities); else p is the samples' foreground fraction.
     Without raters every metric is NaN and the bins are None.
     """
-    p = foreground_fraction(samples)
+    p = foreground_fraction(samples) if foreground_probability is None else np.asarray(foreground_probability, float)
     out: dict[str, Any] = {SOFT_OUTPUT_KEY: bool(np.any((p > 0) & (p < 1)))}
     if np.asarray(available_raters).shape[0] == 0:
         return {**{k: float("nan") for k in SOFT_METRICS}, **out, RELIABILITY_KEY: None}

@@ -29,9 +29,10 @@ def _evaluate_one(job: tuple) -> dict:
     """One case; a top-level function so spawned workers can import it."""
     ref_folder, pred_folder, raters, case, ending, num_classes, mode = job
     labels, mask, ref_props, ref_file = load_reference(ref_folder, raters, case, ending)
-    samples, consensus, rater_predictions = load_prediction(pred_folder, raters, case, ending, ref_props, ref_file)
-    res = evaluate_case(samples, labels, mask, num_classes, rater_predictions=rater_predictions,
-                        consensus=consensus, mode=mode, calibration=True)
+    pred = load_prediction(pred_folder, raters, case, ending, ref_props, ref_file)
+    res = evaluate_case(pred.samples, labels, mask, num_classes, rater_predictions=pred.rater_predictions,
+                        consensus=pred.consensus, mode=mode, calibration=True,
+                        foreground_probability=pred.foreground_probability)
     return {"case": case, "num_raters_available": int(mask.sum()), **res}
 
 

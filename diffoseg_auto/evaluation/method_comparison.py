@@ -42,7 +42,8 @@ from diffoseg_auto.evaluation.benchmark_tables import format_cell
 from diffoseg_auto.evaluation.calibration import RELIABILITY_KEY, SOFT_METRICS, mark_without_soft_output, pool_reliability
 from diffoseg_auto.evaluation.inter_rater import inter_rater_reference
 from diffoseg_auto.evaluation.metrics import MODES, evaluate_case, majority_vote
-from diffoseg_auto.evaluation.prediction_folder import list_predicted_cases, load_prediction, load_reference
+from diffoseg_auto.evaluation.prediction_folder import (CasePrediction, list_predicted_cases, load_prediction,
+                                                        load_reference)
 from diffoseg_auto.results_layout import trainer_folder, val_predictions_folder
 from diffoseg_auto.utilities.file_ops import load_json
 
@@ -76,20 +77,20 @@ def fold_validation_cases(preprocessed_folder: Path, fold: int) -> list[str]:
 
 
 def load_method_case(ds: RawDataset, folders: list[Path], case: str, ref_props: dict,
-                     ref_file: Path) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
-    """samples, consensus, rater predictions of one case; each from the first folder that has it."""
-    found: list = [None, None, None]
+                     ref_file: Path) -> CasePrediction:
+    """One case's prediction; each of its parts from the first folder that has it."""
+    found: list = [None] * len(CasePrediction._fields)
     for f in folders:
         got = load_prediction(f, ds.raters, case, ds.file_ending, ref_props, ref_file)
         found = [a if a is not None else b for a, b in zip(found, got)]
-    return found[0], found[1], found[2]
+    return CasePrediction(*found)
 
 
 def trivial_predictions(labels: np.ndarray, mask: np.ndarray, num_classes: int, num_samples: int) -> dict[str, tuple]:
     """Row name -> (samples (N,*S), consensus (*S), rater predictions (R,*S)) of the trivial predictors."""
     empty = np.zeros(labels.shape[1:], np.uint8)
     majority = majority_vote(labels[mask], num_classes)
-    return {name: (np.repeat(m[None], num_samples, 0), m, np.repeat(m[None], labels.shape[0], 0))
+    return {name: CasePrediction(np.repeat(m[None], num_samples, 0), m, np.repeat(m[None], labels.shape[0], 0))
             for name, m in ((EMPTY, empty), (MAJORITY, majority))}
 
 
@@ -121,14 +122,16 @@ def score_fold(ds: RawDataset, method_folders: dict[str, list[Path]], cases: lis
         labels, mask, props, ref_file = load_reference(ds.folder / "labelsTr", ds.raters, case, ds.file_ending)
         rows = {m: load_method_case(ds, folders, case, props, ref_file) for m, folders in method_folders.items()}
         trivial = trivial_predictions(labels, mask, ds.num_classes, num_samples)
-        rows.update({name: (s, c, r) for name, (s, c, r) in trivial.items()})
+        rows.update(trivial)
         annotated_area.append(np.where(mask, (labels > 0).reshape(len(labels), -1).sum(1), np.nan))
-        for name, (samples, consensus, raters) in rows.items():
+        for name, pred in rows.items():
+            raters = pred.rater_predictions
             if raters is not None:
                 predicted_area.setdefault(name, []).append((raters > 0).reshape(len(raters), -1).sum(1).astype(float))
             for mode in modes:
-                res = evaluate_case(samples, labels, mask, ds.num_classes, rater_predictions=raters,
-                                    consensus=consensus, mode=mode, calibration=True)
+                res = evaluate_case(pred.samples, labels, mask, ds.num_classes, rater_predictions=raters,
+                                    consensus=pred.consensus, mode=mode, calibration=True,
+                                    foreground_probability=pred.foreground_probability)
                 per_case.setdefault((name, mode), []).append(res)
     out, reliability = {}, {}
     for (name, mode), results in per_case.items():

@@ -230,7 +230,8 @@ def _binary_case_metrics(c: int, samples, labels, mask, rater_predictions, conse
 
 def evaluate_case(samples: np.ndarray | None, rater_labels: np.ndarray, rater_mask: np.ndarray, num_classes: int,
                   rater_predictions: np.ndarray | None = None, consensus: np.ndarray | None = None,
-                  mode: str = "strict", calibration: bool = False) -> dict:
+                  mode: str = "strict", calibration: bool = False,
+                  foreground_probability: np.ndarray | None = None) -> dict:
     """All metrics of one case (2D or 3D, whole-volume) as a flat dict.
 
     samples (N,*S) int, rater_labels (R,*S) int, rater_mask (R,) bool, rater_predictions (R,*S) int
@@ -240,7 +241,8 @@ def evaluate_case(samples: np.ndarray | None, rater_labels: np.ndarray, rater_ma
     foreground classes) is present when rater_predictions are given. ``calibration`` (with samples)
     adds ECE, Brier and Uncertainty_NCC of the foreground (any class > 0, once per case), the
     "soft_output" flag and the "reliability" bins (calibration.py); summarize turns them into "n/a"
-    for a prediction without soft output.
+    for a prediction without soft output. ``foreground_probability`` (*S): the method's own soft prediction for
+    calibration (a deterministic baseline's softmax), instead of the samples' foreground fraction.
     """
     _check_mode(mode)
     if num_classes < 2:
@@ -276,7 +278,7 @@ def evaluate_case(samples: np.ndarray | None, rater_labels: np.ndarray, rater_ma
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns of missing raters stay NaN
             out["rater_prompt_dice_matrix"] = np.nanmean(mats, 0).tolist()
     if calibration and samples is not None:
-        out.update(calibration_metrics(samples, labels[mask]))
+        out.update(calibration_metrics(samples, labels[mask], foreground_probability=foreground_probability))
     return out
 
 

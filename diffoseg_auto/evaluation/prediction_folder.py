@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -124,9 +125,35 @@ def load_reference(ref_folder: Path, raters: list[str], case: str, file_ending: 
     return labels, mask, ref_props, first
 
 
+class CasePrediction(NamedTuple):
+    samples: np.ndarray | None  # (N, *S) label maps
+    consensus: np.ndarray | None  # (*S)
+    rater_predictions: np.ndarray | None  # (R, *S), one per rater prompt
+    # (*S) the consensus' foreground probability from consensus/<case>.npz (--save_probabilities): a deterministic
+    # baseline's softmax; None without the file (calibration then uses the samples' foreground fraction)
+    foreground_probability: np.ndarray | None = None
+
+
+def load_foreground_probability(pred_folder: Path, case: str, ref_props: dict, ref_file: Path) -> np.ndarray | None:
+    """1 - p(background) of consensus/<case>.npz ('probabilities' (K, *S)), or None when the file is absent."""
+    f = Path(pred_folder) / "consensus" / f"{case}.npz"
+    if not f.is_file():
+        return None
+    try:
+        with np.load(f) as z:
+            probs = np.asarray(z["probabilities"], np.float32)
+    except (OSError, ValueError, KeyError) as e:
+        raise EvaluationInputError(f"{f}: unreadable consensus probabilities ({type(e).__name__}: {e}). Delete it or "
+                                   "predict the case again with --save_probabilities.") from e
+    if probs.ndim < 2 or list(probs.shape[1:]) != list(ref_props["shape"]):
+        raise EvaluationInputError(f"{f}: probabilities have shape {list(probs.shape)}, expected (K, "
+                                   f"{', '.join(map(str, ref_props['shape']))}) as the reference {ref_file}")
+    return np.clip(1.0 - probs[0], 0.0, 1.0)
+
+
 def load_prediction(pred_folder: Path, raters: list[str], case: str, file_ending: str, ref_props: dict,
-                    ref_file: Path) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
-    """samples (N,*S) | None, consensus (*S) | None, rater_predictions (R,*S) | None, checked against the reference geometry."""
+                    ref_file: Path) -> CasePrediction:
+    """What a prediction folder holds of one case (None: absent), checked against the reference geometry."""
     pred_folder = Path(pred_folder)
     samples = None
     sf = pred_folder / "samples" / f"{case}.npz"
@@ -152,4 +179,5 @@ def load_prediction(pred_folder: Path, raters: list[str], case: str, file_ending
             _check_geometry(f, props, ref_props, ref_file)
             preds.append(arr)
         rater_predictions = np.stack(preds).astype(np.uint8)
-    return samples, consensus, rater_predictions
+    return CasePrediction(samples, consensus, rater_predictions,
+                          load_foreground_probability(pred_folder, case, ref_props, ref_file))

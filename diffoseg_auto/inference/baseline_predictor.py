@@ -39,9 +39,14 @@ class BaselinePredictor:
         self.step_size = float(step_size)
         self.mirrors = mirror_combinations(configuration, use_mirroring)
 
-    @torch.no_grad()
     def predict_case(self, data: np.ndarray, num_samples: int, seed: int = 0) -> np.ndarray:
         """``data`` (C, *S) preprocessed image -> (M, *S) uint8 label maps in preprocessed geometry."""
+        return np.argmax(self.predict_probabilities(data, num_samples, seed), axis=1).astype(np.uint8)
+
+    @torch.no_grad()
+    def predict_probabilities(self, data: np.ndarray, num_samples: int, seed: int = 0) -> np.ndarray:
+        """``data`` (C, *S) preprocessed image -> (M, K, *S) float32 softmax probabilities (blended windows, mean
+        over folds and mirrorings) in preprocessed geometry; M outputs as in ``predict_case``."""
         data = np.asarray(data)
         if data.ndim < 3:
             raise ValueError(f"predict_case: data must be channel first (C, *S), got shape {data.shape}")
@@ -69,8 +74,7 @@ class BaselinePredictor:
             for b, sl in enumerate(chunk):
                 acc[(slice(None), slice(None), *sl)] += probs[b]
                 weight_sum[sl] += gauss
-        labels = torch.argmax(acc / weight_sum, dim=1)[(slice(None), *unpad[1:])]
-        return labels.to(torch.uint8).cpu().numpy()
+        return (acc / weight_sum)[(slice(None), slice(None), *unpad[1:])].cpu().numpy().astype(np.float32)
 
     def _window_probs(self, windows: Tensor, eps: Tensor | None) -> Tensor:
         """Mean over folds and mirrorings of the networks' (B, M, K, *P) probabilities."""

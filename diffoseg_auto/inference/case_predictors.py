@@ -33,6 +33,9 @@ class CaseOutputs(NamedTuple):
     """One case's predictions in preprocessed geometry."""
     samples: np.ndarray  # (N, *S) uint8 label maps; the consensus is the argmax of their mean one-hot
     rater_samples: dict[str, np.ndarray] | None  # {rater: (n, *S)}; several samples are merged like the consensus
+    # (K, *S) the consensus probabilities where the method has them beyond its samples: a deterministic baseline's
+    # softmax (its N samples are one label map repeated); None: the mean one-hot of the samples
+    probabilities: np.ndarray | None = None
 
 
 class CasePredictor(Protocol):
@@ -142,10 +145,14 @@ class BaselineCasePredictor:
         return f"{w} window(s) x {m} mirroring(s) x {f} fold(s) x {n} output(s)"
 
     def predict_case(self, case: str, data: np.ndarray) -> CaseOutputs:
-        outputs = self.predictor.predict_case(data, self.num_samples, seed=case_seed(self.seed, case))
+        probs = self.predictor.predict_probabilities(data, self.num_samples, seed=case_seed(self.seed, case))
+        outputs = np.argmax(probs, axis=1).astype(np.uint8)
         samples, rater_preds = self.network.to_predictions(outputs, self.num_samples, len(self.model_raters),
                                                            self.num_classes)
-        return CaseOutputs(samples, {r: rater_preds[self.model_raters.index(r)][None] for r in self.raters} or None)
+        # one deterministic output (the consensus U-Net): its softmax is its soft prediction, for calibration
+        soft = probs[0] if probs.shape[0] == 1 and not self.network.latent_dim else None
+        return CaseOutputs(samples, {r: rater_preds[self.model_raters.index(r)][None] for r in self.raters} or None,
+                           soft)
 
 
 def stage1_checkpoint_name(model_folder: Path, folds: list, checkpoint_name: str) -> str:

@@ -76,13 +76,14 @@ def _predict_cases(predictor: CasePredictor, request: PredictionRequest, plans: 
                 actual = predictor.network_evaluations(data.shape[1:])
                 bar.total += actual - per_case
                 try:
-                    samples, rater_samples = predictor.predict_case(case, data)
+                    samples, rater_samples, soft = predictor.predict_case(case, data)
                     bar.update(actual)
                 except Exception as e:  # e.g. out of memory on one large case: the others still get predicted
                     _record_failure(failures, case, e)
                     continue
+                probabilities = mean_one_hot(samples, K) if soft is None else soft
                 exporter.submit(dict(case=case, output_folder=out, file_ending=ending, properties=properties,
-                                     configuration=cfg, num_classes=K, consensus_probabilities=mean_one_hot(samples, K),
+                                     configuration=cfg, num_classes=K, consensus_probabilities=probabilities,
                                      samples=samples if request.save_samples else None, rater_samples=rater_samples,
                                      save_probabilities=request.save_probabilities))
     if failures:
