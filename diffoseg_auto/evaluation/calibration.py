@@ -26,10 +26,11 @@ anything) has NaN calibration and is left out of the means.
   v does not vary (the raters agree on every pixel): such a case is not averaged. 0 when u does not
   vary but v does: the uncertainty map marks nothing, so it finds none of the disagreement.
 
-A prediction has *soft output* when in at least one of its cases the samples disagree somewhere
-(0 < p < 1). A deterministic method repeats one label map N times, so p is 0 or 1 everywhere: its
-labels are not probabilities, and the three metrics are reported as ``NOT_AVAILABLE`` ("n/a") for
-it, never as numbers. The rule is applied over all cases of a prediction (``mark_without_soft_output``),
+A prediction has *soft output* when in at least one of its cases p is strictly between 0 and 1
+somewhere. A deterministic method repeats one label map N times, so its samples give p = 0 or 1
+everywhere: its labels are not probabilities, and the three metrics are reported as
+``NOT_AVAILABLE`` ("n/a") for it, never as numbers, unless its softmax was saved as the consensus
+probabilities (``foreground_probability`` of ``calibration_metrics``), which then is its p. The rule is applied over all cases of a prediction (``mark_without_soft_output``),
 not per case, so that a stochastic method whose samples collapse on one case is scored there
 (NCC 0) instead of having that case dropped.
 """
@@ -107,11 +108,14 @@ def calibration_metrics(samples: np.ndarray, available_raters: np.ndarray, band:
     """ECE, Brier, Uncertainty_NCC, the soft-output flag and the reliability bins of one case.
 
     samples (N, *S) and available_raters (R, *S) are label maps (only the raters who annotated the case).
-    ``foreground_probability`` (*S): the method's own p where it has one beyond its samples (a deterministic
-    baseline's softmax, saved with --save_probabilities); else p is the samples' foreground fraction.
+    p is the samples' foreground fraction; where the samples do not disagree anywhere in the case (a deterministic
+    baseline repeats one label map) and ``foreground_probability`` (*S) is given (the saved consensus
+    probabilities: that baseline's softmax, written with --save_probabilities), p is that instead.
     Without raters every metric is NaN and the bins are None.
     """
-    p = foreground_fraction(samples) if foreground_probability is None else np.asarray(foreground_probability, float)
+    p = foreground_fraction(samples)
+    if foreground_probability is not None and not np.any((p > 0) & (p < 1)):
+        p = np.asarray(foreground_probability, np.float64)
     out: dict[str, Any] = {SOFT_OUTPUT_KEY: bool(np.any((p > 0) & (p < 1)))}
     if np.asarray(available_raters).shape[0] == 0:
         return {**{k: float("nan") for k in SOFT_METRICS}, **out, RELIABILITY_KEY: None}
