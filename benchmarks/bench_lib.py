@@ -184,16 +184,10 @@ def format_rater_samples_row(r: dict) -> str:
 
 def one_se_choices(steps_rows: list[dict], rater_rows: list[dict]) -> dict:
     """What the one-standard-error rule (planners/sampling_budget.py) picks on these curves."""
-    from planners.sampling_budget import smallest_within_one_se
+    from planners.sampling_budget import SECTIONS, smallest_within_one_se
 
-    out = {}
-    plain = [r for r in steps_rows if not r.get("mirroring")]
-    if plain:
-        out["sampling_steps"] = smallest_within_one_se(plain, "S", "GED")
-    if rater_rows:
-        out["samples_per_rater"] = smallest_within_one_se(rater_rows, "samples_per_rater", "Dice_rater_strict",
-                                                          lower_is_better=False)
-    return out
+    curves = {"sampling_steps": [r for r in steps_rows if not r.get("mirroring")], "samples_per_rater": rater_rows}
+    return {name: smallest_within_one_se(rows, *SECTIONS[name]) for name, rows in curves.items() if rows}
 
 
 def format_sweep_row(r: dict) -> str:

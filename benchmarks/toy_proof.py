@@ -11,6 +11,8 @@ weights), then on fold 0's held-out cases records:
 - the rater x prompt Dice matrix per prompt block (rows: prompt, columns: rater labels), each row's margin
   (diagonal minus the row's best off-diagonal) and mean diagonal minus mean off-diagonal;
 - Stage I GED / Dice_soft against the number of sampling steps S, with the standard error over cases;
+- strict per-rater Dice against the samples per rater prompt (``--samples_per_rater``), and what the one-SE rule
+  picks on both curves (their tables: ``benchmarks/sampling_evidence.py``);
 - Stage I samples are whole masks or not: the fraction of sample foreground that lies in connected components
   of at least 10 pixels.
 
@@ -138,18 +140,6 @@ def run(a: argparse.Namespace) -> None:
     print(f"written {out}")
 
 
-def render_rater_samples(results: list[dict]) -> list[str]:
-    rows = [[f"{r['seed']}{' (tuning)' if r['tuning_seed'] else ''}", row["samples_per_rater"],
-             f"{row['Dice_rater_strict']:.3f} ± {row['Dice_rater_strict_se']:.3f}"]
-            for r in results for row in r.get("stage2_samples_per_rater", [])]
-    if not rows:
-        return []
-    picks = "; ".join(f"seed {r['seed']}: {r.get('one_se_choices')}" for r in results)
-    return ["### Strict per-rater Dice against the samples per rater prompt (mean ± standard error over the held-out "
-            "cases)", "", markdown_table(["seed", "samples per rater", "strict per-rater Dice"], rows), "",
-            f"The one-standard-error rule picks: {picks}", ""]
-
-
 def render(results: list[dict]) -> str:
     """The Markdown tables of results.md from the JSON files of ``run``."""
     steps = [[f"{r['seed']}{' (tuning)' if r['tuning_seed'] else ''}", row["S"], f"{row['GED']:.3f} ± {row['GED_se']:.3f}",
@@ -157,7 +147,6 @@ def render(results: list[dict]) -> str:
              for r in results for row in r["stage1_steps"]]
     lines = ["### Stage I against sampling steps S (mean ± standard error over the held-out cases)", "",
              markdown_table(["seed", "S", "GED", "Dice_soft", "whole-mask fraction"], steps), "",
-             *render_rater_samples(results),
              "### Rater x prompt Dice per prompt block (rows: prompt, columns: rater labels)", ""]
     for r in results:
         raters = r["raters"]

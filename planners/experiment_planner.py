@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 import math
 from copy import deepcopy
+from functools import cached_property
 from typing import Sequence
 
 import numpy as np
@@ -98,6 +99,11 @@ class ExperimentPlanner:
         self.num_channels = len(dataset_json["channel_names"])
         self.num_cases = int(fingerprint["num_cases"])
 
+    @cached_property
+    def sampling_budget(self) -> dict[str, int]:
+        """The one-SE rule's S and samples per rater on the shipped evidence, read once per planner."""
+        return planned_sampling_budget()
+
     # ------------------------------------------------------------------ dataset-level rules
     def determine_target_spacing(self) -> list[float]:
         return target_spacing_from_fingerprint(self.fingerprint["spacings"], self.fingerprint["shapes_after_crop"])
@@ -183,7 +189,7 @@ class ExperimentPlanner:
     def diffusion(self, patch_size: Sequence[int]) -> DiffusionPlan:
         return DiffusionPlan(num_timesteps=self.num_timesteps, schedule="cosine",
                              schedule_shift=schedule_shift_for_patch(patch_size),
-                             sampling_steps=self.sampling_steps or planned_sampling_budget()["sampling_steps"],
+                             sampling_steps=self.sampling_steps or self.sampling_budget["sampling_steps"],
                              num_samples=num_samples_for_raters(self.num_raters), final_step="denoise",
                              x0_given_xt="bayes")
 
@@ -203,7 +209,7 @@ class ExperimentPlanner:
 
     def stage2(self) -> Stage2Plan:
         return Stage2Plan(num_samples_per_rater=self.num_samples_per_rater
-                          or planned_sampling_budget()["samples_per_rater"])
+                          or self.sampling_budget["samples_per_rater"])
 
     def build_configuration(self, name: str, data_spacing: list[float], net_spacing: list[float],
                             median_shape: list[int], slice_axis: int | None = None) -> ConfigurationPlan:

@@ -30,8 +30,8 @@ A prediction has *soft output* when in at least one of its cases p is strictly b
 somewhere. A deterministic method repeats one label map N times, so its samples give p = 0 or 1
 everywhere: its labels are not probabilities, and the three metrics are reported as
 ``NOT_AVAILABLE`` ("n/a") for it, never as numbers, unless its softmax was saved as the consensus
-probabilities (``foreground_probability`` of ``calibration_metrics``), which then is its p. The rule is applied over all cases of a prediction (``mark_without_soft_output``),
-not per case, so that a stochastic method whose samples collapse on one case is scored there
+probabilities (``foreground_probability`` of ``calibration_metrics``), which then is its p. The rule
+is applied over all cases of a prediction (``mark_without_soft_output``), not per case, so that a stochastic method whose samples collapse on one case is scored there
 (NCC 0) instead of having that case dropped.
 """
 from __future__ import annotations
