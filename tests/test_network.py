@@ -343,7 +343,7 @@ def test_rater_input_map_and_pointwise_head_equal_the_plain_convolutions(dims):
 
 
 def test_channels_last_instance_norm_equals_the_stock_instance_norm():
-    from diffoseg_auto.network.blocks import ChannelsLastInstanceNorm2d
+    from diffoseg_auto.network.blocks import ChannelsLastInstanceNorm2d, film
 
     torch.manual_seed(0)
     norm = ChannelsLastInstanceNorm2d(6, eps=1e-5, affine=True)
@@ -366,6 +366,20 @@ def test_channels_last_instance_norm_equals_the_stock_instance_norm():
         out16 = norm(x.bfloat16())
     assert out16.dtype == torch.bfloat16 and out16.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(out16.float(), expected, atol=0.05, rtol=0.02)
+    # the FiLM that follows a stage's first norm, folded into the same pass, in both precisions
+    params = torch.randn(3, 12)
+    with torch.no_grad():
+        expected_film = film(expected, params)
+        out_film = norm.forward_film(x, params)
+        out_film16 = norm.forward_film(x.bfloat16(), params)
+    assert out_film.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out_film, expected_film, atol=1e-5, rtol=1e-5)
+    assert out_film16.dtype == torch.bfloat16
+    torch.testing.assert_close(out_film16.float(), expected_film, atol=0.1, rtol=0.02)
+    # without affine parameters
+    plain, stock_plain = ChannelsLastInstanceNorm2d(6, affine=False), nn.InstanceNorm2d(6, affine=False)
+    with torch.no_grad():
+        torch.testing.assert_close(plain(x), stock_plain(x.contiguous()), atol=1e-5, rtol=1e-5)
     # training (grad enabled) takes the stock path and still matches, with gradients
     x.requires_grad_(True)
     out_train = norm(x)

@@ -132,10 +132,14 @@ class DiffOSegPredictor:
             weight_sum[sl] += gauss
         weight_sum = weight_sum.reciprocal_()
 
-        denoise_fn = self.full_image_denoiser(image, windows, gauss, weight_sum, raters, n_samples)
         generator = torch.Generator(device=self.device).manual_seed(int(seed))
-        labels = self.diffusion.sample(denoise_fn, (n_samples, K, *spatial), int(sampling_steps), final_step=final_step,
-                                       generator=generator, device=self.device)
+        # one autocast region for the whole case: autocast casts each float32 weight once and reuses the cast
+        # until the outermost region ends, instead of at every step's network call. The diffusion math in the
+        # region is elementwise float32, which autocast leaves alone.
+        with autocast(self.device, self.amp_dtype):
+            denoise_fn = self.full_image_denoiser(image, windows, gauss, weight_sum, raters, n_samples)
+            labels = self.diffusion.sample(denoise_fn, (n_samples, K, *spatial), int(sampling_steps),
+                                           final_step=final_step, generator=generator, device=self.device)
         labels = labels[(slice(None), *unpad[1:])]
         return labels.to(torch.uint8).cpu().numpy()
 
