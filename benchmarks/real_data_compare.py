@@ -167,6 +167,14 @@ def trained_seconds(folder: Path, fold: int) -> dict:
     return out
 
 
+def soft_consensus(trainer: str) -> bool:
+    """Whether the method's one deterministic output has a softmax that its samples do not show (the consensus
+    U-Net): only then are the consensus probabilities saved."""
+    from diffoseg_auto.training.trainer_registry import get_trainer_class
+
+    return bool(getattr(getattr(get_trainer_class(trainer), "network_class", None), "soft_consensus", False))
+
+
 def predict_fold(a: argparse.Namespace, trainer: str, fold: int, val_images: Path, cases: list[str]) -> dict:
     """diffoseg_predict on the fold's held-out images into fold_<f>/val_predictions (skipped when complete;
     an incomplete or retrained fold's earlier predictions are replaced)."""
@@ -179,7 +187,7 @@ def predict_fold(a: argparse.Namespace, trainer: str, fold: int, val_images: Pat
     t0 = time.time()
     predict_from_folder(val_images, out, a.dataset_id, a.configuration, [fold], trainer=trainer, plans=PLANS,
                         num_samples=a.num_samples, sampling_steps=a.sampling_steps, save_samples=True, device="cpu",
-                        save_probabilities=True,  # a deterministic baseline's softmax: its calibration (issue 20)
+                        save_probabilities=soft_consensus(trainer),  # that softmax is its calibration (issue 20)
                         use_mirroring=a.tta, num_processes_preprocessing=1, num_processes_export=1, overwrite=True)
     return {"seconds_per_image": round((time.time() - t0) / max(1, len(cases)), 2), "reused": False}
 

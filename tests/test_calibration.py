@@ -240,3 +240,25 @@ def test_a_deterministic_prediction_with_its_softmax_is_scored_on_the_softmax(fo
     np.savez_compressed(bad / "consensus" / "c1.npz", probabilities=np.zeros((2, 3, 3), np.float16))
     with pytest.raises(Exception, match=r"c1.npz: probabilities have shape \[2, 3, 3\]"):
         evaluate_folder(ref, bad)
+
+
+def test_the_saved_softmax_is_read_only_where_the_samples_do_not_disagree(folders):
+    """Samples with a spread of their own are the prediction's p: their consensus/<case>.npz is not even read (a
+    broken one does not stop the evaluation), while samples repeating one map read it."""
+    from diffoseg_auto.evaluation.calibration import samples_disagree
+
+    assert samples_disagree(np.stack([cols(0), cols(0, 1)])) and not samples_disagree(np.stack([cols(0)] * 3))
+    ref, tmp = folders
+    pred = tmp / "spread"
+    _predict(pred, {"c1": [cols(0), cols(0, 1)], "c2": [cols(0)] * 2})
+    (pred / "consensus").mkdir()
+    for c in ("c1", "c2"):  # the wrong shape: an error wherever it is read
+        np.savez_compressed(pred / "consensus" / f"{c}.npz", probabilities=np.zeros((2, 3, 3), np.float16))
+    with pytest.raises(Exception, match=r"c2.npz: probabilities have shape"):
+        evaluate_folder(ref, pred)
+    (pred / "consensus" / "c2.npz").unlink()
+    s = evaluate_folder(ref, pred)  # c1's broken file is never read: the same scores as without it
+    plain = tmp / "plain"
+    _predict(plain, {"c1": [cols(0), cols(0, 1)], "c2": [cols(0)] * 2})
+    assert s["metrics"] == evaluate_folder(ref, plain)["metrics"]
+    assert s["metrics"]["ECE"] == pytest.approx(evaluate_folder(ref, plain)["metrics"]["ECE"])

@@ -59,6 +59,13 @@ def foreground_fraction(label_maps: np.ndarray) -> np.ndarray:
     return (maps > 0).sum(0) / maps.shape[0]
 
 
+def samples_disagree(samples: np.ndarray) -> bool:
+    """Whether the samples' foreground fraction is strictly between 0 and 1 somewhere (soft output of their own);
+    where it is not, a saved softmax is the prediction's p (``calibration_metrics``)."""
+    p = foreground_fraction(samples)
+    return bool(np.any((p > 0) & (p < 1)))
+
+
 def counted_region(p: np.ndarray, q: np.ndarray, band: int = BAND) -> np.ndarray:
     """Pixels within ``band`` voxels (chessboard distance) of a pixel where p > 0 or q > 0."""
     support = (np.asarray(p) > 0) | (np.asarray(q) > 0)
@@ -114,7 +121,7 @@ def calibration_metrics(samples: np.ndarray, available_raters: np.ndarray, band:
     Without raters every metric is NaN and the bins are None.
     """
     p = foreground_fraction(samples)
-    if foreground_probability is not None and not np.any((p > 0) & (p < 1)):
+    if foreground_probability is not None and not samples_disagree(samples):
         p = np.asarray(foreground_probability, np.float64)
     out: dict[str, Any] = {SOFT_OUTPUT_KEY: bool(np.any((p > 0) & (p < 1)))}
     if np.asarray(available_raters).shape[0] == 0:

@@ -16,6 +16,7 @@ from typing import NamedTuple
 import numpy as np
 
 from diffoseg_auto.errors import UserError
+from diffoseg_auto.evaluation.calibration import samples_disagree
 from diffoseg_auto.io.image_io import SUPPORTED_FILE_ENDINGS, file_ending_of, geometry_matches, read_seg
 from diffoseg_auto.utilities.file_ops import load_json
 
@@ -179,5 +180,7 @@ def load_prediction(pred_folder: Path, raters: list[str], case: str, file_ending
             _check_geometry(f, props, ref_props, ref_file)
             preds.append(arr)
         rater_predictions = np.stack(preds).astype(np.uint8)
-    return CasePrediction(samples, consensus, rater_predictions,
-                          load_foreground_probability(pred_folder, case, ref_props, ref_file))
+    # the saved softmax is read only where calibration uses it: samples that do not disagree (or no samples)
+    soft = (load_foreground_probability(pred_folder, case, ref_props, ref_file)
+            if samples is None or not samples_disagree(samples) else None)
+    return CasePrediction(samples, consensus, rater_predictions, soft)

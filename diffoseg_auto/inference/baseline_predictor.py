@@ -25,6 +25,11 @@ from diffoseg_auto.plans.plans import ConfigurationPlan
 WINDOWS_PER_CALL = 4  # windows per forward pass of a deterministic network
 
 
+def labels_of(probabilities: np.ndarray) -> np.ndarray:
+    """(M, K, *S) class probabilities -> (M, *S) uint8 label maps."""
+    return np.argmax(probabilities, axis=1).astype(np.uint8)
+
+
 class BaselinePredictor:
     def __init__(self, network: BaselineNetwork | Sequence[BaselineNetwork], configuration: ConfigurationPlan,
                  device: torch.device | str = "cpu", use_mirroring: bool = True, step_size: float = 0.5):
@@ -41,7 +46,7 @@ class BaselinePredictor:
 
     def predict_case(self, data: np.ndarray, num_samples: int, seed: int = 0) -> np.ndarray:
         """``data`` (C, *S) preprocessed image -> (M, *S) uint8 label maps in preprocessed geometry."""
-        return np.argmax(self.predict_probabilities(data, num_samples, seed), axis=1).astype(np.uint8)
+        return labels_of(self.predict_probabilities(data, num_samples, seed))
 
     @torch.no_grad()
     def predict_probabilities(self, data: np.ndarray, num_samples: int, seed: int = 0) -> np.ndarray:

@@ -16,7 +16,7 @@ from typing import NamedTuple, Protocol, Sequence
 import numpy as np
 import torch
 
-from diffoseg_auto.inference.baseline_predictor import BaselinePredictor
+from diffoseg_auto.inference.baseline_predictor import BaselinePredictor, labels_of
 from diffoseg_auto.inference.model_loading import ModelLoadError, has_stage2, load_trained_model
 from diffoseg_auto.inference.model_loading import model_raters as model_raters_of
 from diffoseg_auto.inference.prediction_request import PredictionError, PredictionRequest
@@ -146,11 +146,9 @@ class BaselineCasePredictor:
 
     def predict_case(self, case: str, data: np.ndarray) -> CaseOutputs:
         probs = self.predictor.predict_probabilities(data, self.num_samples, seed=case_seed(self.seed, case))
-        outputs = np.argmax(probs, axis=1).astype(np.uint8)
-        samples, rater_preds = self.network.to_predictions(outputs, self.num_samples, len(self.model_raters),
+        samples, rater_preds = self.network.to_predictions(labels_of(probs), self.num_samples, len(self.model_raters),
                                                            self.num_classes)
-        # one deterministic output (the consensus U-Net): its softmax is its soft prediction, for calibration
-        soft = probs[0] if probs.shape[0] == 1 and not self.network.latent_dim else None
+        soft = probs[0] if self.network.soft_consensus else None
         return CaseOutputs(samples, {r: rater_preds[self.model_raters.index(r)][None] for r in self.raters} or None,
                            soft)
 

@@ -10,6 +10,8 @@ from torch import Tensor, nn
 class BaselineNetwork(nn.Module, ABC):
     """``latent_dim`` > 0: stochastic, one latent draw eps[n] per sample n (shared by all windows)."""
     latent_dim = 0
+    # True: one deterministic output whose softmax is the method's soft consensus (its calibration, issue 20)
+    soft_consensus = False
 
     @abstractmethod
     def window_probabilities(self, x: Tensor, eps: Tensor | None) -> Tensor:

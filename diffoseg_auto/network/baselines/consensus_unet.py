@@ -12,6 +12,8 @@ from diffoseg_auto.plans.plans import Plans
 
 
 class ConsensusUNet(BaselineNetwork):
+    soft_consensus = True
+
     def __init__(self, plans: Plans, configuration: str):
         super().__init__()
         self.unet = plain_unet(plans, configuration, plans.num_classes)
