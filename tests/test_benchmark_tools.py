@@ -18,7 +18,7 @@ BENCHMARKS = ROOT / "benchmarks"
 # tool -> its subcommands ([] : none)
 TOOLS = {"speed.py": ["preprocess", "train", "sampling", "profile", "prediction"], "toy_proof.py": ["run", "render"],
          "real_data.py": ["compare", "steps", "prompt_blocks", "budget_sweep"], "real_data_comparison.py": [],
-         "gpu_train_check.py": [], "new_rater_proof.py": [], "sampling_evidence.py": []}
+         "gpu_train_check.py": [], "new_rater_proof.py": [], "sampling_evidence.py": [], "fill_markers.py": []}
 HELP_CASES = [(tool, [sub] if sub else []) for tool, subs in TOOLS.items() for sub in [None, *subs]]
 DOCUMENTS = [BENCHMARKS / "README.md", ROOT / "documentation" / "results.md"]
 SHELL_ENDS = {">", ">>", "2>&1", "&", "&&", "|", ";"}
@@ -78,3 +78,22 @@ def test_documented_commands_are_found():
            "Inline: `python benchmarks/speed.py train --plans PLANS` and `speed.py sampling` (not a command line).\n"
     assert documented_commands(text) == [("real_data.py", ["compare", "-d", "100", "--out", "/tmp/x"]),
                                          ("speed.py", ["train", "--plans", "PLANS"])]
+
+
+def test_fill_markers_replaces_only_its_block(tmp_path):
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        fill_markers = importlib.import_module("fill_markers")
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    doc = tmp_path / "doc.md"
+    doc.write_text("a\n<!-- begin T -->\nold\nrows\n<!-- end T -->\nb <!-- begin U -->\nkeep\n<!-- end U -->\n")
+    table = tmp_path / "t.md"
+    table.write_text("| x |\n|---|\n| 1 |\n\n")
+    fill_markers.main([str(doc), f"T={table}"])
+    assert doc.read_text() == ("a\n<!-- begin T -->\n| x |\n|---|\n| 1 |\n<!-- end T -->\n"
+                               "b <!-- begin U -->\nkeep\n<!-- end U -->\n")
+    with pytest.raises(ValueError, match="marker 'V'"):
+        fill_markers.fill(doc.read_text(), "V", "x")
+    with pytest.raises(SystemExit, match="NAME=FILE"):
+        fill_markers.main([str(doc), "T"])
