@@ -11,7 +11,7 @@ import pytest
 from diffoseg_auto.dataset.raw_dataset import write_dataset_json
 from diffoseg_auto.evaluation.benchmark_entrypoint import main
 from diffoseg_auto.evaluation.comparison_report import compare_methods
-from diffoseg_auto.evaluation.method_comparison import AREA_SPEARMAN, EMPTY, INTER_RATER, MAJORITY
+from diffoseg_auto.evaluation.method_comparison import AREA_SPEARMAN, EMPTY, INTER_RATER, MAJORITY, MAJORITY_DICE
 from diffoseg_auto.results_layout import VAL_PREDICTIONS
 from diffoseg_auto.io.image_io import write_image, write_seg
 from diffoseg_auto.utilities.file_ops import save_json
@@ -35,6 +35,7 @@ LABELS = {"c1": {"a": cols(0, 1), "b": cols(0), "c": cols(0, 1, 2)},
 # method A: two samples and a per-rater prediction; method B: samples only (no raters/ folder)
 METHODS = {"FakeATrainer": (np.stack([cols(0), cols(0, 1)]), {"a": cols(0, 1), "b": cols(0), "c": cols(0)}),
            "FakeBTrainer": (np.stack([cols(), cols(3)]), None)}
+CONSENSUS = {"FakeATrainer": cols(0)}  # method A's consensus label map (consensus/), B has none
 
 
 # ---- independent strict-mode definitions
@@ -116,6 +117,8 @@ def comparison_data(env_folders):
                 np.savez(out / "samples" / f"{case}.npz", samples=samples)
                 for r, m in (per_rater or {}).items():
                     write_seg(m, PROPS, out / "raters" / r / f"{case}.nii.gz")
+                if tr in CONSENSUS:
+                    write_seg(CONSENSUS[tr], PROPS, out / "consensus" / f"{case}.nii.gz")
     return env_folders
 
 
@@ -142,6 +145,13 @@ def test_method_table_has_known_values_and_the_reference_rows(comparison_data, t
     assert got["mean"] == pytest.approx(-0.5) and got["num_folds"] == 1
     for row in (EMPTY, MAJORITY, "FakeB"):
         assert (row, AREA_SPEARMAN) not in strict.index
+    # Dice of the consensus to the raters' majority: A's cols(0) against c1..c4's majorities cols(0, 1), cols(3)
+    # (col 2 is a tie of two raters: background), cols(1, 2), cols(0); the majority row scores 1, all-empty 0
+    folds = [[dice(cols(0), majority(np.stack(list(LABELS[c].values())))) for c in split["val"]] for split in SPLITS]
+    assert np.allclose(folds, [[2 / 3, 0], [0, 1]])
+    assert strict.loc[("FakeA", MAJORITY_DICE), "mean"] == pytest.approx((1 / 3 + 1 / 2) / 2)
+    assert strict.loc[(MAJORITY, MAJORITY_DICE), "mean"] == 1.0 and strict.loc[(EMPTY, MAJORITY_DICE), "mean"] == 0.0
+    assert ("FakeB", MAJORITY_DICE) not in strict.index
     # all-empty: Dice_max is 1 only on c4 (rater b is empty there), so fold 0 scores 0 and fold 1 scores 0.5
     assert strict.loc[(EMPTY, "Dice_max"), "mean"] == pytest.approx(0.25)
 

@@ -19,6 +19,10 @@ by foreground area as their own masks do? Spearman's rho between each rater's me
 area over the fold's cases and the mean area of the masks that rater drew (cases they annotated); NaN
 when either side is constant (a method that gives every rater the same mask has no ranking).
 
+``Dice_consensus_majority``: the Dice of the method's consensus label map (consensus/) to the case's raters'
+majority vote, a plain segmentation-quality column (1 for the majority row by construction; NaN for the
+inter-rater row, which has no consensus).
+
 ``ECE``, ``Brier``, ``Uncertainty_NCC`` (calibration.py, the same in both modes): per fold over the fold's
 cases; NaN (shown "n/a") for a row without soft output (a deterministic method, the trivial rows). The
 reliability bins of every row with soft output are pooled over the cases of all folds for its diagram.
@@ -51,8 +55,9 @@ logger = logging.getLogger(__name__)
 
 EMPTY, MAJORITY, INTER_RATER = "all-empty", "raters' majority repeated", "inter-rater"
 AREA_SPEARMAN = "Rater_area_spearman"
+MAJORITY_DICE = "Dice_consensus_majority"
 METRICS = ("GED", "Dice_soft", "Dice_match", "Dice_max", "Dice_rater_strict", "Dice_rater_dpersona", AREA_SPEARMAN,
-           *SOFT_METRICS)
+           MAJORITY_DICE, *SOFT_METRICS)
 COLUMNS = ["dataset", "configuration", "method", "fold", "num_cases", "mode", "metric", "value"]
 
 
