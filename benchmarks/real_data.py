@@ -7,6 +7,10 @@
     python benchmarks/real_data.py compare -d 100 -c 2d -f 0 1 2 3 4 --time_budget 0.5 --out /tmp/cmp_lidc_tb
     # Stage I against the number of sampling steps (and mirroring TTA) of a trained fold
     python benchmarks/real_data.py steps --work /tmp/lidc -d 100 -c 2d -f 0 --steps 5 10 25 50 --tta
+    # keep every scored fold in the repository (runs of several sessions add up), and merge the records
+    python benchmarks/real_data.py compare -d 100 -c 2d -f 0 1 --time_budget 0.5 --out /tmp/cmp_lidc_tb \
+        --record documentation/experiments/records
+    python benchmarks/real_data.py records documentation/experiments/records/Dataset100_LIDC/2d_0.5h_*
     # the paper's Stage II prompt block against the default from the same Stage I (after compare, same --work)
     python benchmarks/real_data.py prompt_blocks --work /tmp/lidc -d 100 -c 2d -f 0 1 2 3 4 --out /tmp/blocks
 
@@ -36,6 +40,7 @@ from pathlib import Path
 from bench_lib import one_thread_default, set_env
 from real_data_blocks import prompt_blocks
 from real_data_compare import add_compare_arguments, compare
+from real_data_records import add_records_parser
 from real_data_steps import steps
 from real_data_sweep import budget_sweep
 
@@ -90,6 +95,7 @@ def build_parser(prog: str = "benchmarks/real_data.py") -> argparse.ArgumentPars
     w.add_argument("--work", default=None, help="the runs' --work folder (else the environment's folders)")
     w.add_argument("--md", default=None, help="also write the table to this file")
     w.set_defaults(func=lambda a: (set_env(Path(a.work)) if a.work else None, budget_sweep(a)))
+    add_records_parser(sub)
     return p
 
 

@@ -240,6 +240,24 @@ def run_fold(a: argparse.Namespace, fold: int, work: Path, log: dict) -> None:
         print(f"fold {fold} {trainer}: {json.dumps(entry)}", flush=True)
 
 
+def record(a: argparse.Namespace, fold: int, out: Path, log: dict) -> None:
+    """The fold's scored rows (compare's method_comparison_per_fold.csv) and their provenance into --record."""
+    import pandas as pd
+
+    from diffoseg_auto.dataset.raw_dataset import RawDataset
+    from diffoseg_auto.paths import raw_root
+    from diffoseg_auto.utilities.dataset_name_id import resolve_dataset_name
+    from real_data_records import record_fold
+
+    per_fold = out / "method_comparison_per_fold.csv"
+    if not per_fold.is_file():
+        return
+    raters = RawDataset(raw_root() / resolve_dataset_name(a.dataset_id)).raters
+    record_fold(Path(a.record), pd.read_csv(per_fold), fold,
+                {"command": a.command_line, "time_budget_hours": a.time_budget, "minutes_per_method": a.minutes,
+                 "raters": raters, "methods": {tr: log.get(tr, {}).get(str(fold)) for tr in a.tr}})
+
+
 def add_compare_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-d", "--dataset_id", type=int, required=True)
     p.add_argument("-c", "--configuration", required=True)
@@ -270,6 +288,9 @@ def add_compare_arguments(p: argparse.ArgumentParser) -> None:
                    help="also predict every learning-curve checkpoint of each fold and write learning_curves.* to --out")
     p.add_argument("--tta", action="store_true", help="mirroring test-time augmentation when predicting")
     p.add_argument("--retrain", action="store_true", help="train and predict again even where results exist")
+    p.add_argument("--record", default=None, metavar="DIR",
+                   help="also keep every scored fold as DIR/<Dataset>/<configuration>/fold_<f>.csv/.json "
+                        "(real_data_records.py: commit them, and runs of several sessions add up)")
 
 
 def compare(a: argparse.Namespace) -> None:
@@ -305,6 +326,8 @@ def compare(a: argparse.Namespace) -> None:
         run_fold(a, fold, work, log)
         compare_methods([a.dataset_id], [a.configuration], a.folds[:i + 1], a.tr, out, PLANS, figures=True,
                         num_samples=a.num_samples)
+        if a.record:
+            record(a, fold, out, log)
         (out / "run.json").write_text(json.dumps({"command": a.command_line, "configuration": a.configuration,
                                                   "time_budget_hours": a.time_budget,
                                                   "minutes_per_method_and_fold": a.minutes,

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = ROOT / "benchmarks"
 # tool -> its subcommands ([] : none)
 TOOLS = {"speed.py": ["preprocess", "train", "sampling", "profile", "prediction"], "toy_proof.py": ["run", "render"],
-         "real_data.py": ["compare", "steps", "prompt_blocks", "budget_sweep"], "real_data_comparison.py": [],
+         "real_data.py": ["compare", "steps", "prompt_blocks", "budget_sweep", "records"], "real_data_comparison.py": [],
          "gpu_train_check.py": [], "new_rater_proof.py": [], "sampling_evidence.py": [], "fill_markers.py": []}
 HELP_CASES = [(tool, [sub] if sub else []) for tool, subs in TOOLS.items() for sub in [None, *subs]]
 DOCUMENTS = [BENCHMARKS / "README.md", ROOT / "documentation" / "results.md"]
@@ -97,3 +97,36 @@ def test_fill_markers_replaces_only_its_block(tmp_path):
         fill_markers.fill(doc.read_text(), "V", "x")
     with pytest.raises(SystemExit, match="NAME=FILE"):
         fill_markers.main([str(doc), "T"])
+
+
+def test_fold_records_add_up_to_the_comparison_table(tmp_path):
+    """Folds recorded by different runs merge into the same mean ± std table that compare writes; a fold recorded
+    again replaces its record; a file that is not a record is named, not a traceback."""
+    import pandas as pd
+
+    from diffoseg_auto.evaluation.method_comparison import COLUMNS
+
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        records = importlib.import_module("real_data_records")
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+    def long(fold, ged_a, ged_b):
+        return pd.DataFrame([["Dataset009_X", "2d", m, fold, 3, "strict", "GED", v] for m, v in (("A", ged_a), ("B", ged_b))],
+                            columns=COLUMNS)
+
+    rec = tmp_path / "records"
+    records.record_fold(rec, long(0, 0.9, 0.5), 0, {"command": "run one", "raters": ["r1", "r2"]})
+    records.record_fold(rec, pd.concat([long(0, 0.0, 0.0), long(1, 0.7, 0.3)]), 1, {"command": "run two"})
+    folder = rec / "Dataset009_X" / "2d"
+    assert sorted(f.name for f in folder.iterdir()) == ["fold_0.csv", "fold_0.json", "fold_1.csv", "fold_1.json"]
+    text = records.merged_markdown([folder])
+    assert "(folds 0, 1)" in text
+    assert "| A | 0.8000 ± 0.1414 |" in text and "| B | 0.4000 ± 0.1414 |" in text  # fold 1's run kept fold 0 out
+    assert "`run one`" in text and "`run two`" in text
+    records.record_fold(rec, long(1, 0.9, 0.5), 1, {"command": "run three"})  # fold 1 again: replaced
+    assert "| A | 0.9000 ± 0.0000 |" in records.merged_markdown([folder])
+    (folder / "fold_2.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(SystemExit, match="fold_2.csv: not a fold record"):
+        records.merged_markdown([folder])

@@ -1,0 +1,103 @@
+"""real_data.py records: a compare run's scored folds kept as small files in the repository, and the methods x
+metrics tables merged from them.
+
+A converged 5-fold comparison takes more CPU hours than one session has, and a session's work folder (models,
+predictions) does not survive it. ``compare --record DIR`` therefore writes, after every fold, that fold's scored
+rows (every method, the trivial and the inter-rater rows; the long table of diffoseg_benchmark) and what produced
+them:
+
+    DIR/<Dataset>/<configuration>/fold_<f>.csv    dataset, configuration, method, fold, num_cases, mode, metric, value
+    DIR/<Dataset>/<configuration>/fold_<f>.json   revision, command, date, raters, the methods' training entries
+
+Committed, the records of several sessions add up: ``real_data.py records DIR/<Dataset>/<configuration> ...`` merges
+their folds into the same table ``compare`` writes (mean ± std over the recorded folds). A fold recorded again
+replaces its record.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import subprocess
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pandas loads numpy: real_data.py sets one thread first
+    import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def revision() -> str:
+    return subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                          text=True).stdout.strip() or "unknown"
+
+
+def record_fold(record_dir: Path, per_fold: "pd.DataFrame", fold: int, info: dict) -> list[Path]:
+    """Write the rows of ``fold`` of each (dataset, configuration) in ``per_fold`` (method_comparison_per_fold.csv)
+    and ``info`` to their record files; returns the CSV files written."""
+    from diffoseg_auto.utilities.file_ops import atomic_write, save_json
+
+    rows = per_fold[per_fold["fold"] == fold]
+    written = []
+    for (ds, cfg), sub in rows.groupby(["dataset", "configuration"], sort=False):
+        folder = Path(record_dir) / ds / cfg
+        csv = folder / f"fold_{fold}.csv"
+        atomic_write(csv, lambda p, sub=sub: sub.to_csv(p, index=False))
+        save_json({**info, "revision": revision(), "date": datetime.date.today().isoformat()},
+                  folder / f"fold_{fold}.json")
+        written.append(csv)
+    return written
+
+
+def load_records(folders: list[Path]) -> tuple["pd.DataFrame", dict[str, list[str]], dict[str, dict]]:
+    """(the long table of every recorded fold, dataset -> raters, 'dataset/configuration/fold' -> its info)."""
+    import pandas as pd
+
+    from diffoseg_auto.evaluation.method_comparison import COLUMNS
+    from diffoseg_auto.utilities.file_ops import load_json
+
+    longs, raters, infos = [], {}, {}
+    for folder in folders:
+        files = sorted(Path(folder).glob("fold_*.csv"))
+        if not files:
+            raise SystemExit(f"{folder}: no fold_<f>.csv record; give folders that compare --record wrote")
+        for f in files:
+            long = pd.read_csv(f)
+            if list(long.columns) != COLUMNS:
+                raise SystemExit(f"{f}: not a fold record (columns {list(long.columns)}, expected {COLUMNS}); "
+                                 "delete it or record the fold again with compare --record")
+            info = load_json(f.with_suffix(".json")) if f.with_suffix(".json").is_file() else {}
+            for ds in long["dataset"].unique():
+                raters[ds] = info.get("raters", raters.get(ds, []))
+            infos[f"{Path(folder).parent.name}/{Path(folder).name}/{f.stem}"] = info
+            longs.append(long)
+    return pd.concat(longs, ignore_index=True), raters, infos
+
+
+def merged_markdown(folders: list[Path]) -> str:
+    """The method comparison of every recorded fold of ``folders``, and where each fold's numbers come from."""
+    from diffoseg_auto.evaluation.method_comparison import aggregate, comparison_markdown
+
+    long, raters, infos = load_records(folders)
+    folds = {ds: sorted(int(f) for f in sub["fold"].unique()) for ds, sub in long.groupby("dataset")}
+    lines = [comparison_markdown(aggregate(long), raters, folds), "Records (fold: revision, date, command):", ""]
+    lines += [f"- {k}: {v.get('revision', '?')}, {v.get('date', '?')}, `{v.get('command', '?')}`"
+              for k, v in sorted(infos.items())]
+    return "\n".join(lines) + "\n"
+
+
+def records(a: argparse.Namespace) -> None:
+    text = merged_markdown([Path(f) for f in a.folders])
+    print(text)
+    if a.md:
+        from diffoseg_auto.utilities.file_ops import atomic_write_text
+
+        atomic_write_text(Path(a.md), text)
+
+
+def add_records_parser(sub) -> None:
+    r = sub.add_parser("records", help="the method comparison merged from compare --record files",
+                       description=__doc__.splitlines()[0])
+    r.add_argument("folders", nargs="+", help="record folders DIR/<Dataset>/<configuration>")
+    r.add_argument("--md", default=None, help="also write the merged tables to this file")
+    r.set_defaults(func=records)
