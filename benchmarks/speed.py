@@ -78,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--steps", type=int, default=None, help="our sampling steps (default: the plans' S)")
     c.add_argument("--repeats", type=int, default=1, help="timed runs per network, alternating; the median is reported")
     c.add_argument("--json_out", default=None)
+    c.add_argument("--md", default=None, help="also write the speed-up table (Markdown) to this file")
+    c.add_argument("--render", nargs="+", default=None, metavar="JSON",
+                   help="only render the table from these --json_out files (e.g. one run per precision)")
 
     c = command("profile", profile, "one sampling step of the planned '2d' decoder per precision: operator self CPU "
                 "time (torch.profiler), the dtypes each operator ran in under autocast, and the share of layout and "

@@ -75,7 +75,33 @@ def median_row(rows: list[dict]) -> dict:
             "cpu_seconds_runs": [r["cpu_seconds"] for r in rows], "wall_seconds_runs": [r["wall_seconds"] for r in rows]}
 
 
+def speedup_markdown(results: list[dict]) -> str:
+    """The speed-up table of results.md from one or more ``sampling --json_out`` outputs (e.g. one per precision,
+    run side by side): per precision, ours and the reference's median CPU seconds and every run's."""
+    from bench_lib import markdown_table
+
+    rows = []
+    for result in results:
+        for run in result["runs"]:
+            ours, ref = run["rows"][0], run["rows"][1]
+            rows.append([f"`{run['precision']}`", f"{ours['cpu_seconds']} (S = {ours['sampling_steps']})",
+                         f"{ref['cpu_seconds']} ({ref['sampling_steps']} steps)", f"**{run['speedup_cpu']}x**", str(ours["cpu_seconds_runs"]),
+                         str(ref["cpu_seconds_runs"])])
+            for extra in run["rows"][2:]:  # --with_compile
+                rows.append([f"`{run['precision']}`, torch.compile", f"{extra['cpu_seconds']} (S = {extra['sampling_steps']})",
+                             f"{ref['cpu_seconds']} ({ref['sampling_steps']} steps)", f"**{extra['speedup_cpu']}x**",
+                             "(one run)", ""])
+    return markdown_table(["precision", "ours: CPU s", "the paper's configuration: CPU s",
+                           "speed-up, CPU time", "ours, each run", "reference, each run"], rows) + "\n"
+
+
 def sampling(a: argparse.Namespace) -> None:
+    if a.render:
+        text = speedup_markdown([json.loads(Path(f).read_text()) for f in a.render])
+        print(text)
+        if a.md:
+            Path(a.md).write_text(text)
+        return
     import torch
 
     from diffoseg_auto.plans.plans import load_plans
@@ -107,6 +133,8 @@ def sampling(a: argparse.Namespace) -> None:
     print(text)
     if a.json_out:
         Path(a.json_out).write_text(text)
+    if a.md:
+        Path(a.md).write_text(speedup_markdown([result]))
 
 
 # ================================================================ profile: one sampling step, bf16 against fp32

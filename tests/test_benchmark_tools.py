@@ -130,3 +130,20 @@ def test_fold_records_add_up_to_the_comparison_table(tmp_path):
     (folder / "fold_2.csv").write_text("a,b\n1,2\n")
     with pytest.raises(SystemExit, match="fold_2.csv: not a fold record"):
         records.merged_markdown([folder])
+
+
+def test_the_sampling_speedup_table_is_rendered_from_the_runs(tmp_path):
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        speed_sampling = importlib.import_module("speed_sampling")
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    ours = {"cpu_seconds": 1.5, "sampling_steps": 25, "cpu_seconds_runs": [1.6, 1.5, 1.4]}
+    ref = {"cpu_seconds": 150.0, "sampling_steps": 250, "cpu_seconds_runs": [150.0, 149.0, 151.0]}
+    result = {"runs": [{"precision": "fp32", "rows": [ours, ref], "speedup_cpu": 100.0}]}
+    text = speed_sampling.speedup_markdown([result, {"runs": [{**result["runs"][0], "precision": "auto"}]}])
+    lines = text.strip().splitlines()
+    assert len(lines) == 4 and lines[0].startswith("| precision | ours: CPU s |")
+    assert lines[2] == ("| `fp32` | 1.5 (S = 25) | 150.0 (250 steps) | **100.0x** | [1.6, 1.5, 1.4] | "
+                        "[150.0, 149.0, 151.0] |")
+    assert lines[3].startswith("| `auto` |")
