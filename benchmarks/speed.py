@@ -93,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--threads", type=int, default=1)
     c.add_argument("--top", type=int, default=15, help="operators listed per precision")
     c.add_argument("--json_out", default=None)
+    c.add_argument("--md", default=None, help="also write the profile tables (Markdown) to this file")
 
     c = command("prediction", prediction, "prediction of a BU-BIL-sized image (406x512, 3x3 windows, N samples + 10 "
                 "prompts): this checkout against an earlier revision (git archive), each in its own process, same "

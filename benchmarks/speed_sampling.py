@@ -215,6 +215,28 @@ def profile_precision(plans, configuration: str, num_samples: int, steps: int, p
             "operators_with_fp32_inputs": fp32_under_autocast}
 
 
+def profile_markdown(result: dict, top: int = 10) -> str:
+    """The profile section of results.md: per precision the operator time per step, its share in copies and
+    conversions, the ``top`` operators, and the operators that kept float32 inputs under autocast."""
+    from bench_lib import markdown_table
+
+    out = []
+    for r in result["runs"]:
+        out += [f"`{r['precision']}` (autocast {r['autocast_dtype']}): "
+                f"{r['self_cpu_ms_per_step']} ms of operator time per step, {100 * r['conversion_share']:.1f}% of it "
+                "in copies and conversions.", ""]
+        out.append(markdown_table(["operator", "ms / step", "share", "calls / step", "input dtypes",
+                                   "memory formats (in > out)"],
+                                  [[f"`{row['operator']}`", row["self_cpu_ms_per_step"], f"{100 * row['share']:.1f}%",
+                                    row["calls_per_step"], ", ".join(row["input_dtypes"]), "; ".join(row["formats"])]
+                                   for row in r["top"][:top]], left=1))
+        out.append("")
+        if r["operators_with_fp32_inputs"]:
+            out += ["Operators that ran with float32 inputs under bf16 autocast: "
+                    + ", ".join(f"`{o}`" for o in r["operators_with_fp32_inputs"]) + ".", ""]
+    return "\n".join(out)
+
+
 def profile(a: argparse.Namespace) -> None:
     import torch
 
@@ -236,3 +258,5 @@ def profile(a: argparse.Namespace) -> None:
             print("  operators that ran with float32 inputs: " + ", ".join(r["operators_with_fp32_inputs"]))
     if a.json_out:
         Path(a.json_out).write_text(json.dumps(result, indent=2))
+    if a.md:
+        Path(a.md).write_text(profile_markdown(result))

@@ -147,3 +147,19 @@ def test_the_sampling_speedup_table_is_rendered_from_the_runs(tmp_path):
     assert lines[2] == ("| `fp32` | 1.5 (S = 25) | 150.0 (250 steps) | **100.0x** | [1.6, 1.5, 1.4] | "
                         "[150.0, 149.0, 151.0] |")
     assert lines[3].startswith("| `auto` |")
+
+
+def test_the_profile_tables_are_rendered_from_the_run():
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        speed_sampling = importlib.import_module("speed_sampling")
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    run = {"precision": "bf16", "autocast_dtype": "torch.bfloat16", "self_cpu_ms_per_step": 80.5, "conversion_share": 0.05,
+           "top": [{"operator": "aten::cat", "self_cpu_ms_per_step": 9.0, "share": 0.112, "calls_per_step": 11.0,
+                    "input_dtypes": ["bfloat16"], "formats": ["channels_last>channels_last"]}],
+           "operators_with_fp32_inputs": ["aten::exp"]}
+    text = speed_sampling.profile_markdown({"runs": [run]})
+    assert "`bf16` (autocast torch.bfloat16): 80.5 ms of operator time per step, 5.0% of it" in text
+    assert "| `aten::cat` | 9.0 | 11.2% | 11.0 | bfloat16 | channels_last>channels_last |" in text
+    assert "float32 inputs under bf16 autocast: `aten::exp`." in text
