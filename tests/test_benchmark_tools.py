@@ -52,12 +52,17 @@ def documented_commands(text: str) -> list[tuple[str, list[str]]]:
     return commands
 
 
-def parser_of(tool: str):
+def bench_module(name: str):
+    """A module of benchmarks/ (which is not a package), imported with that folder on the path."""
     sys.path.insert(0, str(BENCHMARKS))
     try:
-        return importlib.import_module(tool[:-3]).build_parser()
+        return importlib.import_module(name)
     finally:
         sys.path.remove(str(BENCHMARKS))
+
+
+def parser_of(tool: str):
+    return bench_module(tool[:-3]).build_parser()
 
 
 @pytest.mark.parametrize("document", DOCUMENTS, ids=lambda p: p.name)
@@ -81,11 +86,7 @@ def test_documented_commands_are_found():
 
 
 def test_fill_markers_replaces_only_its_block(tmp_path):
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        fill_markers = importlib.import_module("fill_markers")
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    fill_markers = bench_module("fill_markers")
     doc = tmp_path / "doc.md"
     doc.write_text("a\n<!-- begin T -->\nold\nrows\n<!-- end T -->\nb <!-- begin U -->\nkeep\n<!-- end U -->\n")
     table = tmp_path / "t.md"
@@ -106,11 +107,7 @@ def test_fold_records_add_up_to_the_comparison_table(tmp_path):
 
     from diffoseg_auto.evaluation.method_comparison import COLUMNS
 
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        records = importlib.import_module("real_data_records")
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    records = bench_module("real_data_records")
 
     def long(fold, ged_a, ged_b):
         return pd.DataFrame([["Dataset009_X", "2d", m, fold, 3, "strict", "GED", v] for m, v in (("A", ged_a), ("B", ged_b))],
@@ -133,11 +130,7 @@ def test_fold_records_add_up_to_the_comparison_table(tmp_path):
 
 
 def test_the_sampling_speedup_table_is_rendered_from_the_runs(tmp_path):
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        speed_sampling = importlib.import_module("speed_sampling")
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    speed_sampling = bench_module("speed_sampling")
     ours = {"cpu_seconds": 1.5, "sampling_steps": 25, "cpu_seconds_runs": [1.6, 1.5, 1.4]}
     ref = {"cpu_seconds": 150.0, "sampling_steps": 250, "cpu_seconds_runs": [150.0, 149.0, 151.0]}
     result = {"runs": [{"precision": "fp32", "rows": [ours, ref], "speedup_cpu": 100.0}]}
@@ -150,11 +143,7 @@ def test_the_sampling_speedup_table_is_rendered_from_the_runs(tmp_path):
 
 
 def test_the_profile_tables_are_rendered_from_the_run():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        speed_sampling = importlib.import_module("speed_sampling")
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    speed_sampling = bench_module("speed_sampling")
     run = {"precision": "bf16", "autocast_dtype": "torch.bfloat16", "self_cpu_ms_per_step": 80.5, "conversion_share": 0.05,
            "top": [{"operator": "aten::cat", "self_cpu_ms_per_step": 9.0, "share": 0.112, "calls_per_step": 11.0,
                     "input_dtypes": ["bfloat16"], "formats": ["channels_last>channels_last"]}],
