@@ -247,15 +247,21 @@ def record(a: argparse.Namespace, fold: int, out: Path, log: dict) -> None:
     from diffoseg_auto.dataset.raw_dataset import RawDataset
     from diffoseg_auto.paths import raw_root
     from diffoseg_auto.utilities.dataset_name_id import resolve_dataset_name
-    from real_data_records import record_fold
+    from real_data_records import record_curve, record_fold
 
     per_fold = out / "method_comparison_per_fold.csv"
     if not per_fold.is_file():
         return
-    raters = RawDataset(raw_root() / resolve_dataset_name(a.dataset_id)).raters
+    ds = resolve_dataset_name(a.dataset_id)
+    raters = RawDataset(raw_root() / ds).raters
     record_fold(Path(a.record), pd.read_csv(per_fold), fold,
                 {"command": a.command_line, "time_budget_hours": a.time_budget, "minutes_per_method": a.minutes,
                  "raters": raters, "methods": {tr: log.get(tr, {}).get(str(fold)) for tr in a.tr}})
+    if a.curves:  # the points' predictions go with the work folder; their scores stay in the record
+        from diffoseg_auto.evaluation.learning_curves import collect_curves
+
+        curve = collect_curves(ds, a.configuration, [fold], a.tr, raw_root() / ds / "labelsTr", PLANS)
+        record_curve(Path(a.record), ds, a.configuration, fold, curve)
 
 
 def add_compare_arguments(p: argparse.ArgumentParser) -> None:

@@ -8,10 +8,12 @@ them:
 
     DIR/<Dataset>/<configuration>/fold_<f>.csv    dataset, configuration, method, fold, num_cases, mode, metric, value
     DIR/<Dataset>/<configuration>/fold_<f>.json   revision, command, date, raters, the methods' training entries
+    DIR/<Dataset>/<configuration>/curve_fold_<f>.csv   with --curves: the fold's learning-curve points (long table
+                                                       of learning_curves.collect_curves)
 
 Committed, the records of several sessions add up: ``real_data.py records DIR/<Dataset>/<configuration> ...`` merges
-their folds into the same table ``compare`` writes (mean ± std over the recorded folds). A fold recorded again
-replaces its record.
+their folds into the same table ``compare`` writes (mean ± std over the recorded folds), and their curve points into
+the learning-curve table. A fold recorded again replaces its record.
 """
 from __future__ import annotations
 
@@ -32,6 +34,10 @@ def revision() -> str:
                           text=True).stdout.strip() or "unknown"
 
 
+def record_folder(record_dir: Path, dataset: str, configuration: str) -> Path:
+    return Path(record_dir) / dataset / configuration
+
+
 def record_fold(record_dir: Path, per_fold: "pd.DataFrame", fold: int, info: dict) -> list[Path]:
     """Write the rows of ``fold`` of each (dataset, configuration) in ``per_fold`` (method_comparison_per_fold.csv)
     and ``info`` to their record files; returns the CSV files written."""
@@ -40,13 +46,41 @@ def record_fold(record_dir: Path, per_fold: "pd.DataFrame", fold: int, info: dic
     rows = per_fold[per_fold["fold"] == fold]
     written = []
     for (ds, cfg), sub in rows.groupby(["dataset", "configuration"], sort=False):
-        folder = Path(record_dir) / ds / cfg
+        folder = record_folder(record_dir, ds, cfg)
         csv = folder / f"fold_{fold}.csv"
         atomic_write(csv, lambda p, sub=sub: sub.to_csv(p, index=False))
         save_json({**info, "revision": revision(), "date": datetime.date.today().isoformat()},
                   folder / f"fold_{fold}.json")
         written.append(csv)
     return written
+
+
+def record_curve(record_dir: Path, dataset: str, configuration: str, fold: int, curve: "pd.DataFrame") -> Path | None:
+    """The fold's learning-curve points (collect_curves' long table) as curve_fold_<f>.csv; None when it has none."""
+    from diffoseg_auto.utilities.file_ops import atomic_write
+
+    rows = curve[curve["fold"] == fold]
+    if rows.empty:
+        return None
+    csv = record_folder(record_dir, dataset, configuration) / f"curve_fold_{fold}.csv"
+    atomic_write(csv, lambda p: rows.to_csv(p, index=False))
+    return csv
+
+
+def load_curves(folders: list[Path]) -> "pd.DataFrame":
+    """Every recorded curve point of ``folders`` (empty when no fold was recorded with --curves)."""
+    import pandas as pd
+
+    from diffoseg_auto.evaluation.learning_curves import CURVE_COLUMNS
+
+    parts = []
+    for f in sorted(p for folder in folders for p in Path(folder).glob("curve_fold_*.csv")):
+        part = pd.read_csv(f)
+        if list(part.columns) != CURVE_COLUMNS:
+            raise SystemExit(f"{f}: not a curve record (columns {list(part.columns)}, expected {CURVE_COLUMNS}); "
+                             "delete it or record the fold again with compare --curves --record")
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=CURVE_COLUMNS)
 
 
 def load_records(folders: list[Path]) -> tuple["pd.DataFrame", dict[str, list[str]], dict[str, dict]]:
@@ -83,6 +117,12 @@ def merged_markdown(folders: list[Path]) -> str:
     lines = [comparison_markdown(aggregate(long), raters, folds), "Records (fold: revision, date, command):", ""]
     lines += [f"- {k}: {v.get('revision', '?')}, {v.get('date', '?')}, `{v.get('command', '?')}`"
               for k, v in sorted(infos.items())]
+    curves = load_curves(folders)
+    if not curves.empty:
+        from diffoseg_auto.evaluation.learning_curves import aggregate_curves, curves_markdown
+
+        lines += ["", "Learning curves (held-out, strict; mean ± std over the recorded folds that have the point):", "",
+                  curves_markdown(aggregate_curves(curves))]
     return "\n".join(lines) + "\n"
 
 

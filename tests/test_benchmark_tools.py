@@ -129,6 +129,37 @@ def test_fold_records_add_up_to_the_comparison_table(tmp_path):
         records.merged_markdown([folder])
 
 
+def test_recorded_curve_points_merge_into_the_learning_curve_table(tmp_path):
+    """Each fold's curve points, recorded by a different run, average into one curve; a fold without curve
+    points adds none, and a file that is not a curve record is named."""
+    import pandas as pd
+
+    from diffoseg_auto.evaluation.learning_curves import CURVE_COLUMNS
+    from diffoseg_auto.evaluation.method_comparison import COLUMNS
+
+    records = bench_module("real_data_records")
+    rec = tmp_path / "records"
+
+    def curve(fold, ged_half, ged_end):
+        return pd.DataFrame([["A", fold, 1, f, 5, s, "GED", v] for f, s, v in ((0.5, 100.0 + fold, ged_half),
+                                                                               (1.0, 200.0 + fold, ged_end))],
+                            columns=CURVE_COLUMNS)
+
+    for fold, half, end in ((0, 0.6, 0.4), (1, 0.8, 0.2)):
+        records.record_fold(rec, pd.DataFrame([["Dataset009_X", "2d", "A", fold, 3, "strict", "GED", end]],
+                                              columns=COLUMNS), fold, {"command": f"run {fold}"})
+        assert records.record_curve(rec, "Dataset009_X", "2d", fold, curve(fold, half, end)).name == \
+            f"curve_fold_{fold}.csv"
+    assert records.record_curve(rec, "Dataset009_X", "2d", 2, curve(0, 0.1, 0.1)) is None  # no point of fold 2
+    folder = rec / "Dataset009_X" / "2d"
+    text = records.merged_markdown([folder])
+    assert "| A | 1 | 0.5 | 100 | 2 | 0.700 ± 0.141 |" in text  # seconds 100 and 101: mean 100.5 prints 100
+    assert "| A | 1 | 1 | 200 | 2 | 0.300 ± 0.141 |" in text
+    (folder / "curve_fold_3.csv").write_text("a\n1\n")
+    with pytest.raises(SystemExit, match="curve_fold_3.csv: not a curve record"):
+        records.merged_markdown([folder])
+
+
 def test_the_sampling_speedup_table_is_rendered_from_the_runs(tmp_path):
     speed_sampling = bench_module("speed_sampling")
     ours = {"cpu_seconds": 1.5, "sampling_steps": 25, "cpu_seconds_runs": [1.6, 1.5, 1.4]}

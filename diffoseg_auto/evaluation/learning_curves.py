@@ -26,6 +26,7 @@ from diffoseg_auto.utilities.file_ops import atomic_write_text, load_json
 logger = logging.getLogger(__name__)
 
 CURVE_METRICS = ("GED", "Dice_soft", "Dice_rater_strict")
+CURVE_COLUMNS = ["method", "fold", "stage", "fraction", "epoch", "seconds", "metric", "value"]
 
 
 def epoch_seconds(logging_state: dict) -> float:
@@ -72,7 +73,7 @@ def collect_curves(dataset: str, configuration: str, folds: list[int], trainers:
                     rows.append({"method": method_label(trainer), "fold": fold, **{k: p[k] for k in
                                  ("stage", "fraction", "epoch", "seconds")}, "metric": m,
                                  "value": np.nan if v is None else float(v)})
-    return pd.DataFrame(rows, columns=["method", "fold", "stage", "fraction", "epoch", "seconds", "metric", "value"])
+    return pd.DataFrame(rows, columns=CURVE_COLUMNS)
 
 
 def aggregate_curves(long: pd.DataFrame) -> pd.DataFrame:
