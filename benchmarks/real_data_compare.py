@@ -252,11 +252,17 @@ def record(a: argparse.Namespace, fold: int, out: Path, log: dict) -> None:
     per_fold = out / "method_comparison_per_fold.csv"
     if not per_fold.is_file():
         return
+    from diffoseg_auto.paths import preprocessed_root
+    from diffoseg_auto.utilities.file_ops import load_json
+
     ds = resolve_dataset_name(a.dataset_id)
     raters = RawDataset(raw_root() / ds).raters
+    notes = load_json(preprocessed_root() / ds / f"{PLANS}.json")["configurations"][a.configuration].get("notes", {})
+    planned = {k: v for k, v in notes.get("time_budget", {}).items() if k != "candidates"}  # the planner's word
     record_fold(Path(a.record), pd.read_csv(per_fold), fold,
                 {"command": a.command_line, "time_budget_hours": a.time_budget, "minutes_per_method": a.minutes,
-                 "raters": raters, "methods": {tr: log.get(tr, {}).get(str(fold)) for tr in a.tr}})
+                 "raters": raters, "methods": {tr: log.get(tr, {}).get(str(fold)) for tr in a.tr},
+                 "time_budget": planned})
     if a.curves:  # the points' predictions go with the work folder; their scores stay in the record
         from diffoseg_auto.evaluation.learning_curves import collect_curves
 

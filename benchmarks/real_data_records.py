@@ -117,6 +117,9 @@ def merged_markdown(folders: list[Path]) -> str:
     lines = [comparison_markdown(aggregate(long), raters, folds), "Records (fold: revision, date, command):", ""]
     lines += [f"- {k}: {v.get('revision', '?')}, {v.get('date', '?')}, `{v.get('command', '?')}`"
               for k, v in sorted(infos.items())]
+    word = planner_word_markdown(infos)
+    if word:
+        lines += ["", word]
     curves = load_curves(folders)
     if not curves.empty:
         from diffoseg_auto.evaluation.learning_curves import aggregate_curves, curves_markdown
@@ -124,6 +127,27 @@ def merged_markdown(folders: list[Path]) -> str:
         lines += ["", "Learning curves (held-out, strict; mean ± std over the recorded folds that have the point):", "",
                   curves_markdown(aggregate_curves(curves))]
     return "\n".join(lines) + "\n"
+
+
+def planner_word_markdown(infos: dict[str, dict]) -> str:
+    """Per recorded time-budget fold, DiffOSeg's training time (the epochs' seconds of its final checkpoints)
+    against the hours asked and the planner's estimate: the planner's word (goal: within 15% of the hours).
+    Empty when no record has a time budget."""
+    lines = []
+    for key, info in sorted(infos.items()):
+        hours = info.get("time_budget_hours")
+        trained = ((info.get("methods") or {}).get("DiffOSegTrainer") or {}).get("trained") or {}
+        if not hours or not trained:
+            continue
+        taken = sum(v["epoch_seconds"] for v in trained.values()) / 3600
+        planned = (info.get("time_budget") or {}).get("estimated_training_hours")
+        lines.append(f"| {key} | {hours:g} | {'' if planned is None else f'{planned:.3f}'} | {taken:.3f} | "
+                     f"{100 * (taken / hours - 1):+.0f}% |")
+    if not lines:
+        return ""
+    head = ["The planner's word (DiffOSeg's epochs in its final checkpoints against the hours asked; goal: within "
+            "15%):", "", "| record | hours asked | planned h | taken h | taken vs asked |", "|---|---:|---:|---:|---:|"]
+    return "\n".join(head + lines) + "\n"
 
 
 def records(a: argparse.Namespace) -> None:

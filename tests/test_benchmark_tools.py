@@ -122,6 +122,7 @@ def test_fold_records_add_up_to_the_comparison_table(tmp_path):
     assert "(folds 0, 1)" in text
     assert "| A | 0.8000 ± 0.1414 |" in text and "| B | 0.4000 ± 0.1414 |" in text  # fold 1's run kept fold 0 out
     assert "`run one`" in text and "`run two`" in text
+    assert "planner's word" not in text  # no record has a time budget
     records.record_fold(rec, long(1, 0.9, 0.5), 1, {"command": "run three"})  # fold 1 again: replaced
     assert "| A | 0.9000 ± 0.0000 |" in records.merged_markdown([folder])
     (folder / "fold_2.csv").write_text("a,b\n1,2\n")
@@ -146,8 +147,13 @@ def test_recorded_curve_points_merge_into_the_learning_curve_table(tmp_path):
                             columns=CURVE_COLUMNS)
 
     for fold, half, end in ((0, 0.6, 0.4), (1, 0.8, 0.2)):
+        # DiffOSeg's two stages took 270 + 90 s (fold 0) and 324 + 90 s (fold 1) of a 0.1 h budget planned at 0.097 h
+        trained = {"stage1": {"epoch_seconds": 270.0 + 54 * fold}, "stage2": {"epoch_seconds": 90.0}}
         records.record_fold(rec, pd.DataFrame([["Dataset009_X", "2d", "A", fold, 3, "strict", "GED", end]],
-                                              columns=COLUMNS), fold, {"command": f"run {fold}"})
+                                              columns=COLUMNS), fold,
+                            {"command": f"run {fold}", "time_budget_hours": 0.1,
+                             "time_budget": {"estimated_training_hours": 0.097},
+                             "methods": {"DiffOSegTrainer": {"trained": trained}}})
         assert records.record_curve(rec, "Dataset009_X", "2d", fold, curve(fold, half, end)).name == \
             f"curve_fold_{fold}.csv"
     assert records.record_curve(rec, "Dataset009_X", "2d", 2, curve(0, 0.1, 0.1)) is None  # no point of fold 2
@@ -155,6 +161,8 @@ def test_recorded_curve_points_merge_into_the_learning_curve_table(tmp_path):
     text = records.merged_markdown([folder])
     assert "| A | 1 | 0.5 | 100 | 2 | 0.700 ± 0.141 |" in text  # seconds 100 and 101: mean 100.5 prints 100
     assert "| A | 1 | 1 | 200 | 2 | 0.300 ± 0.141 |" in text
+    assert "| Dataset009_X/2d/fold_0 | 0.1 | 0.097 | 0.100 | +0% |" in text  # 360 s of 0.1 h
+    assert "| Dataset009_X/2d/fold_1 | 0.1 | 0.097 | 0.115 | +15% |" in text  # 414 s
     (folder / "curve_fold_3.csv").write_text("a\n1\n")
     with pytest.raises(SystemExit, match="curve_fold_3.csv: not a curve record"):
         records.merged_markdown([folder])
