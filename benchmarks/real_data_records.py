@@ -108,13 +108,16 @@ def load_records(folders: list[Path]) -> tuple["pd.DataFrame", dict[str, list[st
     return pd.concat(longs, ignore_index=True), raters, infos
 
 
-def merged_markdown(folders: list[Path]) -> str:
-    """The method comparison of every recorded fold of ``folders``, and where each fold's numbers come from."""
+def merged_markdown(folders: list[Path], brief: bool = False) -> str:
+    """The method comparison of every recorded fold of ``folders``, and where each fold's numbers come from;
+    ``brief``: strict mode only, without headings (for a marker block of results.md)."""
     from diffoseg_auto.evaluation.method_comparison import aggregate, comparison_markdown
 
     long, raters, infos = load_records(folders)
     folds = {ds: sorted(int(f) for f in sub["fold"].unique()) for ds, sub in long.groupby("dataset")}
-    lines = [comparison_markdown(aggregate(long), raters, folds), "Records (fold: revision, date, command):", ""]
+    table = (comparison_markdown(aggregate(long), raters, folds, modes=("strict",), headings=False) if brief
+             else comparison_markdown(aggregate(long), raters, folds))
+    lines = [table, "Records (fold: revision, date, command):", ""]
     lines += [f"- {k}: {v.get('revision', '?')}, {v.get('date', '?')}, `{v.get('command', '?')}`"
               for k, v in sorted(infos.items())]
     word = planner_word_markdown(infos)
@@ -151,7 +154,7 @@ def planner_word_markdown(infos: dict[str, dict]) -> str:
 
 
 def records(a: argparse.Namespace) -> None:
-    text = merged_markdown([Path(f) for f in a.folders])
+    text = merged_markdown([Path(f) for f in a.folders], brief=a.brief)
     print(text)
     if a.md:
         from diffoseg_auto.utilities.file_ops import atomic_write_text
@@ -164,4 +167,6 @@ def add_records_parser(sub) -> None:
                        description=__doc__.splitlines()[0])
     r.add_argument("folders", nargs="+", help="record folders DIR/<Dataset>/<configuration>")
     r.add_argument("--md", default=None, help="also write the merged tables to this file")
+    r.add_argument("--brief", action="store_true",
+                   help="strict mode only and no headings, for a marker block (benchmarks/fill_markers.py)")
     r.set_defaults(func=records)

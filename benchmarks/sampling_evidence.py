@@ -4,6 +4,9 @@ per rater prompt, from the outputs of `toy_proof.py run` (toy_rater_styles.json)
 
     python benchmarks/sampling_evidence.py /work/runs/toy_s*/toy_rater_styles.json /work/runs/steps_sweep_*.json \\
         --out planners/sampling_evidence.json --md /tmp/sampling_curves.md
+    # curves of a later session added to the committed evidence
+    python benchmarks/sampling_evidence.py /work/runs/steps_sweep_*_f1.json --add_to planners/sampling_evidence.json \\
+        --out planners/sampling_evidence.json
 
 Only the tuning seed (toy seed 0) and the tuning fold (fold 0) become the planner's curves; every other file is kept
 under "reported" (the same curves on data nobody tuned on), which the rule never reads. The planner applies the
@@ -40,7 +43,9 @@ def curves_of(path: Path) -> tuple[bool, str, list[dict], list[dict]]:
     return tuning, label + (" (tuning)" if tuning else ""), steps, raters
 
 
-def build_evidence(files: list[Path]) -> dict:
+def build_evidence(files: list[Path], base: dict | None = None) -> dict:
+    """The evidence of ``files``; with ``base`` (an evidence JSON this script wrote earlier) its curves are kept and
+    a file's curve replaces the one of the same source, so that curves measured in different sessions add up."""
     revision = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
                               text=True).stdout.strip()
     ev = {"rule": "per curve the smallest setting within one standard error of the curve's best; the planned "
@@ -49,11 +54,17 @@ def build_evidence(files: list[Path]) -> dict:
           "sampling_steps": {"x": "S", "metric": "GED (strict, lower is better)", "curves": [], "reported": []},
           "samples_per_rater": {"x": "samples_per_rater", "metric": "Dice_rater_strict (higher is better)",
                                 "curves": [], "reported": []}}
+    if base is not None:
+        for name in ("sampling_steps", "samples_per_rater"):
+            for kind in ("curves", "reported"):
+                ev[name][kind] = list(base[name][kind])
     for f in files:
         tuning, label, steps, raters = curves_of(f)
         for name, rows in (("sampling_steps", steps), ("samples_per_rater", raters)):
             if rows:
-                ev[name]["curves" if tuning else "reported"].append({"source": label, "file": str(f), "rows": rows})
+                kind = "curves" if tuning else "reported"
+                ev[name][kind] = [c for c in ev[name][kind] if c["source"] != label] + [
+                    {"source": label, "file": str(f), "rows": rows}]
     return ev
 
 
@@ -80,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="write the evidence JSON here (the planner's: "
                    "planners/sampling_evidence.json)")
     p.add_argument("--md", type=Path, default=None, help="also write the Markdown tables here")
+    p.add_argument("--add_to", type=Path, default=None, metavar="EVIDENCE",
+                   help="keep the curves of this evidence JSON (an earlier --out) and add or replace the files' curves")
     return p
 
 
@@ -89,7 +102,14 @@ def main(argv: list[str] | None = None) -> None:
     missing = [str(f) for f in a.files if not f.is_file()]
     if missing:
         p.error(f"no such file: {', '.join(missing)}")
-    ev = build_evidence(a.files)
+    base = None
+    if a.add_to:
+        if not a.add_to.is_file():
+            p.error(f"--add_to {a.add_to}: no such file")
+        base = json.loads(a.add_to.read_text())
+        if base.get("written_by") != "benchmarks/sampling_evidence.py":
+            p.error(f"--add_to {a.add_to}: not an evidence file this script wrote (give an earlier --out)")
+    ev = build_evidence(a.files, base)
     text = render(ev)
     print(text)
     if a.out:

@@ -110,8 +110,8 @@ def test_fold_records_add_up_to_the_comparison_table(tmp_path):
     records = bench_module("real_data_records")
 
     def long(fold, ged_a, ged_b):
-        return pd.DataFrame([["Dataset009_X", "2d", m, fold, 3, "strict", "GED", v] for m, v in (("A", ged_a), ("B", ged_b))],
-                            columns=COLUMNS)
+        return pd.DataFrame([["Dataset009_X", "2d", m, fold, 3, mode, "GED", v] for m, v in (("A", ged_a), ("B", ged_b))
+                             for mode in ("strict", "dpersona")], columns=COLUMNS)
 
     rec = tmp_path / "records"
     records.record_fold(rec, long(0, 0.9, 0.5), 0, {"command": "run one", "raters": ["r1", "r2"]})
@@ -123,6 +123,9 @@ def test_fold_records_add_up_to_the_comparison_table(tmp_path):
     assert "| A | 0.8000 ± 0.1414 |" in text and "| B | 0.4000 ± 0.1414 |" in text  # fold 1's run kept fold 0 out
     assert "`run one`" in text and "`run two`" in text
     assert "planner's word" not in text  # no record has a time budget
+    brief = records.merged_markdown([folder], brief=True)
+    assert "dpersona" in text and "#" not in brief and "dpersona" not in brief
+    assert "| A | 0.8000 ± 0.1414 |" in brief
     records.record_fold(rec, long(1, 0.9, 0.5), 1, {"command": "run three"})  # fold 1 again: replaced
     assert "| A | 0.9000 ± 0.0000 |" in records.merged_markdown([folder])
     (folder / "fold_2.csv").write_text("a,b\n1,2\n")
@@ -191,3 +194,26 @@ def test_the_profile_tables_are_rendered_from_the_run():
     assert "`bf16` (autocast torch.bfloat16): 80.5 ms of operator time per step, 5.0% of it" in text
     assert "| `aten::cat` | 9.0 | 11.2% | 11.0 | bfloat16 | channels_last>channels_last |" in text
     assert "float32 inputs under bf16 autocast: `aten::exp`." in text
+
+
+def test_sampling_evidence_keeps_tuning_curves_apart_and_adds_up_across_sessions(tmp_path):
+    """Fold 0 is the planner's curve, another fold only reported; --add_to keeps an earlier evidence file's curves
+    and a new file replaces the curve of its source."""
+    import json
+
+    evidence = bench_module("sampling_evidence")
+
+    def steps_file(fold, ged):
+        f = tmp_path / f"steps_sweep_f{fold}_{ged}.json"
+        f.write_text(json.dumps({"dataset": "Dataset009_X", "configuration": "2d", "fold": fold,
+                                 "rows": [{"S": s, "GED": g, "GED_se": 0.01, "cases": 5} for s, g in ((5, ged), (25, ged - 0.1))]}))
+        return f
+
+    first = evidence.build_evidence([steps_file(0, 0.5)])
+    assert [c["source"] for c in first["sampling_steps"]["curves"]] == ["Dataset009_X 2d fold 0 (tuning)"]
+    assert first["sampling_steps"]["reported"] == [] and first["samples_per_rater"]["curves"] == []
+    later = evidence.build_evidence([steps_file(1, 0.6), steps_file(0, 0.4)], base=first)
+    assert [c["source"] for c in later["sampling_steps"]["curves"]] == ["Dataset009_X 2d fold 0 (tuning)"]
+    assert later["sampling_steps"]["curves"][0]["rows"][0]["GED"] == 0.4  # replaced, not duplicated
+    assert [c["source"] for c in later["sampling_steps"]["reported"]] == ["Dataset009_X 2d fold 1"]
+    assert "| Dataset009_X 2d fold 1 | 25 | 0.500 ± 0.010 | 5 | **pick** |" in evidence.render(later)

@@ -203,23 +203,28 @@ def aggregate(long: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"mean": g.mean(), "std": g.std(ddof=1), "num_folds": g.count()}).reset_index()
 
 
-def comparison_markdown(table: pd.DataFrame, raters: dict[str, list[str]], folds: dict[str, list[int]]) -> str:
-    """Per dataset and configuration: a methods x metrics table per mode and the strict per-rater Dice."""
-    parts = ["# Method comparison\n",
-             "Mean ± sample std over folds of the per-fold means over the fold's held-out cases; every row is scored "
-             "on the same cases. Metric definitions: documentation/benchmarking.md.\n"]
+def comparison_markdown(table: pd.DataFrame, raters: dict[str, list[str]], folds: dict[str, list[int]],
+                        modes: tuple[str, ...] = MODES, headings: bool = True) -> str:
+    """Per dataset and configuration: a methods x metrics table per mode and the strict per-rater Dice.
+    ``headings=False`` gives the tables under plain captions, for embedding in a larger document."""
+    def heading(level: int, text: str) -> str:
+        return f"{'#' * level} {text}\n" if headings else f"{text}:\n"
+
+    parts = ([heading(1, "Method comparison")] if headings else []) + [
+        "Mean ± sample std over folds of the per-fold means over the fold's held-out cases; every row is scored "
+        "on the same cases. Metric definitions: documentation/benchmarking.md.\n"]
     for (ds, cfg), sub in table.groupby(["dataset", "configuration"], sort=False):
         order = list(dict.fromkeys(sub["method"]))
-        parts.append(f"## {ds}, {cfg} (folds {', '.join(map(str, folds.get(ds, [])))})\n")
-        for mode in MODES:
+        parts.append(heading(2, f"{ds}, {cfg} (folds {', '.join(map(str, folds.get(ds, [])))})"))
+        for mode in modes:
             m = sub[(sub["mode"] == mode) & sub["metric"].isin(METRICS)]
-            parts.append(f"### {mode} mode\n")
+            parts.append(heading(3, f"{mode} mode"))
             parts.append(_wide(m, order, list(METRICS), lambda k: k) + "\n")
         names = raters.get(ds, [])
         per_rater = [f"Dice_rater_strict/{k}" for k in range(len(names))]
         m = sub[(sub["mode"] == "strict") & sub["metric"].isin(per_rater)]
         if not m.empty:
-            parts.append("### per-rater Dice (strict)\n")
+            parts.append(heading(3, "per-rater Dice (strict)"))
             parts.append(_wide(m, order, per_rater, lambda k: names[int(k.rsplit("/", 1)[1])]) + "\n")
     return "\n".join(parts)
 
