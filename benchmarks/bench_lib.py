@@ -84,11 +84,14 @@ def plan_budget_configuration(dataset_id: int, base: str, hours: float, candidat
     plans_file = folder / f"{PLANS}.json"
     plans, fingerprint = load_json(plans_file), load_json(folder / "dataset_fingerprint.json")
     force = Candidate(*(int(x) for x in candidate.split(","))) if candidate else None
-    _, config = plan_time_budget(plans, base, hours, "cpu", num_workers=0, force=force,
-                                 min_stage1_iterations=min_stage1_iterations or MIN_STAGE1_ITERATIONS,
-                                 median_object_voxels=median_object_voxels_of(fingerprint),
-                                 num_cases=fingerprint.get("num_cases"))
-    name = f"{base}_{hours:g}h_{config['notes']['time_budget']['chosen']}"
+    # a forced candidate's name is known before measuring: a rerun reuses its configuration without measuring again
+    name = f"{base}_{hours:g}h_{force.key}" if force else None
+    if name not in plans["configurations"]:
+        _, config = plan_time_budget(plans, base, hours, "cpu", num_workers=0, force=force,
+                                     min_stage1_iterations=min_stage1_iterations or MIN_STAGE1_ITERATIONS,
+                                     median_object_voxels=median_object_voxels_of(fingerprint),
+                                     num_cases=fingerprint.get("num_cases"))
+        name = f"{base}_{hours:g}h_{config['notes']['time_budget']['chosen']}"
     if name in plans["configurations"]:
         print(f"time budget: reusing configuration {name} (planned earlier)", flush=True)
     else:
