@@ -117,7 +117,7 @@ def merged_markdown(folders: list[Path], brief: bool = False) -> str:
     folds = {ds: sorted(int(f) for f in sub["fold"].unique()) for ds, sub in long.groupby("dataset")}
     table = (comparison_markdown(aggregate(long), raters, folds, modes=("strict",), headings=False) if brief
              else comparison_markdown(aggregate(long), raters, folds))
-    lines = [table, "Records (fold: revision, date, command):", ""]
+    lines = [table, per_fold_markdown(long), "Records (fold: revision, date, command):", ""]
     lines += [f"- {k}: {v.get('revision', '?')}, {v.get('date', '?')}, `{v.get('command', '?')}`"
               for k, v in sorted(infos.items())]
     word = planner_word_markdown(infos)
@@ -130,6 +130,23 @@ def merged_markdown(folders: list[Path], brief: bool = False) -> str:
         lines += ["", "Learning curves (held-out, strict; mean ± std over the recorded folds that have the point):", "",
                   curves_markdown(aggregate_curves(curves))]
     return "\n".join(lines) + "\n"
+
+
+def per_fold_markdown(long: "pd.DataFrame", metric: str = "GED") -> str:
+    """Strict ``metric`` of every method on every recorded fold (methods x folds), per dataset and configuration:
+    which method wins on which fold, not only on the mean."""
+    parts = []
+    strict = long[(long["mode"] == "strict") & (long["metric"] == metric)]
+    for (ds, cfg), sub in strict.groupby(["dataset", "configuration"], sort=False):
+        folds = sorted(sub["fold"].unique())
+        cells = sub.set_index(["method", "fold"])["value"]
+        lines = [f"{metric} per fold (strict), {ds}, {cfg}:", "",
+                 "| method | " + " | ".join(f"fold {f}" for f in folds) + " |", "|---|" + "---:|" * len(folds)]
+        for m in dict.fromkeys(sub["method"]):
+            lines.append(f"| {m} | " + " | ".join(f"{cells[(m, f)]:.3f}" if (m, f) in cells.index else ""
+                                                  for f in folds) + " |")
+        parts.append("\n".join(lines) + "\n")
+    return "\n".join(parts)
 
 
 def planner_word_markdown(infos: dict[str, dict]) -> str:

@@ -126,6 +126,7 @@ def test_fold_records_add_up_to_the_comparison_table(tmp_path):
     brief = records.merged_markdown([folder], brief=True)
     assert "dpersona" in text and "#" not in brief and "dpersona" not in brief
     assert "| A | 0.8000 ± 0.1414 |" in brief
+    assert "| A | 0.900 | 0.700 |" in brief and "| B | 0.500 | 0.300 |" in brief  # GED per fold
     records.record_fold(rec, long(1, 0.9, 0.5), 1, {"command": "run three"})  # fold 1 again: replaced
     assert "| A | 0.9000 ± 0.0000 |" in records.merged_markdown([folder])
     (folder / "fold_2.csv").write_text("a,b\n1,2\n")
