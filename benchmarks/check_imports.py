@@ -2,7 +2,7 @@
 
 1. Every module of the project (diffoseg_auto, planners, dataset_conversion) is imported: that pulls in each
    third-party module as deep as the code uses it (acvl_utils.cropping_and_padding.bounding_boxes imports
-   blosc2, which imports numexpr, ndindex, msgpack, httpx and rich); a top-level ``import acvl_utils`` does not.
+   blosc2, which imports ndindex, msgpack, httpx and rich; blosc2 4.x no longer needs numexpr); a top-level ``import acvl_utils`` does not.
 2. Every bundled distribution (benchmarks/gpu_wheels.txt, or the wheels in --wheels) and each requirement it
    declares (through the bundled ones, recursively) must be installed, and its top-level modules must import;
    with --wheels the installed version must be the wheel's (not an older copy in the image). Requirements in

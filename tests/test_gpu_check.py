@@ -35,7 +35,7 @@ def test_gpu_check_dry_run_writes_the_report(tmp_path: Path, quick: bool):
     assert report["cuda_tests"].get("skipped", 0) + report["cuda_tests"].get("passed", 0) >= 4  # the cuda-marked tests
     imports = json.loads((tmp_path / "imports.json").read_text())
     assert imports["problems"] == [] and imports["project_modules"] > 100
-    assert {"blosc2", "numexpr", "ndindex", "msgpack"} <= set(imports["distributions"])  # blosc2's own dependencies
+    assert {"blosc2", "ndindex", "msgpack"} <= set(imports["distributions"])  # blosc2's own dependencies
     runs = {(r["dataset"], r["stage"]): r for r in report["runs"]}
     toy3d = {("Dataset921_Toy3D", 1)} if quick else {("Dataset921_Toy3D", 1), ("Dataset921_Toy3D", 2)}
     assert set(runs) == {("Dataset920_LIDC", 1), ("Dataset920_LIDC", 2)} | toy3d
@@ -58,7 +58,7 @@ def test_fetch_wheels_dry_run_lists_the_bundle_and_writes_nothing(tmp_path: Path
 
     names = [line.split()[0] for line in (ROOT / "benchmarks" / "gpu_wheels.txt").read_text().splitlines()
              if line.split("#")[0].strip()]
-    assert len(names) == 7
+    assert {"SimpleITK", "blosc2", "ndindex", "batchgenerators", "acvl-utils", "dynamic-network-architectures"} <= set(names)
     for name in names:
         assert f"would fetch {name}=={md.version(name)} (" in proc.stdout
     assert "recompress with LZMA" in proc.stdout and not (ROOT / ".whl").exists()
