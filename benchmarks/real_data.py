@@ -41,6 +41,7 @@ from bench_lib import one_thread_default, set_env
 from real_data_blocks import prompt_blocks
 from real_data_compare import add_compare_arguments, compare
 from real_data_records import add_records_parser
+from real_data_routes import add_routes_parser
 from real_data_steps import steps
 from real_data_sweep import budget_sweep
 
@@ -96,6 +97,7 @@ def build_parser(prog: str = "benchmarks/real_data.py") -> argparse.ArgumentPars
     w.add_argument("--md", default=None, help="also write the table to this file")
     w.set_defaults(func=lambda a: (set_env(Path(a.work)) if a.work else None, budget_sweep(a)))
     add_records_parser(sub)
+    add_routes_parser(sub)
     return p
 
 

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = ROOT / "benchmarks"
 # tool -> its subcommands ([] : none)
 TOOLS = {"speed.py": ["preprocess", "train", "sampling", "profile", "prediction"], "toy_proof.py": ["run", "render"],
-         "real_data.py": ["compare", "steps", "prompt_blocks", "budget_sweep", "records"], "real_data_comparison.py": [],
+         "real_data.py": ["compare", "steps", "prompt_blocks", "budget_sweep", "records", "routes"], "real_data_comparison.py": [],
          "gpu_train_check.py": [], "new_rater_proof.py": [], "sampling_evidence.py": [], "fill_markers.py": []}
 HELP_CASES = [(tool, [sub] if sub else []) for tool, subs in TOOLS.items() for sub in [None, *subs]]
 DOCUMENTS = [BENCHMARKS / "README.md", ROOT / "documentation" / "results.md"]
@@ -132,6 +132,34 @@ def test_fold_records_add_up_to_the_comparison_table(tmp_path):
     (folder / "fold_2.csv").write_text("a,b\n1,2\n")
     with pytest.raises(SystemExit, match="fold_2.csv: not a fold record"):
         records.merged_markdown([folder])
+
+
+def test_a_route_table_averages_repeats_per_configuration_on_the_same_cases(tmp_path):
+    """Repeated runs of a configuration average into one row that lists every run's GED; reference rows come from
+    the same cases; runs on different folds are refused with the reason."""
+    import pandas as pd
+
+    from diffoseg_auto.evaluation.method_comparison import COLUMNS
+
+    routes = bench_module("real_data_routes")
+
+    def run(name, cfg, ged, fold=0):
+        out = tmp_path / name
+        out.mkdir()
+        rows = [["Dataset009_X", cfg, "DiffOSeg", fold, 3, "strict", "GED", ged],
+                ["Dataset009_X", cfg, "DiffOSeg", fold, 3, "strict", "Dice_soft", 1 - ged],
+                ["Dataset009_X", cfg, "DiffOSeg", fold, 3, "dpersona", "GED", 0.0],
+                ["Dataset009_X", cfg, "all-empty", fold, 3, "strict", "GED", 0.9]]
+        pd.DataFrame(rows, columns=COLUMNS).to_csv(out / "method_comparison_per_fold.csv", index=False)
+        return out
+
+    outs = [run("a1", "plain", 0.5), run("a2", "plain", 0.6), run("b1", "strong", 0.4)]
+    text = routes.route_table(outs)
+    assert "| plain | 2 | 0.500, 0.600 | 0.550 | 0.450 |" in text
+    assert "| strong | 1 | 0.400 | 0.400 | 0.600 |" in text
+    assert "| all-empty (same cases) | | | 0.900 |  |" in text
+    with pytest.raises(SystemExit, match="different folds"):
+        routes.route_table(outs + [run("c1", "plain", 0.5, fold=1)])
 
 
 def test_recorded_curve_points_merge_into_the_learning_curve_table(tmp_path):
