@@ -170,9 +170,26 @@ def planner_word_markdown(infos: dict[str, dict]) -> str:
     return "\n".join(head + lines) + "\n"
 
 
+def curves_figure(folders: list[Path], path: Path) -> bool:
+    """The merged learning curves of ``folders`` (mean ± std over the recorded folds) as one figure, as compare
+    --curves draws a single run's; False (nothing written) when no fold was recorded with --curves."""
+    from diffoseg_auto.evaluation.learning_curves import aggregate_curves, plot_curves
+
+    curves = load_curves(folders)
+    if curves.empty:
+        return False
+    folds = ", ".join(str(f) for f in sorted(curves["fold"].unique()))
+    plot_curves(aggregate_curves(curves), path, title=f"{', '.join(Path(f).name for f in folders)}: folds {folds}")
+    return True
+
+
 def records(a: argparse.Namespace) -> None:
-    text = merged_markdown([Path(f) for f in a.folders], brief=a.brief)
+    folders = [Path(f) for f in a.folders]
+    text = merged_markdown(folders, brief=a.brief)
     print(text)
+    if a.figure and not curves_figure(folders, Path(a.figure)):
+        raise SystemExit(f"--figure: no curve_fold_<f>.csv in {', '.join(map(str, folders))}; record folds with "
+                         "compare --curves --record")
     if a.md:
         from diffoseg_auto.utilities.file_ops import atomic_write_text
 
@@ -186,4 +203,6 @@ def add_records_parser(sub) -> None:
     r.add_argument("--md", default=None, help="also write the merged tables to this file")
     r.add_argument("--brief", action="store_true",
                    help="strict mode only and no headings, for a marker block (benchmarks/fill_markers.py)")
+    r.add_argument("--figure", default=None, metavar="PNG",
+                   help="also draw the recorded folds' learning curves (mean ± std over folds) into this file")
     r.set_defaults(func=records)

@@ -195,6 +195,10 @@ def test_recorded_curve_points_merge_into_the_learning_curve_table(tmp_path):
     assert "| A | 1 | 1 | 200 | 2 | 0.300 ± 0.141 |" in text
     assert "| Dataset009_X/2d/fold_0 | 0.1 | 0.097 | 0.100 | +0% |" in text  # 360 s of 0.1 h
     assert "| Dataset009_X/2d/fold_1 | 0.1 | 0.097 | 0.115 | +15% |" in text  # 414 s
+    assert records.curves_figure([folder], tmp_path / "curves.png")
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not records.curves_figure([tmp_path / "no_records"], tmp_path / "none.png")
+    assert not (tmp_path / "none.png").exists()
     (folder / "curve_fold_3.csv").write_text("a\n1\n")
     with pytest.raises(SystemExit, match="curve_fold_3.csv: not a curve record"):
         records.merged_markdown([folder])

@@ -110,6 +110,7 @@ def plot_curves(table: pd.DataFrame, path: Path, title: str = "") -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     from diffoseg_auto.utilities.file_ops import atomic_write
 
@@ -123,6 +124,7 @@ def plot_curves(table: pd.DataFrame, path: Path, title: str = "") -> None:
             ax.errorbar(t["seconds"], t[m], yerr=t[f"{m}_std"].fillna(0) if f"{m}_std" in t else None, marker="o",
                         capsize=2, label=method)
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # minor labels overlap over one decade
         ax.set_xlabel("training compute [s]")
         ax.set_ylabel(f"held-out {m}")
     axes[0][0].legend(fontsize=8)
