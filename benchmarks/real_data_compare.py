@@ -240,6 +240,15 @@ def run_fold(a: argparse.Namespace, fold: int, work: Path, log: dict) -> None:
         print(f"fold {fold} {trainer}: {json.dumps(entry)}", flush=True)
 
 
+def recorded_for_every_method(a: argparse.Namespace, fold: int) -> bool:
+    from diffoseg_auto.evaluation.method_comparison import method_label
+    from diffoseg_auto.utilities.dataset_name_id import resolve_dataset_name
+    from real_data_records import recorded_methods
+
+    have = recorded_methods(Path(a.record), resolve_dataset_name(a.dataset_id), a.configuration, fold)
+    return all(method_label(tr) in have for tr in a.tr)
+
+
 def record(a: argparse.Namespace, fold: int, out: Path, log: dict) -> None:
     """The fold's scored rows (compare's method_comparison_per_fold.csv) and their provenance into --record."""
     import pandas as pd
@@ -302,7 +311,8 @@ def add_compare_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--retrain", action="store_true", help="train and predict again even where results exist")
     p.add_argument("--record", default=None, metavar="DIR",
                    help="also keep every scored fold as DIR/<Dataset>/<configuration>/fold_<f>.csv/.json "
-                        "(real_data_records.py: commit them, and runs of several sessions add up)")
+                        "(real_data_records.py: commit them, and runs of several sessions add up); a fold recorded "
+                        "for every method is reused, not trained again (unless --retrain)")
 
 
 def compare(a: argparse.Namespace) -> None:
@@ -333,10 +343,15 @@ def compare(a: argparse.Namespace) -> None:
     if a.time_budget is not None:
         a.configuration = plan_budget_configuration(a.dataset_id, a.configuration, a.time_budget, a.candidate,
                                                     a.min_stage1_iterations)
-    t0, log = time.time(), {}
-    for i, fold in enumerate(a.folds):
+    t0, log, done = time.time(), {}, []
+    for fold in a.folds:
+        if a.record and not a.retrain and recorded_for_every_method(a, fold):
+            print(f"fold {fold}: recorded for every method in {a.record}, reused (--retrain trains it again)",
+                  flush=True)
+            continue
         run_fold(a, fold, work, log)
-        compare_methods([a.dataset_id], [a.configuration], a.folds[:i + 1], a.tr, out, PLANS, figures=True,
+        done.append(fold)
+        compare_methods([a.dataset_id], [a.configuration], done, a.tr, out, PLANS, figures=True,
                         num_samples=a.num_samples)
         if a.record:
             record(a, fold, out, log)
@@ -345,7 +360,7 @@ def compare(a: argparse.Namespace) -> None:
                                                   "minutes_per_method_and_fold": a.minutes,
                                                   "stage1_fraction": a.stage1_fraction, "threads": 1,
                                                   "budget_clock": "cpu", "iterations_per_epoch": a.iterations_per_epoch,
-                                                  "folds_done": a.folds[:i + 1], "wall_minutes": round((time.time() - t0) / 60, 1),
+                                                  "folds_done": done, "wall_minutes": round((time.time() - t0) / 60, 1),
                                                   "methods": log}, indent=2))
         if a.curves:
             from diffoseg_auto.evaluation.learning_curves import write_learning_curves
@@ -353,5 +368,5 @@ def compare(a: argparse.Namespace) -> None:
             from diffoseg_auto.utilities.dataset_name_id import resolve_dataset_name
 
             ds = resolve_dataset_name(a.dataset_id)
-            write_learning_curves(ds, a.configuration, a.folds[:i + 1], a.tr, raw_root() / ds / "labelsTr", out, PLANS)
+            write_learning_curves(ds, a.configuration, done, a.tr, raw_root() / ds / "labelsTr", out, PLANS)
     print((out / "method_comparison.md").read_text() if (out / "method_comparison.md").is_file() else "no table")

@@ -38,6 +38,15 @@ def record_folder(record_dir: Path, dataset: str, configuration: str) -> Path:
     return Path(record_dir) / dataset / configuration
 
 
+def recorded_methods(record_dir: Path, dataset: str, configuration: str, fold: int) -> set[str]:
+    """The method rows that the fold's record holds (empty when it has none): a later session, whose machine no
+    longer has the run folders, reuses a fold recorded for every method instead of training it again."""
+    import pandas as pd
+
+    csv = record_folder(record_dir, dataset, configuration) / f"fold_{fold}.csv"
+    return set(pd.read_csv(csv)["method"]) if csv.is_file() else set()
+
+
 def record_fold(record_dir: Path, per_fold: "pd.DataFrame", fold: int, info: dict) -> list[Path]:
     """Write the rows of ``fold`` of each (dataset, configuration) in ``per_fold`` (method_comparison_per_fold.csv)
     and ``info`` to their record files; returns the CSV files written."""

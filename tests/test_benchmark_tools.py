@@ -127,6 +127,8 @@ def test_fold_records_add_up_to_the_comparison_table(tmp_path):
     assert "dpersona" in text and "#" not in brief and "dpersona" not in brief
     assert "| A | 0.8000 ± 0.1414 |" in brief
     assert "| A | 0.900 | 0.700 |" in brief and "| B | 0.500 | 0.300 |" in brief  # GED per fold
+    assert records.recorded_methods(rec, "Dataset009_X", "2d", 1) == {"A", "B"}  # what a later run reuses
+    assert records.recorded_methods(rec, "Dataset009_X", "2d", 2) == set()
     records.record_fold(rec, long(1, 0.9, 0.5), 1, {"command": "run three"})  # fold 1 again: replaced
     assert "| A | 0.9000 ± 0.0000 |" in records.merged_markdown([folder])
     (folder / "fold_2.csv").write_text("a,b\n1,2\n")
@@ -250,3 +252,25 @@ def test_sampling_evidence_keeps_tuning_curves_apart_and_adds_up_across_sessions
     assert later["sampling_steps"]["curves"][0]["rows"][0]["GED"] == 0.4  # replaced, not duplicated
     assert [c["source"] for c in later["sampling_steps"]["reported"]] == ["Dataset009_X 2d fold 1"]
     assert "| Dataset009_X 2d fold 1 | 25 | 0.500 ± 0.010 | 5 | **pick** |" in evidence.render(later)
+
+
+def test_compare_reuses_a_fold_recorded_for_every_method_only(tmp_path, monkeypatch):
+    """A later session (whose machine lost the run folders) skips a fold recorded for every method of -tr; a fold
+    recorded for some of them, or none, is trained."""
+    import argparse
+
+    import pandas as pd
+
+    import diffoseg_auto.utilities.dataset_name_id as names
+    from diffoseg_auto.evaluation.method_comparison import COLUMNS
+
+    records, compare = bench_module("real_data_records"), bench_module("real_data_compare")
+    monkeypatch.setattr(names, "resolve_dataset_name", lambda d: "Dataset009_X")
+    rows = [["Dataset009_X", "2d", m, 0, 3, "strict", "GED", 0.5] for m in ("DiffOSeg", "ProbUNet", "all-empty")]
+    records.record_fold(tmp_path, pd.DataFrame(rows, columns=COLUMNS), 0, {"command": "c"})
+    a = argparse.Namespace(record=str(tmp_path), dataset_id=9, configuration="2d",
+                           tr=["DiffOSegTrainer", "ProbUNetTrainer"])
+    assert compare.recorded_for_every_method(a, 0)
+    assert not compare.recorded_for_every_method(a, 1)
+    a.tr = ["DiffOSegTrainer", "ConsensusUNetTrainer"]
+    assert not compare.recorded_for_every_method(a, 0)
