@@ -212,10 +212,10 @@ def predict_curve_points(a: argparse.Namespace, trainer: str, fold: int, val_ima
     return done
 
 
-def run_fold(a: argparse.Namespace, fold: int, work: Path, log: dict) -> None:
+def run_fold(a: argparse.Namespace, fold: int, trainers: list[str], work: Path, log: dict) -> None:
     from diffoseg_auto.cli.fold_images import link_fold_images
 
-    for trainer in a.tr:
+    for trainer in trainers:
         planned = a.time_budget is not None
         stages = stage_minutes(trainer, a.minutes, None if planned else a.stage1_fraction)
         entry = log.setdefault(trainer, {}).setdefault(str(fold), {"minutes": {"stage1": stages[0], "stage2": stages[1]}})
@@ -240,16 +240,20 @@ def run_fold(a: argparse.Namespace, fold: int, work: Path, log: dict) -> None:
         print(f"fold {fold} {trainer}: {json.dumps(entry)}", flush=True)
 
 
-def recorded_for_every_method(a: argparse.Namespace, fold: int) -> bool:
+def trainers_to_train(a: argparse.Namespace, fold: int) -> list[str]:
+    """-tr less the methods that --record already holds for the fold (all of -tr without --record or with
+    --retrain): a later session, whose machine has lost the run folders, trains only what is missing."""
+    if not a.record or a.retrain:
+        return list(a.tr)
     from diffoseg_auto.evaluation.method_comparison import method_label
     from diffoseg_auto.utilities.dataset_name_id import resolve_dataset_name
     from real_data_records import recorded_methods
 
     have = recorded_methods(Path(a.record), resolve_dataset_name(a.dataset_id), a.configuration, fold)
-    return all(method_label(tr) in have for tr in a.tr)
+    return [tr for tr in a.tr if method_label(tr) not in have]
 
 
-def record(a: argparse.Namespace, fold: int, out: Path, log: dict) -> None:
+def record(a: argparse.Namespace, fold: int, trainers: list[str], out: Path, log: dict) -> None:
     """The fold's scored rows (compare's method_comparison_per_fold.csv) and their provenance into --record."""
     import pandas as pd
 
@@ -270,12 +274,12 @@ def record(a: argparse.Namespace, fold: int, out: Path, log: dict) -> None:
     planned = {k: v for k, v in notes.get("time_budget", {}).items() if k != "candidates"}  # the planner's word
     record_fold(Path(a.record), pd.read_csv(per_fold), fold,
                 {"command": a.command_line, "time_budget_hours": a.time_budget, "minutes_per_method": a.minutes,
-                 "raters": raters, "methods": {tr: log.get(tr, {}).get(str(fold)) for tr in a.tr},
+                 "raters": raters, "methods": {tr: log.get(tr, {}).get(str(fold)) for tr in trainers},
                  "time_budget": planned})
     if a.curves:  # the points' predictions go with the work folder; their scores stay in the record
         from diffoseg_auto.evaluation.learning_curves import collect_curves
 
-        curve = collect_curves(ds, a.configuration, [fold], a.tr, raw_root() / ds / "labelsTr", PLANS)
+        curve = collect_curves(ds, a.configuration, [fold], trainers, raw_root() / ds / "labelsTr", PLANS)
         record_curve(Path(a.record), ds, a.configuration, fold, curve)
 
 
@@ -345,16 +349,19 @@ def compare(a: argparse.Namespace) -> None:
                                                     a.min_stage1_iterations)
     t0, log, done = time.time(), {}, []
     for fold in a.folds:
-        if a.record and not a.retrain and recorded_for_every_method(a, fold):
-            print(f"fold {fold}: recorded for every method in {a.record}, reused (--retrain trains it again)",
-                  flush=True)
+        trainers = trainers_to_train(a, fold)
+        if len(trainers) < len(a.tr):
+            print(f"fold {fold}: {', '.join(sorted(set(a.tr) - set(trainers)))} recorded in {a.record}, reused "
+                  "(--retrain trains them again)", flush=True)
+        if not trainers:
             continue
-        run_fold(a, fold, work, log)
+        run_fold(a, fold, trainers, work, log)
         done.append(fold)
+        # methods recorded by an earlier run have no predictions here: the table skips them, the record keeps them
         compare_methods([a.dataset_id], [a.configuration], done, a.tr, out, PLANS, figures=True,
                         num_samples=a.num_samples)
         if a.record:
-            record(a, fold, out, log)
+            record(a, fold, trainers, out, log)
         (out / "run.json").write_text(json.dumps({"command": a.command_line, "configuration": a.configuration,
                                                   "time_budget_hours": a.time_budget,
                                                   "minutes_per_method_and_fold": a.minutes,

@@ -47,31 +47,58 @@ def recorded_methods(record_dir: Path, dataset: str, configuration: str, fold: i
     return set(pd.read_csv(csv)["method"]) if csv.is_file() else set()
 
 
+REFERENCE_METHODS = ("all-empty", "raters' majority repeated", "inter-rater")  # scored from the labels alone
+
+
 def record_fold(record_dir: Path, per_fold: "pd.DataFrame", fold: int, info: dict) -> list[Path]:
     """Write the rows of ``fold`` of each (dataset, configuration) in ``per_fold`` (method_comparison_per_fold.csv)
-    and ``info`` to their record files; returns the CSV files written."""
-    from diffoseg_auto.utilities.file_ops import atomic_write, save_json
+    and ``info`` to their record files; returns the CSV files written. A method already recorded for the fold
+    and absent from ``per_fold`` is kept (runs of one method each add up, across sessions); a method in both is
+    replaced, and the earlier run's provenance stays in the JSON's ``earlier_runs``."""
+    import pandas as pd
+
+    from diffoseg_auto.utilities.file_ops import atomic_write, load_json, save_json
 
     rows = per_fold[per_fold["fold"] == fold]
     written = []
     for (ds, cfg), sub in rows.groupby(["dataset", "configuration"], sort=False):
         folder = record_folder(record_dir, ds, cfg)
-        csv = folder / f"fold_{fold}.csv"
+        csv, meta = folder / f"fold_{fold}.csv", folder / f"fold_{fold}.json"
+        entry = {**info, "revision": revision(), "date": datetime.date.today().isoformat()}
+        if csv.is_file():
+            old = pd.read_csv(csv)
+            if set(old["num_cases"]) != set(sub["num_cases"]):
+                raise SystemExit(f"{csv}: recorded on {sorted(set(old['num_cases']))} cases, this run on "
+                                 f"{sorted(set(sub['num_cases']))}; a fold's methods must be scored on the same "
+                                 "cases (delete the record to start it again)")
+            kept = old[~old["method"].isin(set(sub["method"]))]  # the reference rows too, when this run has them
+            if len(kept.loc[~kept["method"].isin(REFERENCE_METHODS)]):
+                before = load_json(meta) if meta.is_file() else {}
+                entry["methods"] = {**before.get("methods", {}), **entry.get("methods", {})}
+                entry["earlier_runs"] = before.pop("earlier_runs", []) + [
+                    {k: before.get(k) for k in ("command", "revision", "date")}
+                    | {"kept_methods": sorted(set(kept["method"]) - set(REFERENCE_METHODS))}]
+            sub = pd.concat([kept, sub], ignore_index=True)
         atomic_write(csv, lambda p, sub=sub: sub.to_csv(p, index=False))
-        save_json({**info, "revision": revision(), "date": datetime.date.today().isoformat()},
-                  folder / f"fold_{fold}.json")
+        save_json(entry, meta)
         written.append(csv)
     return written
 
 
 def record_curve(record_dir: Path, dataset: str, configuration: str, fold: int, curve: "pd.DataFrame") -> Path | None:
-    """The fold's learning-curve points (collect_curves' long table) as curve_fold_<f>.csv; None when it has none."""
+    """The fold's learning-curve points (collect_curves' long table) as curve_fold_<f>.csv, keeping the recorded
+    points of methods that ``curve`` does not have (as record_fold does); None when it has none."""
+    import pandas as pd
+
     from diffoseg_auto.utilities.file_ops import atomic_write
 
     rows = curve[curve["fold"] == fold]
     if rows.empty:
         return None
     csv = record_folder(record_dir, dataset, configuration) / f"curve_fold_{fold}.csv"
+    if csv.is_file():
+        old = pd.read_csv(csv)
+        rows = pd.concat([old[~old["method"].isin(set(rows["method"]))], rows], ignore_index=True)
     atomic_write(csv, lambda p: rows.to_csv(p, index=False))
     return csv
 

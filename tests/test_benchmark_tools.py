@@ -4,6 +4,7 @@ and subcommand exist, the options exist, the values have the right types). Nothi
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import re
 import shlex
@@ -129,6 +130,17 @@ def test_fold_records_add_up_to_the_comparison_table(tmp_path):
     assert "| A | 0.900 | 0.700 |" in brief and "| B | 0.500 | 0.300 |" in brief  # GED per fold
     assert records.recorded_methods(rec, "Dataset009_X", "2d", 1) == {"A", "B"}  # what a later run reuses
     assert records.recorded_methods(rec, "Dataset009_X", "2d", 2) == set()
+    # a run of one more method adds its rows and keeps the others', with the earlier run's provenance
+    c = long(1, 0.4, 0.4)
+    records.record_fold(rec, c[c["method"] == "A"].assign(method="C"), 1, {"command": "run C"})
+    assert records.recorded_methods(rec, "Dataset009_X", "2d", 1) == {"A", "B", "C"}
+    meta = json.loads((rec / "Dataset009_X" / "2d" / "fold_1.json").read_text())
+    assert meta["command"] == "run C" and meta["earlier_runs"][0]["command"] == "run two"
+    assert meta["earlier_runs"][0]["kept_methods"] == ["A", "B"]
+    with pytest.raises(SystemExit, match="fold_1.csv: recorded on \\[3\\] cases, this run on \\[4\\]"):
+        records.record_fold(rec, c.assign(num_cases=4), 1, {"command": "other cases"})
+    (rec / "Dataset009_X" / "2d" / "fold_1.csv").write_text(  # back to runs one and two for the checks below
+        long(1, 0.7, 0.3).to_csv(index=False))
     records.record_fold(rec, long(1, 0.9, 0.5), 1, {"command": "run three"})  # fold 1 again: replaced
     assert "| A | 0.9000 ± 0.0000 |" in records.merged_markdown([folder])
     (folder / "fold_2.csv").write_text("a,b\n1,2\n")
@@ -191,6 +203,13 @@ def test_recorded_curve_points_merge_into_the_learning_curve_table(tmp_path):
         assert records.record_curve(rec, "Dataset009_X", "2d", fold, curve(fold, half, end)).name == \
             f"curve_fold_{fold}.csv"
     assert records.record_curve(rec, "Dataset009_X", "2d", 2, curve(0, 0.1, 0.1)) is None  # no point of fold 2
+    other = curve(1, 0.5, 0.5).assign(method="B")  # another method's run keeps A's points
+    records.record_curve(rec, "Dataset009_X", "2d", 1, other)
+    assert set(pd.read_csv(rec / "Dataset009_X" / "2d" / "curve_fold_1.csv")["method"]) == {"A", "B"}
+    records.record_curve(rec, "Dataset009_X", "2d", 1, curve(1, 0.8, 0.2))  # A again: replaced, B kept
+    kept = pd.read_csv(rec / "Dataset009_X" / "2d" / "curve_fold_1.csv")
+    assert len(kept[kept["method"] == "A"]) == 2 and len(kept[kept["method"] == "B"]) == 2
+    kept[kept["method"] == "A"].to_csv(rec / "Dataset009_X" / "2d" / "curve_fold_1.csv", index=False)
     folder = rec / "Dataset009_X" / "2d"
     text = records.merged_markdown([folder])
     assert "| A | 1 | 0.5 | 100 | 2 | 0.700 ± 0.141 |" in text  # seconds 100 and 101: mean 100.5 prints 100
@@ -254,9 +273,9 @@ def test_sampling_evidence_keeps_tuning_curves_apart_and_adds_up_across_sessions
     assert "| Dataset009_X 2d fold 1 | 25 | 0.500 ± 0.010 | 5 | **pick** |" in evidence.render(later)
 
 
-def test_compare_reuses_a_fold_recorded_for_every_method_only(tmp_path, monkeypatch):
-    """A later session (whose machine lost the run folders) skips a fold recorded for every method of -tr; a fold
-    recorded for some of them, or none, is trained."""
+def test_compare_trains_only_the_methods_a_fold_has_not_recorded(tmp_path, monkeypatch):
+    """A later session (whose machine lost the run folders) trains a fold's methods of -tr that its record does not
+    hold, none when it holds them all, and all of them with --retrain."""
     import argparse
 
     import pandas as pd
@@ -270,7 +289,10 @@ def test_compare_reuses_a_fold_recorded_for_every_method_only(tmp_path, monkeypa
     records.record_fold(tmp_path, pd.DataFrame(rows, columns=COLUMNS), 0, {"command": "c"})
     a = argparse.Namespace(record=str(tmp_path), dataset_id=9, configuration="2d",
                            tr=["DiffOSegTrainer", "ProbUNetTrainer"])
-    assert compare.recorded_for_every_method(a, 0)
-    assert not compare.recorded_for_every_method(a, 1)
+    a.retrain = False
+    assert compare.trainers_to_train(a, 0) == []
+    assert compare.trainers_to_train(a, 1) == ["DiffOSegTrainer", "ProbUNetTrainer"]
     a.tr = ["DiffOSegTrainer", "ConsensusUNetTrainer"]
-    assert not compare.recorded_for_every_method(a, 0)
+    assert compare.trainers_to_train(a, 0) == ["ConsensusUNetTrainer"]
+    a.retrain = True
+    assert compare.trainers_to_train(a, 0) == ["DiffOSegTrainer", "ConsensusUNetTrainer"]
