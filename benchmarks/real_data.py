@@ -23,7 +23,7 @@ configuration from ``-c`` whose two stages fit the hours on this CPU, planners/t
 fold's held-out images with diffoseg_predict into ``<results>/<Dataset>/<TR>__<P>__<C>/fold_<f>/val_predictions``
 (N samples, every rater prompt, no TTA unless ``--tta``), and then writes the methods x metrics table of
 ``diffoseg_benchmark -tr ...`` (with the all-empty, majority-repeated and inter-rater rows) into ``--out``; the
-table is refreshed after every fold, so a background run can be read while it goes on. Trained folds and
+table is refreshed after every method of every fold, so a background run can be read while it goes on. Trained folds and
 finished predictions are reused (``--retrain`` trains again). Plans overrides: ``--add_configuration`` adds one
 of the CPU configurations below as ``-c``; any other override is a configuration the user adds to the plans
 JSON (``{"inherits_from": "2d", ...}``) and names with ``-c``.
@@ -54,7 +54,7 @@ def build_parser(prog: str = "benchmarks/real_data.py") -> argparse.ArgumentPars
     c = sub.add_parser("compare", help="DiffOSeg and the baselines, same CPU budget per method and fold",
                        description="Train every method (-tr) on every fold at the same CPU budget (--minutes, or "
                                    "--time_budget hours of a planned configuration), predict the held-out images "
-                                   "and write the diffoseg_benchmark comparison into --out after every fold.")
+                                   "and write the diffoseg_benchmark comparison into --out after every method.")
     add_compare_arguments(c)
     c.set_defaults(func=compare, parser=c)
     s = sub.add_parser("steps", help="Stage I quality against the number of sampling steps S (and mirroring TTA)",

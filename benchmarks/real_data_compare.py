@@ -8,8 +8,12 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bench_lib import PLANS, plan_budget_configuration, set_env, train_with_budget
+
+if TYPE_CHECKING:  # pandas loads numpy: real_data.py sets one thread first
+    import pandas as pd
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -212,32 +216,32 @@ def predict_curve_points(a: argparse.Namespace, trainer: str, fold: int, val_ima
     return done
 
 
-def run_fold(a: argparse.Namespace, fold: int, trainers: list[str], work: Path, log: dict) -> None:
+def run_method(a: argparse.Namespace, fold: int, trainer: str, work: Path, log: dict) -> None:
+    """Train (unless trained) and predict one method on one fold; its entry goes into ``log``."""
     from diffoseg_auto.cli.fold_images import link_fold_images
 
-    for trainer in trainers:
-        planned = a.time_budget is not None
-        stages = stage_minutes(trainer, a.minutes, None if planned else a.stage1_fraction)
-        entry = log.setdefault(trainer, {}).setdefault(str(fold), {"minutes": {"stage1": stages[0], "stage2": stages[1]}})
-        folder = model_folder(a.dataset_id, trainer, a.configuration)
-        try:
-            if a.retrain or not is_trained(folder, fold, stages):
-                # a planned configuration brings its own epochs; a budget run (--c) continues an interrupted stage
-                entry["training"] = train_with_budget(a.dataset_id, a.configuration, stages[0], stages[1], threads=1,
-                                                      iterations_per_epoch=None if planned else a.iterations_per_epoch,
-                                                      fold=fold, trainer=trainer, budget_clock="cpu",
-                                                      val_iterations=None if planned else a.val_iterations,
-                                                      resume=planned and not a.retrain)
-            entry["trained"] = trained_seconds(folder, fold)
-            val = work / f"val_images_fold{fold}"
-            cases = link_fold_images(a.dataset_id, fold, val)
-            entry["prediction"] = predict_fold(a, trainer, fold, val, cases)
-            if a.curves:
-                entry["curve_points_predicted"] = predict_curve_points(a, trainer, fold, val, cases)
-        except Exception as e:  # one failing method must not stop a long background run; it is recorded
-            entry["error"] = f"{type(e).__name__}: {e}"
-            traceback.print_exc()
-        print(f"fold {fold} {trainer}: {json.dumps(entry)}", flush=True)
+    planned = a.time_budget is not None
+    stages = stage_minutes(trainer, a.minutes, None if planned else a.stage1_fraction)
+    entry = log.setdefault(trainer, {}).setdefault(str(fold), {"minutes": {"stage1": stages[0], "stage2": stages[1]}})
+    folder = model_folder(a.dataset_id, trainer, a.configuration)
+    try:
+        if a.retrain or not is_trained(folder, fold, stages):
+            # a planned configuration brings its own epochs; a budget run (--c) continues an interrupted stage
+            entry["training"] = train_with_budget(a.dataset_id, a.configuration, stages[0], stages[1], threads=1,
+                                                  iterations_per_epoch=None if planned else a.iterations_per_epoch,
+                                                  fold=fold, trainer=trainer, budget_clock="cpu",
+                                                  val_iterations=None if planned else a.val_iterations,
+                                                  resume=planned and not a.retrain)
+        entry["trained"] = trained_seconds(folder, fold)
+        val = work / f"val_images_fold{fold}"
+        cases = link_fold_images(a.dataset_id, fold, val)
+        entry["prediction"] = predict_fold(a, trainer, fold, val, cases)
+        if a.curves:
+            entry["curve_points_predicted"] = predict_curve_points(a, trainer, fold, val, cases)
+    except Exception as e:  # one failing method must not stop a long background run; it is recorded
+        entry["error"] = f"{type(e).__name__}: {e}"
+        traceback.print_exc()
+    print(f"fold {fold} {trainer}: {json.dumps(entry)}", flush=True)
 
 
 def trainers_to_train(a: argparse.Namespace, fold: int) -> list[str]:
@@ -253,26 +257,35 @@ def trainers_to_train(a: argparse.Namespace, fold: int) -> list[str]:
     return [tr for tr in a.tr if method_label(tr) not in have]
 
 
+def rows_of(per_fold: pd.DataFrame, trainers: list[str]) -> pd.DataFrame:
+    """The rows of ``trainers``' methods and the reference rows (scored from the labels alone)."""
+    from diffoseg_auto.evaluation.method_comparison import method_label
+    from real_data_records import REFERENCE_METHODS
+
+    return per_fold[per_fold["method"].isin({method_label(t) for t in trainers} | set(REFERENCE_METHODS))]
+
+
 def record(a: argparse.Namespace, fold: int, trainers: list[str], out: Path, log: dict) -> None:
-    """The fold's scored rows (compare's method_comparison_per_fold.csv) and their provenance into --record."""
+    """The fold's scored rows of ``trainers`` and the reference rows (compare's method_comparison_per_fold.csv),
+    with their provenance, into --record. Another method's rows in that table may be predictions of an earlier
+    run not yet retrained: they are left to that method's own record."""
     import pandas as pd
 
     from diffoseg_auto.dataset.raw_dataset import RawDataset
-    from diffoseg_auto.paths import raw_root
+    from diffoseg_auto.paths import preprocessed_root, raw_root
     from diffoseg_auto.utilities.dataset_name_id import resolve_dataset_name
+    from diffoseg_auto.utilities.file_ops import load_json
     from real_data_records import record_curve, record_fold
 
     per_fold = out / "method_comparison_per_fold.csv"
     if not per_fold.is_file():
         return
-    from diffoseg_auto.paths import preprocessed_root
-    from diffoseg_auto.utilities.file_ops import load_json
-
+    rows = rows_of(pd.read_csv(per_fold), trainers)
     ds = resolve_dataset_name(a.dataset_id)
     raters = RawDataset(raw_root() / ds).raters
     notes = load_json(preprocessed_root() / ds / f"{PLANS}.json")["configurations"][a.configuration].get("notes", {})
     planned = {k: v for k, v in notes.get("time_budget", {}).items() if k != "candidates"}  # the planner's word
-    record_fold(Path(a.record), pd.read_csv(per_fold), fold,
+    record_fold(Path(a.record), rows, fold,
                 {"command": a.command_line, "time_budget_hours": a.time_budget, "minutes_per_method": a.minutes,
                  "raters": raters, "methods": {tr: log.get(tr, {}).get(str(fold)) for tr in trainers},
                  "time_budget": planned})
@@ -314,7 +327,7 @@ def add_compare_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tta", action="store_true", help="mirroring test-time augmentation when predicting")
     p.add_argument("--retrain", action="store_true", help="train and predict again even where results exist")
     p.add_argument("--record", default=None, metavar="DIR",
-                   help="also keep every scored fold as DIR/<Dataset>/<configuration>/fold_<f>.csv/.json "
+                   help="also keep every scored method of a fold as DIR/<Dataset>/<configuration>/fold_<f>.csv/.json "
                         "(real_data_records.py: commit them, and runs of several sessions add up); a fold recorded "
                         "for every method is reused, not trained again (unless --retrain)")
 
@@ -355,13 +368,14 @@ def compare(a: argparse.Namespace) -> None:
                   "(--retrain trains them again)", flush=True)
         if not trainers:
             continue
-        run_fold(a, fold, trainers, work, log)
         done.append(fold)
-        # methods recorded by an earlier run have no predictions here: the table skips them, the record keeps them
-        compare_methods([a.dataset_id], [a.configuration], done, a.tr, out, PLANS, figures=True,
-                        num_samples=a.num_samples)
-        if a.record:
-            record(a, fold, trainers, out, log)
+        for trainer in trainers:  # scored and recorded per method: a session cut mid-fold keeps what finished
+            run_method(a, fold, trainer, work, log)
+            # methods recorded by an earlier run have no predictions here: the table skips them, the record keeps them
+            compare_methods([a.dataset_id], [a.configuration], done, a.tr, out, PLANS, figures=True,
+                            num_samples=a.num_samples)
+            if a.record:
+                record(a, fold, [trainer], out, log)
         (out / "run.json").write_text(json.dumps({"command": a.command_line, "configuration": a.configuration,
                                                   "time_budget_hours": a.time_budget,
                                                   "minutes_per_method_and_fold": a.minutes,

@@ -2,9 +2,9 @@
 metrics tables merged from them.
 
 A converged 5-fold comparison takes more CPU hours than one session has, and a session's work folder (models,
-predictions) does not survive it. ``compare --record DIR`` therefore writes, after every fold, that fold's scored
-rows (every method, the trivial and the inter-rater rows; the long table of diffoseg_benchmark) and what produced
-them:
+predictions) does not survive it. ``compare --record DIR`` therefore writes, after every method of a fold, that
+fold's scored rows (the method's, the trivial and the inter-rater rows; the long table of diffoseg_benchmark) and
+what produced them:
 
     DIR/<Dataset>/<configuration>/fold_<f>.csv    dataset, configuration, method, fold, num_cases, mode, metric, value
     DIR/<Dataset>/<configuration>/fold_<f>.json   revision, command, date, raters, the methods' training entries
@@ -75,9 +75,13 @@ def record_fold(record_dir: Path, per_fold: "pd.DataFrame", fold: int, info: dic
             if len(kept.loc[~kept["method"].isin(REFERENCE_METHODS)]):
                 before = load_json(meta) if meta.is_file() else {}
                 entry["methods"] = {**before.get("methods", {}), **entry.get("methods", {})}
-                entry["earlier_runs"] = before.pop("earlier_runs", []) + [
-                    {k: before.get(k) for k in ("command", "revision", "date")}
-                    | {"kept_methods": sorted(set(kept["method"]) - set(REFERENCE_METHODS))}]
+                earlier = before.pop("earlier_runs", [])
+                if any(before.get(k) != entry.get(k) for k in ("command", "revision", "date")):
+                    # one compare run records each method as it finishes: only another run's provenance is kept
+                    earlier.append({k: before.get(k) for k in ("command", "revision", "date")}
+                                   | {"kept_methods": sorted(set(kept["method"]) - set(REFERENCE_METHODS))})
+                if earlier:
+                    entry["earlier_runs"] = earlier
             sub = pd.concat([kept, sub], ignore_index=True)
         atomic_write(csv, lambda p, sub=sub: sub.to_csv(p, index=False))
         save_json(entry, meta)

@@ -137,6 +137,11 @@ def test_fold_records_add_up_to_the_comparison_table(tmp_path):
     meta = json.loads((rec / "Dataset009_X" / "2d" / "fold_1.json").read_text())
     assert meta["command"] == "run C" and meta["earlier_runs"][0]["command"] == "run two"
     assert meta["earlier_runs"][0]["kept_methods"] == ["A", "B"]
+    # the same run recording its next method adds no provenance of itself
+    records.record_fold(rec, c[c["method"] == "A"].assign(method="D"), 1, {"command": "run C"})
+    meta = json.loads((rec / "Dataset009_X" / "2d" / "fold_1.json").read_text())
+    assert [r["command"] for r in meta["earlier_runs"]] == ["run two"]
+    assert records.recorded_methods(rec, "Dataset009_X", "2d", 1) == {"A", "B", "C", "D"}
     with pytest.raises(SystemExit, match="fold_1.csv: recorded on \\[3\\] cases, this run on \\[4\\]"):
         records.record_fold(rec, c.assign(num_cases=4), 1, {"command": "other cases"})
     (rec / "Dataset009_X" / "2d" / "fold_1.csv").write_text(  # back to runs one and two for the checks below
@@ -296,3 +301,39 @@ def test_compare_trains_only_the_methods_a_fold_has_not_recorded(tmp_path, monke
     assert compare.trainers_to_train(a, 0) == ["ConsensusUNetTrainer"]
     a.retrain = True
     assert compare.trainers_to_train(a, 0) == ["DiffOSegTrainer", "ConsensusUNetTrainer"]
+
+
+def test_compare_records_each_method_as_it_finishes(tmp_path, monkeypatch):
+    """A session cut while a fold's second method trains keeps the first method's record, and a method's record
+    holds its own rows and the reference rows only (another method's stale predictions are left out)."""
+    import argparse
+
+    import pandas as pd
+    import torch
+
+    import diffoseg_auto.evaluation.comparison_report as report
+    from diffoseg_auto.evaluation.method_comparison import COLUMNS
+
+    compare = bench_module("real_data_compare")
+    rows = pd.DataFrame([["Dataset009_X", "2d", m, 0, 3, "strict", "GED", 0.5]
+                         for m in ("DiffOSeg", "ProbUNet", "all-empty", "inter-rater")], columns=COLUMNS)
+    assert sorted(compare.rows_of(rows, ["DiffOSegTrainer"])["method"]) == ["DiffOSeg", "all-empty", "inter-rater"]
+
+    recorded = []
+
+    def one_method(a, fold, trainer, work, log):
+        if trainer == "ProbUNetTrainer":
+            raise KeyboardInterrupt  # the session ends while the second method trains
+
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)
+    monkeypatch.setattr(compare, "run_method", one_method)
+    monkeypatch.setattr(report, "compare_methods", lambda *args, **kwargs: None)
+    monkeypatch.setattr(compare, "record", lambda a, fold, trainers, out, log: recorded.append((fold, trainers)))
+    a = argparse.Namespace(stage1_fraction=2 / 3, minutes=1.0, time_budget=None, min_stage1_iterations=1,
+                           out=str(tmp_path), work=None, prepare=None, add_configuration=False, folds=[0, 1],
+                           record=str(tmp_path / "records"), retrain=False, dataset_id=9, configuration="2d",
+                           curves=False, num_samples=None, tr=["DiffOSegTrainer", "ProbUNetTrainer"])
+    monkeypatch.setattr(compare, "trainers_to_train", lambda a, fold: list(a.tr))
+    with pytest.raises(KeyboardInterrupt):
+        compare.compare(a)
+    assert recorded == [(0, ["DiffOSegTrainer"])]
