@@ -199,7 +199,7 @@ def test_progress_checkpoints_are_written_resumable_and_predictable(toy, tmp_pat
     assert len(nets) == 1
 
 
-def test_steady_seconds_skips_the_first_call_and_times_one_more_when_it_is_slow():
+def test_steady_seconds_skips_the_first_call_and_times_three_more_when_it_is_slow():
     from diffoseg_auto.training.throughput import steady_seconds
 
     def scripted(durations):  # a clock that advances by the scripted duration of each call
@@ -213,7 +213,8 @@ def test_steady_seconds_skips_the_first_call_and_times_one_more_when_it_is_slow(
             return now[0]
         return clock
 
-    # slow set-up (5 s), then 2 s calls: the first call exceeds the 3 s budget -> exactly one more call, 2 s
-    assert steady_seconds(lambda: None, 3.0, clock=scripted([5.0, 2.0])) == 2.0
+    # slow set-up (5 s), then 2 s calls with one outlier: the first call exceeds the 3 s budget -> exactly three
+    # more calls, whose median ignores the outlier (a fourth scripted call would raise StopIteration)
+    assert steady_seconds(lambda: None, 3.0, clock=scripted([5.0, 2.0, 2.5, 2.25])) == 2.25
     # fast calls: the first (0.5 s, set-up) is dropped, the median of the 6 that fit 3 s is taken
     assert steady_seconds(lambda: None, 3.0, clock=scripted([0.5, 0.2, 0.3, 0.2, 0.4, 0.2, 0.3])) == 0.25

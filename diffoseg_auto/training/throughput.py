@@ -56,13 +56,17 @@ def _median_seconds(fn, repeats: int, warmup: int, reduce=np.median, clock=time.
     return float(reduce(times))
 
 
+SLOW_CALL_REPEATS = 3  # calls timed after a slow first one: their median survives one outlier
+
+
 def steady_seconds(fn, seconds: float, clock=time.perf_counter) -> float:
     """Seconds of one call of ``fn`` once its one-off set-up (allocator, kernels; paid by the first call) is done:
-    the median of the calls that fit ``seconds`` after the first, and at least one such call. A first call slower
-    than ``seconds`` gets exactly one more (planning a large configuration must not take minutes per candidate);
-    taking the first call itself overestimated slow BU-BIL candidates by 40-60% (experiments notebook)."""
+    the median of the calls that fit ``seconds`` after the first. A first call slower than ``seconds`` gets exactly
+    SLOW_CALL_REPEATS more (planning a large configuration must not take minutes per candidate). Taking the first
+    call itself overestimated slow BU-BIL candidates by 40-60%, and one call after it still by 14% (a call's own
+    spread on a shared machine is 3.5-4.6 s there; experiments notebook)."""
     first = _median_seconds(fn, 1, 0, clock=clock)
-    repeats = 1 if first > seconds else _repeats_for(seconds, first)
+    repeats = SLOW_CALL_REPEATS if first > seconds else _repeats_for(seconds, first)
     return _median_seconds(fn, repeats, 0, clock=clock)
 
 
