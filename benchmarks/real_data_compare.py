@@ -284,11 +284,11 @@ def record(a: argparse.Namespace, fold: int, trainers: list[str], out: Path, log
     ds = resolve_dataset_name(a.dataset_id)
     raters = RawDataset(raw_root() / ds).raters
     notes = load_json(preprocessed_root() / ds / f"{PLANS}.json")["configurations"][a.configuration].get("notes", {})
-    planned = {k: v for k, v in notes.get("time_budget", {}).items() if k != "candidates"}  # the planner's word
-    record_fold(Path(a.record), rows, fold,
-                {"command": a.command_line, "time_budget_hours": a.time_budget, "minutes_per_method": a.minutes,
-                 "raters": raters, "methods": {tr: log.get(tr, {}).get(str(fold)) for tr in trainers},
-                 "time_budget": planned})
+    info = {"command": a.command_line, "time_budget_hours": a.time_budget, "minutes_per_method": a.minutes,
+            "raters": raters, "methods": {tr: log.get(tr, {}).get(str(fold)) for tr in trainers}}
+    if "DiffOSegTrainer" in trainers:  # the planner's word is about DiffOSeg's planned schedule: its run's notes
+        info["time_budget"] = {k: v for k, v in notes.get("time_budget", {}).items() if k != "candidates"}
+    record_fold(Path(a.record), rows, fold, info)
     if a.curves:  # the points' predictions go with the work folder; their scores stay in the record
         from diffoseg_auto.evaluation.learning_curves import collect_curves
 

@@ -75,6 +75,9 @@ def record_fold(record_dir: Path, per_fold: "pd.DataFrame", fold: int, info: dic
             if len(kept.loc[~kept["method"].isin(REFERENCE_METHODS)]):
                 before = load_json(meta) if meta.is_file() else {}
                 entry["methods"] = {**before.get("methods", {}), **entry.get("methods", {})}
+                for k, v in before.items():  # e.g. the planner's notes of a DiffOSeg run, when this run has none
+                    if k != "earlier_runs":
+                        entry.setdefault(k, v)
                 earlier = before.pop("earlier_runs", [])
                 if any(before.get(k) != entry.get(k) for k in ("command", "revision", "date")):
                     # one compare run records each method as it finishes: only another run's provenance is kept

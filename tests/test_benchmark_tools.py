@@ -138,10 +138,16 @@ def test_fold_records_add_up_to_the_comparison_table(tmp_path):
     assert meta["command"] == "run C" and meta["earlier_runs"][0]["command"] == "run two"
     assert meta["earlier_runs"][0]["kept_methods"] == ["A", "B"]
     # the same run recording its next method adds no provenance of itself
-    records.record_fold(rec, c[c["method"] == "A"].assign(method="D"), 1, {"command": "run C"})
+    records.record_fold(rec, c[c["method"] == "A"].assign(method="D"), 1, {"command": "run C",
+                                                                          "time_budget": {"hours": 0.5}})
     meta = json.loads((rec / "Dataset009_X" / "2d" / "fold_1.json").read_text())
     assert [r["command"] for r in meta["earlier_runs"]] == ["run two"]
-    assert records.recorded_methods(rec, "Dataset009_X", "2d", 1) == {"A", "B", "C", "D"}
+    # a later run without planner's notes (the baselines only) keeps the earlier run's
+    records.record_fold(rec, c[c["method"] == "A"].assign(method="E"), 1, {"command": "run E"})
+    meta = json.loads((rec / "Dataset009_X" / "2d" / "fold_1.json").read_text())
+    assert meta["time_budget"] == {"hours": 0.5} and meta["command"] == "run E"
+    assert [r["command"] for r in meta["earlier_runs"]] == ["run two", "run C"]
+    assert records.recorded_methods(rec, "Dataset009_X", "2d", 1) == {"A", "B", "C", "D", "E"}
     with pytest.raises(SystemExit, match="fold_1.csv: recorded on \\[3\\] cases, this run on \\[4\\]"):
         records.record_fold(rec, c.assign(num_cases=4), 1, {"command": "other cases"})
     (rec / "Dataset009_X" / "2d" / "fold_1.csv").write_text(  # back to runs one and two for the checks below
