@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bench_lib import PLANS, plan_budget_configuration, set_env, train_with_budget
+from real_data_records import REFERENCE_METHODS, record_curve, record_fold, recorded_methods
 
 if TYPE_CHECKING:  # pandas loads numpy: real_data.py sets one thread first
     import pandas as pd
@@ -251,7 +252,6 @@ def trainers_to_train(a: argparse.Namespace, fold: int) -> list[str]:
         return list(a.tr)
     from diffoseg_auto.evaluation.method_comparison import method_label
     from diffoseg_auto.utilities.dataset_name_id import resolve_dataset_name
-    from real_data_records import recorded_methods
 
     have = recorded_methods(Path(a.record), resolve_dataset_name(a.dataset_id), a.configuration, fold)
     return [tr for tr in a.tr if method_label(tr) not in have]
@@ -260,7 +260,6 @@ def trainers_to_train(a: argparse.Namespace, fold: int) -> list[str]:
 def rows_of(per_fold: pd.DataFrame, trainers: list[str]) -> pd.DataFrame:
     """The rows of ``trainers``' methods and the reference rows (scored from the labels alone)."""
     from diffoseg_auto.evaluation.method_comparison import method_label
-    from real_data_records import REFERENCE_METHODS
 
     return per_fold[per_fold["method"].isin({method_label(t) for t in trainers} | set(REFERENCE_METHODS))]
 
@@ -272,10 +271,8 @@ def record(a: argparse.Namespace, fold: int, trainers: list[str], out: Path, log
     import pandas as pd
 
     from diffoseg_auto.dataset.raw_dataset import RawDataset
-    from diffoseg_auto.paths import preprocessed_root, raw_root
+    from diffoseg_auto.paths import raw_root
     from diffoseg_auto.utilities.dataset_name_id import resolve_dataset_name
-    from diffoseg_auto.utilities.file_ops import load_json
-    from real_data_records import record_curve, record_fold
 
     per_fold = out / "method_comparison_per_fold.csv"
     if not per_fold.is_file():
@@ -283,17 +280,28 @@ def record(a: argparse.Namespace, fold: int, trainers: list[str], out: Path, log
     rows = rows_of(pd.read_csv(per_fold), trainers)
     ds = resolve_dataset_name(a.dataset_id)
     raters = RawDataset(raw_root() / ds).raters
-    notes = load_json(preprocessed_root() / ds / f"{PLANS}.json")["configurations"][a.configuration].get("notes", {})
     info = {"command": a.command_line, "time_budget_hours": a.time_budget, "minutes_per_method": a.minutes,
             "raters": raters, "methods": {tr: log.get(tr, {}).get(str(fold)) for tr in trainers}}
     if "DiffOSegTrainer" in trainers:  # the planner's word is about DiffOSeg's planned schedule: its run's notes
-        info["time_budget"] = {k: v for k, v in notes.get("time_budget", {}).items() if k != "candidates"}
+        info["time_budget"] = {k: v for k, v in budget_notes(a.dataset_id, a.configuration).items()
+                               if k != "candidates"}
     record_fold(Path(a.record), rows, fold, info)
     if a.curves:  # the points' predictions go with the work folder; their scores stay in the record
         from diffoseg_auto.evaluation.learning_curves import collect_curves
 
         curve = collect_curves(ds, a.configuration, [fold], trainers, raw_root() / ds / "labelsTr", PLANS)
         record_curve(Path(a.record), ds, a.configuration, fold, curve)
+
+
+def budget_notes(dataset_id: int, configuration: str) -> dict:
+    """The configuration's time-budget notes as planned now ({} : not a planned budget). A run keeps its own copy
+    (run.json, the fold records): planning the same budget again on another machine rewrites the plans' notes."""
+    from diffoseg_auto.paths import preprocessed_root
+    from diffoseg_auto.utilities.dataset_name_id import resolve_dataset_name
+    from diffoseg_auto.utilities.file_ops import load_json
+
+    plans = load_json(preprocessed_root() / resolve_dataset_name(dataset_id) / f"{PLANS}.json")
+    return plans["configurations"][configuration].get("notes", {}).get("time_budget", {})
 
 
 def add_compare_arguments(p: argparse.ArgumentParser) -> None:
@@ -347,6 +355,7 @@ def compare(a: argparse.Namespace) -> None:
 
     torch.set_num_threads(1)
     from diffoseg_auto.evaluation.comparison_report import compare_methods
+    from diffoseg_auto.utilities.file_ops import save_json
 
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -360,6 +369,7 @@ def compare(a: argparse.Namespace) -> None:
     if a.time_budget is not None:
         a.configuration = plan_budget_configuration(a.dataset_id, a.configuration, a.time_budget, a.candidate,
                                                     a.min_stage1_iterations)
+    planned = budget_notes(a.dataset_id, a.configuration) if a.time_budget is not None else None
     t0, log, done = time.time(), {}, []
     for fold in a.folds:
         trainers = trainers_to_train(a, fold)
@@ -376,13 +386,11 @@ def compare(a: argparse.Namespace) -> None:
                             num_samples=a.num_samples)
             if a.record:
                 record(a, fold, [trainer], out, log)
-        (out / "run.json").write_text(json.dumps({"command": a.command_line, "configuration": a.configuration,
-                                                  "time_budget_hours": a.time_budget,
-                                                  "minutes_per_method_and_fold": a.minutes,
-                                                  "stage1_fraction": a.stage1_fraction, "threads": 1,
-                                                  "budget_clock": "cpu", "iterations_per_epoch": a.iterations_per_epoch,
-                                                  "folds_done": done, "wall_minutes": round((time.time() - t0) / 60, 1),
-                                                  "methods": log}, indent=2))
+        save_json({"command": a.command_line, "configuration": a.configuration, "time_budget_hours": a.time_budget,
+                   "time_budget": planned, "minutes_per_method_and_fold": a.minutes,
+                   "stage1_fraction": a.stage1_fraction, "threads": 1, "budget_clock": "cpu",
+                   "iterations_per_epoch": a.iterations_per_epoch, "folds_done": done,
+                   "wall_minutes": round((time.time() - t0) / 60, 1), "methods": log}, out / "run.json")
         if a.curves:
             from diffoseg_auto.evaluation.learning_curves import write_learning_curves
             from diffoseg_auto.paths import raw_root

@@ -4,8 +4,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-
-
 SWEEP_METRICS = ("GED", "Dice_soft", "Dice_rater_strict", "ECE", "Brier", "Uncertainty_NCC")
 
 
@@ -14,7 +12,8 @@ def budget_sweep(a: argparse.Namespace) -> None:
     its planned schedule and estimate, the time it took (the epochs' seconds in the final checkpoints plus the
     measured stage start-up, and the wall seconds of the training calls when no resume split them), and DiffOSeg's
     held-out metrics of that fold, with the trivial and inter-rater rows (mean over the run's folds) of the same
-    cases. Only DiffOSeg's rows: the baselines of a run stop on the CPU clock, not on a planned schedule."""
+    cases. The plan is the run's own (run.json; the plans' current notes for runs older than that copy). Only
+    DiffOSeg's rows: the baselines of a run stop on the CPU clock, not on a planned schedule."""
     import pandas as pd
 
     from diffoseg_auto.paths import preprocessed_root
@@ -31,8 +30,9 @@ def budget_sweep(a: argparse.Namespace) -> None:
         per_fold = pd.read_csv(out / "method_comparison_per_fold.csv")
         per_fold = per_fold[per_fold["mode"] == "strict"].set_index(["method", "fold", "metric"])["value"]
         ds = table["dataset"].iloc[0]
-        cfg = load_json(preprocessed_root() / ds / "DiffOSegPlans.json")["configurations"][run["configuration"]]
-        tb = cfg["notes"]["time_budget"]
+        # the run's own copy of its plan: planning the same budget again (another machine) rewrites the plans
+        tb = run.get("time_budget") or load_json(preprocessed_root() / ds / "DiffOSegPlans.json")[
+            "configurations"][run["configuration"]]["notes"]["time_budget"]
         row = next(r for r in tb["candidates"] if r["candidate"] == tb["chosen"])
         # the planner's word is about DiffOSeg's planned schedule; a baseline stops on the CPU clock at the hours
         for trainer, folds in run["methods"].items():

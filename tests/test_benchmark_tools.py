@@ -343,3 +343,41 @@ def test_compare_records_each_method_as_it_finishes(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         compare.compare(a)
     assert recorded == [(0, ["DiffOSegTrainer"])]
+
+
+def test_budget_sweep_reports_the_plan_the_run_trained_not_a_later_one(env_folders, tmp_path):
+    """Planning the same budget again on another (slower) machine rewrites the configuration's notes in the plans;
+    the sweep row of an earlier run keeps that run's own schedule and estimate, copied into its run.json."""
+    import argparse
+
+    import pandas as pd
+
+    from diffoseg_auto.evaluation.method_comparison import COLUMNS
+    from diffoseg_auto.utilities.file_ops import save_json
+
+    sweep = bench_module("real_data_sweep")
+
+    def notes(stage1_iterations: int, hours: float) -> dict:
+        row = {"candidate": "spacing_x1_widths_div1", "stage1": {"iterations": stage1_iterations},
+               "stage2": {"iterations": stage1_iterations // 2}}
+        return {"hours": 0.5, "chosen": row["candidate"], "estimated_training_hours": hours, "candidates": [row]}
+
+    ds, cfg = "Dataset009_X", "2d_0.5h_spacing_x1_widths_div1"
+    (env_folders["preprocessed"] / ds).mkdir()
+    save_json({"configurations": {cfg: {"notes": {"time_budget": notes(440, 0.49)}}}},
+              env_folders["preprocessed"] / ds / "DiffOSegPlans.json")  # re-planned on the slower machine
+    out = tmp_path / "run"
+    out.mkdir()
+    trained = {"stage1": {"epoch_seconds": 1200.0}, "stage2": {"epoch_seconds": 600.0}}
+    save_json({"configuration": cfg, "time_budget": notes(840, 0.495),
+               "methods": {"DiffOSegTrainer": {"3": {"trained": trained, "training": {}}}}}, out / "run.json")
+    per_fold = pd.DataFrame([[ds, cfg, m, 3, 14, "strict", "GED", v] for m, v in (("DiffOSeg", 0.4), ("all-empty", 0.9))],
+                            columns=COLUMNS)
+    per_fold.to_csv(out / "method_comparison_per_fold.csv", index=False)
+    per_fold.rename(columns={"value": "mean"}).to_csv(out / "method_comparison.csv", index=False)
+    md = tmp_path / "sweep.md"
+    sweep.budget_sweep(argparse.Namespace(outs=[str(out)], md=str(md)))
+    header, _, row = md.read_text().splitlines()[:3]
+    cells = dict(zip([c.strip() for c in header.strip("|").split("|")], [c.strip() for c in row.strip("|").split("|")]))
+    assert (cells["stage1_iterations"], cells["stage2_iterations"], cells["planned_h"]) == ("840", "420", "0.495")
+    assert (cells["epochs_h"], cells["taken_vs_asked"], cells["GED"]) == ("0.500", "+0%", "0.400")
