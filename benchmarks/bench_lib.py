@@ -138,14 +138,18 @@ def predict_and_evaluate(dataset_id: int, configuration: str, fold: int, work: P
     False: score the predictions already there); their evaluation summary."""
     from diffoseg_auto.cli.fold_images import link_fold_images
     from diffoseg_auto.evaluation.evaluate_entrypoint import evaluate_folder
+    from diffoseg_auto.evaluation.method_comparison import fold_validation_cases
     from diffoseg_auto.inference.predict_entrypoint import predict_from_folder
+    from diffoseg_auto.paths import preprocessed_dataset_folder
+    from diffoseg_auto.utilities.dataset_name_id import resolve_dataset_name
 
     if predict:
         val_in = work / f"val_images_fold{fold}"
         link_fold_images(dataset_id, fold, val_in)
         predict_from_folder(val_in, pred, dataset_id, configuration, [fold], device="cpu", overwrite=True,
                             **IN_PROCESS, **options)
-    return evaluate_folder(labels, pred, pred / "summary.json")
+    held_out = fold_validation_cases(preprocessed_dataset_folder(resolve_dataset_name(dataset_id)), fold)
+    return evaluate_folder(labels, pred, pred / "summary.json", expected_cases=held_out)
 
 
 def sweep(dataset_id: int, configuration: str, fold: int, steps: list[int], work: Path, labels: Path,

@@ -33,7 +33,7 @@ def score_blocks(ds, folders: dict[str, Path], cases: list[str], num_samples: in
     out = {}
     for block, folder in folders.items():
         m = scored[(block, "strict")]
-        summary = evaluate_folder(ds.folder / "labelsTr", folder, folder / "summary_blocks.json")
+        summary = evaluate_folder(ds.folder / "labelsTr", folder, folder / "summary_blocks.json", expected_cases=cases)
         out[block] = {"Dice_rater_strict": m.get("Dice_rater_strict"), AREA_SPEARMAN: m.get(AREA_SPEARMAN),
                       "per_rater": {r: m.get(f"Dice_rater_strict/{k}") for k, r in enumerate(ds.raters)},
                       **matrix_margins(summary["rater_prompt_dice_matrix"])}

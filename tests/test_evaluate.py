@@ -123,6 +123,23 @@ def test_missing_references_predictions_and_raters_are_listed(folders, caplog):
     assert (pred / "consensus" / "c9.nii.gz").is_file() and (ref / "ra" / "c7.nii.gz").is_file()  # nothing lost
 
 
+def test_a_folds_predictions_miss_only_its_own_held_out_cases(folders, caplog):
+    """Scored against the whole labelsTr, a fold's prediction folder is missing only the held-out cases it lacks,
+    not the training cases (a learning-curve point printed 57 of those for LIDC)."""
+    ref, pred = folders
+    for case in ("c3", "c4"):  # c3: another fold's case; c4: held out here, not predicted
+        write_seg(cols(0), PROPS, ref / "ra" / f"{case}.nii.gz")
+    with caplog.at_level(logging.WARNING):
+        s = evaluate_folder(ref, pred, expected_cases=["c1", "c2", "c4"])
+    err = "\n".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    assert "no prediction for 1 reference case(s): c4" in err and "c3" not in err
+    assert s["num_cases"] == 2 and s["missing"]["predictions"] == ["c4"]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        s = evaluate_folder(ref, pred, expected_cases=["c1", "c2"])
+    assert s["missing"]["predictions"] == [] and not any("no prediction" in r.getMessage() for r in caplog.records)
+
+
 def test_cli(folders, monkeypatch, capsys):
     ref, pred = folders
     monkeypatch.setattr(sys, "argv", ["diffoseg_evaluate", "-ref", str(ref), "-pred", str(pred), "--mode", "strict", "-l", "auto", "-np", "1"])

@@ -53,11 +53,14 @@ def _cases_in(folder: Path, file_ending: str) -> set[str]:
 
 
 def find_missing(ref_folder: str | Path, pred_folder: str | Path, raters: Sequence[str], file_ending: str,
-                 predicted_cases: Sequence[str]) -> MissingInputs:
+                 predicted_cases: Sequence[str], expected_cases: Sequence[str] | None = None) -> MissingInputs:
+    """``expected_cases``: the cases a complete prediction holds (a fold's held-out cases scored against the whole
+    labelsTr); None: every reference case."""
     ref_folder, pred_folder = Path(ref_folder), Path(pred_folder)
     reference_cases = set().union(*(_cases_in(ref_folder / r, file_ending) for r in raters))
     predicted_raters = sorted(p.name for p in (pred_folder / "raters").iterdir()
                               if p.is_dir() and not p.name.startswith(".")) if (pred_folder / "raters").is_dir() else []
-    return MissingInputs(predictions=sorted(reference_cases - set(predicted_cases)),
+    expected = reference_cases if expected_cases is None else set(expected_cases)
+    return MissingInputs(predictions=sorted(expected - set(predicted_cases)),
                          references=sorted(set(predicted_cases) - reference_cases),
                          raters=[r for r in predicted_raters if r not in raters])

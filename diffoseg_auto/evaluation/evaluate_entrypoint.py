@@ -53,10 +53,11 @@ def per_case_table(per_case: list[dict]) -> pd.DataFrame:
 def evaluate_folder(ref_folder: str | Path, pred_folder: str | Path, output_file: str | Path | None = None,
                     mode: str = "strict", raters: list[str] | None = None, num_classes: int | None = None,
                     file_ending: str | None = None, num_processes: int = 1, dataset_json: str | Path | None = None,
-                    strict: bool = False) -> dict:
+                    strict: bool = False, expected_cases: Sequence[str] | None = None) -> dict:
     """Evaluate every predicted case that has a reference; writes summary.json (+ summary_per_case.csv) and
     returns the summary. Missing predictions, references and raters are printed and listed in
-    summary["missing"]; with ``strict`` they raise EvaluationIncompleteError before anything is scored."""
+    summary["missing"]; with ``strict`` they raise EvaluationIncompleteError before anything is scored. A
+    prediction is missing for a case of ``expected_cases`` (a fold's held-out cases; None: every reference case)."""
     if mode not in MODES:
         raise InvalidArgumentError(f"unknown mode '{mode}'. Use one of {MODES}.")
     ref_folder, pred_folder = Path(ref_folder), Path(pred_folder)
@@ -69,7 +70,7 @@ def evaluate_folder(ref_folder: str | Path, pred_folder: str | Path, output_file
             f"{pred_folder}: no predictions found (expected consensus/<case>{info.file_ending} or samples/<case>.npz). "
             "Is this a diffoseg_predict output folder?"
         )
-    missing = find_missing(ref_folder, pred_folder, info.raters, info.file_ending, cases)
+    missing = find_missing(ref_folder, pred_folder, info.raters, info.file_ending, cases, expected_cases)
     if missing.any():
         lines = missing.lines(ref_folder, pred_folder)
         if strict:

@@ -16,8 +16,9 @@ import numpy as np
 import pandas as pd
 
 from diffoseg_auto.evaluation.evaluate_entrypoint import evaluate_folder
-from diffoseg_auto.evaluation.method_comparison import method_label
+from diffoseg_auto.evaluation.method_comparison import fold_validation_cases, method_label
 from diffoseg_auto.io.checkpoint_io import epoch_durations, load_checkpoint
+from diffoseg_auto.paths import preprocessed_dataset_folder
 from diffoseg_auto.results_layout import (CHECKPOINT_FINAL, PROGRESS_FRACTIONS, SUMMARY, checkpoint_path,
                                           learning_curve_folder, progress_checkpoint_name, stage_folder,
                                           trainer_folder)
@@ -61,13 +62,16 @@ def collect_curves(dataset: str, configuration: str, folds: list[int], trainers:
     for trainer in trainers:
         folder = trainer_folder(dataset, trainer, plans, configuration)
         for fold in folds:
+            held_out = None  # read once per fold, only where a point is scored
             for p in curve_points(folder, fold):
                 pred = learning_curve_folder(folder, fold, p["checkpoint"])
                 if not pred.is_dir():
                     continue
                 summary_file = pred / SUMMARY
+                if not summary_file.is_file():
+                    held_out = held_out or fold_validation_cases(preprocessed_dataset_folder(dataset), fold)
                 summary = (load_json(summary_file) if summary_file.is_file()
-                           else evaluate_folder(labels_folder, pred, summary_file))
+                           else evaluate_folder(labels_folder, pred, summary_file, expected_cases=held_out))
                 for m in CURVE_METRICS:
                     v = summary["metrics"].get(m)
                     rows.append({"method": method_label(trainer), "fold": fold, **{k: p[k] for k in
