@@ -145,10 +145,11 @@ def predict_and_evaluate(dataset_id: int, configuration: str, fold: int, work: P
 
     if predict:
         val_in = work / f"val_images_fold{fold}"
-        link_fold_images(dataset_id, fold, val_in)
+        held_out = link_fold_images(dataset_id, fold, val_in)
         predict_from_folder(val_in, pred, dataset_id, configuration, [fold], device="cpu", overwrite=True,
                             **IN_PROCESS, **options)
-    held_out = fold_validation_cases(preprocessed_dataset_folder(resolve_dataset_name(dataset_id)), fold)
+    else:
+        held_out = fold_validation_cases(preprocessed_dataset_folder(resolve_dataset_name(dataset_id)), fold)
     return evaluate_folder(labels, pred, pred / "summary.json", expected_cases=held_out)
 
 

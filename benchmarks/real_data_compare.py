@@ -264,10 +264,11 @@ def rows_of(per_fold: pd.DataFrame, trainers: list[str]) -> pd.DataFrame:
     return per_fold[per_fold["method"].isin({method_label(t) for t in trainers} | set(REFERENCE_METHODS))]
 
 
-def record(a: argparse.Namespace, fold: int, trainers: list[str], out: Path, log: dict) -> None:
+def record(a: argparse.Namespace, fold: int, trainers: list[str], out: Path, log: dict, planned: dict | None) -> None:
     """The fold's scored rows of ``trainers`` and the reference rows (compare's method_comparison_per_fold.csv),
     with their provenance, into --record. Another method's rows in that table may be predictions of an earlier
-    run not yet retrained: they are left to that method's own record."""
+    run not yet retrained: they are left to that method's own record. ``planned``: the configuration's
+    time-budget notes, read by the caller once per run."""
     import pandas as pd
 
     from diffoseg_auto.dataset.raw_dataset import RawDataset
@@ -283,8 +284,7 @@ def record(a: argparse.Namespace, fold: int, trainers: list[str], out: Path, log
     info = {"command": a.command_line, "time_budget_hours": a.time_budget, "minutes_per_method": a.minutes,
             "raters": raters, "methods": {tr: log.get(tr, {}).get(str(fold)) for tr in trainers}}
     if "DiffOSegTrainer" in trainers:  # the planner's word is about DiffOSeg's planned schedule: its run's notes
-        info["time_budget"] = {k: v for k, v in budget_notes(a.dataset_id, a.configuration).items()
-                               if k != "candidates"}
+        info["time_budget"] = {k: v for k, v in (planned or {}).items() if k != "candidates"}
     record_fold(Path(a.record), rows, fold, info)
     if a.curves:  # the points' predictions go with the work folder; their scores stay in the record
         from diffoseg_auto.evaluation.learning_curves import collect_curves
@@ -294,8 +294,9 @@ def record(a: argparse.Namespace, fold: int, trainers: list[str], out: Path, log
 
 
 def budget_notes(dataset_id: int, configuration: str) -> dict:
-    """The configuration's time-budget notes as planned now ({} : not a planned budget). A run keeps its own copy
-    (run.json, the fold records): planning the same budget again on another machine rewrites the plans' notes."""
+    """The configuration's time-budget notes as planned now ({} : not a planned budget), read once per run, which
+    keeps its own copy (run.json, the fold records): planning the same budget again on another machine rewrites
+    the plans' notes."""
     from diffoseg_auto.paths import preprocessed_root
     from diffoseg_auto.utilities.dataset_name_id import resolve_dataset_name
     from diffoseg_auto.utilities.file_ops import load_json
@@ -369,7 +370,8 @@ def compare(a: argparse.Namespace) -> None:
     if a.time_budget is not None:
         a.configuration = plan_budget_configuration(a.dataset_id, a.configuration, a.time_budget, a.candidate,
                                                     a.min_stage1_iterations)
-    planned = budget_notes(a.dataset_id, a.configuration) if a.time_budget is not None else None
+    # the plan's notes, read once: run.json keeps them for a budget run, the fold records for DiffOSeg's rows
+    planned = budget_notes(a.dataset_id, a.configuration) if a.time_budget is not None or a.record else None
     t0, log, done = time.time(), {}, []
     for fold in a.folds:
         trainers = trainers_to_train(a, fold)
@@ -385,9 +387,10 @@ def compare(a: argparse.Namespace) -> None:
             compare_methods([a.dataset_id], [a.configuration], done, a.tr, out, PLANS, figures=True,
                             num_samples=a.num_samples)
             if a.record:
-                record(a, fold, [trainer], out, log)
+                record(a, fold, [trainer], out, log, planned)
         save_json({"command": a.command_line, "configuration": a.configuration, "time_budget_hours": a.time_budget,
-                   "time_budget": planned, "minutes_per_method_and_fold": a.minutes,
+                   "time_budget": planned if a.time_budget is not None else None,
+                   "minutes_per_method_and_fold": a.minutes,
                    "stage1_fraction": a.stage1_fraction, "threads": 1, "budget_clock": "cpu",
                    "iterations_per_epoch": a.iterations_per_epoch, "folds_done": done,
                    "wall_minutes": round((time.time() - t0) / 60, 1), "methods": log}, out / "run.json")

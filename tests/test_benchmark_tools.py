@@ -333,8 +333,9 @@ def test_compare_records_each_method_as_it_finishes(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch, "set_num_threads", lambda n: None)
     monkeypatch.setattr(compare, "run_method", one_method)
+    monkeypatch.setattr(compare, "budget_notes", lambda dataset_id, configuration: {})
     monkeypatch.setattr(report, "compare_methods", lambda *args, **kwargs: None)
-    monkeypatch.setattr(compare, "record", lambda a, fold, trainers, out, log: recorded.append((fold, trainers)))
+    monkeypatch.setattr(compare, "record", lambda a, fold, trainers, out, log, planned: recorded.append((fold, trainers)))
     a = argparse.Namespace(stage1_fraction=2 / 3, minutes=1.0, time_budget=None, min_stage1_iterations=1,
                            out=str(tmp_path), work=None, prepare=None, add_configuration=False, folds=[0, 1],
                            record=str(tmp_path / "records"), retrain=False, dataset_id=9, configuration="2d",

@@ -68,10 +68,12 @@ def collect_curves(dataset: str, configuration: str, folds: list[int], trainers:
                 if not pred.is_dir():
                     continue
                 summary_file = pred / SUMMARY
-                if not summary_file.is_file():
-                    held_out = held_out or fold_validation_cases(preprocessed_dataset_folder(dataset), fold)
-                summary = (load_json(summary_file) if summary_file.is_file()
-                           else evaluate_folder(labels_folder, pred, summary_file, expected_cases=held_out))
+                if summary_file.is_file():
+                    summary = load_json(summary_file)
+                else:
+                    if held_out is None:
+                        held_out = fold_validation_cases(preprocessed_dataset_folder(dataset), fold)
+                    summary = evaluate_folder(labels_folder, pred, summary_file, expected_cases=held_out)
                 for m in CURVE_METRICS:
                     v = summary["metrics"].get(m)
                     rows.append({"method": method_label(trainer), "fold": fold, **{k: p[k] for k in
