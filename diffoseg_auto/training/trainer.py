@@ -289,6 +289,8 @@ class DiffOSegTrainer:
         self.on_train_start()
         self.budget = StageBudget(self.max_minutes, BUDGET_CLOCKS[self.budget_clock], self._budget_spent_s)
         self._epochs_at_start = self.current_epoch
+        if self.budget.limited:  # --c: the budget the earlier runs spent is gone (all of it: the stage is done)
+            self._fit_epochs_to_budget()
         while self.current_epoch < self.num_epochs:
             self.on_epoch_start()
             train_losses = self.train_epoch()
