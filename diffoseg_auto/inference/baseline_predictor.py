@@ -40,7 +40,8 @@ class BaselinePredictor:
         self.networks = [n.to(self.device).eval() for n in nets]
         self.configuration = configuration
         self.step_size = float(step_size)
-        self.mirrors = mirror_combinations(configuration, use_mirroring)
+        self.use_mirroring = bool(use_mirroring)
+        self.mirrors = mirror_combinations(configuration, self.use_mirroring)
 
     def predict_case(self, data: np.ndarray, num_samples: int, seed: int = 0) -> np.ndarray:
         """``data`` (C, *S) preprocessed image -> (M, *S) uint8 label maps in preprocessed geometry."""
