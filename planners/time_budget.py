@@ -25,8 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Mapping
 
-import numpy as np
-
 from planners.topology import get_pool_and_conv_props
 
 if TYPE_CHECKING:
