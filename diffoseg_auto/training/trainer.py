@@ -289,7 +289,7 @@ class DiffOSegTrainer:
         self.on_train_start()
         self.budget = StageBudget(self.max_minutes, BUDGET_CLOCKS[self.budget_clock], self._budget_spent_s)
         self._epochs_at_start = self.current_epoch
-        if self.budget.limited:  # --c: the budget the earlier runs spent is gone (all of it: the stage is done)
+        if self.budget.limited and self._budget_spent_s > 0:  # --c: what the earlier runs spent is gone (all: done)
             self._fit_epochs_to_budget()
         while self.current_epoch < self.num_epochs:
             self.on_epoch_start()
