@@ -205,17 +205,27 @@ def test_calibration_rows_and_reliability_diagrams(comparison_data, tmp_path):
             vals = [calibration_by_hand(S, np.stack(list(LABELS[c].values())))[k] for c in split["val"]]
             per_fold.append(np.nanmean(vals))
         assert strict.loc[(method, metric), "mean"] == pytest.approx(np.mean(per_fold)), (method, metric)
-    # the trivial rows repeat one label map: no soft output -> n/a (no number, no folds), in both modes
+    # the trivial rows repeat one label map: ECE and Brier score their overconfidence as for any prediction;
+    # their uncertainty is constant, so the NCC is n/a (no number, no folds), in both modes
     for row in (EMPTY, MAJORITY):
-        for metric in ("ECE", "Brier", "Uncertainty_NCC"):
-            got = table[(table["method"] == row) & (table["metric"] == metric)]
-            assert len(got) == 2 and got["mean"].isna().all() and (got["num_folds"] == 0).all()
+        for metric, k in (("ECE", 0), ("Brier", 1)):
+            per_fold = []
+            for split in SPLITS:
+                refs = [np.stack(list(LABELS[c].values())) for c in split["val"]]
+                maps = [np.zeros((1, 4, 4), np.uint8) if row == EMPTY else majority(R)[None] for R in refs]
+                per_fold.append(np.nanmean([calibration_by_hand(S, R)[k] for S, R in zip(maps, refs)]))
+            assert strict.loc[(row, metric), "mean"] == pytest.approx(np.mean(per_fold)), (row, metric)
+        assert strict.loc[(row, "ECE"), "mean"] > 0.05
+        got = table[(table["method"] == row) & (table["metric"] == "Uncertainty_NCC")]
+        assert len(got) == 2 and got["mean"].isna().all() and (got["num_folds"] == 0).all()
     assert (INTER_RATER, "ECE") not in strict.index  # a rater's mask is not a probability: not scored
     dp = table[table["mode"] == "dpersona"].set_index(["method", "metric"])
     assert dp.loc[("FakeA", "ECE"), "mean"] == pytest.approx(ece["mean"])  # calibration has no mode
     md = (out / "method_comparison.md").read_text()
-    header = next(line for line in md.splitlines() if line.startswith("| method |") and "ECE" in line).split(" | ")
-    empty_row = next(line for line in md.splitlines() if line.startswith(f"| {EMPTY} |")).split(" | ")
-    assert empty_row[header.index("ECE")] == "n/a" and empty_row[header.index("GED")] != "n/a"
+    cells = lambda line: [c.strip() for c in line.strip("| ").split(" | ")]
+    header = cells(next(line for line in md.splitlines() if line.startswith("| method |") and "ECE" in line))
+    empty_row = cells(next(line for line in md.splitlines() if line.startswith(f"| {EMPTY} |")))
+    assert empty_row[header.index("Uncertainty_NCC")] == "n/a" and empty_row[header.index("ECE")] != "n/a"
+    assert "Uncertainty_NCC is n/a where the predicted uncertainty is constant" in md  # the legend says why
     figures = {f.name for f in (out / "figures").glob("reliability__*.png")}
-    assert figures == {f"reliability__{DS}__2d__FakeA.png", f"reliability__{DS}__2d__FakeB.png"}
+    assert figures == {f"reliability__{DS}__2d__{m}.png" for m in ("FakeA", "FakeB", EMPTY, MAJORITY)}

@@ -3,7 +3,7 @@
 Per fold, ``results_layout.validation_summary(model_folder, fold, 1)`` (sample metrics) and
 ``(..., 2)`` (per-rater metrics) are merged; a Stage II key that also exists in Stage I becomes
 "stage2/<key>". Missing summaries are reported (logging) and skipped, never filled in. A soft metric
-that a summary reports as "n/a" (no soft output) becomes a NaN value, which the tables show as "n/a".
+that a summary reports as "n/a" (Uncertainty_NCC of constant uncertainty) becomes a NaN value, which the tables show as "n/a".
 """
 from __future__ import annotations
 

@@ -24,8 +24,10 @@ majority vote, a plain segmentation-quality column (1 for the majority row by co
 inter-rater row, which has no consensus).
 
 ``ECE``, ``Brier``, ``Uncertainty_NCC`` (calibration.py, the same in both modes): per fold over the fold's
-cases; NaN (shown "n/a") for a row without soft output (a deterministic method, the trivial rows). The
-reliability bins of every row with soft output are pooled over the cases of all folds for its diagram.
+cases, for every row with a prediction (a deterministic method and the trivial rows included: their p is 0 or
+1, and their ECE and Brier show that overconfidence); Uncertainty_NCC is NaN (shown "n/a") for a row without
+soft output (constant uncertainty: the correlation is undefined). The reliability bins of every row are pooled
+over the cases of all folds for its diagram.
 
 N is the plans' ``diffusion.num_samples`` of the configuration.
 """
@@ -43,7 +45,7 @@ from diffoseg_auto.dataset.raw_dataset import RawDataset
 from diffoseg_auto.errors import InvalidArgumentError
 from diffoseg_auto.evaluation.benchmark_collect import prediction_folders as validation_prediction_folders
 from diffoseg_auto.evaluation.benchmark_tables import format_cell
-from diffoseg_auto.evaluation.calibration import RELIABILITY_KEY, SOFT_METRICS, mark_without_soft_output, pool_reliability
+from diffoseg_auto.evaluation.calibration import NCC_LEGEND, RELIABILITY_KEY, SOFT_METRICS, mark_constant_uncertainty, pool_reliability
 from diffoseg_auto.evaluation.inter_rater import inter_rater_reference
 from diffoseg_auto.evaluation.metrics import MODES, evaluate_case, majority_vote
 from diffoseg_auto.evaluation.prediction_folder import (CasePrediction, list_predicted_cases, load_prediction,
@@ -118,7 +120,7 @@ def area_spearman(predicted: np.ndarray, annotated: np.ndarray) -> float:
 def score_fold(ds: RawDataset, method_folders: dict[str, list[Path]], cases: list[str], num_samples: int,
                modes: tuple[str, ...] = MODES) -> tuple[dict[tuple[str, str], dict[str, float]], dict[str, dict]]:
     """(row, mode) -> metrics averaged over ``cases`` for every method, the trivial rows and the inter-rater row;
-    and row -> reliability bins pooled over ``cases`` (rows with soft output only)."""
+    and row -> reliability bins pooled over ``cases`` (every row but the inter-rater one)."""
     per_case: dict[tuple[str, str], list[dict]] = {}
     # per row: (cases, raters) predicted foreground areas; and the raters' own areas (NaN: not annotated)
     predicted_area: dict[str, list[np.ndarray]] = {}
@@ -140,7 +142,7 @@ def score_fold(ds: RawDataset, method_folders: dict[str, list[Path]], cases: lis
                 per_case.setdefault((name, mode), []).append(res)
     out, reliability = {}, {}
     for (name, mode), results in per_case.items():
-        results = mark_without_soft_output(results, float("nan"))
+        results = mark_constant_uncertainty(results, float("nan"))
         out[(name, mode)] = _mean_over_cases(results)
         if mode == modes[0]:  # the bins do not depend on the mode
             pooled = pool_reliability([d.get(RELIABILITY_KEY) for d in results])
@@ -163,7 +165,7 @@ def score_fold(ds: RawDataset, method_folders: dict[str, list[Path]], cases: lis
 def collect(raw_folder: Path, preprocessed_folder: Path, results_folder: Path, configuration: str, folds: list[int],
             trainers: list[str], plans: str, num_samples: int) -> tuple[pd.DataFrame, dict[int, list[str]], dict[str, dict]]:
     """Long table (COLUMNS) of one dataset and configuration (every row x fold x mode x metric), the
-    cases scored per fold and per row with soft output its reliability bins pooled over those cases."""
+    cases scored per fold and per row its reliability bins pooled over those cases."""
     ds = RawDataset(Path(raw_folder))
     records, scored, bins = [], {}, {}
     for fold in folds:
@@ -212,7 +214,7 @@ def comparison_markdown(table: pd.DataFrame, raters: dict[str, list[str]], folds
 
     parts = ([heading(1, "Method comparison")] if headings else []) + [
         "Mean ± sample std over folds of the per-fold means over the fold's held-out cases; every row is scored "
-        "on the same cases. Metric definitions: documentation/benchmarking.md.\n"]
+        "on the same cases. Metric definitions: documentation/benchmarking.md. " + NCC_LEGEND + "\n"]
     for (ds, cfg), sub in table.groupby(["dataset", "configuration"], sort=False):
         order = list(dict.fromkeys(sub["method"]))
         parts.append(heading(2, f"{ds}, {cfg} (folds {', '.join(map(str, folds.get(ds, [])))})"))
