@@ -138,7 +138,7 @@ def predict_and_evaluate(dataset_id: int, configuration: str, fold: int, work: P
     False: score the predictions already there); their evaluation summary."""
     from diffoseg_auto.cli.fold_images import link_fold_images
     from diffoseg_auto.evaluation.evaluate_entrypoint import evaluate_folder
-    from diffoseg_auto.evaluation.method_comparison import fold_validation_cases
+    from diffoseg_auto.dataset.splits_file import fold_validation_cases
     from diffoseg_auto.inference.predict_entrypoint import predict_from_folder
     from diffoseg_auto.paths import preprocessed_dataset_folder
     from diffoseg_auto.utilities.dataset_name_id import resolve_dataset_name

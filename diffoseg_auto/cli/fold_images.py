@@ -15,7 +15,7 @@ from pathlib import Path
 from diffoseg_auto.utilities.command_runner import run_command
 from diffoseg_auto.dataset.raw_dataset import open_raw_dataset
 from diffoseg_auto.paths import preprocessed_dataset_folder
-from diffoseg_auto.training.splits import SPLITS_FILE, load_splits, select_fold
+from diffoseg_auto.dataset.splits_file import SPLITS_FILE, load_splits, select_fold
 from diffoseg_auto.utilities.dataset_name_id import resolve_dataset_name
 
 

@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 
 from diffoseg_auto.evaluation.evaluate_entrypoint import evaluate_folder
-from diffoseg_auto.evaluation.method_comparison import fold_validation_cases, method_label
+from diffoseg_auto.dataset.splits_file import fold_validation_cases
+from diffoseg_auto.evaluation.method_comparison import method_label
 from diffoseg_auto.io.checkpoint_io import epoch_durations, load_checkpoint
 from diffoseg_auto.paths import preprocessed_dataset_folder
 from diffoseg_auto.results_layout import (CHECKPOINT_FINAL, PROGRESS_FRACTIONS, SUMMARY, checkpoint_path,

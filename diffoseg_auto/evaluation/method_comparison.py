@@ -42,7 +42,7 @@ import pandas as pd
 from scipy.stats import spearmanr
 
 from diffoseg_auto.dataset.raw_dataset import RawDataset
-from diffoseg_auto.errors import InvalidArgumentError
+from diffoseg_auto.dataset.splits_file import fold_validation_cases
 from diffoseg_auto.evaluation.benchmark_collect import prediction_folders as validation_prediction_folders
 from diffoseg_auto.evaluation.benchmark_tables import format_cell
 from diffoseg_auto.evaluation.calibration import NCC_LEGEND, RELIABILITY_KEY, SOFT_METRICS, mark_constant_uncertainty, pool_reliability
@@ -51,7 +51,6 @@ from diffoseg_auto.evaluation.metrics import MODES, evaluate_case, majority_vote
 from diffoseg_auto.evaluation.prediction_folder import (CasePrediction, list_predicted_cases, load_prediction,
                                                         load_reference)
 from diffoseg_auto.results_layout import trainer_folder, val_predictions_folder
-from diffoseg_auto.utilities.file_ops import load_json
 
 logger = logging.getLogger(__name__)
 
@@ -74,13 +73,6 @@ def prediction_folders(model_folder: Path, fold: int) -> list[Path]:
     if preferred.is_dir():
         return [preferred]
     return validation_prediction_folders(Path(model_folder), fold)
-
-
-def fold_validation_cases(preprocessed_folder: Path, fold: int) -> list[str]:
-    splits = load_json(Path(preprocessed_folder) / "splits_final.json")
-    if not 0 <= fold < len(splits):
-        raise InvalidArgumentError(f"fold {fold} is not in {preprocessed_folder / 'splits_final.json'} (folds 0..{len(splits) - 1})")
-    return sorted(splits[fold]["val"])
 
 
 def load_method_case(ds: RawDataset, folders: list[Path], case: str, ref_props: dict,

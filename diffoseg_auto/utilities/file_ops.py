@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable
 
+from diffoseg_auto.errors import CorruptFileError, MissingFileError
 from diffoseg_auto.utilities.temp_files import temp_path_for
 
 
@@ -39,8 +40,18 @@ def save_json(obj: Any, path: str | Path, indent: int = 2) -> None:
     atomic_write_text(path, json.dumps(obj, indent=indent, default=_json_default))
 
 
-def load_json(path: str | Path) -> Any:
-    return json.loads(Path(path).read_text())
+def load_json(path: str | Path, fix: str | None = None) -> Any:
+    """The parsed file. A missing file raises MissingFileError, one that is empty, cut short or not JSON (a copy
+    interrupted, a hand edit) CorruptFileError; both name the file and ``fix`` (default: write it again)."""
+    path = Path(path)
+    advice = fix or "Delete it and run the command that writes it again (or restore your copy)."
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise MissingFileError(f"{path}: does not exist. {advice}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        what = "is empty" if not path.read_bytes().strip() else f"is not valid JSON ({e})"
+        raise CorruptFileError(f"{path}: {what}. {advice}") from None
 
 
 def _json_default(o: Any) -> Any:
