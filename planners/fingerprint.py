@@ -15,12 +15,12 @@ import numpy as np
 from scipy import ndimage
 
 from diffoseg_auto.dataset.dataset_errors import DatasetFormatError
+from diffoseg_auto.dataset.fingerprint_file import FINGERPRINT_FILE, load_fingerprint
 from diffoseg_auto.dataset.raw_dataset import RawDataset
 from diffoseg_auto.preprocessing.cropping import crop_to_nonzero
 from diffoseg_auto.preprocessing.parallel import map_with_progress
 from diffoseg_auto.utilities.file_ops import atomic_copy
 
-FINGERPRINT_FILE = "dataset_fingerprint.json"
 NUM_FG_SAMPLES_PER_CASE = 10000
 
 
@@ -197,7 +197,7 @@ def extract_fingerprint_dataset(dataset: str | int, num_processes: int | None = 
     """Compute (or reuse) $diffoseg_preprocessed/<name>/dataset_fingerprint.json; also copies dataset.json there."""
     from diffoseg_auto.dataset.raw_dataset import open_raw_dataset
     from diffoseg_auto.paths import preprocessed_root
-    from diffoseg_auto.utilities.file_ops import load_json, save_json
+    from diffoseg_auto.utilities.file_ops import save_json
 
     raw = open_raw_dataset(dataset)
     if verify_integrity:
@@ -209,7 +209,7 @@ def extract_fingerprint_dataset(dataset: str | int, num_processes: int | None = 
     atomic_copy(raw.folder / "dataset.json", out / "dataset.json")
     f = out / FINGERPRINT_FILE
     if f.is_file() and not clean:
-        return load_json(f)
+        return load_fingerprint(f)
     fp = extract_fingerprint(raw, num_processes)
     save_json(fp, f)
     return fp

@@ -34,6 +34,9 @@ def load_dataset_json(folder: str | Path) -> dict:
         dj = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise DatasetFormatError(f"{path}: not valid JSON ({e}). Fix the syntax.") from None
+    if not isinstance(dj, dict):
+        raise DatasetFormatError(f"{path}: holds a {type(dj).__name__}, not a JSON object with the fields "
+                                 f"{list(REQUIRED_FIELDS)}. Fix it (see documentation/dataset_format.md).")
     missing = [k for k in REQUIRED_FIELDS if k not in dj]
     if missing:
         raise DatasetFormatError(f"{path}: missing field(s) {missing}. Add them (see documentation/dataset_format.md).")
