@@ -205,11 +205,10 @@ def extract_fingerprint_dataset(dataset: str | int, num_processes: int | None = 
 
         assert_dataset_integrity(raw.folder)
     out = preprocessed_root() / raw.name
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_copy(raw.folder / "dataset.json", out / "dataset.json")
     f = out / FINGERPRINT_FILE
-    if f.is_file() and not clean:
-        return load_fingerprint(f)
-    fp = extract_fingerprint(raw, num_processes)
-    save_json(fp, f)
+    # the copy of dataset.json only after the fingerprint: a failed extraction leaves the folder as it was
+    fp = load_fingerprint(f) if f.is_file() and not clean else extract_fingerprint(raw, num_processes)
+    atomic_copy(raw.folder / "dataset.json", out / "dataset.json")
+    if not f.is_file() or clean:
+        save_json(fp, f)
     return fp

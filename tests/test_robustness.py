@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -397,3 +398,59 @@ def test_atomic_write_temporaries_are_invisible_to_readers(tmp_path):
     make_toy_cases(tmp_path / "pp", n=1)
     (tmp_path / "pp" / ".tmp_x_case_009.npz").write_bytes(b"")
     assert list_preprocessed_cases(tmp_path / "pp") == ["case_000"]
+
+
+# ---------------------------------------------------------------- 11. every file a command reads (issue 33)
+
+from support import corruption_table as table  # noqa: E402  (the table's rows and the state they run on)
+
+
+@pytest.fixture(scope="module")
+def corruption_state(tmp_path_factory):
+    """One small pipeline state (raw data to validation summary); each row runs on a copy of it."""
+    root = tmp_path_factory.mktemp("corruption_state")
+    with pytest.MonkeyPatch.context() as mp:
+        table.build_state(root, mp)
+    return root
+
+
+def _snapshot(root: Path) -> dict[str, str]:
+    """Every file's content hash; the unpacked .npy caches of preprocessed cases (rewritten from their .npz on
+    every training start) are left out."""
+    import hashlib
+
+    return {str(p.relative_to(root)): hashlib.sha1(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*"))
+            if p.is_file() and not p.name.endswith(".npy")}
+
+
+@pytest.mark.parametrize("row", table.ROWS, ids=lambda r: f"{r.command}:{r.file}:{r.corruption}")
+def test_every_file_a_command_reads_fails_in_one_line(row, corruption_state, tmp_path, monkeypatch, capsys):
+    """command x file x corruption -> exit 1, one line naming the file and the fix, no traceback, nothing else
+    on disk changed (documentation/robustness.md, rendered from these rows)."""
+    from diffoseg_auto.cli.console import command_targets, load_main
+    from diffoseg_auto.utilities.command_runner import run_command
+
+    root = tmp_path / "state"
+    shutil.copytree(corruption_state, root, symlinks=True)
+    for key, value in table._environment(root).items():
+        monkeypatch.setenv(key, value)
+    table.prepare(row, root)
+    table.corrupt(row.file, root / table.FILES[row.file], row.corruption)
+    before = _snapshot(root)
+    command = row.command.split()[0]
+    capsys.readouterr()
+    code = run_command(command, load_main(command_targets()[command]), table.argv(row, root))
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith(f"{command}: error: ")]
+    assert code == 1 and len(errors) == 1 and "Traceback" not in err, err
+    assert row.expect in errors[0], errors[0]
+    assert _snapshot(root) == before
+
+
+def test_robustness_md_holds_the_table_of_the_test():
+    doc = (ROOT / "documentation" / "robustness.md").read_text()
+    begin, end = "<!-- begin CORRUPTION_TABLE -->\n", "\n<!-- end CORRUPTION_TABLE -->"
+    assert begin in doc and end in doc, "robustness.md lacks the CORRUPTION_TABLE markers"
+    assert doc.split(begin, 1)[1].split(end, 1)[0] == table.render_markdown(), (
+        "documentation/robustness.md is stale: put the output of `python tests/support/corruption_table.py` "
+        "between its CORRUPTION_TABLE markers")

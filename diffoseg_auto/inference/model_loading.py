@@ -104,8 +104,11 @@ def load_trained_model(model_folder: str | Path, folds: Sequence[int | str], sta
     first_args: dict | None = None
     plans: Plans | None = None
     for fold in folds:
-        path = checkpoint_path(model_folder, fold, stage, added_raters_checkpoint(model_folder, fold, stage,
-                                                                                  checkpoint_name))
+        name = added_raters_checkpoint(model_folder, fold, stage, checkpoint_name)
+        path = checkpoint_path(model_folder, fold, stage, name)
+        if not path.is_file() and name != checkpoint_name:
+            raise ModelLoadError(f"{path}: checkpoint not found, but {rater_list_file(model_folder, fold)} names it. "
+                                 "Restore it, or delete that rater list to predict the original raters.")
         if not path.is_file():
             raise _missing_checkpoint_error(model_folder, fold, stage, checkpoint_name)
         ckpt = load_checkpoint(path)

@@ -98,8 +98,11 @@ def _save_npy(p: Path, a: np.ndarray) -> None:
 
 
 def unpack_dataset(folder: str | Path) -> None:
+    """Unpack every case; each case's properties are read here too, so that a broken .pkl is reported by name
+    before training starts (the data loader's workers read them later)."""
     for case in list_preprocessed_cases(folder):
         unpack_case(folder, case)
+        load_properties(folder, case)
 
 
 def load_case(folder: str | Path, case: str, mmap: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
