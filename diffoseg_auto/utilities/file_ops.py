@@ -1,6 +1,8 @@
-"""Atomic writes: a kill during a save never leaves a broken file behind."""
+"""Atomic writes: a kill during a save never leaves a broken file behind, and neither does a full disk (the
+temporary is removed; the OSError ENOSPC names the file, which run_command reports in one line)."""
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -22,6 +24,10 @@ def atomic_write(path: str | Path, write_fn: Callable[[Path], None], keep_extens
     try:
         write_fn(tmp)
         os.replace(tmp, path)
+    except OSError as e:
+        if e.errno == errno.ENOSPC:  # name the file the user knows, not the temporary (which is removed below)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from e
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()
