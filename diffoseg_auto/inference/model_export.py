@@ -10,9 +10,9 @@ The zip holds one trainer folder (results_layout) relative to ``$diffoseg_result
         fold_N/stage<s>/<checkpoint>                          each requested checkpoint (-chk) of each trained stage
         fold_N/raters.json (+ the checkpoint it names)        experts added with diffoseg_add_rater
 
-The fold's own ``checkpoint_final.pth`` (a copy of its last stage's final checkpoint, which prediction does not read)
-is left out. The checkpoints carry their plans, so prediction with the installed model in another results folder
-gives the same outputs for the same seed.
+The fold's own final model (results_layout.fold_final_checkpoint: a copy of its last stage's, which prediction
+does not read) is left out. The checkpoints carry their plans, so prediction with the installed model in another
+results folder gives the same outputs for the same seed.
 """
 from __future__ import annotations
 
