@@ -235,7 +235,7 @@ def run_method(a: argparse.Namespace, fold: int, trainer: str, work: Path, log: 
                                                   resume=planned and not a.retrain)
         entry["trained"] = trained_seconds(folder, fold)
         val = work / f"val_images_fold{fold}"
-        cases = link_fold_images(a.dataset_id, fold, val)
+        cases = link_fold_images(a.dataset_id, fold, val, max_cases=a.val_sample, seed=0)
         entry["prediction"] = predict_fold(a, trainer, fold, val, cases)
         if a.curves:
             entry["curve_points_predicted"] = predict_curve_points(a, trainer, fold, val, cases)
@@ -334,6 +334,9 @@ def add_compare_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--curves", action="store_true",
                    help="also predict every learning-curve checkpoint of each fold and write learning_curves.* to --out")
     p.add_argument("--tta", action="store_true", help="mirroring test-time augmentation when predicting")
+    p.add_argument("--val_sample", type=int, default=None, metavar="N",
+                   help="predict and score a fixed, seeded sample (seed 0) of N of each fold's held-out cases "
+                        "(a large dataset's fold; every method scores the same cases)")
     p.add_argument("--retrain", action="store_true", help="train and predict again even where results exist")
     p.add_argument("--record", default=None, metavar="DIR",
                    help="also keep every scored method of a fold as DIR/<Dataset>/<configuration>/fold_<f>.csv/.json "
