@@ -28,7 +28,7 @@ from diffoseg_auto.errors import UserError
 from diffoseg_auto.io.rater_list import load_rater_list
 from diffoseg_auto.paths import results_root
 from diffoseg_auto.plans.plans import SCHEMA_VERSION
-from diffoseg_auto.results_layout import (ADDED_RATERS_CHECKPOINT, CHECKPOINT_FINAL, fold_folder, rater_list_file,
+from diffoseg_auto.results_layout import (CHECKPOINT_FINAL, fold_folder, rater_list_file,
                                           stage_folder, trained_folds, trainer_folder)
 from diffoseg_auto.utilities.command_runner import run_command
 from diffoseg_auto.utilities.dataset_name_id import resolve_dataset_name
