@@ -77,7 +77,8 @@ def plan_budget_configuration(dataset_id: int, base: str, hours: float, candidat
     from diffoseg_auto.utilities.dataset_name_id import resolve_dataset_name
     from diffoseg_auto.utilities.file_ops import load_json, save_json
     from planners.plan_and_preprocess_entrypoints import preprocess
-    from planners.time_budget import (MIN_STAGE1_ITERATIONS, Candidate, budget_summary, median_object_voxels_of,
+    from planners.budget_candidates import Candidate
+    from planners.time_budget import (MIN_STAGE1_ITERATIONS, BudgetOptions, budget_summary, median_object_voxels_of,
                                       plan_time_budget)
 
     folder = preprocessed_root() / resolve_dataset_name(dataset_id)
@@ -87,10 +88,11 @@ def plan_budget_configuration(dataset_id: int, base: str, hours: float, candidat
     # a forced candidate's name is known before measuring: a rerun reuses its configuration without measuring again
     name = f"{base}_{hours:g}h_{force.key}" if force else None
     if name not in plans["configurations"]:
-        _, config = plan_time_budget(plans, base, hours, "cpu", num_workers=0, force=force,
-                                     min_stage1_iterations=min_stage1_iterations or MIN_STAGE1_ITERATIONS,
-                                     median_object_voxels=median_object_voxels_of(fingerprint),
-                                     num_cases=fingerprint.get("num_cases"))
+        options = BudgetOptions(num_workers=0, force=force,
+                                min_stage1_iterations=min_stage1_iterations or MIN_STAGE1_ITERATIONS,
+                                median_object_voxels=median_object_voxels_of(fingerprint),
+                                num_cases=fingerprint.get("num_cases"))
+        _, config = plan_time_budget(plans, base, hours, "cpu", options=options)
         name = f"{base}_{hours:g}h_{config['notes']['time_budget']['chosen']}"
     if name in plans["configurations"]:
         print(f"time budget: reusing configuration {name} (planned earlier)", flush=True)
