@@ -40,23 +40,24 @@ def markdown_table(header: list[str], rows: list[list], left: int = 1) -> str:
 def train_with_budget(dataset_id: int, configuration: str, stage1_minutes: float | None, stage2_minutes: float | None,
                       threads: int = 1, iterations_per_epoch: int | None = 25, fold: int = 0,
                       trainer: str = "DiffOSegTrainer", budget_clock: str = "wall", val_iterations: int | None = 2,
-                      resume: bool = False) -> dict:
+                      resume: bool = False, device: str = "cpu", num_workers: int = 0) -> dict:
     """Stage I then Stage II of ``fold``, each stopped by ``--max_minutes`` on ``budget_clock`` (wall or this
     process's CPU time; a stage with 0 minutes is not trained: a single-stage baseline gets its whole budget as
     stage 1; None minutes: the configuration's own schedule, as a time-budget configuration plans it);
     ``resume``: continue a stage from its latest checkpoint (--c) instead of starting over; returns iterations
-    reached per stage."""
+    reached per stage. ``threads`` applies on the CPU; ``num_workers``: augmentation workers (a GPU needs them)."""
     import torch
 
     from diffoseg_auto.training.run_training import run_training
 
-    torch.set_num_threads(threads)
+    if device == "cpu":
+        torch.set_num_threads(threads)
     reached = {}
     for stage, minutes in ((1, stage1_minutes), (2, stage2_minutes)):
         if minutes is not None and minutes <= 0:
             continue
         t0, c0 = time.time(), time.process_time()
-        tr = run_training(dataset_id, configuration, fold, str(stage), trainer=trainer, num_workers=0, device="cpu",
+        tr = run_training(dataset_id, configuration, fold, str(stage), trainer=trainer, num_workers=num_workers, device=device,
                           max_minutes=minutes, skip_final_validation=True,
                           num_epochs=None if minutes is None else 1000,
                           iterations_per_epoch=iterations_per_epoch, val_iterations=val_iterations,

@@ -120,3 +120,29 @@ def test_import_check_reaches_blosc2_dependencies_and_reports_wrong_or_missing_w
     assert {"ndindex", "msgpack"} <= imported <= set(dists)
     assert not any(dists[d]["bundled"] for d in imported)  # installed here, not in the (empty) bundle
     assert "pydantic" in left_out and "pydantic" not in dists
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not LIDC.is_file() and not (ROOT / ".whl" / "data" / "lidc_subset.npz").is_file(),
+                    reason="LIDC subset not available")
+def test_gpu_check_compare_dry_run_trains_predicts_and_tabulates_the_four_methods(tmp_path: Path):
+    """gpu_check.sh --compare --dry_run: the one-call GPU comparison's path on the CPU (benchmarks/gpu_compare.py)."""
+    env = {**os.environ, "OUT": str(tmp_path), "OMP_NUM_THREADS": "1", "PYTHON": sys.executable,
+           "GPU_COMPARE_SECONDS": "2"}
+    proc = subprocess.run(["bash", "benchmarks/gpu_check.sh", "--dry_run", "--compare"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert report["mode"] == "compare" and report["dry_run"] is True and report["device"] == "cpu"
+    assert set(report["phase_seconds"]) == {"install_and_imports", "cuda_tests", "compare"}
+    methods = report["methods"]
+    assert set(methods) == {"DiffOSegTrainer", "ConsensusUNetTrainer", "MultiHeadUNetTrainer", "ProbUNetTrainer"}
+    for trainer, m in methods.items():
+        assert m["error"] is None and m["prediction"]["seconds_per_image"] > 0
+        stages = {"stage1", "stage2"} if trainer == "DiffOSegTrainer" else {"stage1"}
+        assert set(m["stages"]) == stages and all(s["iterations_per_s"] > 0 for s in m["stages"].values())
+        assert m["projected_hours_full_schedule"] > 0
+        assert f"gpu_compare: {trainer}: stage1 " in proc.stdout
+    table = (tmp_path / "compare" / "method_comparison.md").read_text()
+    assert all(f"| {m} |" in table for m in ("DiffOSeg", "ConsensusUNet", "MultiHeadUNet", "ProbUNet", "inter-rater"))
+    assert (tmp_path / "records" / "Dataset930_LIDC" / "2d" / "fold_0.csv").is_file()
