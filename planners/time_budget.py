@@ -44,7 +44,10 @@ VALIDATION_SHARE = 0.2      # the end-of-stage validation sampling (both stages)
 PREDICTION_SHARE = 0.05     # predicting one median case above this share of the hours prints the cheaper setting
 MIN_VAL_SAMPLES = 2         # validation samples per case: GED needs pairs of samples
 MIN_SAMPLING_STEPS = 10     # the smallest S measured below the planned 25 without a large loss (planning.md)
-ESTIMATE_MARGIN = 0.5       # an unmeasured candidate is dropped only if it cannot fit at half its estimated cost
+# An unmeasured candidate is dropped only if it cannot fit at this share of its estimate: the estimate extrapolates
+# from the cheapest candidate, whose small convolutions cost more per multiply-accumulate on a CPU (BU-BIL's measured
+# widths / 1 : / 2 was 2.8x where the model says 4x; planning.md)
+ESTIMATE_MARGIN = 0.25
 
 
 class TimeBudgetError(ValueError):
@@ -146,7 +149,8 @@ def size_validation(cfg: dict, costs: tuple[StageCost, StageCost], job: JobSpec)
 # ---------------------------------------------------------------------------------------------- the whole job
 def fit_job(cfg: dict, costs: tuple[StageCost, StageCost], job: JobSpec) -> dict:
     """The schedule of both stages in what the sized end-of-stage validation leaves of the budget, and the
-    estimated seconds of the whole diffoseg_train (``fits``: within the budget)."""
+    estimated seconds of the whole diffoseg_train (``within_hours``; ``fits``: within the hours with the validation
+    within VALIDATION_SHARE of them, so that the budget trains more than it validates)."""
     validation = size_validation(cfg, costs, job)
     train_s = job.seconds - validation["seconds"]
     st1 = stage_schedule(costs[0], train_s * job.stage1_fraction, *job.stage1_plan, job.val_ratio, job.num_workers)
@@ -155,7 +159,8 @@ def fit_job(cfg: dict, costs: tuple[StageCost, StageCost], job: JobSpec) -> dict
     loops = st1["estimated_seconds"] + (st2["estimated_seconds"] if st2 else 0.0)
     total = loops + validation["seconds"]
     return {"stage1": st1, "stage2": st2, "validation": validation, "training_seconds": round(loops, 1),
-            "estimated_seconds": round(total, 1), "fits": total <= job.seconds}
+            "estimated_seconds": round(total, 1), "within_hours": total <= job.seconds,
+            "fits": total <= job.seconds and validation["seconds"] <= VALIDATION_SHARE * job.seconds}
 
 
 # ---------------------------------------------------------------------------------------------- coarse first
@@ -192,6 +197,11 @@ class CandidateSearch:
         self.rows.append(row)
         return row
 
+    def _estimate(self, cand: Candidate, factor: float = 1.0) -> tuple[StageCost, StageCost]:
+        """``cand``'s costs scaled from the measured candidate nearest to it in convolutions."""
+        near = min(self.rows, key=lambda r: abs(math.log(self.work[r["_cand"]].macs / self.work[cand].macs)))
+        return tuple(scaled_cost(k, self.work[near["_cand"]], self.work[cand], factor) for k in near["_costs"])
+
     def _eligible(self, fit: dict) -> bool:
         return fit["fits"] and fit["stage1"]["iterations"] >= self.floor
 
@@ -207,18 +217,15 @@ class CandidateSearch:
             self._measure(force)
             return
         order = sorted(self.resolved, key=lambda c: (self.work[c].macs, -c.spacing_factor, -c.feature_divisor))
-        ref = self._measure(order[0])
-        estimates = {}
+        self._measure(order[0])
         for c in order[1:]:
-            estimates[c] = tuple(scaled_cost(k, self.work[order[0]], self.work[c]) for k in ref["_costs"])
-            fit = fit_job(self.resolved[c], tuple(scaled_cost(k, self.work[order[0]], self.work[c], ESTIMATE_MARGIN)
-                                                  for k in ref["_costs"]), self.job)
+            fit = fit_job(self.resolved[c], self._estimate(c, ESTIMATE_MARGIN), self.job)
             if not self._eligible(fit):
                 why = "cannot fit" if not fit["fits"] else f"< {self.floor} Stage I iterations"
                 self._drop(c, f"estimated before measuring: {why} even at {ESTIMATE_MARGIN:g} x its estimated cost", fit)
         left = [c for c in reversed(order[1:]) if c.key not in {d["candidate"] for d in self.dropped}]
         for i, c in enumerate(left):
-            need = measuring_seconds(estimates[c], self.measure_seconds, self.work[c].batch)
+            need = measuring_seconds(self._estimate(c), self.measure_seconds, self.work[c].batch)
             if self.spent_s() + need > self.budget_s:
                 self._drop(c, f"not measured: ~{need:.0f} s more would exceed the measuring budget of "
                               f"{self.budget_s:.0f} s")
@@ -229,11 +236,13 @@ class CandidateSearch:
                 return
 
     def chosen(self) -> dict:
-        """The rule among the measured candidates that fit; none fits: the one with the shortest job."""
-        fitting = [r for r in self.rows if r["fits"]]
-        if not fitting:
-            return min(self.rows, key=lambda r: r["estimated_seconds"])
-        return choose_candidate(fitting, self.floor)
+        """The rule among the measured candidates that fit; else among those whose job is within the hours (their
+        validation takes more than its share); else the one with the shortest job."""
+        for ok in ("fits", "within_hours"):
+            rows = [r for r in self.rows if r[ok]]
+            if rows:
+                return choose_candidate(rows, self.floor)
+        return min(self.rows, key=lambda r: r["estimated_seconds"])
 
 
 def device_description(device: str) -> str:
@@ -432,8 +441,12 @@ def budget_summary(name: str, config: dict) -> str:
              f"{len(tb['dropped'])} unmeasured or unfit",
              f"  prediction ~{pred['prediction_seconds_per_case']} s per median case "
              f"({pred['network_evaluations_per_case']} network evaluations)"]
-    if not tb["fits"]:
+    if tb["estimated_job_hours"] > tb["hours"]:
         lines.append(f"  no candidate fits {tb['hours']:g} h: this one needs ~{tb['estimated_job_hours']:.2f} h")
+    elif not tb["fits"]:
+        lines.append(f"  the end-of-stage validation takes more than {100 * VALIDATION_SHARE:g}% of the hours even at "
+                     "its fewest settings: diffoseg_train --no_final_validation keeps it out (diffoseg_train --val "
+                     "runs it later)")
     if "cheaper" in pred:
         c = pred["cheaper"]
         lines.append(f"  predicting one median case takes more than {100 * pred['share_of_budget_limit']:g}% of "
