@@ -104,7 +104,7 @@ def compare_arguments(a: argparse.Namespace, dataset_id: int, device: str) -> li
     return args + ["--num_workers", str(max(1, min(8, (os.cpu_count() or 2) - 2)))]
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True, help="folder for gpu_compare.json, the table (compare/) and records/")
     p.add_argument("--data", default=None, help="raw dataset folder DatasetXXX_Name or LIDC .npz (default: the subset)")
@@ -113,7 +113,11 @@ def main(argv: list[str] | None = None) -> None:
                    help="the seconds are checked after every epoch (default 50)")
     p.add_argument("--dry_run", action="store_true", help="CPU, tiny network, 12 crops: the code path in a minute")
     p.add_argument("--work", default=None, help="working folder (default: a temporary one)")
-    a = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    a = build_parser().parse_args(argv)
     if a.dry_run and a.iterations_per_epoch == 50:
         a.iterations_per_epoch = 2
     import torch
