@@ -339,7 +339,8 @@ def test_compare_records_each_method_as_it_finishes(tmp_path, monkeypatch):
     a = argparse.Namespace(stage1_fraction=2 / 3, minutes=1.0, time_budget=None, min_stage1_iterations=1,
                            out=str(tmp_path), work=None, prepare=None, add_configuration=False, folds=[0, 1],
                            record=str(tmp_path / "records"), retrain=False, dataset_id=9, configuration="2d",
-                           curves=False, num_samples=None, tr=["DiffOSegTrainer", "ProbUNetTrainer"])
+                           curves=False, num_samples=None, tr=["DiffOSegTrainer", "ProbUNetTrainer"], device="cpu",
+                           num_workers=0)
     monkeypatch.setattr(compare, "trainers_to_train", lambda a, fold: list(a.tr))
     with pytest.raises(KeyboardInterrupt):
         compare.compare(a)
