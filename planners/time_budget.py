@@ -221,7 +221,9 @@ class CandidateSearch:
         for c in order[1:]:
             fit = fit_job(self.resolved[c], self._estimate(c, ESTIMATE_MARGIN), self.job)
             if not self._eligible(fit):
-                why = "cannot fit" if not fit["fits"] else f"< {self.floor} Stage I iterations"
+                why = ("cannot fit the hours" if not fit["within_hours"] else
+                       f"its validation exceeds {100 * VALIDATION_SHARE:g}% of the hours" if not fit["fits"] else
+                       f"< {self.floor} Stage I iterations")
                 self._drop(c, f"estimated before measuring: {why} even at {ESTIMATE_MARGIN:g} x its estimated cost", fit)
         left = [c for c in reversed(order[1:]) if c.key not in {d["candidate"] for d in self.dropped}]
         for i, c in enumerate(left):

@@ -201,11 +201,18 @@ def test_the_whole_job_fits_and_unfit_candidates_are_never_measured():
         assert calls == [r["candidate"] for r in tb["candidates"]]
         assert not set(calls) & {d["candidate"] for d in tb["dropped"]}
         assert tb["measuring"]["modelled_seconds"] <= 0.1 * hours * 3600
-    # at 0.05 h (180 s) the full network's validation alone (at half its estimate) exceeds the hours
+    # at 0.05 h (180 s) the full network's validation alone (at a quarter of its estimate, fewest settings) exceeds
+    # its 20% of the hours: dropped on the estimate, never measured
     calls.clear()
     _, cfg = plan(plans, 0.05, measure=measure, num_cases=100)
     dropped = {d["candidate"]: d["reason"] for d in cfg["notes"]["time_budget"]["dropped"]}
-    assert "cannot fit" in dropped["spacing_x1_widths_div1"] and "spacing_x1_widths_div1" not in calls
+    assert dropped["spacing_x1_widths_div1"].startswith("estimated before measuring: its validation exceeds 20%")
+    assert "spacing_x1_widths_div1" not in calls
+    calls.clear()  # at 0.01 h (36 s) its job alone exceeds the hours
+    _, cfg = plan(plans, 0.01, measure=measure, num_cases=100)
+    dropped = {d["candidate"]: d["reason"] for d in cfg["notes"]["time_budget"]["dropped"]}
+    assert dropped["spacing_x1_widths_div1"].startswith("estimated before measuring: cannot fit the hours")
+    assert calls == ["spacing_x8_widths_div4"] and cfg["notes"]["time_budget"]["estimated_job_hours"] <= 0.01
     # at 1 h the validation of the full network is shrunk to 20% of the hour: 2 samples, 1 per rater, fewer steps
     _, cfg = plan(plans, 1.0, measure=measure, num_cases=100)
     tb = cfg["notes"]["time_budget"]
