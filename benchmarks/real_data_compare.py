@@ -237,7 +237,7 @@ def run_method(a: argparse.Namespace, fold: int, trainer: str, work: Path, log: 
                                                   num_workers=a.num_workers)
         entry["trained"] = trained_seconds(folder, fold)
         val = work / f"val_images_fold{fold}"
-        cases = link_fold_images(a.dataset_id, fold, val)
+        cases = link_fold_images(a.dataset_id, fold, val, max_cases=a.val_sample, seed=0)
         entry["prediction"] = predict_fold(a, trainer, fold, val, cases)
         if a.curves:
             entry["curve_points_predicted"] = predict_curve_points(a, trainer, fold, val, cases)
@@ -340,6 +340,9 @@ def add_compare_arguments(p: argparse.ArgumentParser) -> None:
                    help="train and predict here (default cpu: one thread, --minutes on the process's CPU clock; cuda: "
                         "--minutes on the wall clock, benchmarks/gpu_compare.py)")
     p.add_argument("--num_workers", type=int, default=0, help="augmentation workers of training (default 0)")
+    p.add_argument("--val_sample", type=int, default=None, metavar="N",
+                   help="predict and score a fixed, seeded sample (seed 0) of N of each fold's held-out cases "
+                        "(a large dataset's fold; every method scores the same cases)")
     p.add_argument("--retrain", action="store_true", help="train and predict again even where results exist")
     p.add_argument("--record", default=None, metavar="DIR",
                    help="also keep every scored method of a fold as DIR/<Dataset>/<configuration>/fold_<f>.csv/.json "

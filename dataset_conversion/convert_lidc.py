@@ -1,13 +1,17 @@
 """LIDC-IDRI 128x128 lung nodule crops with 4 raters -> raw dataset (default name LIDC).
 
-Input, either
+Input, one of
+- the slices layout ``LIDC-IDRI-XXXX/nodule-N/images/slice-K.png`` + ``mask-0..3/slice-K.png`` (the full
+  LIDC, 875 patients, 15,548 crops; dataset_conversion/lidc_slices.py): 8-bit PNG images copied bit-exact,
+  masks written 0/1; patients whose number is a multiple of 5 go to imagesTs/labelsTs (``--no_test_split``:
+  all to imagesTr); ``--max_patients N``: the first N patients only;
 - the Probabilistic U-Net pickle ``data_lidc.pickle``: dict key -> {'image', 'masks' (4 masks),
   'series_uid', ...}; pydicom value types inside are replaced by plain str/float/list stand-ins,
   so pydicom need not be installed;
 - an ``.npz`` with ``images`` (N,128,128), ``masks`` (N,4,128,128), ``keys``, ``series_uid``
   (e.g. ../shared/data/lidc_subset/lidc_subset.npz).
 
-Output: 2D .nii.gz, spacing 1 (the crops are already resampled patches), raters rater0..rater3.
+Output (pickle/npz): 2D .nii.gz, spacing 1 (the crops are already resampled patches), raters rater0..rater3.
 An all-zero mask IS an annotation (that reader saw no nodule) and is written as an empty
 mask file, never dropped. Case name = the sanitised pickle key; case_groups = the scan id
 (key part before '_slice'), else the series UID, so all crops of one scan share a fold.
@@ -23,14 +27,18 @@ from pathlib import Path
 import numpy as np
 import sys
 
+import shutil
+
 from dataset_conversion.conversion_utils import (
-    ConversionError, add_target_arguments, prepare_target_folder, run_cli, sanitize_case_name, write_image_array,
-    write_label_array,
+    ConversionError, add_target_arguments, binarize, prepare_target_folder, read_mask_gray, run_cli,
+    sanitize_case_name, write_image_array, write_label_array,
 )
+from dataset_conversion.lidc_slices import NUM_SLOTS, is_slices_layout, is_test_patient, list_lidc_slices
 from diffoseg_auto.dataset.raw_dataset import write_dataset_json
+from diffoseg_auto.io.image_io import read_image_file
 from diffoseg_auto.utilities.command_runner import run_command
 
-NUM_RATERS = 4
+NUM_RATERS = NUM_SLOTS
 RATERS = [f"rater{k}" for k in range(NUM_RATERS)]
 
 
@@ -102,8 +110,14 @@ def _group_of(key: str, uid: str) -> str:
 
 
 def convert_lidc(input_path: str | Path, dataset_id: int, name: str = "LIDC", order_raters_by_area: bool = False,
-                 overwrite: bool = False) -> Path:
-    """Write $diffoseg_raw/DatasetXXX_<name> from the LIDC pickle or npz; returns the folder."""
+                 overwrite: bool = False, test_split: bool = True, max_patients: int | None = None) -> Path:
+    """Write $diffoseg_raw/DatasetXXX_<name> from the slices folder, the LIDC pickle or the npz; returns the folder.
+
+    ``test_split`` and ``max_patients`` apply to the slices layout (the pickle and npz carry no test split).
+    """
+    if is_slices_layout(input_path):
+        return _convert_slices(Path(input_path), dataset_id, name, (order_raters_by_area, overwrite, test_split),
+                               max_patients)
     keys, images, masks, uids = load_lidc(input_path)
     if order_raters_by_area:
         masks = order_by_area(masks)
@@ -126,14 +140,64 @@ def convert_lidc(input_path: str | Path, dataset_id: int, name: str = "LIDC", or
     return out
 
 
+def _convert_slices(root: Path, dataset_id: int, name: str, flags: tuple[bool, bool, bool],
+                    max_patients: int | None) -> Path:
+    order_raters_by_area, overwrite, test_split = flags
+    slices = list_lidc_slices(root, max_patients)
+    out = prepare_target_folder(dataset_id, name, overwrite)
+    groups: dict[str, str] = {}
+    num_test = 0
+    for s in slices:
+        split = "Ts" if test_split and is_test_patient(s.patient) else "Tr"
+        image, _ = read_image_file(s.image)
+        masks = [binarize(read_mask_gray(m)[0], 127) for m in s.masks]
+        if image.shape[0] != 1:
+            raise ConversionError(f"{s.image}: expected one gray channel, found {image.shape[0]}.")
+        bad = [m for m, a in zip(s.masks, masks) if a.shape != image.shape[1:]]
+        if bad:
+            raise ConversionError(f"{bad[0]}: mask size differs from its image {s.image} {list(image.shape[1:])}.")
+        masks = np.stack(masks)
+        if order_raters_by_area:
+            masks = order_by_area(masks[None])[0]
+        (out / f"images{split}").mkdir(exist_ok=True)
+        shutil.copyfile(s.image, out / f"images{split}" / f"{s.case}_0000.png")  # 8-bit gray PNG: keep it bit-exact
+        for k, r in enumerate(RATERS):
+            write_label_array(masks[k], out / f"labels{split}" / r / f"{s.case}.png")
+        if split == "Tr":
+            groups[s.case] = s.patient
+        else:
+            num_test += 1
+    for split in ("Tr", "Ts") if num_test else ("Tr",):
+        for r in RATERS:
+            (out / f"labels{split}" / r).mkdir(parents=True, exist_ok=True)
+    write_dataset_json(
+        out, name=name, channel_names={"0": "CT"}, labels={"background": 0, "nodule": 1}, raters=RATERS,
+        num_training=len(groups), file_ending=".png", case_groups=groups,
+        description="LIDC-IDRI 128x128 crops (slices layout), 4 reader slots per crop (not the same persons across "
+                    "patients); an empty mask means the reader did not mark the slice"
+                    + ("; raters ordered by mask area per image" if order_raters_by_area else ""),
+        raters_ordered_by_area=bool(order_raters_by_area), raters_are_slots=True,
+        numTest=num_test, test_split=("patients whose LIDC number is a multiple of 5 (imagesTs/labelsTs)"
+                                      if test_split else "none"),
+    )
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Convert the LIDC crops (Probabilistic U-Net pickle or .npz) to a raw dataset.")
-    p.add_argument("-i", "--input", required=True, help="data_lidc.pickle or an .npz with images/masks/keys/series_uid")
+    p.add_argument("-i", "--input", required=True,
+                   help="the LIDC-IDRI-slices folder, data_lidc.pickle or an .npz with images/masks/keys/series_uid")
     add_target_arguments(p, "LIDC")
     p.add_argument("--order_raters_by_area", action="store_true",
                    help="per image, sort the 4 masks by area ascending (D-Persona protocol)")
+    p.add_argument("--no_test_split", action="store_true",
+                   help="slices layout: put every patient into imagesTr (default: patients whose number is a "
+                        "multiple of 5 go to imagesTs/labelsTs, never trained or tuned on)")
+    p.add_argument("--max_patients", type=int, default=None,
+                   help="slices layout: convert only the first N patients (a patient-complete subset)")
     a = p.parse_args(argv)
-    return run_cli(lambda: convert_lidc(a.input, a.dataset_id, a.name, a.order_raters_by_area, a.overwrite))
+    return run_cli(lambda: convert_lidc(a.input, a.dataset_id, a.name, a.order_raters_by_area, a.overwrite,
+                                        test_split=not a.no_test_split, max_patients=a.max_patients))
 
 
 if __name__ == "__main__":  # python -m: user errors as one line, as from the console script

@@ -22,6 +22,7 @@ deterministic there.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import math
 import platform
@@ -30,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
 
+from diffoseg_auto.inference.prediction_cost import SamplingWork
+from diffoseg_auto.plans.plans import Plans
 from planners.budget_candidates import (Candidate, budget_batch_size, candidate_work, resolved_configuration,
                                         viable_candidates)
 from planners.budget_schedule import (MIN_STAGE1_ITERATIONS, StageCost, choose_candidate, measuring_seconds,
@@ -88,19 +91,34 @@ class JobSpec:
 
 
 # ---------------------------------------------------------------------------------------------- prediction cost
-def case_prediction_cost(cfg: dict, samples: int, sampling_steps: int, row_s: float | None) -> dict:
-    """Sampling ``samples`` label maps of one median case of ``cfg`` (resolved) in ``sampling_steps`` steps at
-    ``row_s`` seconds per denoiser row: windows x mirrorings x steps x samples network evaluations. The one place
-    this module models prediction; the end-of-stage validation is such a prediction of each validation case."""
-    from diffoseg_auto.inference.sliding_window import compute_steps_for_sliding_window
+@dataclass(frozen=True)
+class CandidatePlan:
+    """A candidate inserted into the plans under the budget configuration's name: typed (what the prediction cost
+    reads) and its configuration resolved as a plain dict (what the schedule reads)."""
 
-    patch = cfg["patch_size"]
-    median = [max(m, p) for m, p in zip(cfg["median_image_size_in_voxels"], patch)]
-    windows = math.prod(len(s) for s in compute_steps_for_sliding_window(median, patch, cfg["inference"]["step_size"]))
-    mirrors = 2 ** len(patch) if cfg["inference"]["use_mirroring"] else 1
-    evaluations = windows * mirrors * sampling_steps * samples
-    return {"windows": int(windows), "network_evaluations": int(evaluations),
-            "seconds": float(evaluations * (row_s or 0.0))}
+    plans: Plans
+    name: str
+    cfg: dict
+
+
+def candidate_plan(plans: dict, name: str, config: dict) -> CandidatePlan:
+    from diffoseg_auto.plans.plans import plans_from_dict
+
+    typed = plans_from_dict(copy.deepcopy({**plans, "configurations": {**plans["configurations"], name: config}}))
+    return CandidatePlan(typed, name, dataclasses.asdict(typed.get_configuration(name)))
+
+
+def case_prediction_cost(cand: CandidatePlan, work: SamplingWork, row_s: float | None) -> dict:
+    """Sampling one median case of ``cand`` for ``work`` at ``row_s`` seconds per denoiser row: the one place this
+    module reads the prediction cost (diffoseg_auto/inference/prediction_cost.py, the predictors' own formula); the
+    end-of-stage validation is such a prediction of each validation case."""
+    from diffoseg_auto.inference.prediction_cost import median_preprocessed_shape, prediction_cost
+
+    cfg = cand.plans.get_configuration(cand.name)
+    cost = prediction_cost(cfg, median_preprocessed_shape(cand.plans, cand.name), cfg.inference.step_size,
+                           cfg.inference.use_mirroring, 1, work)
+    return {"windows": cost.windows, "network_evaluations": cost.network_evaluations,
+            "seconds": float(cost.network_evaluations * (row_s or 0.0))}
 
 
 # ---------------------------------------------------------------------------------------------- validation sizing
@@ -114,14 +132,15 @@ def shrink(settings: dict, order: list[tuple[str, int]], cost: Callable[[dict], 
     return s
 
 
-def validation_seconds(cfg: dict, costs: tuple[StageCost, StageCost], settings: dict, job: JobSpec) -> float:
+def validation_seconds(cand: CandidatePlan, costs: tuple[StageCost, StageCost], settings: dict, job: JobSpec) -> float:
     """End-of-stage validation of both stages: Stage I samples ``num_val_samples`` per case, Stage II
     ``num_samples_per_rater`` per rater prompt (training/validation.py), each case at ``sampling_steps``."""
     steps = settings["sampling_steps"]
-    per_case = case_prediction_cost(cfg, settings["num_val_samples"], steps, costs[0].denoiser_row_s)["seconds"]
+    per_case = case_prediction_cost(cand, SamplingWork(steps, settings["num_val_samples"]),
+                                    costs[0].denoiser_row_s)["seconds"]
     if job.stage1_fraction < 1:
-        per_case += case_prediction_cost(cfg, job.num_raters * settings["num_samples_per_rater"], steps,
-                                         costs[1].denoiser_row_s)["seconds"]
+        stage2 = SamplingWork(steps, 0, job.num_raters, settings["num_samples_per_rater"])
+        per_case += case_prediction_cost(cand, stage2, costs[1].denoiser_row_s)["seconds"]
     return job.validation_cases * per_case
 
 
@@ -132,26 +151,26 @@ def planned_sampling(cfg: dict) -> dict:
             "sampling_steps": cfg["diffusion"]["sampling_steps"]}
 
 
-def size_validation(cfg: dict, costs: tuple[StageCost, StageCost], job: JobSpec) -> dict:
+def size_validation(cand: CandidatePlan, costs: tuple[StageCost, StageCost], job: JobSpec) -> dict:
     """The validation settings that keep the end-of-stage validation within VALIDATION_SHARE of the budget: fewer
     validation samples first (only validation reads them), then fewer samples per rater prompt, then fewer steps
     (both also diffoseg_predict's defaults); each at least its floor."""
-    planned = planned_sampling(cfg)
+    planned = planned_sampling(cand.cfg)
     order = [("num_val_samples", min(planned["num_val_samples"], MIN_VAL_SAMPLES)), ("num_samples_per_rater", 1),
              ("sampling_steps", min(planned["sampling_steps"], MIN_SAMPLING_STEPS))]
-    settings = shrink(planned, order, lambda s: validation_seconds(cfg, costs, s, job),
+    settings = shrink(planned, order, lambda s: validation_seconds(cand, costs, s, job),
                       VALIDATION_SHARE * job.seconds)
     return {"cases": job.validation_cases, "settings": settings,
             "changed": {k: [planned[k], v] for k, v in settings.items() if v != planned[k]},
-            "seconds": round(validation_seconds(cfg, costs, settings, job), 1)}
+            "seconds": round(validation_seconds(cand, costs, settings, job), 1)}
 
 
 # ---------------------------------------------------------------------------------------------- the whole job
-def fit_job(cfg: dict, costs: tuple[StageCost, StageCost], job: JobSpec) -> dict:
+def fit_job(cand: CandidatePlan, costs: tuple[StageCost, StageCost], job: JobSpec) -> dict:
     """The schedule of both stages in what the sized end-of-stage validation leaves of the budget, and the
     estimated seconds of the whole diffoseg_train (``within_hours``; ``fits``: within the hours with the validation
     within VALIDATION_SHARE of them, so that the budget trains more than it validates)."""
-    validation = size_validation(cfg, costs, job)
+    validation = size_validation(cand, costs, job)
     train_s = job.seconds - validation["seconds"]
     st1 = stage_schedule(costs[0], train_s * job.stage1_fraction, *job.stage1_plan, job.val_ratio, job.num_workers)
     st2 = (stage_schedule(costs[1], train_s * (1 - job.stage1_fraction), *job.stage2_plan, job.val_ratio,
@@ -170,11 +189,11 @@ class CandidateSearch:
     budget or reach the rule's floor (so the rule could not choose them); the rest are measured from the most
     expensive down while the measuring budget lasts, until one fits and reaches the floor."""
 
-    def __init__(self, resolved: dict[Candidate, dict], job: JobSpec, measure: Measure, min_stage1_iterations: int,
+    def __init__(self, resolved: dict[Candidate, CandidatePlan], job: JobSpec, measure: Measure, min_stage1_iterations: int,
                  measuring_budget_s: float, measure_seconds: float) -> None:
         self.resolved, self.job, self.measure = resolved, job, measure
         self.floor, self.budget_s, self.measure_seconds = min_stage1_iterations, measuring_budget_s, measure_seconds
-        self.work = {c: candidate_work(cfg) for c, cfg in resolved.items()}
+        self.work = {c: candidate_work(cp.cfg) for c, cp in resolved.items()}
         self.rows: list[dict] = []
         self.dropped: list[dict] = []
         self.modelled_s = 0.0
@@ -185,7 +204,7 @@ class CandidateSearch:
         return max(self.modelled_s, time.perf_counter() - self._t0)
 
     def _measure(self, cand: Candidate) -> dict:
-        c1, c2 = self.measure(cand, self.resolved[cand])
+        c1, c2 = self.measure(cand, self.resolved[cand].cfg)
         costs = (StageCost.from_mapping(c1), StageCost.from_mapping(c2))
         self.modelled_s += measuring_seconds(costs, self.measure_seconds, self.work[cand].batch)
         logger.info(f"{cand.key}: {costs[0].train_iteration_s:.3f} s / Stage I iteration, "
@@ -287,7 +306,7 @@ def _job_spec(base_cfg: dict, hours: float, o: BudgetOptions, num_raters: int, w
 
 
 def _candidates(plans: dict, base: str, name: str, batch: int, o: BudgetOptions) -> tuple[dict, dict]:
-    """(configuration, resolved configuration) per candidate to consider, at the budget's batch."""
+    """(configuration, CandidatePlan) per candidate to consider, at the budget's batch."""
     cands = viable_candidates(plans, base, o.median_object_voxels)
     if o.force is not None:
         if o.force not in cands:
@@ -302,9 +321,7 @@ def _candidates(plans: dict, base: str, name: str, batch: int, o: BudgetOptions)
     for cfg in cands.values():
         if batch != base_batch:
             cfg["batch_size"] = batch
-    resolved = {c: resolved_configuration({**plans, "configurations": {**plans["configurations"], name: cfg}}, name)
-                for c, cfg in cands.items()}
-    return cands, resolved
+    return cands, {c: candidate_plan(plans, name, cfg) for c, cfg in cands.items()}
 
 
 def _budget_configuration(cfg: dict, chosen: dict) -> dict:
@@ -320,12 +337,13 @@ def _budget_configuration(cfg: dict, chosen: dict) -> dict:
     return out
 
 
-def prediction_note(cfg: dict, costs: tuple[StageCost, StageCost], hours: float, num_raters: int) -> dict:
+def prediction_note(cand: CandidatePlan, costs: tuple[StageCost, StageCost], hours: float) -> dict:
     """The prediction of one median case at diffoseg_predict's defaults (Stage I samples and every rater's), and,
     where it exceeds PREDICTION_SHARE of the hours, the cheaper setting (fewer steps, then samples) that fits."""
-    d, spr = cfg["diffusion"], cfg["stage2"]["num_samples_per_rater"]
+    d, raters = cand.cfg["diffusion"], cand.plans.num_raters
+    spr = cand.cfg["stage2"]["num_samples_per_rater"]
     settings = {"sampling_steps": d["sampling_steps"], "num_samples": d["num_samples"]}
-    cost = lambda s: case_prediction_cost(cfg, s["num_samples"] + num_raters * spr, s["sampling_steps"],  # noqa: E731
+    cost = lambda s: case_prediction_cost(cand, SamplingWork(s["sampling_steps"], s["num_samples"], raters, spr),  # noqa: E731
                                           costs[1].denoiser_row_s)
     now = cost(settings)
     note = {"windows_per_case": now["windows"], "network_evaluations_per_case": now["network_evaluations"],
@@ -333,7 +351,7 @@ def prediction_note(cfg: dict, costs: tuple[StageCost, StageCost], hours: float,
     limit = PREDICTION_SHARE * hours * 3600
     if now["seconds"] > limit:
         cheaper = shrink(settings, [("sampling_steps", min(settings["sampling_steps"], MIN_SAMPLING_STEPS)),
-                                    ("num_samples", min(settings["num_samples"], num_raters))],
+                                    ("num_samples", min(settings["num_samples"], raters))],
                          lambda s: cost(s)["seconds"], limit)
         note["cheaper"] = {**cheaper, "prediction_seconds_per_case": round(cost(cheaper)["seconds"], 1)}
     return note
@@ -370,7 +388,7 @@ def plan_time_budget(plans: dict, base: str, hours: float, device: str = "cpu", 
     chosen = search.chosen()
     cand = chosen["_cand"]
     out = _budget_configuration(configs[cand], chosen)
-    merged = resolved_configuration({**plans, "configurations": {**plans["configurations"], name: out}}, name)
+    merged = candidate_plan(plans, name, out)
     out["notes"] = {"time_budget": {
         "hours": hours, "device": device, "device_name": device_description(device), "num_workers": workers,
         "stage1_fraction": round(o.stage1_fraction, 4), "base": base,
@@ -383,7 +401,7 @@ def plan_time_budget(plans: dict, base: str, hours: float, device: str = "cpu", 
         "estimated_training_hours": round(chosen["training_seconds"] / 3600, 3),
         "estimated_job_hours": round(chosen["estimated_seconds"] / 3600, 3),
         "validation": chosen["validation"],
-        "prediction": prediction_note(merged, chosen["_costs"], hours, len(plans["raters"])),
+        "prediction": prediction_note(merged, chosen["_costs"], hours),
         "measuring": {"budget_seconds": round(measuring_budget, 1), "seconds_per_piece": round(seconds, 2),
                       "modelled_seconds": round(search.modelled_s, 1), "clock_seconds": round(search.spent_s(), 1)},
         "candidates": [{k: v for k, v in r.items() if not k.startswith("_")} for r in search.rows],
@@ -394,8 +412,6 @@ def plan_time_budget(plans: dict, base: str, hours: float, device: str = "cpu", 
 def add_time_budget_configuration(plans_file: Path, hours: float, device: str = "cpu", base: str | None = None,
                                   name: str | None = None, options: BudgetOptions | None = None) -> tuple[str, dict]:
     """Plan a budget configuration and write it into the plans JSON (atomically); prints the plan's summary."""
-    import dataclasses
-
     from diffoseg_auto.errors import InvalidArgumentError
     from diffoseg_auto.utilities.file_ops import load_json, save_json
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import pickle
-import time
 from pathlib import Path
 
 import h5py
@@ -139,9 +138,7 @@ def test_npc170_bad_slice_name(env_folders, tmp_path):
 @pytest.mark.slow
 @pytest.mark.skipif(not BUBIL.is_dir(), reason="shared BU-BIL data not available")
 def test_bubil_real_data(env_folders):
-    t = time.time()
     ds = RawDataset(convert_bubil(BUBIL, 40))
-    assert time.time() - t < 30
     assert len(ds.cases) == 35 and ds.num_raters == 10
     assert ds.raters[0] == "Person1_Amira" and ds.raters[-1] == "Person5_ImageJ"
     assert ds.file_ending == ".png"
@@ -225,3 +222,89 @@ def test_folder_converter_label_values(env_folders, tmp_path):
         convert_folder(tmp_path / "pimg", [tmp_path / "pm"], 62, "Bin")
     ds = RawDataset(convert_folder(tmp_path / "pimg", [tmp_path / "pm"], 62, "Bin", foreground_threshold=127))
     assert ds.load_case("y")[1][0].sum() == 3
+
+
+def _lidc_slices_tree(root: Path) -> dict:
+    """Patients 0004 (2 slices), 0005 (1 slice: a test patient), 0010 (nodules 0 and 1: test). Returns slot areas."""
+    areas = {}
+    for patient, nodules in (("LIDC-IDRI-0004", {0: 2}), ("LIDC-IDRI-0005", {0: 1}), ("LIDC-IDRI-0010", {0: 1, 1: 1})):
+        for n, num_slices in nodules.items():
+            for k in range(num_slices):
+                img = np.full((8, 8), 10 * k + n, np.uint8)
+                _png(img, root / patient / f"nodule-{n}" / "images" / f"slice-{k}.png")
+                for r in range(4):
+                    m = np.zeros((8, 8), np.uint8)
+                    m[: 4 - r, :2] = 255  # slot r marks (4 - r) x 2 pixels; slot 3 only 2 rows
+                    if r == 2 and k == 1:
+                        m[:] = 0  # an unmarked slice: an empty mask, still an annotation
+                    _png(m, root / patient / f"nodule-{n}" / f"mask-{r}" / f"slice-{k}.png")
+                    areas[(patient, n, k, r)] = int((m > 0).sum())
+    return areas
+
+
+def test_lidc_slices_layout_and_test_split(env_folders, tmp_path):
+    areas = _lidc_slices_tree(tmp_path / "LIDC-IDRI-slices")
+    (tmp_path / "LIDC-IDRI-slices" / "README.md").write_text("not a patient")
+    ds = RawDataset(convert_lidc(tmp_path / "LIDC-IDRI-slices", 60))
+    # patients 0005 and 0010 (multiples of 5) are test patients: imagesTs/labelsTs only
+    assert ds.cases == ["LIDC-IDRI-0004_nodule0_slice0", "LIDC-IDRI-0004_nodule0_slice1"]
+    assert sorted(ds.image_files_by_case("Ts")) == ["LIDC-IDRI-0005_nodule0_slice0", "LIDC-IDRI-0010_nodule0_slice0",
+                                                    "LIDC-IDRI-0010_nodule1_slice0"]
+    assert ds.dataset_json["numTest"] == 3 and ds.dataset_json["numTraining"] == 2
+    assert ds.dataset_json["raters_are_slots"] is True
+    assert ds.case_groups == {c: "LIDC-IDRI-0004" for c in ds.cases}
+    assert ds.raters == ["rater0", "rater1", "rater2", "rater3"] and ds.file_ending == ".png"
+    data, segs, mask, _ = ds.load_case("LIDC-IDRI-0004_nodule0_slice1")
+    assert mask.all() and data[0, 0, 0] == 10
+    assert [int(s.sum()) for s in segs] == [areas[("LIDC-IDRI-0004", 0, 1, r)] for r in range(4)] == [8, 6, 0, 2]
+    ts = ds.folder / "labelsTs" / "rater1" / "LIDC-IDRI-0010_nodule1_slice0.png"
+    assert sitk.GetArrayFromImage(sitk.ReadImage(str(ts))).sum() == 6
+    assert verify_dataset_integrity(ds.folder) == []
+    # --no_test_split keeps every patient in imagesTr; --max_patients takes whole patients in number order
+    assert lidc_main(["-i", str(tmp_path / "LIDC-IDRI-slices"), "-d", "61", "--no_test_split", "--max_patients", "2"]) == 0
+    sub = RawDataset(env_folders["raw"] / "Dataset061_LIDC")
+    assert len(sub.cases) == 3 and not (sub.folder / "imagesTs").exists()
+    assert set(sub.case_groups.values()) == {"LIDC-IDRI-0004", "LIDC-IDRI-0005"}
+
+
+def test_lidc_slices_missing_mask_named(env_folders, tmp_path):
+    _lidc_slices_tree(tmp_path / "s")
+    (tmp_path / "s" / "LIDC-IDRI-0004" / "nodule-0" / "mask-3" / "slice-1.png").unlink()
+    with pytest.raises(ConversionError, match=r"mask-3/slice-1.png: mask file missing"):
+        convert_lidc(tmp_path / "s", 62)
+    assert not (env_folders["raw"] / "Dataset062_LIDC").exists()
+
+
+def _bubil_set(images: Path, annotations: Path, stems: list[str], raters: list[str], rgb: bool = False) -> None:
+    for i, stem in enumerate(stems):
+        img = np.full((5, 6, 3) if rgb else (5, 6), 40 + i)
+        _png(img, images / f"{stem}.png", vector=rgb)
+        for j, r in enumerate(raters):
+            m = np.full((5, 6), 255)
+            m[: j % 3 + 1, :2] = 0  # the cell is black
+            _png(m, annotations / r / (f"Seg_{stem}.png" if j == 0 else f"seg_{stem}.png"))
+
+
+def test_bubil_three_sets_one_dataset(env_folders, tmp_path):
+    raters = ["Person1_Amira", "Person1_ImageJ", "Person2_Amira"]
+    root = tmp_path / "Rabbit"
+    _bubil_set(root / "BU-BIL_Dataset1" / "RawImages", root / "BU-BIL_Dataset1" / "ExpertsAnnotations", ["B01"], raters)
+    d2 = root / "BU-BIL_Dataset2"
+    _bubil_set(d2 / "RawImages", d2 / "ExpertsAnnotations" / "2A", ["P01", "P02"], raters, rgb=True)
+    _png(np.zeros((5, 6)), d2 / "RawImages" / "Chian1_01.png")  # a 2B image: not part of 2A
+    _bubil_set(root / "BU-BIL_Dataset3" / "RawImages", root / "BU-BIL_Dataset3" / "ExpertsAnnotations", ["m01"], raters)
+    (root / "BU-BIL_Dataset3" / "ExpertsAnnotations" / "Person2_Amira" / "seg_m01.png").unlink()
+    ds = RawDataset(convert_bubil(root, 63))
+    assert ds.cases == ["d1_B01", "d2A_P01", "d2A_P02", "d3_m01"] and ds.raters == raters
+    assert ds.dataset_json["case_sources"] == {"d1_B01": "1", "d2A_P01": "2A", "d2A_P02": "2A", "d3_m01": "3"}
+    assert ds.case_groups == {c: c for c in ds.cases}  # 5 folds grouped by source image
+    data, segs, mask, _ = ds.load_case("d2A_P02")
+    assert data.shape == (1, 5, 6) and data[0, 0, 0] == 41  # the RGB image as one gray channel
+    assert [int(s.sum()) for s in segs] == [2, 4, 6] and mask.all()
+    assert ds.rater_mask("d3_m01").tolist() == [True, True, False]  # a missing mask stays a missing rater
+    assert verify_dataset_integrity(ds.folder) == []
+    # one set only, and a set whose raters differ is refused with the folder named
+    assert RawDataset(convert_bubil(root, 64, sets=("2A",))).cases == ["d2A_P01", "d2A_P02"]
+    (root / "BU-BIL_Dataset3" / "ExpertsAnnotations" / "Person9_Amira").mkdir()
+    with pytest.raises(ConversionError, match="BU-BIL_Dataset3/ExpertsAnnotations: raters"):
+        convert_bubil(root, 65)

@@ -71,3 +71,16 @@ def test_missing_dataset_json_and_field(tmp_path):
     (tmp_path / "dataset.json").write_text('{"name": "x"}')
     with pytest.raises(DatasetFormatError, match="raters"):
         RawDataset(tmp_path)
+
+
+def test_case_image_files_match_the_listing_without_listing(toy, monkeypatch):
+    listed = toy.image_files_by_case("Tr")
+    assert all(toy.case_image_files(c) == listed[c] for c in toy.cases)
+    listed["toy_003"][0].unlink()
+    with pytest.raises(DatasetFormatError, match=r"case 'toy_003' lacks channel file\(s\) toy_003_0000.nii.gz"):
+        toy.load_case("toy_003")
+    # reading one case never lists the images folder (a listing per case is quadratic on a large dataset)
+    import diffoseg_auto.dataset.raw_dataset as rd
+
+    monkeypatch.setattr(rd, "list_cases", lambda *a, **k: pytest.fail("load_case listed the folder"))
+    assert toy.load_case("toy_004")[0].shape == (1, 32, 32)

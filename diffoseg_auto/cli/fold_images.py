@@ -12,6 +12,8 @@ import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from diffoseg_auto.utilities.command_runner import run_command
 from diffoseg_auto.dataset.raw_dataset import open_raw_dataset
 from diffoseg_auto.paths import preprocessed_dataset_folder
@@ -19,12 +21,24 @@ from diffoseg_auto.training.splits import SPLITS_FILE, load_splits, select_fold
 from diffoseg_auto.utilities.dataset_name_id import resolve_dataset_name
 
 
-def link_fold_images(dataset: str | int, fold: int, output_folder: str | Path, split: str = "val") -> list[str]:
-    """Link (or copy where links are impossible) the fold's images into ``output_folder``; returns the cases."""
+def sample_cases(cases: list[str], max_cases: int | None, seed: int = 0) -> list[str]:
+    """A fixed, seeded sample of ``max_cases`` of ``cases`` (sorted; all of them when None or fewer exist)."""
+    cases = sorted(cases)
+    if max_cases is None or len(cases) <= max_cases:
+        return cases
+    pick = np.random.default_rng(seed).choice(len(cases), size=max_cases, replace=False)
+    return [cases[i] for i in sorted(pick)]
+
+
+def link_fold_images(dataset: str | int, fold: int, output_folder: str | Path, split: str = "val",
+                     max_cases: int | None = None, seed: int = 0) -> list[str]:
+    """Link (or copy where links are impossible) the fold's images into ``output_folder``; returns the cases.
+
+    ``max_cases``: only a fixed, seeded sample of the fold's cases (sample_cases), e.g. to score a large fold."""
     name = resolve_dataset_name(dataset)
     folder = preprocessed_dataset_folder(name)
     train, val = select_fold(load_splits(folder), int(fold), [], str(folder / SPLITS_FILE))
-    cases = val if split == "val" else train
+    cases = sample_cases(val if split == "val" else train, max_cases, seed)
     files = open_raw_dataset(name).image_files_by_case("Tr")
     out = Path(output_folder)
     if out.exists():
@@ -45,8 +59,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("fold", type=int)
     p.add_argument("output_folder")
     p.add_argument("--split", choices=["val", "train"], default="val")
+    p.add_argument("--max_cases", type=int, default=None, help="only a fixed, seeded sample of this many cases")
+    p.add_argument("--seed", type=int, default=0, help="the sample's seed (with --max_cases)")
     a = p.parse_args(argv)
-    cases = link_fold_images(a.dataset, a.fold, a.output_folder, a.split)
+    cases = link_fold_images(a.dataset, a.fold, a.output_folder, a.split, a.max_cases, a.seed)
     print(f"{len(cases)} {a.split} cases of fold {a.fold} linked into {a.output_folder}")
 
 

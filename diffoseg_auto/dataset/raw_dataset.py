@@ -133,6 +133,23 @@ class RawDataset:
     def cases(self) -> list[str]:
         return sorted(self.image_files_by_case("Tr"))
 
+    def case_image_files(self, case: str, split: str = "Tr") -> list[Path]:
+        """One case's channel files without listing the folder (listing 12,000 files per case made reading a
+        large dataset quadratic); natural images: the ``_XXXX`` files present from ``_0000`` on."""
+        folder = self.folder / f"images{split}"
+        if self.file_ending in NATURAL_IMAGE_ENDINGS:
+            files: list[Path] = []
+            while (f := folder / f"{case}_{len(files):04d}{self.file_ending}").is_file():
+                files.append(f)
+            expected = files or [folder / f"{case}_0000{self.file_ending}"]
+        else:
+            files = expected = [folder / f"{case}_{c:04d}{self.file_ending}" for c in range(self.num_channels)]
+        missing = [f.name for f in expected if not f.is_file()]
+        if missing:
+            raise DatasetFormatError(f"{folder}: case '{case}' lacks channel file(s) {', '.join(missing)}. Every case "
+                                     "needs one file per channel in dataset.json's channel_names.")
+        return files
+
     def label_file(self, rater: str | int, case: str) -> Path | None:
         """labelsTr/<rater>/<case><ending>, or None when that rater did not annotate the case."""
         r = self.raters[rater] if isinstance(rater, int) else rater
@@ -145,7 +162,7 @@ class RawDataset:
 
     def load_case(self, case: str, image_files: list[Path] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
         """Image (C,*S) float32, segs (R,*S) uint8 (zeros where missing), rater_mask (R,), props."""
-        files = image_files or self.image_files_by_case("Tr")[case]
+        files = image_files or self.case_image_files(case)
         data, props = read_images(files)
         mask = self.rater_mask(case)
         segs = np.zeros((self.num_raters, *data.shape[1:]), dtype=np.uint8)
