@@ -3,8 +3,9 @@ GPU seconds each, held-out prediction, the diffoseg_benchmark table and the reco
 projected hours of the full planned schedule.
 
 The data: ``--data`` a raw dataset folder (``DatasetXXX_Name`` with dataset.json, imagesTr, labelsTr, as
-``diffoseg_convert_lidc`` writes it) or an LIDC ``.npz`` (default: the subset that fetch_wheels.sh copies into
-.whl/data, else ../shared/data/lidc_subset). The comparison itself is ``real_data.py compare --device cuda``
+``diffoseg_convert_lidc`` writes it), an LIDC slices folder (``LIDC-IDRI-XXXX/nodule-N/images/slice-K.png`` and
+``mask-0..3/``; converted, its test patients kept out) or an LIDC ``.npz`` (default: the subset that
+fetch_wheels.sh copies into .whl/data, else ../shared/data/lidc_subset). The comparison itself is ``real_data.py compare --device cuda``
 (benchmarks/real_data_compare.py): this script prepares the data, runs it, and reads the speed from the
 checkpoints. --dry_run: the same path on the CPU with a tiny network, 12 crops and a few seconds per method.
 
@@ -29,34 +30,42 @@ from gpu_train_check import lidc_npz, shrink_for_dry_run
 from real_data_compare import DEFAULT_TRAINERS
 
 DATASET_ID = 930            # the .npz's dataset id (a raw folder keeps its own)
-DRY_RUN_CROPS = 12          # 6 patients: enough for 5 folds
+DRY_RUN_CROPS = 12          # the .npz's first 12 crops, 6 patients: enough for 5 folds
+DRY_RUN_PATIENTS = 8        # a slices folder's first 8 patients (those whose number is a multiple of 5 are test)
 RAW_FOLDER = re.compile(r"^Dataset(\d{3})_\w+$")
 
 
+def raw_dataset(data: Path, dry_run: bool, work: Path) -> int:
+    """Put ``data`` into $diffoseg_raw: a raw DatasetXXX_Name folder linked under its own name; an LIDC .npz or
+    slices folder through the LIDC converter, as Dataset930_LIDC (dry run: a few crops or patients); returns the
+    dataset id."""
+    from dataset_conversion import convert_lidc
+    from diffoseg_auto.paths import raw_root
+
+    m = RAW_FOLDER.match(data.name)
+    if data.is_dir() and m and (data / "dataset.json").is_file():
+        raw_root().mkdir(parents=True, exist_ok=True)
+        (raw_root() / data.name).symlink_to(data.resolve(), target_is_directory=True)
+        return int(m.group(1))
+    if not (data.suffix == ".npz" and data.is_file() or data.is_dir()):
+        raise SystemExit(f"gpu_compare: {data}: give a raw dataset folder DatasetXXX_Name (with dataset.json), an "
+                         "LIDC slices folder (LIDC-IDRI-XXXX/nodule-N/...) or an LIDC .npz")
+    if dry_run and data.suffix == ".npz":
+        with np.load(data, allow_pickle=True) as z:
+            sub = {k: z[k][:DRY_RUN_CROPS] for k in z.files}
+        data = work / "lidc_dry.npz"
+        np.savez(data, **sub)
+    convert_lidc.convert_lidc(data, DATASET_ID, overwrite=True, max_patients=DRY_RUN_PATIENTS if dry_run else None)
+    return DATASET_ID
+
+
 def prepare_data(data: Path, dry_run: bool, work: Path) -> int:
-    """Put ``data`` into $diffoseg_raw (an .npz through the LIDC converter, a raw folder linked under its own name),
-    plan and preprocess '2d' (dry run: tiny network); returns the dataset id."""
-    from dataset_conversion.convert_lidc import convert_lidc
-    from diffoseg_auto.paths import preprocessed_dataset_folder, raw_root
+    """``raw_dataset``, then plan and preprocess '2d' (dry run: a tiny network); returns the dataset id."""
+    from diffoseg_auto.paths import preprocessed_dataset_folder
     from diffoseg_auto.utilities.dataset_name_id import resolve_dataset_name
     from planners.plan_and_preprocess_entrypoints import plan_and_preprocess, preprocess
 
-    if data.suffix == ".npz":
-        if dry_run:
-            with np.load(data, allow_pickle=True) as z:
-                sub = {k: z[k][:DRY_RUN_CROPS] for k in z.files}
-            data = work / "lidc_dry.npz"
-            np.savez(data, **sub)
-        convert_lidc(data, DATASET_ID, overwrite=True)
-        dataset_id = DATASET_ID
-    else:
-        m = RAW_FOLDER.match(data.name)
-        if not (m and (data / "dataset.json").is_file()):
-            raise SystemExit(f"gpu_compare: {data}: give an .npz or a raw dataset folder DatasetXXX_Name with a "
-                             "dataset.json (diffoseg_convert_lidc writes one)")
-        raw_root().mkdir(parents=True, exist_ok=True)
-        (raw_root() / data.name).symlink_to(data.resolve(), target_is_directory=True)
-        dataset_id = int(m.group(1))
+    dataset_id = raw_dataset(data, dry_run, work)
     processes = "1" if dry_run else str(max(1, min(8, (os.cpu_count() or 2) - 2)))
     plan_and_preprocess(["-d", str(dataset_id), "-c", "2d", "-np", processes] + (["--no_pp"] if dry_run else []))
     if dry_run:
@@ -107,7 +116,8 @@ def compare_arguments(a: argparse.Namespace, dataset_id: int, device: str) -> li
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True, help="folder for gpu_compare.json, the table (compare/) and records/")
-    p.add_argument("--data", default=None, help="raw dataset folder DatasetXXX_Name or LIDC .npz (default: the subset)")
+    p.add_argument("--data", default=None,
+                   help="raw dataset folder DatasetXXX_Name, LIDC slices folder or LIDC .npz (default: the subset)")
     p.add_argument("--seconds", type=float, default=45.0, help="training seconds per method (DiffOSeg: both stages)")
     p.add_argument("--iterations_per_epoch", type=int, default=50,
                    help="the seconds are checked after every epoch (default 50)")
