@@ -10,6 +10,7 @@ never read as an empty mask. ``rater_mask`` arrays carry that distinction downst
 """
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass, field
@@ -172,6 +173,21 @@ class RawDataset:
                 check_label_array(s, self.label_file(r, case), data.shape[1:], self.num_classes)
                 segs[k] = s
         return data, segs, mask, props
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_raw_dataset(folder: str, dataset_json_stamp: tuple[int, int]) -> RawDataset:
+    return RawDataset(Path(folder))
+
+
+def worker_raw_dataset(folder: str | Path) -> RawDataset:
+    """The RawDataset of ``folder``, parsed once per process while its dataset.json is unchanged: per-case jobs
+    (fingerprint, preprocessing) would otherwise parse a 12,000-case dataset.json once per case."""
+    try:
+        st = (Path(folder) / "dataset.json").stat()
+    except OSError:  # let RawDataset name the missing file
+        return RawDataset(Path(folder))
+    return _cached_raw_dataset(str(folder), (st.st_mtime_ns, st.st_size))
 
 
 def open_raw_dataset(id_or_name: str | int) -> RawDataset:
