@@ -191,7 +191,7 @@ def predict_fold(a: argparse.Namespace, trainer: str, fold: int, val_images: Pat
         return {"seconds_per_image": None, "reused": True}
     t0 = time.time()
     predict_from_folder(val_images, out, a.dataset_id, a.configuration, [fold], trainer=trainer, plans=PLANS,
-                        num_samples=a.num_samples, sampling_steps=a.sampling_steps, save_samples=True, device="cpu",
+                        num_samples=a.num_samples, sampling_steps=a.sampling_steps, save_samples=True, device=a.device,
                         save_probabilities=soft_consensus(trainer),  # that softmax is its calibration (issue 20)
                         use_mirroring=a.tta, num_processes_preprocessing=1, num_processes_export=1, overwrite=True)
     return {"seconds_per_image": round((time.time() - t0) / max(1, len(cases)), 2), "reused": False}
@@ -211,7 +211,7 @@ def predict_curve_points(a: argparse.Namespace, trainer: str, fold: int, val_ima
             continue
         predict_from_folder(val_images, out, a.dataset_id, a.configuration, [fold], trainer=trainer, plans=PLANS,
                             num_samples=a.num_samples, sampling_steps=a.sampling_steps, save_samples=True,
-                            checkpoint_name=p["checkpoint"], device="cpu", use_mirroring=a.tta,
+                            checkpoint_name=p["checkpoint"], device=a.device, use_mirroring=a.tta,
                             num_processes_preprocessing=1, num_processes_export=1, overwrite=True)
         done += 1
     return done
@@ -230,9 +230,11 @@ def run_method(a: argparse.Namespace, fold: int, trainer: str, work: Path, log: 
             # a planned configuration brings its own epochs; a budget run (--c) continues an interrupted stage
             entry["training"] = train_with_budget(a.dataset_id, a.configuration, stages[0], stages[1], threads=1,
                                                   iterations_per_epoch=None if planned else a.iterations_per_epoch,
-                                                  fold=fold, trainer=trainer, budget_clock="cpu",
+                                                  fold=fold, trainer=trainer,
+                                                  budget_clock="cpu" if a.device == "cpu" else "wall",
                                                   val_iterations=None if planned else a.val_iterations,
-                                                  resume=planned and not a.retrain)
+                                                  resume=planned and not a.retrain, device=a.device,
+                                                  num_workers=a.num_workers)
         entry["trained"] = trained_seconds(folder, fold)
         val = work / f"val_images_fold{fold}"
         cases = link_fold_images(a.dataset_id, fold, val, max_cases=a.val_sample, seed=0)
@@ -334,6 +336,10 @@ def add_compare_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--curves", action="store_true",
                    help="also predict every learning-curve checkpoint of each fold and write learning_curves.* to --out")
     p.add_argument("--tta", action="store_true", help="mirroring test-time augmentation when predicting")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                   help="train and predict here (default cpu: one thread, --minutes on the process's CPU clock; cuda: "
+                        "--minutes on the wall clock, benchmarks/gpu_compare.py)")
+    p.add_argument("--num_workers", type=int, default=0, help="augmentation workers of training (default 0)")
     p.add_argument("--val_sample", type=int, default=None, metavar="N",
                    help="predict and score a fixed, seeded sample (seed 0) of N of each fold's held-out cases "
                         "(a large dataset's fold; every method scores the same cases)")
@@ -357,7 +363,8 @@ def compare(a: argparse.Namespace) -> None:
         a.minutes = a.time_budget * 60
     import torch
 
-    torch.set_num_threads(1)
+    if a.device == "cpu":
+        torch.set_num_threads(1)
     from diffoseg_auto.evaluation.comparison_report import compare_methods
     from diffoseg_auto.utilities.file_ops import save_json
 
@@ -394,7 +401,8 @@ def compare(a: argparse.Namespace) -> None:
         save_json({"command": a.command_line, "configuration": a.configuration, "time_budget_hours": a.time_budget,
                    "time_budget": planned if a.time_budget is not None else None,
                    "minutes_per_method_and_fold": a.minutes,
-                   "stage1_fraction": a.stage1_fraction, "threads": 1, "budget_clock": "cpu",
+                   "stage1_fraction": a.stage1_fraction, "device": a.device, "num_workers": a.num_workers,
+                   "threads": torch.get_num_threads(), "budget_clock": "cpu" if a.device == "cpu" else "wall",
                    "iterations_per_epoch": a.iterations_per_epoch, "folds_done": done,
                    "wall_minutes": round((time.time() - t0) / 60, 1), "methods": log}, out / "run.json")
         if a.curves:

@@ -30,8 +30,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def revision() -> str:
-    return subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                          text=True).stdout.strip() or "unknown"
+    """The checkout's short revision; "unknown" outside a git checkout or without git (a lent GPU machine)."""
+    try:
+        return subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True).stdout.strip() or "unknown"
+    except FileNotFoundError:
+        return "unknown"
 
 
 def record_folder(record_dir: Path, dataset: str, configuration: str) -> Path:
