@@ -9,8 +9,8 @@ import pytest
 from diffoseg_auto.cli.fold_images import link_test_images, sample_cases
 from diffoseg_auto.dataset.raw_dataset import RawDataset, write_dataset_json
 from diffoseg_auto.evaluation.inter_rater import inter_rater_reference, labelled_cases
-from diffoseg_auto.evaluation.prediction_folder import EvaluationInputError
 from diffoseg_auto.evaluation.method_comparison import EMPTY, INTER_RATER, MAJORITY, score_fold
+from diffoseg_auto.evaluation.prediction_folder import EvaluationInputError
 from diffoseg_auto.io.image_io import write_image, write_seg
 from diffoseg_auto.results_layout import fold_folder, ts_learning_curve_folder, ts_predictions_folder
 
