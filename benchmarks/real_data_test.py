@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import math
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -211,9 +212,11 @@ def training_markdown(methods: dict[str, dict]) -> str:
     for label, e in methods.items():
         training = e.get("training") if isinstance(e.get("training"), dict) else {}
         trained = e.get("trained") or {}
-        its = [str(training.get(s, {}).get("iterations", "")) for s in ("stage1", "stage2")]
+        # iterations when the recording run trained the method, else the epochs of its final checkpoints
+        its = [str(training[s]["iterations"]) if s in training else
+               f"{trained[s]['epochs']} epochs" if s in trained else "" for s in ("stage1", "stage2")]
         seconds = sum(v.get("epoch_seconds", 0) for v in trained.values())
-        rows.append([label, *its, f"{seconds / 60:.1f}", e.get("wall_minutes", ""), e.get("revision", ""),
+        rows.append([label, *its, f"{seconds / 60:.2f}", e.get("wall_minutes", ""), e.get("revision", ""),
                      e.get("date", ""), e.get("error", "")])
     return markdown_table(["method", "Stage I iterations", "Stage II iterations", "training min (epochs)",
                            "wall min (this run)", "revision", "date", "error"], rows)
@@ -269,7 +272,8 @@ def write_curves(run: HeldOutRun, out: Path) -> None:
     from diffoseg_auto.evaluation.learning_curves import plot_curves
     from diffoseg_auto.utilities.file_ops import atomic_write, atomic_write_text
 
-    curve = pd.DataFrame([r for rows in run.curves.values() for r in rows], columns=["method"])
+    points = [r for rows in run.curves.values() for r in rows]
+    curve = pd.DataFrame(points) if points else pd.DataFrame(columns=["method"])
     if run.a.record:
         folder = record_folder(Path(run.a.record), run.ds.name, run.a.configuration)
         curve = with_other_methods(folder / HELD_OUT_FILES[3], curve)
@@ -277,9 +281,9 @@ def write_curves(run: HeldOutRun, out: Path) -> None:
         return
     curve = curve.sort_values(["method", "seconds"]).reset_index(drop=True)
     atomic_write(out / "test_learning_curves.csv", lambda p: curve.to_csv(p, index=False))
+    cell = lambda v, se: "n/a" if not math.isfinite(v) else f"{v:.3f}" + (f" ± {se:.3f}" if math.isfinite(se) else "")
     cells = [[r.method, r.stage, f"{r.fraction:g}", f"{r.seconds:.0f}", r.cases,
-              *(f"{getattr(r, m):.3f} ± {getattr(r, m + '_se'):.3f}" for m in CURVE_METRICS)]
-             for r in curve.itertuples()]
+              *(cell(getattr(r, m), getattr(r, m + "_se")) for m in CURVE_METRICS)] for r in curve.itertuples()]
     atomic_write_text(out / "test_learning_curves.md",
                       "Learning curves on the sampled test cases (strict; mean ± standard error over the cases):\n\n"
                       + markdown_table(["method", "stage", "fraction", "training s", "cases", *CURVE_METRICS],

@@ -137,7 +137,7 @@ def held_out_markdown(summary: pd.DataFrame, paired: pd.DataFrame, methods: list
 
     order = row_order(methods, list(summary["method"]))
     raters = context["raters"]
-    slots = ", slots, not persons (dataset.json raters_are_slots)" if context.get("raters_are_slots") else ""
+    slots = "; slots, not persons: dataset.json raters_are_slots" if context.get("raters_are_slots") else ""
     parts = [f"# Held-out test: {context['dataset']}, {context['configuration']}\n",
              f"Test split: {context['test_split']}.\n", f"Sample: {context['sample']}\n",
              f"Training: {context['training']}\n",

@@ -100,7 +100,7 @@ def test_the_held_out_test_command_on_a_toy_test_split(env_folders, tmp_path):
     plan_and_preprocess(["-d", "952", "-np", "1", "-c", "2d"])
     make_plans_tiny(env_folders["preprocessed"] / raw.name / "DiffOSegPlans.json", [32, 32], 0.5)
     out, rec = tmp_path / "test", tmp_path / "records"
-    run_test_command(out, rec)
+    run_test_command(out, rec, ["--curves"])
 
     result = json.loads((out / "test_comparison.json").read_text())
     sample = sample_cases(test_cases, 2, seed=0)
@@ -123,6 +123,13 @@ def test_the_held_out_test_command_on_a_toy_test_split(env_folders, tmp_path):
     assert "2 of the 3 test cases, drawn with seed 0" in md and "slots, not persons" in md
     assert "| strict | ConsensusUNet |" in md  # the paired differences
     assert set(pd.read_csv(rec / raw.name / "2d" / "test.csv")["method"]) == set(summary["method"])
+    curve = pd.read_csv(out / "test_learning_curves.csv")  # the checkpoints of fold all, on the same two cases
+    assert set(curve["method"]) == {"DiffOSeg", "ConsensusUNet"} and set(curve["cases"]) == {2}
+    assert set(curve[curve["method"] == "DiffOSeg"]["stage"]) == {1, 2} and curve["GED"].between(0, 2).all()
+    final = curve[(curve["method"] == "ConsensusUNet") & (curve["fraction"] == 1)]["GED"]
+    assert final.item() == pytest.approx(ged.loc["ConsensusUNet", "mean"])  # the final point is the final model
+    kept = pd.read_csv(rec / raw.name / "2d" / "test_curve.csv").sort_values(["method", "seconds"])
+    pd.testing.assert_frame_equal(kept.reset_index(drop=True), curve)
 
     ckpts = {tr: checkpoint_path(trainer_folder(raw.name, tr, "DiffOSegPlans", "2d"), "all", 1).stat().st_mtime_ns
              for tr in ("DiffOSegTrainer", "ConsensusUNetTrainer")}
