@@ -100,18 +100,13 @@ def row_order(methods: list[str], present: list[str]) -> list[str]:
     return [m for m in methods if m in present] + [m for m in dict.fromkeys(present) if m not in methods]
 
 
-def metrics_markdown(summary: pd.DataFrame, order: list[str], metrics: list[str], header) -> str:
-    """Rows x ``metrics`` (mean ± se) with a column of the number of cases; ``header(metric)`` names a column."""
-    from diffoseg_auto.evaluation.benchmark_tables import format_cell
-
-    cells = {(r.method, r.metric): format_cell(r.mean, r.se, r.metric) for r in summary.itertuples()}
-    cases = summary.groupby("method")["num_cases"].max()
-    present = [k for k in metrics if any((m, k) in cells for m in order)]
-    lines = ["| method | cases | " + " | ".join(header(k) for k in present) + " |", "|---|---:|" + "---:|" * len(present)]
-    for m in order:
-        if any((m, k) in cells for k in present):
-            lines.append(f"| {m} | {cases.get(m, '')} | " + " | ".join(cells.get((m, k), "") for k in present) + " |")
-    return "\n".join(lines)
+def cases_sentence(summary: pd.DataFrame, order: list[str]) -> str:
+    """How many cases each row's GED (strict) was scored on: one number where every row has the same."""
+    ged = summary[(summary["metric"] == "GED") & (summary["mode"] == "strict")].set_index("method")["num_cases"]
+    counts = {m: int(ged[m]) for m in order if m in ged.index}
+    if len(set(counts.values())) == 1:
+        return f"{next(iter(counts.values()))} cases each"
+    return ", ".join(f"{m}: {n}" for m, n in counts.items()) + " cases (the inter-rater row: those with two raters)"
 
 
 def paired_markdown(paired: pd.DataFrame, metric: str = "GED", reference: str = REFERENCE) -> str:
@@ -132,7 +127,7 @@ def held_out_markdown(summary: pd.DataFrame, paired: pd.DataFrame, methods: list
     """The held-out test table: what was tested and how (``context``: dataset, configuration, test_split,
     sample, training, raters, raters_are_slots) above the strict and dpersona tables, the per-rater Dice (strict)
     and the paired differences."""
-    from diffoseg_auto.evaluation.method_comparison import METRICS
+    from diffoseg_auto.evaluation.method_comparison import METRICS, wide_markdown
     from diffoseg_auto.evaluation.metrics import MODES
 
     order = row_order(methods, list(summary["method"]))
@@ -142,17 +137,17 @@ def held_out_markdown(summary: pd.DataFrame, paired: pd.DataFrame, methods: list
              f"Test split: {context['test_split']}.\n", f"Sample: {context['sample']}\n",
              f"Training: {context['training']}\n",
              "Values: mean ± standard error over the sampled cases (sample std / √n; Rater_area_spearman: one number "
-             "of the whole sample); every row is scored on the same cases (the inter-rater row on those with two "
-             "raters). Metric definitions: documentation/benchmarking.md.\n"]
+             f"of the whole sample); every row is scored on the same cases ({cases_sentence(summary, order)}). "
+             "Metric definitions: documentation/benchmarking.md.\n"]
     for mode in MODES:
         sub = summary[(summary["mode"] == mode) & summary["metric"].isin(METRICS)]
         if not sub.empty:
-            parts += [f"## {mode} mode\n", metrics_markdown(sub, order, list(METRICS), lambda k: k) + "\n"]
+            parts += [f"## {mode} mode\n", wide_markdown(sub, order, list(METRICS), lambda k: k, "se") + "\n"]
     per_rater = [f"Dice_rater_strict/{k}" for k in range(len(raters))]
     sub = summary[(summary["mode"] == "strict") & summary["metric"].isin(per_rater)]
     if not sub.empty:
         parts += [f"## per-rater Dice (strict{slots})\n",
-                  metrics_markdown(sub, order, per_rater, lambda k: raters[int(k.rsplit("/", 1)[1])]) + "\n"]
+                  wide_markdown(sub, order, per_rater, lambda k: raters[int(k.rsplit("/", 1)[1])], "se") + "\n"]
     if not paired.empty:
         parts += ["## Paired differences\n", paired_markdown(paired)]
     return "\n".join(parts)

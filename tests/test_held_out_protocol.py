@@ -59,7 +59,8 @@ def test_mean_and_standard_error_over_the_cases_and_the_paired_differences():
                                  {"dataset": "Dataset009_X", "configuration": "2d", "test_split": "every fifth patient",
                                   "sample": "3 of 9 cases", "training": "1 min", "raters": ["r0"],
                                   "raters_are_slots": True})
-    assert "Test split: every fifth patient." in md and "| Base | 3 | 0.6000 ± 0.1000 |" in md
+    assert "Test split: every fifth patient." in md and "| Base | 0.6000 ± 0.1000 |" in md
+    assert "(Base: 3, DiffOSeg: 3, inter-rater: 2 cases (the inter-rater row: those with two raters))" in md
     assert md.index("| Base |") < md.index("| DiffOSeg |") < md.index(f"| {INTER_RATER} |")  # -tr order first
     assert "| strict | Base | -0.3000 ± 0.1155 | 3 | yes |" in md
 

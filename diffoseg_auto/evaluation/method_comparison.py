@@ -229,18 +229,20 @@ def comparison_markdown(table: pd.DataFrame, raters: dict[str, list[str]], folds
         for mode in modes:
             m = sub[(sub["mode"] == mode) & sub["metric"].isin(METRICS)]
             parts.append(heading(3, f"{mode} mode"))
-            parts.append(_wide(m, order, list(METRICS), lambda k: k) + "\n")
+            parts.append(wide_markdown(m, order, list(METRICS), lambda k: k) + "\n")
         names = raters.get(ds, [])
         per_rater = [f"Dice_rater_strict/{k}" for k in range(len(names))]
         m = sub[(sub["mode"] == "strict") & sub["metric"].isin(per_rater)]
         if not m.empty:
             parts.append(heading(3, "per-rater Dice (strict)"))
-            parts.append(_wide(m, order, per_rater, lambda k: names[int(k.rsplit("/", 1)[1])]) + "\n")
+            parts.append(wide_markdown(m, order, per_rater, lambda k: names[int(k.rsplit("/", 1)[1])]) + "\n")
     return "\n".join(parts)
 
 
-def _wide(sub: pd.DataFrame, methods: list[str], metrics: list[str], header) -> str:
-    cells = {(r.method, r.metric): format_cell(r.mean, r.std, r.metric) for r in sub.itertuples()}
+def wide_markdown(sub: pd.DataFrame, methods: list[str], metrics: list[str], header, spread: str = "std") -> str:
+    """``methods`` x ``metrics`` of a long table as 'mean ± <its ``spread`` column>' cells (format_cell);
+    ``header(metric)`` names a column; metrics and methods without any value are left out."""
+    cells = {(r.method, r.metric): format_cell(r.mean, getattr(r, spread), r.metric) for r in sub.itertuples()}
     present = [k for k in metrics if any((m, k) in cells for m in methods)]
     lines = ["| method | " + " | ".join(header(k) for k in present) + " |", "|---|" + "---:|" * len(present)]
     for m in methods:
