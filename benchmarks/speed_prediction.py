@@ -64,12 +64,24 @@ def plans_dict(configuration: dict, num_raters: int) -> dict:
             "foreground_intensity_properties_per_channel": {}, "configurations": {"c": configuration}}
 
 
+def denoiser_builder():
+    """``(plans, configuration, stage) -> denoiser`` of the code root in use: plans.network_arguments'
+    denoiser_from_plans, or network.factory.build_denoiser in revisions before networks took torch-level arguments."""
+    try:
+        from diffoseg_auto.plans.network_arguments import denoiser_from_plans
+        return denoiser_from_plans
+    except ImportError:
+        from diffoseg_auto.network.factory import build_denoiser
+        return build_denoiser
+
+
 def make_weights(configuration: dict, num_raters: int, path: Path) -> None:
     """Random Stage I and Stage II weights (zero inits perturbed), saved for every worker."""
     import torch
 
-    from diffoseg_auto.network.factory import build_denoiser
     from diffoseg_auto.plans.plans import plans_from_dict
+
+    build_denoiser = denoiser_builder()
 
     plans = plans_from_dict(plans_dict(configuration, num_raters))
     torch.manual_seed(0)
@@ -92,8 +104,9 @@ def prediction_worker(a: dict) -> dict:
     import diffoseg_auto
     from diffoseg_auto.diffusion.categorical_diffusion import CategoricalDiffusion
     from diffoseg_auto.inference.predictor import DiffOSegPredictor
-    from diffoseg_auto.network.factory import build_denoiser
     from diffoseg_auto.plans.plans import plans_from_dict
+
+    build_denoiser = denoiser_builder()
 
     assert Path(diffoseg_auto.__file__).resolve().is_relative_to(Path(a["code_root"]).resolve()), diffoseg_auto.__file__
     torch.set_num_threads(a["threads"])
@@ -101,7 +114,7 @@ def prediction_worker(a: dict) -> dict:
     cfg = plans.get_configuration("c")
     weights = torch.load(a["weights"], weights_only=False)
     d = cfg.diffusion
-    # the old revision predates from_plan and x0_given_xt: build the diffusion with the constructor both have, so
+    # the old revision predates x0_given_xt: build the diffusion with the constructor both have, so
     # that both read p(x0 | x_1) as the network's p and end with its argmax (the readout costs no time). The
     # labels are no longer equal to the old ones: the sampler's posterior changed since (documentation/experiments/speed.md)
     diffusion = CategoricalDiffusion(2, d.num_timesteps, d.schedule, d.schedule_shift)

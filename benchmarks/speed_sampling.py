@@ -44,15 +44,14 @@ def time_configuration(plans, configuration: str, num_samples: int, steps: int |
     (with ``compile_network``: torch.compile's compilation) is timed separately."""
     import torch
 
-    from diffoseg_auto.diffusion.categorical_diffusion import CategoricalDiffusion
     from diffoseg_auto.inference.predictor import DiffOSegPredictor
-    from diffoseg_auto.network.factory import build_denoiser
+    from diffoseg_auto.plans.network_arguments import denoiser_from_plans, diffusion_from_plans
 
     cfg = plans.get_configuration(configuration)
     torch.manual_seed(0)
-    net = build_denoiser(plans, configuration, 1)
+    net = denoiser_from_plans(plans, configuration, 1)
     d = cfg.diffusion
-    diffusion = CategoricalDiffusion.from_plan(plans.num_classes, d)
+    diffusion = diffusion_from_plans(plans, configuration)
     pred = DiffOSegPredictor(net, diffusion, cfg, "cpu", use_mirroring=False, precision=precision,
                              compile_network=compile_network)
     steps = int(steps or d.sampling_steps)
@@ -183,14 +182,13 @@ def dispatch_census(run) -> dict[str, dict]:
 def profile_precision(plans, configuration: str, num_samples: int, steps: int, precision: str, top: int) -> dict:
     import torch
 
-    from diffoseg_auto.diffusion.categorical_diffusion import CategoricalDiffusion
     from diffoseg_auto.inference.predictor import DiffOSegPredictor
-    from diffoseg_auto.network.factory import build_denoiser
+    from diffoseg_auto.plans.network_arguments import denoiser_from_plans, diffusion_from_plans
 
     cfg = plans.get_configuration(configuration)
     torch.manual_seed(0)
-    net = build_denoiser(plans, configuration, 1)
-    pred = DiffOSegPredictor(net, CategoricalDiffusion.from_plan(plans.num_classes, cfg.diffusion), cfg, "cpu",
+    net = denoiser_from_plans(plans, configuration, 1)
+    pred = DiffOSegPredictor(net, diffusion_from_plans(plans, configuration), cfg, "cpu",
                              use_mirroring=False, precision=precision)
     image = np.random.RandomState(0).randn(plans.num_input_channels, *cfg.patch_size).astype(np.float32)
     pred.sample_case(image, num_samples, 2, seed=0)  # warm-up: oneDNN primitives are created here, not profiled

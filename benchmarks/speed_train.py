@@ -100,14 +100,14 @@ def train_worker(name: str, device_name: str, iterations: int, batch_size: int |
                plans_path: str | None, configuration: str) -> dict:
     import torch
 
-    from diffoseg_auto.network import build_denoiser
+    from diffoseg_auto.plans.network_arguments import denoiser_from_plans
 
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     device = torch.device(device_name)
     plans, planned_batch, source = _plans_for(name, plans_path, configuration)
     b = batch_size or planned_batch
     torch.manual_seed(0)
-    net = build_denoiser(plans, "2d", stage).to(device)
+    net = denoiser_from_plans(plans, "2d", stage).to(device)
     try:
         from diffoseg_auto.diffusion.categorical_diffusion import CategoricalDiffusion
 

@@ -25,3 +25,11 @@ def default_num_processes() -> int:
     else min(2, CPUs) (spawned workers cost memory and start-up time; 2 keeps a laptop responsive)."""
     override = num_processes_override()
     return override if override is not None else max(1, min(2, os.cpu_count() or 1))
+
+
+# The names the plans may choose from, defined once below both the plans (which validate them) and the modules that
+# implement them (which take them as plain torch-level arguments, never a plans object).
+DENOISER_LAYOUTS = ("cached_encoder", "concat", "reference_openai")  # network.factory.build_denoiser builds them
+PROMPT_BLOCKS = ("residual", "paper")  # network.prompt_block.make_prompt_block builds them
+X0_READOUTS = ("network", "bayes")  # diffusion.categorical_diffusion.CategoricalDiffusion.x0_posterior implements them
+FINAL_STEPS = ("denoise", "argmax", "sample")  # CategoricalDiffusion.sample implements them

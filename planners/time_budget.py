@@ -23,11 +23,12 @@ import math
 import platform
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping
-
-import numpy as np
+from typing import TYPE_CHECKING, Callable, Mapping
 
 from planners.topology import get_pool_and_conv_props
+
+if TYPE_CHECKING:
+    from diffoseg_auto.inference.prediction_cost import PredictionCost
 
 logger = logging.getLogger(__name__)
 
@@ -192,22 +193,13 @@ def choose_candidate(rows: list[dict], min_stage1_iterations: int) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------- estimates
-def windows_per_image(median: list[int], patch: list[int], step_size: float) -> int:
-    from diffoseg_auto.inference.sliding_window import compute_steps_for_sliding_window
-
-    return int(np.prod([len(s) for s in compute_steps_for_sliding_window(median, patch, step_size)]))
-
-
-def prediction_estimates(cfg: dict, num_raters: int, num_cases: int, cost2: StageCost, cost1: StageCost) -> dict:
-    """Seconds to predict one median case and to run both end-of-stage validations (not part of the budget)."""
+def prediction_estimates(cfg: dict, cost: PredictionCost, num_cases: int, cost2: StageCost, cost1: StageCost) -> dict:
+    """Seconds to predict one median case (``cost``: its network evaluations) and to run both end-of-stage validations
+    (not part of the budget)."""
     if cost2.denoiser_row_s is None:
         return {}
-    w = windows_per_image([max(m, p) for m, p in zip(cfg["median_image_size_in_voxels"], cfg["patch_size"])],
-                          cfg["patch_size"], cfg["inference"]["step_size"])
-    mirrors = 1 if not cfg["inference"]["use_mirroring"] else 2 ** len(cfg["patch_size"])
-    s, n = cfg["diffusion"]["sampling_steps"], cfg["diffusion"]["num_samples"]
-    spr = cfg["stage2"]["num_samples_per_rater"]
-    evals_case = w * mirrors * s * (n + num_raters * spr)
+    w, s, num_raters, spr = cost.windows, cost.work.steps, cost.work.prompts, cost.work.samples_per_prompt
+    evals_case = cost.network_evaluations
     val_cases = max(1, num_cases // 5)
     val_s = val_cases * w * s * (cfg["training"]["num_val_samples"] * (cost1.denoiser_row_s or 0.0)
                                  + (cfg["training"]["num_val_samples"] + num_raters * spr) * cost2.denoiser_row_s)
@@ -256,6 +248,8 @@ def plan_time_budget(plans: dict, base: str, hours: float, device: str = "cpu", 
     """(name, configuration dict) of the budget configuration; ``throughput``: {candidate key: (stage1, stage2)}
     costs instead of measuring (tests); ``force``: plan this candidate's schedule whatever the rule says (sweeps)."""
     from diffoseg_auto.configuration import default_num_processes
+    from diffoseg_auto.inference.prediction_cost import median_case_cost
+    from diffoseg_auto.plans.plans import plans_from_dict
 
     if not hours > 0:
         raise TimeBudgetError(f"--time_budget must be > 0 hours, got {hours}")
@@ -303,8 +297,10 @@ def plan_time_budget(plans: dict, base: str, hours: float, device: str = "cpu", 
     out["training"] = {k: st1[k] for k in ("num_epochs", "iterations_per_epoch", "num_val_iterations_per_epoch")}
     if st2 is not None:
         out["stage2"] = {k: st2[k] for k in ("num_epochs", "iterations_per_epoch")}
-    merged = resolved_configuration({**plans, "configurations": {**plans["configurations"], name: out}}, name)
-    estimates = prediction_estimates(merged, len(plans["raters"]), num_cases or 0, *reversed(chosen["_costs"]))
+    merged_plans = {**plans, "configurations": {**plans["configurations"], name: out}}
+    merged = resolved_configuration(merged_plans, name)
+    estimates = prediction_estimates(merged, median_case_cost(plans_from_dict(copy.deepcopy(merged_plans)), name),
+                                     num_cases or 0, *reversed(chosen["_costs"]))
     total = st1["estimated_seconds"] + (st2["estimated_seconds"] if st2 else 0.0)
     out["notes"] = {"time_budget": {
         "hours": hours, "device": device, "device_name": device_description(device), "num_workers": workers,

@@ -11,7 +11,7 @@ import torch
 from diffoseg_auto.cli.console import run_command
 from diffoseg_auto.dataset.raw_dataset import write_dataset_json
 from diffoseg_auto.io.image_io import write_image, write_seg
-from diffoseg_auto.network.factory import build_denoiser
+from diffoseg_auto.plans.network_arguments import denoiser_from_plans
 from diffoseg_auto.plans.plans import plans_from_dict
 from diffoseg_auto.results_layout import ADDED_RATERS_CHECKPOINT, rater_list_file
 from diffoseg_auto.training.add_rater import AddRaterRequest, add_rater, main
@@ -77,7 +77,7 @@ def test_tiny_model_gains_a_working_rater(toy, tmp_path, block):
     old = torch.load(original, weights_only=False)["network_weights"]
     new_ck = torch.load(out, weights_only=False)
     new = new_ck["network_weights"]
-    net = build_denoiser(plans_from_dict(new_ck["plans"]), "2d", 2)
+    net = denoiser_from_plans(plans_from_dict(new_ck["plans"]), "2d", 2)
     net.load_state_dict(new)  # the extended model loads as a 4-rater network
     rows = net.per_rater_parameters()
     assert rows and net.num_raters == 4

@@ -20,10 +20,11 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("diffoseg_auto.utilities", "diffoseg_auto.runtime"),
     ("diffoseg_auto.results_layout",),
     ("diffoseg_auto.io",),
+    # torch-level: plain arguments in, never plans (plans/network_arguments.py translates plans into their arguments)
+    ("diffoseg_auto.diffusion", "diffoseg_auto.network"),
     ("diffoseg_auto.plans",),
     ("diffoseg_auto.dataset",),
     ("diffoseg_auto.preprocessing",),
-    ("diffoseg_auto.diffusion", "diffoseg_auto.network"),
     ("diffoseg_auto.evaluation",),
     ("diffoseg_auto.inference",),
     ("diffoseg_auto.training",),
@@ -76,6 +77,16 @@ def layer_violations(root: Path) -> list[str]:
 
 def test_no_lower_layer_imports_a_higher_one():
     assert layer_violations(ROOT) == []
+
+
+def test_networks_and_diffusion_do_not_import_plans():
+    """Networks and diffusion take torch-level arguments; one module (plans/network_arguments.py) reads plans for them
+    (also implied by LAYERS, stated here so that a reordering cannot undo it)."""
+    readers = [f"{f.relative_to(ROOT)}: {m}" for pkg in ("network", "diffusion")
+               for f in sorted((ROOT / "diffoseg_auto" / pkg).rglob("*.py"))
+               for m in imported_modules(f.read_text()) if unit_of(m) == "diffoseg_auto.plans"]
+    assert readers == []
+    assert LAYER_OF["diffoseg_auto.network"] < LAYER_OF["diffoseg_auto.plans"] > LAYER_OF["diffoseg_auto.diffusion"]
 
 
 def test_every_layer_exists():

@@ -7,8 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from diffoseg_auto.network import DenoiserBase, build_denoiser, expand_cache, freeze_backbone, transfer_stage1_weights
+from diffoseg_auto.network import DenoiserBase, expand_cache, freeze_backbone, transfer_stage1_weights
 from diffoseg_auto.network.prompt_block import PromptBlock
+from diffoseg_auto.network.blocks import conv_ops
+from diffoseg_auto.plans.network_arguments import denoiser_from_plans
 from diffoseg_auto.plans.plans import ArchitecturePlan, ConfigurationPlan, Plans
 
 torch.set_num_threads(2)
@@ -56,7 +58,7 @@ def perturb(module: nn.Module, seed: int = 1, std: float = 0.1) -> None:
 
 def build(plans, stage, seed=0):
     torch.manual_seed(seed)
-    return build_denoiser(plans, "c", stage).eval()
+    return denoiser_from_plans(plans, "c", stage).eval()
 
 
 LAYOUTS = [(2, "cached_encoder"), (3, "cached_encoder"), (2, "concat"), (3, "concat"), (2, "reference_openai")]
@@ -264,13 +266,11 @@ def test_input_errors():
     with pytest.raises(ValueError, match="expand_cache"):
         s1.denoise(s1.encode(img), torch.cat([x_t, x_t]), torch.cat([t, t]))
     with pytest.raises(ValueError, match="deep_supervision"):
-        build_denoiser(make_plans(2, "concat", deep_supervision=True), "c", 1)
+        denoiser_from_plans(make_plans(2, "concat", deep_supervision=True), "c", 1)
 
 
 def test_prompt_block_selects_rater_map():
-    from diffoseg_auto.network.blocks import ops_from_plan
-
-    ops = ops_from_plan(make_plans(2).configurations["c"].architecture, 2)
+    ops = conv_ops(2)
     torch.manual_seed(0)
     pb = PromptBlock(6, num_raters=4, num_prompts=3, prompt_dim=2, ops=ops).eval()
     x = torch.randn(2, 6, 4, 4)
@@ -289,10 +289,9 @@ def test_prompt_block_selects_rater_map():
 def test_paper_prompt_block_one_map_per_rater_and_rater_dependent_output(dims):
     """The official design: R rater maps from [features, prompt]; only the requested rater's map is
     concatenated, then channel attention and a 1x1 conv back to the feature width."""
-    from diffoseg_auto.network.blocks import ops_from_plan
     from diffoseg_auto.network.prompt_block import PaperPromptBlock
 
-    ops = ops_from_plan(make_plans(dims).configurations["c"].architecture, dims)
+    ops = conv_ops(dims)
     torch.manual_seed(0)
     pb = PaperPromptBlock(6, num_raters=4, num_prompts=3, prompt_dim=2, ops=ops).eval()
     x = torch.randn(2, 6, *([4] * dims))
@@ -389,9 +388,9 @@ def test_channels_last_instance_norm_equals_the_stock_instance_norm():
 
 
 def test_the_2d_instance_norm_of_the_plans_is_the_channels_last_one():
-    from diffoseg_auto.network.blocks import ChannelsLastInstanceNorm2d, ops_from_plan
+    from diffoseg_auto.network.blocks import ChannelsLastInstanceNorm2d
+    from diffoseg_auto.plans.network_arguments import unet_arguments
 
-    arch = ArchitecturePlan(n_stages=2, features_per_stage=[4, 8], kernel_sizes=[[3, 3], [3, 3]], strides=[[1, 1], [2, 2]],
-                            n_conv_per_stage=[1, 1], n_conv_per_stage_decoder=[1])
-    assert ops_from_plan(arch, 2).norm_op is ChannelsLastInstanceNorm2d
-    assert ops_from_plan(arch, 3).norm_op is nn.InstanceNorm3d
+    unet = unet_arguments(make_plans(2).configurations["c"])  # the plans' default norm: instance
+    assert unet.ops().norm_op is ChannelsLastInstanceNorm2d
+    assert conv_ops(3, unet.norm).norm_op is nn.InstanceNorm3d

@@ -125,11 +125,11 @@ def test_planned_cost_is_printed_and_counts_every_network_evaluation(env_folders
     dataset_name, folder = request.locate_model()
     predictor, _ = load_case_predictor(request, dataset_name, folder, "cpu")
     # the real 20x28 cases: 2 x 3 windows at step 0.5; mirroring on both axes multiplies by 4
-    assert predictor.network_evaluations((20, 28)) == 6 * 10
+    assert predictor.prediction_cost((20, 28)).network_evaluations == 6 * 10
     mirrored, _ = load_case_predictor(PredictionRequest(tmp_path / "input", tmp_path / "o2", DATASET, "2d", [0],
                                                         num_samples=N, sampling_steps=2, rater_num_samples=1,
                                                         device="cpu", use_mirroring=True), dataset_name, folder, "cpu")
-    assert mirrored.network_evaluations((20, 28)) == 4 * 6 * 10
+    assert mirrored.prediction_cost((20, 28)).network_evaluations == 4 * 6 * 10
 
 
 def test_a_stage2_learning_curve_point_predicts_with_the_final_stage1(env_folders, tmp_path):

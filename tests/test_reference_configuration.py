@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from diffoseg_auto.cli.console import run_command
-from diffoseg_auto.network import build_denoiser
+from diffoseg_auto.plans.network_arguments import denoiser_from_plans
 from diffoseg_auto.network.reference_openai import AttentionBlock, ReferenceOpenAIUNet
 from diffoseg_auto.plans.plans import (ArchitecturePlan, ConfigurationPlan, Plans, PlansValidationError, load_plans,
                                        save_plans)
@@ -101,7 +101,7 @@ def test_plans_file_round_trip(tmp_path):
 def test_build_denoiser_and_forward(stage):
     plans = add_reference_configuration(base_plans())
     torch.manual_seed(0)
-    net = build_denoiser(plans, "2d_paper_reference", stage).eval()
+    net = denoiser_from_plans(plans, "2d_paper_reference", stage).eval()
     assert isinstance(net, ReferenceOpenAIUNet)
     assert net.num_raters == (4 if stage == 2 else None)
     # 5 levels (128 .. 8): attention in the encoder at 16 and 8 (2 blocks each), 16 and 8 in the decoder (3 each), middle

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from diffoseg_auto.diffusion.schedules import make_alpha_bar
-from diffoseg_auto.plans.plans import FINAL_STEPS, X0_READOUTS
+from diffoseg_auto.configuration import FINAL_STEPS, X0_READOUTS
 
 
 def one_hot(labels: Tensor, num_classes: int) -> Tensor:
@@ -59,11 +59,6 @@ class CategoricalDiffusion:
         self.schedule = schedule
         self.schedule_shift = float(schedule_shift)
         self.alpha_bar: Tensor = make_alpha_bar(schedule, self.num_timesteps, self.schedule_shift)  # (T+1,) float64, CPU
-
-    @classmethod
-    def from_plan(cls, num_classes: int, plan) -> "CategoricalDiffusion":
-        """From a configuration's DiffusionPlan (num_timesteps, schedule, schedule_shift, x0_given_xt)."""
-        return cls(num_classes, plan.num_timesteps, plan.schedule, plan.schedule_shift, plan.x0_given_xt)
 
     # ---------------------------------------------------------------- helpers
     def _check_t(self, t: Tensor, name: str, lo: int) -> Tensor:

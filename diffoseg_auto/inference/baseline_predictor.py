@@ -6,7 +6,7 @@ A baseline network maps a batch of windows to M output probability maps per wind
 shared by all windows, mirrorings and folds, so a sample stays one segmentation of the image).
 The blended maps are argmax-ed into (M, *S) label maps; the network's ``to_predictions`` turns
 them into the N samples and the per-rater predictions that diffoseg_predict writes. Windows,
-padding, 2d-on-3D slicing and mirroring follow DiffOSegPredictor (window_geometry.py).
+padding, 2d-on-3D slicing and mirroring are DiffOSegPredictor's (both use window_geometry.py).
 """
 from __future__ import annotations
 
@@ -14,11 +14,9 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from acvl_utils.cropping_and_padding.padding import pad_nd_image
 from torch import Tensor
 
-from diffoseg_auto.inference.sliding_window import compute_gaussian, sliding_window_slicers
-from diffoseg_auto.inference.window_geometry import flip, from_net, mirror_combinations, to_net, volume_patch
+from diffoseg_auto.inference.window_geometry import flip, from_net, mirror_combinations, to_net, window_grid
 from diffoseg_auto.network.baselines.base import BaselineNetwork
 from diffoseg_auto.plans.plans import ConfigurationPlan
 
@@ -42,7 +40,8 @@ class BaselinePredictor:
         self.networks = [n.to(self.device).eval() for n in nets]
         self.configuration = configuration
         self.step_size = float(step_size)
-        self.mirrors = mirror_combinations(configuration, use_mirroring)
+        self.use_mirroring = bool(use_mirroring)
+        self.mirrors = mirror_combinations(configuration, self.use_mirroring)
 
     def predict_case(self, data: np.ndarray, num_samples: int, seed: int = 0) -> np.ndarray:
         """``data`` (C, *S) preprocessed image -> (M, *S) uint8 label maps in preprocessed geometry."""
@@ -61,13 +60,8 @@ class BaselinePredictor:
         eps = (torch.randn(int(num_samples), latent_dim, generator=torch.Generator().manual_seed(int(seed)))
                .to(self.device) if latent_dim else None)
         ax = self.configuration.slice_axis
-        patch = volume_patch(self.configuration, data.ndim - 1)
-        image = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32)).to(self.device)
-        image, unpad = pad_nd_image(image, patch, "constant", {"value": 0}, True)
-        spatial = tuple(image.shape[1:])
-        windows = sliding_window_slicers(spatial, patch, self.step_size)
-        gauss = from_net(compute_gaussian(self.configuration.patch_size, device=self.device)[None, None], ax)[0, 0]
-        acc, weight_sum = None, torch.zeros(spatial, device=self.device)
+        image, windows, gauss, weight_sum, unpad = window_grid(self.configuration, data, self.step_size, self.device)
+        acc = None
         per_call = 1 if latent_dim else WINDOWS_PER_CALL  # a stochastic network gives N outputs per window
         for i in range(0, len(windows), per_call):
             chunk = windows[i:i + per_call]
@@ -75,11 +69,10 @@ class BaselinePredictor:
             w, m = probs.shape[:2]
             probs = from_net(probs.flatten(0, 1), ax).unflatten(0, (w, m)) * gauss
             if acc is None:
-                acc = torch.zeros((m, probs.shape[2], *spatial), device=self.device)
+                acc = torch.zeros((m, probs.shape[2], *image.shape[1:]), device=self.device)
             for b, sl in enumerate(chunk):
                 acc[(slice(None), slice(None), *sl)] += probs[b]
-                weight_sum[sl] += gauss
-        return (acc / weight_sum)[(slice(None), slice(None), *unpad[1:])].cpu().numpy().astype(np.float32)
+        return (acc / weight_sum)[(slice(None), slice(None), *unpad)].cpu().numpy().astype(np.float32)
 
     def _window_probs(self, windows: Tensor, eps: Tensor | None) -> Tensor:
         """Mean over folds and mirrorings of the networks' (B, M, K, *P) probabilities."""

@@ -19,9 +19,9 @@ import torch
 from diffoseg_auto.inference.baseline_predictor import BaselinePredictor, labels_of
 from diffoseg_auto.inference.model_loading import ModelLoadError, has_stage2, load_trained_model
 from diffoseg_auto.inference.model_loading import model_raters as model_raters_of
+from diffoseg_auto.inference.prediction_cost import PredictionCost, SamplingWork, prediction_cost
 from diffoseg_auto.inference.prediction_request import PredictionError, PredictionRequest
 from diffoseg_auto.inference.predictor import DiffOSegPredictor
-from diffoseg_auto.inference.window_geometry import num_windows
 from diffoseg_auto.network.baselines import BASELINE_NETWORKS
 from diffoseg_auto.network.baselines.base import BaselineNetwork
 from diffoseg_auto.plans.plans import Plans
@@ -47,11 +47,8 @@ class CasePredictor(Protocol):
     def predict_case(self, case: str, data: np.ndarray) -> CaseOutputs:
         """``data`` (C, *S) preprocessed image of ``case`` -> its outputs; reproducible per case (``case`` seeds it)."""
 
-    def network_evaluations(self, spatial_shape: Sequence[int]) -> int:
-        """Denoiser / network rows evaluated for one case of this preprocessed shape (what prediction costs)."""
-
-    def cost_terms(self, spatial_shape: Sequence[int]) -> str:
-        """The factors of ``network_evaluations``, spelled out for the planned-cost line."""
+    def prediction_cost(self, spatial_shape: Sequence[int]) -> PredictionCost:
+        """The network evaluations of one case of this preprocessed shape (prediction_cost.py)."""
 
 
 def case_seed(seed: int, key: str) -> int:
@@ -96,19 +93,10 @@ class DiffOSegCasePredictor:
         self.settings = {"num_samples": num_samples, "sampling_steps": sampling_steps, "rater_num_samples": rater_num_samples,
                          "use_mirroring": stage1.use_mirroring, "precision": precision_name(stage1.amp_dtype)}
 
-    def _factors(self, spatial_shape: Sequence[int]) -> tuple[int, int, int]:
+    def prediction_cost(self, spatial_shape: Sequence[int]) -> PredictionCost:
         p = self.stage1
-        return (num_windows(p.configuration, spatial_shape, p.step_size), len(p.mirror_combinations),
-                len(p.networks))
-
-    def network_evaluations(self, spatial_shape: Sequence[int]) -> int:
-        w, m, f = self._factors(spatial_shape)
-        return w * m * f * self.sampling_steps * (self.num_samples + len(self.raters) * self.rater_num_samples)
-
-    def cost_terms(self, spatial_shape: Sequence[int]) -> str:
-        w, m, f = self._factors(spatial_shape)
-        return (f"{w} window(s) x {m} mirroring(s) x {f} fold(s) x {self.sampling_steps} steps x ({self.num_samples} "
-                f"samples + {len(self.raters)} prompt(s) x {self.rater_num_samples} samples)")
+        work = SamplingWork(self.sampling_steps, self.num_samples, len(self.raters), self.rater_num_samples)
+        return prediction_cost(p.configuration, spatial_shape, p.step_size, p.use_mirroring, len(p.networks), work)
 
     def predict_case(self, case: str, data: np.ndarray) -> CaseOutputs:
         samples = self.stage1.sample_case(data, self.num_samples, self.sampling_steps, seed=case_seed(self.seed, case))
@@ -132,17 +120,11 @@ class BaselineCasePredictor:
         self.description = f"predict {trainer}"
         self.settings = {"trainer": trainer, "num_samples": num_samples, "use_mirroring": use_mirroring}
 
-    def _factors(self, spatial_shape: Sequence[int]) -> tuple[int, int, int, int]:
+    def prediction_cost(self, spatial_shape: Sequence[int]) -> PredictionCost:
         p = self.predictor
         per_window = self.num_samples if self.network.latent_dim else 1  # a stochastic network: N outputs a window
-        return num_windows(p.configuration, spatial_shape, p.step_size), len(p.mirrors), len(p.networks), per_window
-
-    def network_evaluations(self, spatial_shape: Sequence[int]) -> int:
-        return int(np.prod(self._factors(spatial_shape)))
-
-    def cost_terms(self, spatial_shape: Sequence[int]) -> str:
-        w, m, f, n = self._factors(spatial_shape)
-        return f"{w} window(s) x {m} mirroring(s) x {f} fold(s) x {n} output(s)"
+        return prediction_cost(p.configuration, spatial_shape, p.step_size, p.use_mirroring, len(p.networks),
+                               SamplingWork(samples=per_window))
 
     def predict_case(self, case: str, data: np.ndarray) -> CaseOutputs:
         probs = self.predictor.predict_probabilities(data, self.num_samples, seed=case_seed(self.seed, case))

@@ -18,7 +18,7 @@ from torch import nn
 from diffoseg_auto.diffusion.categorical_diffusion import CategoricalDiffusion
 from diffoseg_auto.errors import UserError
 from diffoseg_auto.network.baselines import baseline_network_class
-from diffoseg_auto.network.factory import build_denoiser
+from diffoseg_auto.plans.network_arguments import baseline_from_plans, denoiser_from_plans, diffusion_from_plans
 from diffoseg_auto.plans.plans import Plans, plans_from_dict
 from diffoseg_auto.results_layout import CHECKPOINT_FINAL, checkpoint_path, fold_folder, rater_list_file, trained_folds
 from diffoseg_auto.utilities.file_ops import load_json
@@ -86,7 +86,9 @@ def model_raters(model_folder: Path, folds: Sequence[int | str], dataset_raters:
 def trained_network(trainer_name: str | None, plans: Plans, configuration: str, stage: int) -> nn.Module:
     """The (untrained) network that ``trainer_name`` trains: a baseline's, else the DiffOSeg denoiser of ``stage``."""
     baseline = baseline_network_class(trainer_name or "")
-    return baseline(plans, configuration) if baseline is not None else build_denoiser(plans, configuration, stage)
+    if baseline is not None:
+        return baseline_from_plans(baseline, plans, configuration)
+    return denoiser_from_plans(plans, configuration, stage)
 
 
 def load_trained_model(model_folder: str | Path, folds: Sequence[int | str], stage: int,
@@ -138,9 +140,7 @@ def load_trained_model(model_folder: str | Path, folds: Sequence[int | str], sta
         nets.append(net.to(device).eval())
     assert plans is not None and first_args is not None
     configuration = first_args["configuration"]
-    d = plans.get_configuration(configuration).diffusion
-    diffusion = CategoricalDiffusion.from_plan(plans.num_classes, d)
-    return nets, plans, configuration, diffusion
+    return nets, plans, configuration, diffusion_from_plans(plans, configuration)
 
 
 def load_predictor_from_training_output(model_folder: str | Path, folds: Sequence[int | str], stage: int,

@@ -25,6 +25,7 @@ from diffoseg_auto.dataset.raw_dataset import extra_channel_files, list_cases, l
 from diffoseg_auto.errors import UserError
 from diffoseg_auto.inference.case_predictors import CasePredictor, load_case_predictor
 from diffoseg_auto.inference.export_prediction import export_case, mean_one_hot
+from diffoseg_auto.inference.prediction_cost import PredictionCost, median_preprocessed_shape
 from diffoseg_auto.inference.prediction_outputs import expected_files, failure_report, prepare_output_folder
 from diffoseg_auto.inference.prediction_request import PredictionError, PredictionRequest
 from diffoseg_auto.inference.workers import export_job, preprocess_job
@@ -67,13 +68,14 @@ def _predict_cases(predictor: CasePredictor, request: PredictionRequest, plans: 
         jobs = [(plans, config_name, case, [str(f) for f in cases[case]]) for case in todo]
         failures: dict[str, str] = {}
         median = median_preprocessed_shape(plans, config_name)
-        per_case = predictor.network_evaluations(median)
-        print(planned_cost_line(len(jobs), per_case, predictor.cost_terms(median)), flush=True)
+        median_cost = predictor.prediction_cost(median)
+        per_case = median_cost.network_evaluations
+        print(planned_cost_line(len(jobs), median_cost), flush=True)
         # the bar counts network evaluations: planned from the median image, corrected as each case's shape is known
         bar = tqdm(total=len(jobs) * per_case, desc=predictor.description, unit="eval", unit_scale=True)
         with _Exporter(nps, len(jobs), failures) as exporter, bar:
             for case, data, properties in _iter_preprocessed(jobs, npp, failures):
-                actual = predictor.network_evaluations(data.shape[1:])
+                actual = predictor.prediction_cost(data.shape[1:]).network_evaluations
                 bar.total += actual - per_case
                 try:
                     samples, rater_samples, soft = predictor.predict_case(case, data)
@@ -91,20 +93,11 @@ def _predict_cases(predictor: CasePredictor, request: PredictionRequest, plans: 
     return list(cases)
 
 
-def median_preprocessed_shape(plans: Plans, configuration: str) -> list[int]:
-    """The median image in the preprocessed geometry the predictor sees (all axes: a 2d configuration of 3D data
-    keeps the volume's median slice count along its slice axis)."""
-    cfg = plans.get_configuration(configuration)
-    shape = [int(v) for v in cfg.median_image_size_in_voxels]
-    if cfg.slice_axis is not None and len(plans.original_median_shape) == 3:
-        shape.insert(cfg.slice_axis, int(plans.original_median_shape[cfg.slice_axis]))
-    return shape
-
-
-def planned_cost_line(num_cases: int, per_case: int, terms: str) -> str:
+def planned_cost_line(num_cases: int, per_case: PredictionCost) -> str:
     """What a run will cost, printed before it starts (issue: the sampling budget stated up front)."""
-    return (f"planned cost: {num_cases} case(s) x {per_case:,} network evaluations per median case "
-            f"[{terms}] = {num_cases * per_case:,} evaluations")
+    n = per_case.network_evaluations
+    return (f"planned cost: {num_cases} case(s) x {n:,} network evaluations per median case "
+            f"[{per_case.terms()}] = {num_cases * n:,} evaluations")
 
 
 def _dataset_json_for(model_folder: Path, dataset_name: str) -> dict:

@@ -18,17 +18,15 @@ like windows. The chain still runs on the whole volume (one x_t per sample).
 """
 from __future__ import annotations
 
-import itertools
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-from acvl_utils.cropping_and_padding.padding import pad_nd_image
 from torch import Tensor
 
 from diffoseg_auto.diffusion.categorical_diffusion import CategoricalDiffusion
 from diffoseg_auto.inference.batching import rows_per_call, split_work
-from diffoseg_auto.inference.sliding_window import compute_gaussian, sliding_window_slicers
+from diffoseg_auto.inference.window_geometry import flip, from_net, mirror_combinations, to_net, window_grid
 from diffoseg_auto.network.denoiser_base import DenoiserBase, expand_cache
 from diffoseg_auto.plans.plans import ConfigurationPlan
 from diffoseg_auto.runtime.compilation import maybe_compile
@@ -71,34 +69,7 @@ class DiffOSegPredictor:
         self.amp_dtype = autocast_dtype(precision or configuration.inference.precision, self.device)
         self._denoise: list[Callable] = [maybe_compile(n.denoise, compile_network) for n in self.networks]
         self.use_mirroring = bool(use_mirroring)
-        axes = list(configuration.augmentation.mirror_axes) if use_mirroring else []
-        # all subsets of the mirror axes (identity first), as nnU-Net's TTA
-        self.mirror_combinations: list[tuple[int, ...]] = [
-            c for r in range(len(axes) + 1) for c in itertools.combinations(sorted(axes), r)]
-
-    # ------------------------------------------------------------------ geometry helpers
-    def _volume_patch(self, ndim: int) -> list[int]:
-        """Window size in the coordinates of the sampled array (1 along the slice axis of 2d-on-3D)."""
-        cfg = self.configuration
-        patch = [int(p) for p in cfg.patch_size]
-        if cfg.slice_axis is None:
-            if ndim != cfg.spatial_dims:
-                raise ValueError(f"sample_case: data has {ndim} spatial dims but the configuration is {cfg.spatial_dims}d "
-                                 "(and has no slice_axis). Preprocess the case with the same configuration.")
-            return patch
-        if ndim != cfg.spatial_dims + 1:
-            raise ValueError(f"sample_case: a 2d configuration with slice_axis={cfg.slice_axis} expects 3D data (C, Z, Y, X), "
-                             f"got {ndim} spatial dims")
-        return patch[:cfg.slice_axis] + [1] + patch[cfg.slice_axis:]
-
-    def _to_net(self, window: Tensor) -> Tensor:
-        """(B, C, *vol_patch) -> (B, C, *net_patch): drop the slice axis of 2d-on-3D."""
-        ax = self.configuration.slice_axis
-        return window if ax is None else window.squeeze(ax + 2)
-
-    def _from_net(self, window: Tensor) -> Tensor:
-        ax = self.configuration.slice_axis
-        return window if ax is None else window.unsqueeze(ax + 2)
+        self.mirror_combinations = mirror_combinations(configuration, self.use_mirroring)
 
     # ------------------------------------------------------------------ sampling
     @torch.no_grad()
@@ -119,17 +90,8 @@ class DiffOSegPredictor:
         n_samples = int(num_samples)
         K = self.diffusion.num_classes
 
-        vol_patch = self._volume_patch(data.ndim - 1)
-        image = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32)).to(self.device)
-        image, unpad = pad_nd_image(image, vol_patch, "constant", {"value": 0}, True)
+        image, windows, gauss, weight_sum, unpad = window_grid(self.configuration, data, self.step_size, self.device)
         spatial = tuple(image.shape[1:])
-        windows = sliding_window_slicers(spatial, vol_patch, self.step_size)
-
-        # Gaussian blending weights: per-window map and the full-image normaliser
-        gauss = self._from_net(compute_gaussian(self.configuration.patch_size, device=self.device)[None, None])[0, 0]
-        weight_sum = torch.zeros(spatial, device=self.device)
-        for sl in windows:
-            weight_sum[sl] += gauss
         weight_sum = weight_sum.reciprocal_()
 
         generator = torch.Generator(device=self.device).manual_seed(int(seed))
@@ -140,7 +102,7 @@ class DiffOSegPredictor:
             denoise_fn = self.full_image_denoiser(image, windows, gauss, weight_sum, raters, n_samples)
             labels = self.diffusion.sample(denoise_fn, (n_samples, K, *spatial), int(sampling_steps),
                                            final_step=final_step, generator=generator, device=self.device)
-        labels = labels[(slice(None), *unpad[1:])]
+        labels = labels[(slice(None), *unpad)]
         return labels.to(torch.uint8).cpu().numpy()
 
     def sample_raters(self, data: np.ndarray, rater_ids: Sequence[int], samples_per_rater: int, sampling_steps: int,
@@ -180,6 +142,7 @@ class DiffOSegPredictor:
         chunks = [windows[i:i + win_per_call] for i in range(0, len(windows), win_per_call)]
         caches = [self._encode_chunk(image, chunk) for chunk in chunks]  # caches[chunk][fold]: rows (mirror, window)
         n_rows = n_mirror * len(self.networks)
+        ax = self.configuration.slice_axis
         if len(chunks) == 1 and samples_per_call >= n_samples:
             # one network call per step: expand the cache to its rows once, not at every step (the call's memory
             # budget already holds the expanded cache)
@@ -196,19 +159,19 @@ class DiffOSegPredictor:
                     j1 = min(n_samples, j0 + samples_per_call)
                     n = j1 - j0
                     # rows (window, sample) for one mirroring, then repeated per mirroring: (mirror, window, sample)
-                    xw = self._to_net(torch.stack([x_t[(slice(j0, j1), slice(None), *sl)] for sl in chunk], 0).flatten(0, 1))
+                    xw = to_net(torch.stack([x_t[(slice(j0, j1), slice(None), *sl)] for sl in chunk], 0).flatten(0, 1), ax)
                     tw = t[j0:j1].repeat(w * n_mirror)
                     rw = None if raters is None else raters[j0:j1].repeat(w * n_mirror)
-                    x_rows = torch.cat([self._flip(xw, axes) for axes in self.mirror_combinations], 0)
+                    x_rows = torch.cat([flip(xw, axes) for axes in self.mirror_combinations], 0)
                     x_rows = x_rows.contiguous(memory_format=self.memory_format)
                     probs = None
                     for denoise, cache in zip(self._denoise, chunk_caches):
                         with autocast(self.device, self.amp_dtype):
                             logits = denoise(expand(cache, n), x_rows, tw, rw)
                         p = torch.softmax(logits.float(), dim=1).unflatten(0, (n_mirror, w * n))
-                        p = sum(self._flip(p[m], axes) for m, axes in enumerate(self.mirror_combinations))
+                        p = sum(flip(p[m], axes) for m, axes in enumerate(self.mirror_combinations))
                         probs = p if probs is None else probs + p
-                    probs = self._from_net(probs / n_rows).unflatten(0, (w, n)) * gauss
+                    probs = from_net(probs / n_rows, ax).unflatten(0, (w, n)) * gauss
                     for b, sl in enumerate(chunk):
                         acc[(slice(j0, j1), slice(None), *sl)] += probs[b]
             return acc * inv_weight_sum
@@ -217,15 +180,11 @@ class DiffOSegPredictor:
 
     def _encode_chunk(self, image: Tensor, chunk: list[tuple[slice, ...]]) -> list[Any]:
         """Per fold: the encoder output of the chunk's windows under every mirroring, rows (mirror, window)."""
-        img = self._to_net(torch.stack([image[(slice(None), *sl)] for sl in chunk], 0))
-        img = torch.cat([self._flip(img, axes) for axes in self.mirror_combinations], 0)
+        img = to_net(torch.stack([image[(slice(None), *sl)] for sl in chunk], 0), self.configuration.slice_axis)
+        img = torch.cat([flip(img, axes) for axes in self.mirror_combinations], 0)
         img = img.contiguous(memory_format=self.memory_format)
         out = []
         for net in self.networks:
             with autocast(self.device, self.amp_dtype):
                 out.append(net.encode(img))
         return out
-
-    @staticmethod
-    def _flip(x: Tensor, axes: tuple[int, ...]) -> Tensor:
-        return torch.flip(x, [a + 2 for a in axes]) if axes else x

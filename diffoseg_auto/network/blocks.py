@@ -1,4 +1,4 @@
-"""Building blocks shared by the denoiser layouts: op selection from the plans, timestep
+"""Building blocks shared by the denoiser layouts: op selection by name (``conv_ops``), timestep
 embedding, FiLM-conditioned conv stages (dynamic_network_architectures blocks) and init helpers."""
 from __future__ import annotations
 
@@ -15,8 +15,6 @@ from dynamic_network_architectures.building_blocks.helper import (
 from dynamic_network_architectures.building_blocks.simple_conv_blocks import StackedConvBlocks
 from dynamic_network_architectures.initialization.weight_init import InitWeights_He
 from torch import Tensor, nn
-
-from diffoseg_auto.plans.plans import ArchitecturePlan
 
 
 def num_groups_for(channels: int, max_groups: int = 32) -> int:
@@ -102,8 +100,9 @@ class ConvOps:
     conv_bias: bool
 
 
-def ops_from_plan(arch: ArchitecturePlan, dims: int) -> ConvOps:
-    """Translate the plans' strings (norm, nonlin) into torch classes for ``dims`` = 2 or 3."""
+def conv_ops(dims: int, norm: str = "instance", nonlin: str = "leakyrelu", conv_bias: bool = True) -> ConvOps:
+    """The torch classes of ``dims`` = 2 or 3 for a norm (instance | batch | group) and a nonlinearity
+    (leakyrelu | relu | silu) named as in the plans' architecture."""
     conv_op = convert_dim_to_conv_op(dims)
     norms = {
         "instance": (ChannelsLastInstanceNorm2d if dims == 2 else get_matching_instancenorm(conv_op),
@@ -116,14 +115,14 @@ def ops_from_plan(arch: ArchitecturePlan, dims: int) -> ConvOps:
         "relu": (nn.ReLU, {"inplace": True}),
         "silu": (nn.SiLU, {"inplace": True}),
     }
-    if arch.norm not in norms:
-        raise ValueError(f"architecture.norm must be one of {sorted(norms)}, got '{arch.norm}'. Fix it in the plans.")
-    if arch.nonlin not in nonlins:
-        raise ValueError(f"architecture.nonlin must be one of {sorted(nonlins)}, got '{arch.nonlin}'. Fix it in the plans.")
-    norm_op, norm_kwargs = norms[arch.norm]
-    nonlin, nonlin_kwargs = nonlins[arch.nonlin]
-    return ConvOps(dims, conv_op, get_matching_convtransp(conv_op), norm_op, norm_kwargs, nonlin, nonlin_kwargs,
-                   bool(arch.conv_bias))
+    if norm not in norms:
+        raise ValueError(f"architecture.norm must be one of {sorted(norms)}, got '{norm}'. Fix it in the plans.")
+    if nonlin not in nonlins:
+        raise ValueError(f"architecture.nonlin must be one of {sorted(nonlins)}, got '{nonlin}'. Fix it in the plans.")
+    norm_op, norm_kwargs = norms[norm]
+    nonlin_op, nonlin_kwargs = nonlins[nonlin]
+    return ConvOps(dims, conv_op, get_matching_convtransp(conv_op), norm_op, norm_kwargs, nonlin_op, nonlin_kwargs,
+                   bool(conv_bias))
 
 
 def zero_module(module: nn.Module) -> nn.Module:

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from diffoseg_auto.network.arguments import PromptArguments
 from diffoseg_auto.network.blocks import is_channels_last
 
 
@@ -47,8 +48,7 @@ class DenoiserBase(nn.Module):
     # ------------------------------------------------------------ construction helpers shared by all layouts
 
     def _add_stage2_modules(self, ops: Any, first_width: int, first_kernel: list[int], first_stride: list[int],
-                            bottleneck_width: int, num_prompts: int, prompt_dim: int,
-                            prompt_block: str = "residual") -> None:
+                            bottleneck_width: int, prompt: PromptArguments) -> None:
         """Stage II only: the zero-initialised rater input and the prompt block (``residual``: Stage II
         starts as Stage I; ``paper``: the official design, which replaces the bottleneck features)."""
         if self.num_raters is None:
@@ -57,8 +57,8 @@ class DenoiserBase(nn.Module):
         from diffoseg_auto.network.prompt_block import make_prompt_block
 
         self.rater_input = make_rater_input(ops, self.num_raters, first_width, first_kernel, first_stride)
-        self.prompt_block = make_prompt_block(prompt_block, bottleneck_width, self.num_raters, num_prompts, prompt_dim,
-                                              ops)
+        self.prompt_block = make_prompt_block(prompt.block, bottleneck_width, self.num_raters, prompt.num_prompts,
+                                              prompt.prompt_dim, ops)
         # The rater one-hot enters as constant input planes (the paper), but instance/group norm
         # subtracts a spatially constant offset, so that path barely reaches deeper layers. The
         # rater is therefore also added to the timestep embedding, which drives the scale/shift

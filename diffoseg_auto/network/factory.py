@@ -1,41 +1,34 @@
-"""Build the denoiser the plans ask for; Stage I -> Stage II weight transfer; backbone freezing."""
+"""Build a denoiser from its torch-level arguments; Stage I -> Stage II weight transfer; backbone freezing.
+
+The plans never reach this module: diffoseg_auto/plans/network_arguments.py translates a configuration into the
+``DenoiserArguments`` that ``build_denoiser`` takes (nnU-Net's get_network_from_plans split in two)."""
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from diffoseg_auto.network.blocks import ops_from_plan
+from diffoseg_auto.configuration import DENOISER_LAYOUTS
+from diffoseg_auto.network.arguments import DenoiserArguments
 from diffoseg_auto.network.denoiser_base import DenoiserBase
 from diffoseg_auto.network.reference_openai import ReferenceOpenAIUNet
 from diffoseg_auto.network.unet_cached import CachedEncoderDenoiser
 from diffoseg_auto.network.unet_concat import ConcatUNetDenoiser
-from diffoseg_auto.plans.plans import Plans
-
-LAYOUTS = ("cached_encoder", "concat", "reference_openai")
 
 
-def build_denoiser(plans: Plans, configuration: str, stage: int) -> DenoiserBase:
-    """Stage 1: consensus network (no rater input); stage 2: adds rater one-hot input and the prompt block."""
-    if stage not in (1, 2):
-        raise ValueError(f"build_denoiser: stage must be 1 (consensus) or 2 (per-rater prompts), got {stage}")
-    cfg = plans.get_configuration(configuration)
-    arch = cfg.architecture
-    where = f"plans '{plans.plans_name}', configuration '{configuration}', architecture"
-    if arch.denoiser not in LAYOUTS:
-        raise ValueError(f"{where}.denoiser must be one of {LAYOUTS}, got '{arch.denoiser}'")
-    if arch.deep_supervision:
-        raise ValueError(f"{where}.deep_supervision=true is not supported by the diffusion denoisers (x0 is predicted "
-                         "at full resolution only). Set it to false in the plans.")
-    if stage == 2 and plans.num_raters < 1:
-        raise ValueError(f"build_denoiser: Stage II needs raters, plans '{plans.plans_name}' lists none")
-    num_raters = plans.num_raters if stage == 2 else None
-    ops = ops_from_plan(arch, cfg.spatial_dims)
-    c, k = plans.num_input_channels, plans.num_classes
-    if arch.denoiser == "reference_openai":
-        return ReferenceOpenAIUNet(arch.reference, ops, list(cfg.patch_size), c, k, num_raters, arch.num_prompts,
-                                   arch.prompt_dim, cfg.stage2.prompt_block)
-    cls = CachedEncoderDenoiser if arch.denoiser == "cached_encoder" else ConcatUNetDenoiser
-    return cls(arch, ops, c, k, num_raters, cfg.stage2.prompt_block)
+def build_denoiser(arguments: DenoiserArguments) -> DenoiserBase:
+    """The denoiser of ``arguments.layout``: Stage I without raters (``num_raters`` None), Stage II with the rater
+    input and the prompt block."""
+    a = arguments
+    if a.layout not in DENOISER_LAYOUTS:
+        raise ValueError(f"denoiser layout must be one of {DENOISER_LAYOUTS}, got '{a.layout}'")
+    if a.layout == "reference_openai":
+        return ReferenceOpenAIUNet(a.reference, a.unet.ops(), list(a.patch_size), a.num_input_channels, a.num_classes,
+                                   a.num_raters, a.prompt)
+    if a.layout == "concat":
+        return ConcatUNetDenoiser(a.unet, a.num_input_channels, a.num_classes, a.num_raters, a.time_embedding_dim,
+                                  a.prompt)
+    return CachedEncoderDenoiser(a.unet, a.num_input_channels, a.num_classes, a.num_raters, a.time_embedding_dim,
+                                 a.x_t_width_divisor, a.prompt)
 
 
 def transfer_stage1_weights(stage2_net: nn.Module, stage1_state_dict: dict) -> list[str]:

@@ -1,4 +1,4 @@
-"""Stage II prompt blocks, chosen by the plans' ``stage2.prompt_block``.
+"""Stage II prompt blocks, chosen by name (the plans' ``stage2.prompt_block``; configuration.PROMPT_BLOCKS).
 
 - ``residual`` (``PromptBlock``): a bank of learnable prompts mixed by the bottleneck features,
   fused into one map per rater; the requested rater's map is added back through a
@@ -16,8 +16,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from diffoseg_auto.configuration import PROMPT_BLOCKS
 from diffoseg_auto.network.blocks import ConvOps, zero_module
-from diffoseg_auto.plans.plans import PROMPT_BLOCKS
 
 
 class PromptBlock(nn.Module):
@@ -126,7 +126,7 @@ class PaperPromptBlock(nn.Module):
 
 def make_prompt_block(kind: str, channels: int, num_raters: int, num_prompts: int, prompt_dim: int,
                       ops: ConvOps) -> nn.Module:
-    """The plans' ``stage2.prompt_block``: 'residual' (the project's) or 'paper' (the official design)."""
+    """``kind`` 'residual' (the project's) or 'paper' (the official design)."""
     if kind == "residual":
         return PromptBlock(channels, num_raters, num_prompts, prompt_dim, ops)
     if kind == "paper":

@@ -1,7 +1,7 @@
 """Reference denoiser for benchmarks: an OpenAI guided-diffusion (ADM) style U-Net, as used
 by the DiffOSeg paper. ResBlocks (GroupNorm, SiLU, time embedding as scale-shift of the norm), self-attention at
 chosen feature resolutions, concat input layout, same Stage II prompt block as our networks.
-Written from the architecture description; settings come from ArchitecturePlan.reference."""
+Written from the architecture description; settings: ``reference`` (the plans' architecture.reference)."""
 from __future__ import annotations
 
 from typing import Any
@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from diffoseg_auto.network.arguments import PromptArguments
 from diffoseg_auto.network.blocks import (
     ChannelGroupNorm,
     ConvOps,
@@ -88,8 +89,7 @@ class Level(nn.ModuleList):
 
 class ReferenceOpenAIUNet(ImageInputDenoiser):
     def __init__(self, reference: dict, ops: ConvOps, patch_size: list[int], num_input_channels: int,
-                 num_classes: int, num_raters: int | None, num_prompts: int, prompt_dim: int,
-                 prompt_block: str = "residual"):
+                 num_classes: int, num_raters: int | None = None, prompt: PromptArguments = PromptArguments()):
         super().__init__(num_input_channels, num_classes, num_raters, ops.dims)
         unknown = set(reference) - set(REFERENCE_DEFAULTS)
         if unknown:
@@ -140,8 +140,7 @@ class ReferenceOpenAIUNet(ImageInputDenoiser):
                 zero_module(mod.out_layers[-1])
             elif isinstance(mod, AttentionBlock):
                 zero_module(mod.proj_out)
-        self._add_stage2_modules(ops, base, [3] * ops.dims, [1] * ops.dims, mult[-1] * base, num_prompts, prompt_dim,
-                                 prompt_block)
+        self._add_stage2_modules(ops, base, [3] * ops.dims, [1] * ops.dims, mult[-1] * base, prompt)
 
     def denoise(self, cache: Any, x_t: Tensor, t: Tensor, rater_id: Tensor | None = None) -> Tensor:
         t, rater_onehot = self._check_inputs(x_t, t, rater_id)

@@ -14,10 +14,10 @@ from typing import Any
 from dynamic_network_architectures.building_blocks.plain_conv_encoder import PlainConvEncoder
 from torch import Tensor, nn
 
-from diffoseg_auto.network.blocks import ConvOps, TimestepEmbedding, init_film_network, rater_input_map
+from diffoseg_auto.network.arguments import PromptArguments, UNetArguments
+from diffoseg_auto.network.blocks import TimestepEmbedding, init_film_network, rater_input_map
 from diffoseg_auto.network.denoiser_base import DenoiserBase
 from diffoseg_auto.network.film_unet import FiLMDecoder, FiLMEncoder
-from diffoseg_auto.plans.plans import ArchitecturePlan
 
 
 def light_widths(features: list[int], divisor: int, minimum: int = 4) -> list[int]:
@@ -28,26 +28,26 @@ def light_widths(features: list[int], divisor: int, minimum: int = 4) -> list[in
 
 
 class CachedEncoderDenoiser(DenoiserBase):
-    def __init__(self, arch: ArchitecturePlan, ops: ConvOps, num_input_channels: int, num_classes: int,
-                 num_raters: int | None, prompt_block: str = "residual"):
+    def __init__(self, unet: UNetArguments, num_input_channels: int, num_classes: int, num_raters: int | None = None,
+                 time_embedding_dim: int = 128, x_t_width_divisor: int = 4, prompt: PromptArguments = PromptArguments()):
+        ops = unet.ops()
         super().__init__(num_input_channels, num_classes, num_raters, ops.dims)
-        f = list(arch.features_per_stage)
-        w = light_widths(f, arch.x_t_width_divisor)
+        f = list(unet.features_per_stage)
+        w = light_widths(f, x_t_width_divisor)
         self.light_features = w
-        self.image_encoder = PlainConvEncoder(num_input_channels, arch.n_stages, f, ops.conv_op, arch.kernel_sizes,
-                                              arch.strides, arch.n_conv_per_stage, ops.conv_bias, ops.norm_op,
+        self.image_encoder = PlainConvEncoder(num_input_channels, unet.n_stages, f, ops.conv_op, unet.kernel_sizes,
+                                              unet.strides, unet.n_conv_per_stage, ops.conv_bias, ops.norm_op,
                                               ops.norm_kwargs, None, None, ops.nonlin, ops.nonlin_kwargs,
                                               return_skips=True)
         # cached image features -> x_t path width, added to the x_t features at every scale
         self.image_projections = nn.ModuleList(ops.conv_op(fs, ws, 1, 1, bias=True) for fs, ws in zip(f, w))
-        self.time_embedding = TimestepEmbedding(arch.time_embedding_dim)
+        self.time_embedding = TimestepEmbedding(time_embedding_dim)
         emb = self.time_embedding.out_dim
-        self.xt_encoder = FiLMEncoder(ops, num_classes, w, arch.kernel_sizes, arch.strides, arch.n_conv_per_stage, emb)
-        self.decoder = FiLMDecoder(ops, w, arch.kernel_sizes, arch.strides, arch.n_conv_per_stage_decoder, emb,
+        self.xt_encoder = FiLMEncoder(ops, num_classes, w, unet.kernel_sizes, unet.strides, unet.n_conv_per_stage, emb)
+        self.decoder = FiLMDecoder(ops, w, unet.kernel_sizes, unet.strides, unet.n_conv_per_stage_decoder, emb,
                                    num_classes)
         init_film_network(self)
-        self._add_stage2_modules(ops, w[0], arch.kernel_sizes[0], arch.strides[0], w[-1], arch.num_prompts,
-                                 arch.prompt_dim, prompt_block)
+        self._add_stage2_modules(ops, w[0], unet.kernel_sizes[0], unet.strides[0], w[-1], prompt)
 
     def encode(self, image: Tensor) -> Any:
         """List of projected image features, one (B, w_s, *S_s) tensor per stage."""

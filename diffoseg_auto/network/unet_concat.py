@@ -9,26 +9,26 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from diffoseg_auto.network.blocks import ConvOps, TimestepEmbedding, init_film_network, rater_input_map
+from diffoseg_auto.network.arguments import PromptArguments, UNetArguments
+from diffoseg_auto.network.blocks import TimestepEmbedding, init_film_network, rater_input_map
 from diffoseg_auto.network.denoiser_base import ImageInputDenoiser
 from diffoseg_auto.network.film_unet import FiLMDecoder, FiLMEncoder
-from diffoseg_auto.plans.plans import ArchitecturePlan
 
 
 class ConcatUNetDenoiser(ImageInputDenoiser):
-    def __init__(self, arch: ArchitecturePlan, ops: ConvOps, num_input_channels: int, num_classes: int,
-                 num_raters: int | None, prompt_block: str = "residual"):
+    def __init__(self, unet: UNetArguments, num_input_channels: int, num_classes: int, num_raters: int | None = None,
+                 time_embedding_dim: int = 128, prompt: PromptArguments = PromptArguments()):
+        ops = unet.ops()
         super().__init__(num_input_channels, num_classes, num_raters, ops.dims)
-        f = list(arch.features_per_stage)
-        self.time_embedding = TimestepEmbedding(arch.time_embedding_dim)
+        f = list(unet.features_per_stage)
+        self.time_embedding = TimestepEmbedding(time_embedding_dim)
         emb = self.time_embedding.out_dim
-        self.encoder = FiLMEncoder(ops, num_input_channels + num_classes, f, arch.kernel_sizes, arch.strides,
-                                   arch.n_conv_per_stage, emb)
-        self.decoder = FiLMDecoder(ops, f, arch.kernel_sizes, arch.strides, arch.n_conv_per_stage_decoder, emb,
+        self.encoder = FiLMEncoder(ops, num_input_channels + num_classes, f, unet.kernel_sizes, unet.strides,
+                                   unet.n_conv_per_stage, emb)
+        self.decoder = FiLMDecoder(ops, f, unet.kernel_sizes, unet.strides, unet.n_conv_per_stage_decoder, emb,
                                    num_classes)
         init_film_network(self)
-        self._add_stage2_modules(ops, f[0], arch.kernel_sizes[0], arch.strides[0], f[-1], arch.num_prompts,
-                                 arch.prompt_dim, prompt_block)
+        self._add_stage2_modules(ops, f[0], unet.kernel_sizes[0], unet.strides[0], f[-1], prompt)
 
     def denoise(self, cache: Any, x_t: Tensor, t: Tensor, rater_id: Tensor | None = None) -> Tensor:
         t, rater_onehot = self._check_inputs(x_t, t, rater_id)

@@ -14,14 +14,12 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from diffoseg_auto.configuration import DENOISER_LAYOUTS, FINAL_STEPS, PROMPT_BLOCKS, X0_READOUTS
 from diffoseg_auto.errors import MissingFileError, UserError
 
 SCHEMA_VERSION = 1
 # Stage I training targets (diffoseg_auto.training.targets implements them)
 CONSENSUS_MODES = ("vote", "soft", "intersection", "majority")
-PROMPT_BLOCKS = ("residual", "paper")  # network.prompt_block implements them
-X0_READOUTS = ("network", "bayes")  # diffusion.categorical_diffusion.CategoricalDiffusion.x0_posterior implements them
-FINAL_STEPS = ("denoise", "argmax", "sample")  # CategoricalDiffusion.sample implements them
 
 
 class PlansValidationError(UserError, ValueError):
@@ -218,7 +216,7 @@ def validate_configuration(c: ConfigurationPlan, where: str) -> None:
     _check(len(a.n_conv_per_stage_decoder) == a.n_stages - 1, aw, f"n_conv_per_stage_decoder needs n_stages-1 = {a.n_stages - 1} entries")
     for key in ("kernel_sizes", "strides"):
         _check(all(len(k) == d for k in getattr(a, key)), aw, f"every entry of {key} needs {d} values")
-    _check(a.denoiser in ("cached_encoder", "concat", "reference_openai"), aw, f"denoiser must be cached_encoder, concat or reference_openai, got '{a.denoiser}'")
+    _check(a.denoiser in DENOISER_LAYOUTS, aw, f"denoiser must be one of {', '.join(DENOISER_LAYOUTS)}, got '{a.denoiser}'")
     import numpy as np
     total = np.prod(np.array(a.strides), axis=0)
     _check(all(int(p) % int(s) == 0 for p, s in zip(c.patch_size, total)), where,

@@ -28,12 +28,11 @@ from tqdm import tqdm
 
 from diffoseg_auto.dataset.label_checks import check_label_array
 from diffoseg_auto.dataset.raw_dataset import list_cases
-from diffoseg_auto.diffusion.categorical_diffusion import CategoricalDiffusion
 from diffoseg_auto.errors import InvalidArgumentError, MissingFileError, UserError
 from diffoseg_auto.io.checkpoint_io import load_checkpoint, save_checkpoint
 from diffoseg_auto.io.image_io import geometry_matches, read_images, read_seg
-from diffoseg_auto.network.factory import build_denoiser
 from diffoseg_auto.network.rater_extension import extended_state_dict, train_only_new_rater
+from diffoseg_auto.plans.network_arguments import denoiser_from_plans, diffusion_from_plans
 from diffoseg_auto.plans.plans import Plans, plans_from_dict
 from diffoseg_auto.preprocessing.case_storage import save_case, unpack_dataset
 from diffoseg_auto.preprocessing.preprocessor import DefaultPreprocessor
@@ -157,7 +156,7 @@ def fit_new_rater(network, plans: Plans, configuration: str, data_folder: Path, 
     loader = DiffOSegDataLoader(data_folder, cases, cfg.batch_size, sampling_patch_size(patch, cfg.augmentation, sd),
                                 cfg.training.oversample_foreground_percent, cfg.slice_axis, seed)
     batches = make_augmenter(loader, get_training_transforms(patch, cfg.augmentation, sd), 0)
-    diffusion = CategoricalDiffusion.from_plan(k, cfg.diffusion)
+    diffusion = diffusion_from_plans(plans, configuration)
     amp = autocast_dtype(cfg.training.precision, device)
     rng, gen = np.random.RandomState(seed), torch.Generator().manual_seed(seed)
     network.train()
@@ -205,7 +204,7 @@ def add_rater(req: AddRaterRequest) -> Path:
     cases = read_new_cases(req, file_ending, plans.num_input_channels, plans.num_classes)
     ext = extended_plans(plans, req.name)
     device = resolve_device(req.device)
-    network = build_denoiser(ext, req.configuration, 2).to(device)
+    network = denoiser_from_plans(ext, req.configuration, 2).to(device)
     network.load_state_dict(extended_state_dict(ckpt["network_weights"], network))
     r = len(ext.raters)
     with tempfile.TemporaryDirectory(prefix="diffoseg_add_rater_") as tmp:

@@ -17,11 +17,11 @@ import torch
 import torch.nn.functional as F
 
 from diffoseg_auto.configuration import default_num_processes
-from diffoseg_auto.diffusion.categorical_diffusion import CategoricalDiffusion
 from diffoseg_auto.errors import MissingFileError, UserError
 from diffoseg_auto.io.checkpoint_io import CheckpointError, check_compatible, load_checkpoint, save_checkpoint
-from diffoseg_auto.network.factory import build_denoiser, freeze_backbone, transfer_stage1_weights
+from diffoseg_auto.network.factory import freeze_backbone, transfer_stage1_weights
 from diffoseg_auto.paths import preprocessed_dataset_folder
+from diffoseg_auto.plans.network_arguments import denoiser_from_plans, diffusion_from_plans
 from diffoseg_auto.plans.plans import Plans
 from diffoseg_auto.preprocessing.case_storage import list_preprocessed_cases, unpack_dataset
 from diffoseg_auto.preprocessing.resume import assert_preprocessing_complete
@@ -95,7 +95,7 @@ class DiffOSegTrainer:
         self.amp_dtype = autocast_dtype(self.precision, self.device)
         self.use_amp = self.amp_dtype is not None
         self.compile_network = bool(compile_network)
-        self.diffusion = CategoricalDiffusion.from_plan(plans.num_classes, self.cfg.diffusion)
+        self.diffusion = diffusion_from_plans(plans, configuration)
         self.logger = TrainingLogger()
         self.current_epoch = 0
         self.best_ema_val: float | None = None
@@ -138,7 +138,7 @@ class DiffOSegTrainer:
 
     def build_network(self) -> torch.nn.Module:
         """The network of this stage (a hook: the baseline trainers build theirs here)."""
-        network = build_denoiser(self.plans, self.configuration, self.stage)
+        network = denoiser_from_plans(self.plans, self.configuration, self.stage)
         if self.stage == 2:
             self.network = network
             self._load_stage1()

@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from diffoseg_auto.network.blocks import ops_from_plan
+from diffoseg_auto.network.arguments import PromptArguments
 from diffoseg_auto.network.unet_cached import CachedEncoderDenoiser
+from diffoseg_auto.plans.network_arguments import unet_arguments
 from diffoseg_auto.plans.plans import ArchitecturePlan, AugmentationPlan, ConfigurationPlan, DiffusionPlan, InferencePlan
 
 
@@ -31,7 +32,10 @@ TINY_NET_CLASSES, TINY_NET_RATERS = 3, 2
 
 def tiny_cached_net(cfg: ConfigurationPlan, seed: int = 0) -> CachedEncoderDenoiser:
     torch.manual_seed(seed)
-    net = CachedEncoderDenoiser(cfg.architecture, ops_from_plan(cfg.architecture, 2), 1, TINY_NET_CLASSES, TINY_NET_RATERS)
+    arch = cfg.architecture
+    net = CachedEncoderDenoiser(unet_arguments(cfg), 1, TINY_NET_CLASSES, TINY_NET_RATERS, arch.time_embedding_dim,
+                                arch.x_t_width_divisor, PromptArguments(num_prompts=arch.num_prompts,
+                                                                        prompt_dim=arch.prompt_dim))
     for p in net.parameters():  # away from the zero inits, so that t, x_t and the rater all matter
         torch.nn.init.normal_(p, std=0.3)
     return net.eval()

@@ -8,7 +8,9 @@ from torch import Tensor, nn
 
 
 class BaselineNetwork(nn.Module, ABC):
-    """``latent_dim`` > 0: stochastic, one latent draw eps[n] per sample n (shared by all windows)."""
+    """Built from torch-level arguments, the same for every baseline: ``(unet: UNetArguments, num_input_channels,
+    num_classes, num_raters)`` (plans/network_arguments.py translates the plans).
+    ``latent_dim`` > 0: stochastic, one latent draw eps[n] per sample n (shared by all windows)."""
     latent_dim = 0
     # True: one deterministic output whose softmax is the method's soft consensus (its calibration, issue 20)
     soft_consensus = False

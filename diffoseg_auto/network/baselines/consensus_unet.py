@@ -6,17 +6,17 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from diffoseg_auto.network.arguments import UNetArguments
 from diffoseg_auto.network.baselines.base import BaselineNetwork
 from diffoseg_auto.network.baselines.unet_builder import plain_unet
-from diffoseg_auto.plans.plans import Plans
 
 
 class ConsensusUNet(BaselineNetwork):
     soft_consensus = True
 
-    def __init__(self, plans: Plans, configuration: str):
+    def __init__(self, unet: UNetArguments, num_input_channels: int, num_classes: int, num_raters: int):
         super().__init__()
-        self.unet = plain_unet(plans, configuration, plans.num_classes)
+        self.unet = plain_unet(unet, num_input_channels, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.unet(x)

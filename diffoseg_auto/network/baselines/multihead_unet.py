@@ -10,18 +10,18 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from diffoseg_auto.network.arguments import UNetArguments
 from diffoseg_auto.network.baselines.base import BaselineNetwork
 from diffoseg_auto.network.baselines.unet_builder import plain_unet
-from diffoseg_auto.plans.plans import Plans
 
 
 class MultiHeadUNet(BaselineNetwork):
-    def __init__(self, plans: Plans, configuration: str):
+    def __init__(self, unet: UNetArguments, num_input_channels: int, num_classes: int, num_raters: int):
         super().__init__()
-        if plans.num_raters < 1:
-            raise ValueError(f"MultiHeadUNet needs raters; plans '{plans.plans_name}' lists none")
-        self.num_heads, self.num_classes = plans.num_raters, plans.num_classes
-        self.unet = plain_unet(plans, configuration, self.num_heads * self.num_classes)
+        if num_raters < 1:
+            raise ValueError(f"MultiHeadUNet needs raters (one head each), got num_raters={num_raters}")
+        self.num_heads, self.num_classes = num_raters, num_classes
+        self.unet = plain_unet(unet, num_input_channels, self.num_heads * self.num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, C, *P) -> (B, R, K, *P) logits of every head."""

@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from diffoseg_auto.network.arguments import UNetArguments
 from diffoseg_auto.network.baselines.base import BaselineNetwork, majority_labels
 from diffoseg_auto.network.baselines.unet_builder import plain_encoder, plain_unet_features
-from diffoseg_auto.plans.plans import Plans
 
 LATENT_DIM = 6
 
@@ -27,9 +27,9 @@ LATENT_DIM = 6
 class GaussianEncoder(nn.Module):
     """Encoder -> global average pool -> (mean, log-std) of a diagonal Gaussian."""
 
-    def __init__(self, plans: Plans, configuration: str, input_channels: int, latent_dim: int):
+    def __init__(self, unet: UNetArguments, input_channels: int, latent_dim: int):
         super().__init__()
-        self.encoder, channels = plain_encoder(plans, configuration, input_channels)
+        self.encoder, channels = plain_encoder(unet, input_channels)
         self.head = nn.Linear(channels, 2 * latent_dim)
         nn.init.normal_(self.head.weight, std=1e-3)  # both nets start near N(0, I): the KL starts near 0
         nn.init.zeros_(self.head.bias)
@@ -47,13 +47,13 @@ def gaussian_kl(mu_q: Tensor, ls_q: Tensor, mu_p: Tensor, ls_p: Tensor) -> Tenso
 class ProbabilisticUNet(BaselineNetwork):
     latent_dim = LATENT_DIM
 
-    def __init__(self, plans: Plans, configuration: str):
+    def __init__(self, unet: UNetArguments, num_input_channels: int, num_classes: int, num_raters: int):
         super().__init__()
-        self.num_classes = plans.num_classes
-        self.unet, feats = plain_unet_features(plans, configuration)
-        self.prior = GaussianEncoder(plans, configuration, plans.num_input_channels, LATENT_DIM)
-        self.posterior = GaussianEncoder(plans, configuration, plans.num_input_channels + plans.num_classes, LATENT_DIM)
-        conv = nn.Conv3d if plans.get_configuration(configuration).spatial_dims == 3 else nn.Conv2d
+        self.num_classes = num_classes
+        self.unet, feats = plain_unet_features(unet, num_input_channels)
+        self.prior = GaussianEncoder(unet, num_input_channels, LATENT_DIM)
+        self.posterior = GaussianEncoder(unet, num_input_channels + num_classes, LATENT_DIM)
+        conv = nn.Conv3d if unet.spatial_dims == 3 else nn.Conv2d
         self.fcomb = nn.Sequential(conv(feats + LATENT_DIM, feats, 1), nn.ReLU(inplace=True), conv(feats, feats, 1),
                                    nn.ReLU(inplace=True), conv(feats, self.num_classes, 1))
 

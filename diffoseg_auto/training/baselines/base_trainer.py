@@ -16,6 +16,7 @@ from diffoseg_auto.evaluation.metrics import evaluate_case, summarize
 from diffoseg_auto.inference.baseline_predictor import BaselinePredictor
 from diffoseg_auto.inference.export_prediction import export_case, mean_one_hot
 from diffoseg_auto.network.baselines.base import BaselineNetwork
+from diffoseg_auto.plans.network_arguments import baseline_from_plans
 from diffoseg_auto.plans.plans import ConfigurationPlan, Plans
 from diffoseg_auto.preprocessing.case_storage import load_case
 from diffoseg_auto.results_layout import SUMMARY, validation_folder
@@ -36,7 +37,7 @@ class BaselineTrainer(DiffOSegTrainer, ABC):
         super().__init__(plans, configuration, fold, dataset_name, stage, *args, **kwargs)
 
     def build_network(self) -> nn.Module:
-        return self.network_class(self.plans, self.configuration)
+        return baseline_from_plans(self.network_class, self.plans, self.configuration)
 
     def _loss(self, batch: dict, network) -> Tensor:
         data = torch.from_numpy(np.ascontiguousarray(batch["data"])).to(self.device, non_blocking=True)
