@@ -216,7 +216,7 @@ def training_markdown(methods: dict[str, dict]) -> str:
         its = [str(training[s]["iterations"]) if s in training else
                f"{trained[s]['epochs']} epochs" if s in trained else "" for s in ("stage1", "stage2")]
         seconds = sum(v.get("epoch_seconds", 0) for v in trained.values())
-        budget = " / ".join("planned" if m is None else f"{m:g}" for m in (e.get("minutes") or {}).values())
+        budget = " / ".join("planned" if m is None else f"{m:.3g}" for m in (e.get("minutes") or {}).values())
         rows.append([label, budget, *its, f"{seconds / 60:.2f}", e.get("wall_minutes", ""), e.get("revision", ""),
                      e.get("date", ""), e.get("error", "")])
     return markdown_table(["method", "budget min (I / II)", "Stage I iterations", "Stage II iterations",
