@@ -47,7 +47,7 @@ def recorded_methods(record_dir: Path, dataset: str, configuration: str, fold: i
     return set(pd.read_csv(csv)["method"]) if csv.is_file() else set()
 
 
-REFERENCE_METHODS = ("all-empty", "raters' majority repeated", "inter-rater")  # scored from the labels alone
+REFERENCE_METHODS = ("all-empty", "raters' majority repeated", "raters' STAPLE repeated", "inter-rater")  # scored from the labels alone
 
 
 def record_fold(record_dir: Path, per_fold: "pd.DataFrame", fold: int, info: dict) -> list[Path]:

@@ -15,7 +15,7 @@ import numpy as np
 from scipy import ndimage
 
 from diffoseg_auto.dataset.dataset_errors import DatasetFormatError
-from diffoseg_auto.dataset.raw_dataset import RawDataset
+from diffoseg_auto.dataset.raw_dataset import RawDataset, worker_raw_dataset
 from diffoseg_auto.preprocessing.cropping import crop_to_nonzero
 from diffoseg_auto.preprocessing.parallel import map_with_progress
 from diffoseg_auto.utilities.file_ops import atomic_copy
@@ -182,7 +182,7 @@ def aggregate_fingerprints(per_case: list[dict], raters: list[str], num_classes:
 
 def _fingerprint_job(job: tuple) -> dict:
     folder, case, seed = job
-    return case_fingerprint(RawDataset(Path(folder)), case, seed)
+    return case_fingerprint(worker_raw_dataset(folder), case, seed)
 
 
 def extract_fingerprint(raw: RawDataset, num_processes: int | None = None, seed: int = 1234) -> dict:

@@ -192,10 +192,12 @@ def test_baseline_predictor_keeps_one_latent_per_sample_over_all_windows():
     assert len({s.sum() for s in out}) > 1  # the samples differ
 
 
-def test_only_the_consensus_unet_has_a_soft_consensus_beyond_its_samples():
-    """The consensus U-Net's one deterministic output has a softmax that its repeated samples do not show; the
-    stochastic and multi-head baselines' spread is in their samples (real_data.py compare saves only the first)."""
+def test_only_the_consensus_unets_have_a_soft_consensus_beyond_their_samples():
+    """The consensus U-Nets' (majority or STAPLE target) one deterministic output has a softmax that their repeated
+    samples do not show; the stochastic and multi-head baselines' spread is in their samples (real_data.py compare
+    saves only the first)."""
     from diffoseg_auto.network.baselines import BASELINE_NETWORKS
 
-    assert [cls.__name__ for cls in BASELINE_NETWORKS.values() if cls.soft_consensus] == ["ConsensusUNet"]
-    assert len(BASELINE_NETWORKS) == 3
+    assert [cls.__name__ for cls in BASELINE_NETWORKS.values() if cls.soft_consensus] == ["ConsensusUNet",
+                                                                                          "STAPLEConsensusUNet"]
+    assert len(BASELINE_NETWORKS) == 4

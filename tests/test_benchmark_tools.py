@@ -19,9 +19,13 @@ BENCHMARKS = ROOT / "benchmarks"
 # tool -> its subcommands ([] : none)
 TOOLS = {"speed.py": ["preprocess", "train", "sampling", "profile", "prediction"], "toy_proof.py": ["run", "render"],
          "real_data.py": ["compare", "test", "steps", "prompt_blocks", "budget_sweep", "records", "routes"], "real_data_comparison.py": [],
-         "gpu_train_check.py": [], "new_rater_proof.py": [], "sampling_evidence.py": [], "fill_markers.py": []}
+         "gpu_train_check.py": [], "new_rater_proof.py": [], "sampling_evidence.py": [], "fill_markers.py": [],
+         "triage.py": []}
 HELP_CASES = [(tool, [sub] if sub else []) for tool, subs in TOOLS.items() for sub in [None, *subs]]
 DOCUMENTS = [BENCHMARKS / "README.md", ROOT / "documentation" / "results.md"]
+# the lab notebook's older commands name the scripts of their day; what moved there from results.md is today's
+NOTEBOOK = ROOT / "documentation" / "experiments"
+MOVED_HEADING = "## Moved from results.md"
 SHELL_ENDS = {">", ">>", "2>&1", "&", "&&", "|", ";"}
 
 
@@ -76,6 +80,38 @@ def test_documented_commands_parse(document):
             parser_of(tool).parse_args(args)
         except SystemExit as e:
             pytest.fail(f"{document}: `benchmarks/{tool} {shlex.join(args)}` does not parse (exit {e.code})")
+
+
+def moved_from_results(text: str) -> str:
+    """The level-2 sections of a notebook file whose heading starts with MOVED_HEADING (up to the next level-2
+    heading outside a code block)."""
+    parts, keep, fenced = [], False, False
+    for line in text.splitlines(keepends=True):
+        fenced ^= line.startswith("```")
+        if not fenced and line.startswith("## "):
+            keep = line.startswith(MOVED_HEADING)
+        if keep:
+            parts.append(line)
+    return "".join(parts)
+
+
+@pytest.mark.parametrize("notebook", sorted(NOTEBOOK.glob("*.md")), ids=lambda p: p.name)
+def test_commands_moved_from_results_parse(notebook):
+    """The commands moved from results.md into the notebook (issue 34) stay valid there."""
+    for tool, args in documented_commands(moved_from_results(notebook.read_text())):
+        assert tool in TOOLS, f"{notebook}: `benchmarks/{tool}` is not a benchmark tool (removed or renamed?)"
+        try:
+            parser_of(tool).parse_args(args)
+        except SystemExit as e:
+            pytest.fail(f"{notebook}: `benchmarks/{tool} {shlex.join(args)}` does not parse (exit {e.code})")
+
+
+def test_moved_sections_are_found():
+    text = ("## Old\n`python benchmarks/old.py`\n" f"{MOVED_HEADING} (issue 34)\n```bash\n## not a heading\n"
+            "python benchmarks/speed.py train\n```\n### kept\n`python benchmarks/speed.py profile`\n## Later\nx\n")
+    assert documented_commands(moved_from_results(text)) == [("speed.py", ["train"]), ("speed.py", ["profile"])]
+    moved = [p.name for p in NOTEBOOK.glob("*.md") if documented_commands(moved_from_results(p.read_text()))]
+    assert sorted(moved) == ["real_data.md", "speed.md", "time_budget_and_new_experts.md"]
 
 
 def test_documented_commands_are_found():

@@ -71,3 +71,32 @@ def test_missing_dataset_json_and_field(tmp_path):
     (tmp_path / "dataset.json").write_text('{"name": "x"}')
     with pytest.raises(DatasetFormatError, match="raters"):
         RawDataset(tmp_path)
+
+
+def test_case_image_files_match_the_listing_without_listing(toy, monkeypatch):
+    listed = toy.image_files_by_case("Tr")
+    assert all(toy.case_image_files(c) == listed[c] for c in toy.cases)
+    listed["toy_003"][0].unlink()
+    with pytest.raises(DatasetFormatError, match=r"case 'toy_003' lacks channel file\(s\) toy_003_0000.nii.gz"):
+        toy.load_case("toy_003")
+    # reading one case never lists the images folder (a listing per case is quadratic on a large dataset)
+    import diffoseg_auto.dataset.raw_dataset as rd
+
+    monkeypatch.setattr(rd, "list_cases", lambda *a, **k: pytest.fail("load_case listed the folder"))
+    assert toy.load_case("toy_004")[0].shape == (1, 32, 32)
+
+
+def test_worker_raw_dataset_parses_once_until_dataset_json_changes(toy):
+    import json
+    import os
+
+    from diffoseg_auto.dataset.raw_dataset import worker_raw_dataset
+
+    a = worker_raw_dataset(toy.folder)
+    assert worker_raw_dataset(str(toy.folder)) is a and a.cases == toy.cases
+    dj = json.loads((toy.folder / "dataset.json").read_text())
+    dj["raters"] = dj["raters"][:3]
+    (toy.folder / "dataset.json").write_text(json.dumps(dj))
+    os.utime(toy.folder / "dataset.json", ns=(1, 10**18))  # a new stamp even within one clock tick
+    b = worker_raw_dataset(toy.folder)
+    assert b is not a and b.num_raters == 3

@@ -13,6 +13,7 @@ never read as an empty mask. ``rater_mask`` arrays carry that distinction downst
 """
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass, field
@@ -143,6 +144,23 @@ class RawDataset:
     def labels_folder(self, split: str = "Tr") -> Path:
         return self.folder / f"labels{split}"
 
+    def case_image_files(self, case: str, split: str = "Tr") -> list[Path]:
+        """One case's channel files without listing the folder (listing 12,000 files per case made reading a
+        large dataset quadratic); natural images: the ``_XXXX`` files present from ``_0000`` on."""
+        folder = self.folder / f"images{split}"
+        if self.file_ending in NATURAL_IMAGE_ENDINGS:
+            files: list[Path] = []
+            while (f := folder / f"{case}_{len(files):04d}{self.file_ending}").is_file():
+                files.append(f)
+            expected = files or [folder / f"{case}_0000{self.file_ending}"]
+        else:
+            files = expected = [folder / f"{case}_{c:04d}{self.file_ending}" for c in range(self.num_channels)]
+        missing = [f.name for f in expected if not f.is_file()]
+        if missing:
+            raise DatasetFormatError(f"{folder}: case '{case}' lacks channel file(s) {', '.join(missing)}. Every case "
+                                     "needs one file per channel in dataset.json's channel_names.")
+        return files
+
     def label_file(self, rater: str | int, case: str, split: str = "Tr") -> Path | None:
         """labels<split>/<rater>/<case><ending>, or None when that rater did not annotate the case."""
         r = self.raters[rater] if isinstance(rater, int) else rater
@@ -155,7 +173,7 @@ class RawDataset:
 
     def load_case(self, case: str, image_files: list[Path] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
         """Image (C,*S) float32, segs (R,*S) uint8 (zeros where missing), rater_mask (R,), props."""
-        files = image_files or self.image_files_by_case("Tr")[case]
+        files = image_files or self.case_image_files(case)
         data, props = read_images(files)
         mask = self.rater_mask(case)
         segs = np.zeros((self.num_raters, *data.shape[1:]), dtype=np.uint8)
@@ -165,6 +183,21 @@ class RawDataset:
                 check_label_array(s, self.label_file(r, case), data.shape[1:], self.num_classes)
                 segs[k] = s
         return data, segs, mask, props
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_raw_dataset(folder: str, dataset_json_stamp: tuple[int, int]) -> RawDataset:
+    return RawDataset(Path(folder))
+
+
+def worker_raw_dataset(folder: str | Path) -> RawDataset:
+    """The RawDataset of ``folder``, parsed once per process while its dataset.json is unchanged: per-case jobs
+    (fingerprint, preprocessing) would otherwise parse a 12,000-case dataset.json once per case."""
+    try:
+        st = (Path(folder) / "dataset.json").stat()
+    except OSError:  # let RawDataset name the missing file
+        return RawDataset(Path(folder))
+    return _cached_raw_dataset(str(folder), (st.st_mtime_ns, st.st_size))
 
 
 def open_raw_dataset(id_or_name: str | int) -> RawDataset:

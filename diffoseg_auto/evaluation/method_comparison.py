@@ -12,6 +12,8 @@ both metric modes (strict, dpersona). Rows added on the same cases:
 - ``all-empty``: N empty samples, every rater predicted empty;
 - ``raters' majority repeated``: the majority vote of the case's annotating raters (ties ->
   background) as all N samples and as every rater's prediction (a perfect deterministic consensus);
+- ``raters' STAPLE repeated``: the same with the raters' STAPLE consensus (staple.py: SimpleITK's STAPLE
+  filters, the classic label fusion of multi-rater papers) in place of the majority vote;
 - ``inter-rater``: leave-one-rater-out agreement of the raters (see inter_rater.py).
 
 ``Rater_area_spearman`` (strict rows only, per fold): do a method's per-rater predictions rank the raters
@@ -48,12 +50,14 @@ from diffoseg_auto.evaluation.inter_rater import inter_rater_reference
 from diffoseg_auto.evaluation.metrics import MODES, evaluate_case, majority_vote
 from diffoseg_auto.evaluation.prediction_folder import (CasePrediction, list_predicted_cases, load_prediction,
                                                         load_reference)
+from diffoseg_auto.evaluation.staple import staple_consensus
 from diffoseg_auto.results_layout import trainer_folder, val_predictions_folder
 from diffoseg_auto.utilities.file_ops import load_json
 
 logger = logging.getLogger(__name__)
 
 EMPTY, MAJORITY, INTER_RATER = "all-empty", "raters' majority repeated", "inter-rater"
+STAPLE = "raters' STAPLE repeated"
 AREA_SPEARMAN = "Rater_area_spearman"
 MAJORITY_DICE = "Dice_consensus_majority"
 METRICS = ("GED", "Dice_soft", "Dice_match", "Dice_max", "Dice_rater_strict", "Dice_rater_dpersona", AREA_SPEARMAN,
@@ -95,8 +99,9 @@ def trivial_predictions(labels: np.ndarray, mask: np.ndarray, num_classes: int, 
     """Row name -> (samples (N,*S), consensus (*S), rater predictions (R,*S)) of the trivial predictors."""
     empty = np.zeros(labels.shape[1:], np.uint8)
     majority = majority_vote(labels[mask], num_classes)
+    staple = staple_consensus(labels[mask], num_classes)
     return {name: CasePrediction(np.repeat(m[None], num_samples, 0), m, np.repeat(m[None], labels.shape[0], 0))
-            for name, m in ((EMPTY, empty), (MAJORITY, majority))}
+            for name, m in ((EMPTY, empty), (MAJORITY, majority), (STAPLE, staple))}
 
 
 def _mean_over_cases(per_case: list[dict]) -> dict[str, float]:
