@@ -17,7 +17,7 @@ import pytest
 
 from dataset_conversion.generate_toy_dataset import generate_toy_dataset
 from diffoseg_auto.cli.fold_images import sample_cases
-from diffoseg_auto.evaluation.method_comparison import AREA_SPEARMAN, EMPTY, INTER_RATER, MAJORITY
+from diffoseg_auto.evaluation.method_comparison import AREA_SPEARMAN, EMPTY, INTER_RATER, MAJORITY, STAPLE
 from diffoseg_auto.results_layout import checkpoint_path, trainer_folder, ts_predictions_folder
 from planners.plan_and_preprocess_entrypoints import plan_and_preprocess
 from support.held_out import move_to_test_split
@@ -116,7 +116,7 @@ def test_the_held_out_test_command_on_a_toy_test_split(env_folders, tmp_path):
         predicted = sorted(f.stem for f in (ts_predictions_folder(folder) / "samples").glob("*.npz"))
         assert predicted == sample
     summary = pd.read_csv(out / "test_comparison.csv")
-    assert set(summary["method"]) == {"DiffOSeg", "ConsensusUNet", EMPTY, MAJORITY, INTER_RATER}
+    assert set(summary["method"]) == {"DiffOSeg", "ConsensusUNet", EMPTY, MAJORITY, STAPLE, INTER_RATER}
     ged = summary[(summary["metric"] == "GED") & (summary["mode"] == "strict")].set_index("method")
     assert ged["mean"].between(0, 2).all() and (ged.loc[["DiffOSeg", "ConsensusUNet", EMPTY], "num_cases"] == 2).all()
     md = (out / "test_comparison.md").read_text()
