@@ -180,14 +180,16 @@ def soft_consensus(trainer: str) -> bool:
     return bool(getattr(getattr(get_trainer_class(trainer), "network_class", None), "soft_consensus", False))
 
 
-def predict_fold(a: argparse.Namespace, trainer: str, fold: int, val_images: Path, cases: list[str]) -> dict:
-    """diffoseg_predict on the fold's held-out images into fold_<f>/val_predictions (skipped when complete;
-    an incomplete or retrained fold's earlier predictions are replaced)."""
+def predict_fold(a: argparse.Namespace, trainer: str, fold: int | str, val_images: Path, cases: list[str],
+                 out: Path | None = None, again: bool = False) -> dict:
+    """diffoseg_predict on the fold's held-out images into ``out`` (default fold_<f>/val_predictions; the
+    held-out test: fold_all/test_predictions), skipped when complete unless ``again`` or --retrain; an incomplete
+    or retrained fold's earlier predictions are replaced."""
     from diffoseg_auto.inference.predict_entrypoint import predict_from_folder
     from diffoseg_auto.results_layout import val_predictions_folder
 
-    out = val_predictions_folder(model_folder(a.dataset_id, trainer, a.configuration), fold)
-    if not a.retrain and all((out / "samples" / f"{c}.npz").is_file() for c in cases):
+    out = out or val_predictions_folder(model_folder(a.dataset_id, trainer, a.configuration), fold)
+    if not (a.retrain or again) and all((out / "samples" / f"{c}.npz").is_file() for c in cases):
         return {"seconds_per_image": None, "reused": True}
     t0 = time.time()
     predict_from_folder(val_images, out, a.dataset_id, a.configuration, [fold], trainer=trainer, plans=PLANS,
@@ -197,17 +199,19 @@ def predict_fold(a: argparse.Namespace, trainer: str, fold: int, val_images: Pat
     return {"seconds_per_image": round((time.time() - t0) / max(1, len(cases)), 2), "reused": False}
 
 
-def predict_curve_points(a: argparse.Namespace, trainer: str, fold: int, val_images: Path, cases: list[str]) -> int:
-    """diffoseg_predict -chk <point> of every learning-curve checkpoint into <fold>/learning_curve/<point>/
-    (complete folders are reused); returns how many points were predicted now."""
+def predict_curve_points(a: argparse.Namespace, trainer: str, fold: int | str, val_images: Path, cases: list[str],
+                         folder_of=None, again: bool = False) -> int:
+    """diffoseg_predict -chk <point> of every learning-curve checkpoint into ``folder_of(trainer folder, fold,
+    checkpoint)`` (default <fold>/learning_curve/<point>/; complete folders are reused unless ``again``); returns
+    how many points were predicted now."""
     from diffoseg_auto.evaluation.learning_curves import curve_points
     from diffoseg_auto.inference.predict_entrypoint import predict_from_folder
     from diffoseg_auto.results_layout import learning_curve_folder
 
     folder, done = model_folder(a.dataset_id, trainer, a.configuration), 0
     for p in curve_points(folder, fold):
-        out = learning_curve_folder(folder, fold, p["checkpoint"])
-        if all((out / "samples" / f"{c}.npz").is_file() for c in cases):
+        out = (folder_of or learning_curve_folder)(folder, fold, p["checkpoint"])
+        if not again and all((out / "samples" / f"{c}.npz").is_file() for c in cases):
             continue
         predict_from_folder(val_images, out, a.dataset_id, a.configuration, [fold], trainer=trainer, plans=PLANS,
                             num_samples=a.num_samples, sampling_steps=a.sampling_steps, save_samples=True,
@@ -307,20 +311,43 @@ def budget_notes(dataset_id: int, configuration: str) -> dict:
     return plans["configurations"][configuration].get("notes", {}).get("time_budget", {})
 
 
-def add_compare_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-d", "--dataset_id", type=int, required=True)
-    p.add_argument("-c", "--configuration", required=True)
-    p.add_argument("-f", "--folds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    p.add_argument("-tr", nargs="+", default=DEFAULT_TRAINERS, help="methods (default: DiffOSeg and the three baselines)")
-    p.add_argument("--minutes", type=float, default=None, help="CPU minutes (one thread) per method and fold")
+def add_budget_arguments(p: argparse.ArgumentParser, per: str) -> None:
+    """The training budget of compare (``per`` 'method and fold') and test ('method'): --minutes or --time_budget."""
+    p.add_argument("--minutes", type=float, default=None, help=f"CPU minutes (one thread) per {per}")
     p.add_argument("--time_budget", type=float, default=None,
-                   help="hours per method and fold: plan a time-budget configuration from -c on this CPU "
+                   help=f"hours per {per}: plan a time-budget configuration from -c on this CPU "
                         "(planners/time_budget.py) and train DiffOSeg's planned schedule; baselines get the same hours")
     p.add_argument("--candidate", default=None, metavar="SPACING_FACTOR,WIDTH_DIVISOR",
                    help="--time_budget: plan this candidate (e.g. 2,1) instead of the rule's choice (the rule's sweep)")
     p.add_argument("--min_stage1_iterations", type=int, default=None,
                    help="--time_budget: the rule's threshold (default: the planner's)")
     p.add_argument("--stage1_fraction", type=float, default=2 / 3, help="DiffOSeg's share of the budget for Stage I")
+    p.add_argument("--iterations_per_epoch", type=int, default=10,
+                   help="the budget is checked after every epoch: short epochs waste less of it")
+    p.add_argument("--val_iterations", type=int, default=1, help="validation-loss batches per epoch")
+
+
+def check_budget_arguments(a: argparse.Namespace) -> None:
+    """Exactly one of --minutes and --time_budget (the hours become a.minutes), a Stage I fraction in (0, 1] and
+    the rule's threshold; a parser error otherwise."""
+    if not 0 < a.stage1_fraction <= 1:
+        a.parser.error("--stage1_fraction must be in (0, 1]")
+    if (a.minutes is None) == (a.time_budget is None):
+        a.parser.error("give exactly one of --minutes and --time_budget")
+    if a.min_stage1_iterations is None:
+        from planners.time_budget import MIN_STAGE1_ITERATIONS
+
+        a.min_stage1_iterations = MIN_STAGE1_ITERATIONS
+    if a.time_budget is not None:
+        a.minutes = a.time_budget * 60
+
+
+def add_compare_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-d", "--dataset_id", type=int, required=True)
+    p.add_argument("-c", "--configuration", required=True)
+    p.add_argument("-f", "--folds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    p.add_argument("-tr", nargs="+", default=DEFAULT_TRAINERS, help="methods (default: DiffOSeg and the three baselines)")
+    add_budget_arguments(p, "method and fold")
     p.add_argument("--out", required=True, help="folder for the comparison table, figures and run.json")
     p.add_argument("--work", default=None, help="point $diffoseg_raw/_preprocessed/_results into this folder")
     p.add_argument("--prepare", choices=["lidc", "bubil"], default=None, help="convert + plan + preprocess first")
@@ -329,9 +356,6 @@ def add_compare_arguments(p: argparse.ArgumentParser) -> None:
                         "preprocess it first")
     p.add_argument("--num_samples", type=int, default=None, help="N per case (default: the plans')")
     p.add_argument("--sampling_steps", type=int, default=None, help="DiffOSeg's reverse steps (default: the plans')")
-    p.add_argument("--iterations_per_epoch", type=int, default=10,
-                   help="the budget is checked after every epoch: short epochs waste less of it")
-    p.add_argument("--val_iterations", type=int, default=1, help="validation-loss batches per epoch")
     p.add_argument("--batch_size", type=int, default=4, help="--prepare bubil: batch of the CPU configuration")
     p.add_argument("--curves", action="store_true",
                    help="also predict every learning-curve checkpoint of each fold and write learning_curves.* to --out")
@@ -351,16 +375,7 @@ def add_compare_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def compare(a: argparse.Namespace) -> None:
-    if not 0 < a.stage1_fraction <= 1:
-        a.parser.error("--stage1_fraction must be in (0, 1]")
-    if (a.minutes is None) == (a.time_budget is None):
-        a.parser.error("give exactly one of --minutes and --time_budget")
-    if a.min_stage1_iterations is None:
-        from planners.time_budget import MIN_STAGE1_ITERATIONS
-
-        a.min_stage1_iterations = MIN_STAGE1_ITERATIONS
-    if a.time_budget is not None:
-        a.minutes = a.time_budget * 60
+    check_budget_arguments(a)
     import torch
 
     if a.device == "cpu":

@@ -4,6 +4,9 @@
     DatasetXXX_Name/imagesTr/<case>_<XXXX><file_ending>
     DatasetXXX_Name/labelsTr/<rater>/<case><file_ending>
     DatasetXXX_Name/imagesTs/<case>_<XXXX><file_ending>     (optional)
+    DatasetXXX_Name/labelsTs/<rater>/<case><file_ending>    (optional: a labelled held-out test split)
+
+Every accessor of cases and labels takes ``split`` ("Tr" or "Ts"; default "Tr").
 
 A missing labelsTr/<rater>/<case> file means "rater did not annotate this case"; it is
 never read as an empty mask. ``rater_mask`` arrays carry that distinction downstream.
@@ -135,7 +138,14 @@ class RawDataset:
 
     @property
     def cases(self) -> list[str]:
-        return sorted(self.image_files_by_case("Tr"))
+        return self.cases_of("Tr")
+
+    def cases_of(self, split: str = "Tr") -> list[str]:
+        """The cases of images<split> (sorted; [] when the folder does not exist)."""
+        return sorted(self.image_files_by_case(split))
+
+    def labels_folder(self, split: str = "Tr") -> Path:
+        return self.folder / f"labels{split}"
 
     def case_image_files(self, case: str, split: str = "Tr") -> list[Path]:
         """One case's channel files without listing the folder (listing 12,000 files per case made reading a
@@ -154,15 +164,15 @@ class RawDataset:
                                      "needs one file per channel in dataset.json's channel_names.")
         return files
 
-    def label_file(self, rater: str | int, case: str) -> Path | None:
-        """labelsTr/<rater>/<case><ending>, or None when that rater did not annotate the case."""
+    def label_file(self, rater: str | int, case: str, split: str = "Tr") -> Path | None:
+        """labels<split>/<rater>/<case><ending>, or None when that rater did not annotate the case."""
         r = self.raters[rater] if isinstance(rater, int) else rater
-        f = self.folder / "labelsTr" / r / f"{case}{self.file_ending}"
+        f = self.labels_folder(split) / r / f"{case}{self.file_ending}"
         return f if f.is_file() else None
 
-    def rater_mask(self, case: str) -> np.ndarray:
+    def rater_mask(self, case: str, split: str = "Tr") -> np.ndarray:
         """Boolean (R,): which raters annotated ``case``."""
-        return np.array([self.label_file(r, case) is not None for r in self.raters], dtype=bool)
+        return np.array([self.label_file(r, case, split) is not None for r in self.raters], dtype=bool)
 
     def load_case(self, case: str, image_files: list[Path] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
         """Image (C,*S) float32, segs (R,*S) uint8 (zeros where missing), rater_mask (R,), props."""

@@ -115,15 +115,19 @@ def area_spearman(predicted: np.ndarray, annotated: np.ndarray) -> float:
 
 
 def score_fold(ds: RawDataset, method_folders: dict[str, list[Path]], cases: list[str], num_samples: int,
-               modes: tuple[str, ...] = MODES) -> tuple[dict[tuple[str, str], dict[str, float]], dict[str, dict]]:
+               modes: tuple[str, ...] = MODES, split: str = "Tr",
+               per_case_out: dict | None = None) -> tuple[dict[tuple[str, str], dict[str, float]], dict[str, dict]]:
     """(row, mode) -> metrics averaged over ``cases`` for every method, the trivial rows and the inter-rater row;
-    and row -> reliability bins pooled over ``cases`` (every row but the inter-rater one)."""
+    and row -> reliability bins pooled over ``cases`` (every row but the inter-rater one). ``split``: the labels scored
+    against (labelsTr; "Ts": a held-out test split's labelsTs). ``per_case_out``, when given, receives
+    (row, mode) -> the per-case values behind the means ({"case", metric: float}; the inter-rater row: the cases
+    with two raters), for standard errors over cases and paired differences."""
     per_case: dict[tuple[str, str], list[dict]] = {}
     # per row: (cases, raters) predicted foreground areas; and the raters' own areas (NaN: not annotated)
     predicted_area: dict[str, list[np.ndarray]] = {}
     annotated_area: list[np.ndarray] = []
     for case in cases:
-        labels, mask, props, ref_file = load_reference(ds.folder / "labelsTr", ds.raters, case, ds.file_ending)
+        labels, mask, props, ref_file = load_reference(ds.labels_folder(split), ds.raters, case, ds.file_ending)
         rows = {m: load_method_case(ds, folders, case, props, ref_file) for m, folders in method_folders.items()}
         trivial = trivial_predictions(labels, mask, ds.num_classes, num_samples)
         rows.update(trivial)
@@ -141,6 +145,9 @@ def score_fold(ds: RawDataset, method_folders: dict[str, list[Path]], cases: lis
     for (name, mode), results in per_case.items():
         results = mark_constant_uncertainty(results, float("nan"))
         out[(name, mode)] = _mean_over_cases(results)
+        if per_case_out is not None:
+            per_case_out[(name, mode)] = [{"case": c, **{k: v for k, v in d.items() if isinstance(v, float)}}
+                                          for c, d in zip(cases, results)]
         if mode == modes[0]:  # the bins do not depend on the mode
             pooled = pool_reliability([d.get(RELIABILITY_KEY) for d in results])
             if pooled is not None:
@@ -153,7 +160,10 @@ def score_fold(ds: RawDataset, method_folders: dict[str, list[Path]], cases: lis
             out[(name, "strict")][AREA_SPEARMAN] = area_spearman(np.mean(np.stack(areas), 0), reference)
     for mode in modes:
         try:
-            out[(INTER_RATER, mode)] = inter_rater_reference(ds.folder, cases=cases, mode=mode)["metrics"]
+            inter = inter_rater_reference(ds.folder, cases=cases, mode=mode, split=split)
+            out[(INTER_RATER, mode)] = inter["metrics"]
+            if per_case_out is not None:
+                per_case_out[(INTER_RATER, mode)] = inter["per_case"]
         except RuntimeError:  # no case with two raters: no inter-rater row
             pass
     return out, reliability
@@ -218,18 +228,20 @@ def comparison_markdown(table: pd.DataFrame, raters: dict[str, list[str]], folds
         for mode in modes:
             m = sub[(sub["mode"] == mode) & sub["metric"].isin(METRICS)]
             parts.append(heading(3, f"{mode} mode"))
-            parts.append(_wide(m, order, list(METRICS), lambda k: k) + "\n")
+            parts.append(wide_markdown(m, order, list(METRICS), lambda k: k) + "\n")
         names = raters.get(ds, [])
         per_rater = [f"Dice_rater_strict/{k}" for k in range(len(names))]
         m = sub[(sub["mode"] == "strict") & sub["metric"].isin(per_rater)]
         if not m.empty:
             parts.append(heading(3, "per-rater Dice (strict)"))
-            parts.append(_wide(m, order, per_rater, lambda k: names[int(k.rsplit("/", 1)[1])]) + "\n")
+            parts.append(wide_markdown(m, order, per_rater, lambda k: names[int(k.rsplit("/", 1)[1])]) + "\n")
     return "\n".join(parts)
 
 
-def _wide(sub: pd.DataFrame, methods: list[str], metrics: list[str], header) -> str:
-    cells = {(r.method, r.metric): format_cell(r.mean, r.std, r.metric) for r in sub.itertuples()}
+def wide_markdown(sub: pd.DataFrame, methods: list[str], metrics: list[str], header, spread: str = "std") -> str:
+    """``methods`` x ``metrics`` of a long table as 'mean ± <its ``spread`` column>' cells (format_cell);
+    ``header(metric)`` names a column; metrics and methods without any value are left out."""
+    cells = {(r.method, r.metric): format_cell(r.mean, getattr(r, spread), r.metric) for r in sub.itertuples()}
     present = [k for k in metrics if any((m, k) in cells for m in methods)]
     lines = ["| method | " + " | ".join(header(k) for k in present) + " |", "|---|" + "---:|" * len(present)]
     for m in methods:
