@@ -19,7 +19,7 @@ BENCHMARKS = ROOT / "benchmarks"
 # tool -> its subcommands ([] : none)
 TOOLS = {"speed.py": ["preprocess", "train", "sampling", "profile", "prediction"], "toy_proof.py": ["run", "render"],
          "real_data.py": ["compare", "test", "steps", "prompt_blocks", "budget_sweep", "records", "routes"], "real_data_comparison.py": [],
-         "gpu_train_check.py": [], "gpu_compare.py": [], "budget_replay.py": [], "new_rater_proof.py": [],
+         "gpu_train_check.py": [], "gpu_compare.py": [], "budget_replay.py": [], "budget_word.py": [], "new_rater_proof.py": [],
          "sampling_evidence.py": [], "fill_markers.py": [], "triage.py": []}
 HELP_CASES = [(tool, [sub] if sub else []) for tool, subs in TOOLS.items() for sub in [None, *subs]]
 DOCUMENTS = [BENCHMARKS / "README.md", ROOT / "documentation" / "results.md"]
