@@ -25,6 +25,12 @@ CONSOLE_SCRIPTS = {
     "diffoseg_predict": "diffoseg_auto.inference.predict_entrypoint:main",
     "diffoseg_evaluate": "diffoseg_auto.evaluation.evaluate_entrypoint:main",
     "diffoseg_benchmark": "diffoseg_auto.evaluation.benchmark_entrypoint:main",
+    # the end of the workflow: best configuration, ensembles, shareable models, case triage
+    "diffoseg_find_best_configuration": "diffoseg_auto.evaluation.find_best_configuration:main",
+    "diffoseg_ensemble": "diffoseg_auto.inference.ensemble:main",
+    "diffoseg_export_model_to_zip": "diffoseg_auto.inference.model_export:export_main",
+    "diffoseg_install_pretrained_model_from_zip": "diffoseg_auto.inference.model_install:install_main",
+    "diffoseg_rank_cases": "diffoseg_auto.evaluation.rank_cases_entrypoint:main",
 }
 
 setup(

@@ -40,18 +40,19 @@ def markdown_table(header: list[str], rows: list[list], left: int = 1) -> str:
 def train_with_budget(dataset_id: int, configuration: str, stage1_minutes: float | None, stage2_minutes: float | None,
                       threads: int = 1, iterations_per_epoch: int | None = 25, fold: int = 0,
                       trainer: str = "DiffOSegTrainer", budget_clock: str = "wall", val_iterations: int | None = 2,
-                      resume: bool = False) -> dict:
+                      resume: bool = False, device: str = "cpu", num_workers: int = 0) -> dict:
     """Stage I then Stage II of ``fold``, each stopped by ``--max_minutes`` on ``budget_clock`` (wall or this
     process's CPU time; a stage with 0 minutes is not trained: a single-stage baseline gets its whole budget as
     stage 1; None minutes: the configuration's own schedule, as a time-budget configuration plans it);
     ``resume``: continue a stage from its latest checkpoint (--c) instead of starting over; returns iterations
-    reached per stage."""
+    reached per stage. ``threads`` applies on the CPU; ``num_workers``: augmentation workers (a GPU needs them)."""
     import torch
 
     from diffoseg_auto.training.run_training import run_training
     from diffoseg_auto.training.training_request import ScheduleOverrides, TimeBudget, TrainingRequest
 
-    torch.set_num_threads(threads)
+    if device == "cpu":
+        torch.set_num_threads(threads)
     reached = {}
     for stage, minutes in ((1, stage1_minutes), (2, stage2_minutes)):
         if minutes is not None and minutes <= 0:
@@ -60,7 +61,7 @@ def train_with_budget(dataset_id: int, configuration: str, stage1_minutes: float
         schedule = ScheduleOverrides(None if minutes is None else 1000, iterations_per_epoch, val_iterations)
         tr = run_training(TrainingRequest(dataset_id, configuration, fold, stage=stage, trainer=trainer, schedule=schedule,
                                           budget=TimeBudget(minutes, budget_clock), final_validation=False,
-                                          num_workers=0, device="cpu", overwrite=not resume,
+                                          num_workers=num_workers, device=device, overwrite=not resume,
                                           continue_training=resume))[0]
         reached[f"stage{stage}"] = {"epochs": tr.current_epoch, "iterations": tr.iterations_done,
                                     "batch_size": tr.batch_size, "seconds": round(time.time() - t0, 1),
@@ -78,7 +79,8 @@ def plan_budget_configuration(dataset_id: int, base: str, hours: float, candidat
     from diffoseg_auto.utilities.dataset_name_id import resolve_dataset_name
     from diffoseg_auto.utilities.file_ops import load_json, save_json
     from planners.plan_and_preprocess_entrypoints import preprocess
-    from planners.time_budget import (MIN_STAGE1_ITERATIONS, Candidate, budget_summary, median_object_voxels_of,
+    from planners.budget_candidates import Candidate
+    from planners.time_budget import (MIN_STAGE1_ITERATIONS, BudgetOptions, budget_summary, median_object_voxels_of,
                                       plan_time_budget)
 
     folder = preprocessed_root() / resolve_dataset_name(dataset_id)
@@ -88,10 +90,11 @@ def plan_budget_configuration(dataset_id: int, base: str, hours: float, candidat
     # a forced candidate's name is known before measuring: a rerun reuses its configuration without measuring again
     name = f"{base}_{hours:g}h_{force.key}" if force else None
     if name not in plans["configurations"]:
-        _, config = plan_time_budget(plans, base, hours, "cpu", num_workers=0, force=force,
-                                     min_stage1_iterations=min_stage1_iterations or MIN_STAGE1_ITERATIONS,
-                                     median_object_voxels=median_object_voxels_of(fingerprint),
-                                     num_cases=fingerprint.get("num_cases"))
+        options = BudgetOptions(num_workers=0, force=force,
+                                min_stage1_iterations=min_stage1_iterations or MIN_STAGE1_ITERATIONS,
+                                median_object_voxels=median_object_voxels_of(fingerprint),
+                                num_cases=fingerprint.get("num_cases"))
+        _, config = plan_time_budget(plans, base, hours, "cpu", options=options)
         name = f"{base}_{hours:g}h_{config['notes']['time_budget']['chosen']}"
     if name in plans["configurations"]:
         print(f"time budget: reusing configuration {name} (planned earlier)", flush=True)
@@ -139,7 +142,7 @@ def predict_and_evaluate(dataset_id: int, configuration: str, fold: int, work: P
     False: score the predictions already there); their evaluation summary."""
     from diffoseg_auto.cli.fold_images import link_fold_images
     from diffoseg_auto.evaluation.evaluate_entrypoint import evaluate_folder
-    from diffoseg_auto.evaluation.method_comparison import fold_validation_cases
+    from diffoseg_auto.dataset.splits_file import fold_validation_cases
     from diffoseg_auto.inference.predict_entrypoint import predict_from_folder
     from diffoseg_auto.paths import preprocessed_dataset_folder
     from diffoseg_auto.utilities.dataset_name_id import resolve_dataset_name

@@ -5,6 +5,9 @@
         --out /tmp/cmp_lidc > /tmp/cmp_lidc.log 2>&1 &
     # the same with a time-budget configuration planned for 0.5 h per method and fold on this CPU
     python benchmarks/real_data.py compare -d 100 -c 2d -f 0 1 2 3 4 --time_budget 0.5 --out /tmp/cmp_lidc_tb
+    # the held-out test: each method trained once on all training cases, scored on 300 sampled test cases
+    python benchmarks/real_data.py test -d 100 -c 2d --time_budget 1 --test_sample 300 --seed 0 --out /tmp/test_lidc \
+        --record documentation/experiments/records
     # Stage I against the number of sampling steps (and mirroring TTA) of a trained fold
     python benchmarks/real_data.py steps --work /tmp/lidc -d 100 -c 2d -f 0 --steps 5 10 25 50 --tta
     # keep every scored fold in the repository (runs of several sessions add up), and merge the records
@@ -43,6 +46,7 @@ from real_data_compare import add_compare_arguments, compare
 from real_data_records import add_records_parser
 from real_data_routes import add_routes_parser
 from real_data_steps import steps
+from real_data_test import add_test_arguments, held_out_test
 from real_data_sweep import budget_sweep
 
 
@@ -57,6 +61,15 @@ def build_parser(prog: str = "benchmarks/real_data.py") -> argparse.ArgumentPars
                                    "and write the diffoseg_benchmark comparison into --out after every method.")
     add_compare_arguments(c)
     c.set_defaults(func=compare, parser=c)
+    t = sub.add_parser("test", help="the held-out test: every method trained once on all training cases, scored on "
+                                    "a seeded sample of the test cases (imagesTs/labelsTs)",
+                       description="Train every method (-tr) once on all training cases (fold all) at the same CPU "
+                                   "budget (--minutes, or --time_budget hours of a planned configuration), predict a "
+                                   "fixed, seeded sample of the dataset's test cases and score every row on it "
+                                   "against labelsTs (mean ± standard error over the cases, DiffOSeg's paired GED "
+                                   "differences); writes --out/test_comparison.md/.csv/.json after every method.")
+    add_test_arguments(t)
+    t.set_defaults(func=held_out_test, parser=t)
     s = sub.add_parser("steps", help="Stage I quality against the number of sampling steps S (and mirroring TTA)",
                        description="Predict a fold's held-out cases at every S (Stage I only), score them (strict, "
                                    "mean ± standard error over cases, whole-mask fraction) with the all-empty, "

@@ -180,38 +180,42 @@ def soft_consensus(trainer: str) -> bool:
     return bool(getattr(getattr(get_trainer_class(trainer), "network_class", None), "soft_consensus", False))
 
 
-def predict_fold(a: argparse.Namespace, trainer: str, fold: int, val_images: Path, cases: list[str]) -> dict:
-    """diffoseg_predict on the fold's held-out images into fold_<f>/val_predictions (skipped when complete;
-    an incomplete or retrained fold's earlier predictions are replaced)."""
+def predict_fold(a: argparse.Namespace, trainer: str, fold: int | str, val_images: Path, cases: list[str],
+                 out: Path | None = None, again: bool = False) -> dict:
+    """diffoseg_predict on the fold's held-out images into ``out`` (default fold_<f>/val_predictions; the
+    held-out test: fold_all/test_predictions), skipped when complete unless ``again`` or --retrain; an incomplete
+    or retrained fold's earlier predictions are replaced."""
     from diffoseg_auto.inference.predict_entrypoint import predict_from_folder
     from diffoseg_auto.results_layout import val_predictions_folder
 
-    out = val_predictions_folder(model_folder(a.dataset_id, trainer, a.configuration), fold)
-    if not a.retrain and all((out / "samples" / f"{c}.npz").is_file() for c in cases):
+    out = out or val_predictions_folder(model_folder(a.dataset_id, trainer, a.configuration), fold)
+    if not (a.retrain or again) and all((out / "samples" / f"{c}.npz").is_file() for c in cases):
         return {"seconds_per_image": None, "reused": True}
     t0 = time.time()
     predict_from_folder(val_images, out, a.dataset_id, a.configuration, [fold], trainer=trainer, plans=PLANS,
-                        num_samples=a.num_samples, sampling_steps=a.sampling_steps, save_samples=True, device="cpu",
+                        num_samples=a.num_samples, sampling_steps=a.sampling_steps, save_samples=True, device=a.device,
                         save_probabilities=soft_consensus(trainer),  # that softmax is its calibration (issue 20)
                         use_mirroring=a.tta, num_processes_preprocessing=1, num_processes_export=1, overwrite=True)
     return {"seconds_per_image": round((time.time() - t0) / max(1, len(cases)), 2), "reused": False}
 
 
-def predict_curve_points(a: argparse.Namespace, trainer: str, fold: int, val_images: Path, cases: list[str]) -> int:
-    """diffoseg_predict -chk <point> of every learning-curve checkpoint into <fold>/learning_curve/<point>/
-    (complete folders are reused); returns how many points were predicted now."""
+def predict_curve_points(a: argparse.Namespace, trainer: str, fold: int | str, val_images: Path, cases: list[str],
+                         folder_of=None, again: bool = False) -> int:
+    """diffoseg_predict -chk <point> of every learning-curve checkpoint into ``folder_of(trainer folder, fold,
+    checkpoint)`` (default <fold>/learning_curve/<point>/; complete folders are reused unless ``again``); returns
+    how many points were predicted now."""
     from diffoseg_auto.evaluation.learning_curves import curve_points
     from diffoseg_auto.inference.predict_entrypoint import predict_from_folder
     from diffoseg_auto.results_layout import learning_curve_folder
 
     folder, done = model_folder(a.dataset_id, trainer, a.configuration), 0
     for p in curve_points(folder, fold):
-        out = learning_curve_folder(folder, fold, p["checkpoint"])
-        if all((out / "samples" / f"{c}.npz").is_file() for c in cases):
+        out = (folder_of or learning_curve_folder)(folder, fold, p["checkpoint"])
+        if not again and all((out / "samples" / f"{c}.npz").is_file() for c in cases):
             continue
         predict_from_folder(val_images, out, a.dataset_id, a.configuration, [fold], trainer=trainer, plans=PLANS,
                             num_samples=a.num_samples, sampling_steps=a.sampling_steps, save_samples=True,
-                            checkpoint_name=p["checkpoint"], device="cpu", use_mirroring=a.tta,
+                            checkpoint_name=p["checkpoint"], device=a.device, use_mirroring=a.tta,
                             num_processes_preprocessing=1, num_processes_export=1, overwrite=True)
         done += 1
     return done
@@ -230,9 +234,11 @@ def run_method(a: argparse.Namespace, fold: int, trainer: str, work: Path, log: 
             # a planned configuration brings its own epochs; a budget run (--c) continues an interrupted stage
             entry["training"] = train_with_budget(a.dataset_id, a.configuration, stages[0], stages[1], threads=1,
                                                   iterations_per_epoch=None if planned else a.iterations_per_epoch,
-                                                  fold=fold, trainer=trainer, budget_clock="cpu",
+                                                  fold=fold, trainer=trainer,
+                                                  budget_clock="cpu" if a.device == "cpu" else "wall",
                                                   val_iterations=None if planned else a.val_iterations,
-                                                  resume=planned and not a.retrain)
+                                                  resume=planned and not a.retrain, device=a.device,
+                                                  num_workers=a.num_workers)
         entry["trained"] = trained_seconds(folder, fold)
         val = work / f"val_images_fold{fold}"
         cases = link_fold_images(a.dataset_id, fold, val, max_cases=a.val_sample, seed=0)
@@ -305,20 +311,43 @@ def budget_notes(dataset_id: int, configuration: str) -> dict:
     return plans["configurations"][configuration].get("notes", {}).get("time_budget", {})
 
 
-def add_compare_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-d", "--dataset_id", type=int, required=True)
-    p.add_argument("-c", "--configuration", required=True)
-    p.add_argument("-f", "--folds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    p.add_argument("-tr", nargs="+", default=DEFAULT_TRAINERS, help="methods (default: DiffOSeg and the three baselines)")
-    p.add_argument("--minutes", type=float, default=None, help="CPU minutes (one thread) per method and fold")
+def add_budget_arguments(p: argparse.ArgumentParser, per: str) -> None:
+    """The training budget of compare (``per`` 'method and fold') and test ('method'): --minutes or --time_budget."""
+    p.add_argument("--minutes", type=float, default=None, help=f"CPU minutes (one thread) per {per}")
     p.add_argument("--time_budget", type=float, default=None,
-                   help="hours per method and fold: plan a time-budget configuration from -c on this CPU "
+                   help=f"hours per {per}: plan a time-budget configuration from -c on this CPU "
                         "(planners/time_budget.py) and train DiffOSeg's planned schedule; baselines get the same hours")
     p.add_argument("--candidate", default=None, metavar="SPACING_FACTOR,WIDTH_DIVISOR",
                    help="--time_budget: plan this candidate (e.g. 2,1) instead of the rule's choice (the rule's sweep)")
     p.add_argument("--min_stage1_iterations", type=int, default=None,
                    help="--time_budget: the rule's threshold (default: the planner's)")
     p.add_argument("--stage1_fraction", type=float, default=2 / 3, help="DiffOSeg's share of the budget for Stage I")
+    p.add_argument("--iterations_per_epoch", type=int, default=10,
+                   help="the budget is checked after every epoch: short epochs waste less of it")
+    p.add_argument("--val_iterations", type=int, default=1, help="validation-loss batches per epoch")
+
+
+def check_budget_arguments(a: argparse.Namespace) -> None:
+    """Exactly one of --minutes and --time_budget (the hours become a.minutes), a Stage I fraction in (0, 1] and
+    the rule's threshold; a parser error otherwise."""
+    if not 0 < a.stage1_fraction <= 1:
+        a.parser.error("--stage1_fraction must be in (0, 1]")
+    if (a.minutes is None) == (a.time_budget is None):
+        a.parser.error("give exactly one of --minutes and --time_budget")
+    if a.min_stage1_iterations is None:
+        from planners.time_budget import MIN_STAGE1_ITERATIONS
+
+        a.min_stage1_iterations = MIN_STAGE1_ITERATIONS
+    if a.time_budget is not None:
+        a.minutes = a.time_budget * 60
+
+
+def add_compare_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-d", "--dataset_id", type=int, required=True)
+    p.add_argument("-c", "--configuration", required=True)
+    p.add_argument("-f", "--folds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    p.add_argument("-tr", nargs="+", default=DEFAULT_TRAINERS, help="methods (default: DiffOSeg and the three baselines)")
+    add_budget_arguments(p, "method and fold")
     p.add_argument("--out", required=True, help="folder for the comparison table, figures and run.json")
     p.add_argument("--work", default=None, help="point $diffoseg_raw/_preprocessed/_results into this folder")
     p.add_argument("--prepare", choices=["lidc", "bubil"], default=None, help="convert + plan + preprocess first")
@@ -327,13 +356,14 @@ def add_compare_arguments(p: argparse.ArgumentParser) -> None:
                         "preprocess it first")
     p.add_argument("--num_samples", type=int, default=None, help="N per case (default: the plans')")
     p.add_argument("--sampling_steps", type=int, default=None, help="DiffOSeg's reverse steps (default: the plans')")
-    p.add_argument("--iterations_per_epoch", type=int, default=10,
-                   help="the budget is checked after every epoch: short epochs waste less of it")
-    p.add_argument("--val_iterations", type=int, default=1, help="validation-loss batches per epoch")
     p.add_argument("--batch_size", type=int, default=4, help="--prepare bubil: batch of the CPU configuration")
     p.add_argument("--curves", action="store_true",
                    help="also predict every learning-curve checkpoint of each fold and write learning_curves.* to --out")
     p.add_argument("--tta", action="store_true", help="mirroring test-time augmentation when predicting")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                   help="train and predict here (default cpu: one thread, --minutes on the process's CPU clock; cuda: "
+                        "--minutes on the wall clock, benchmarks/gpu_compare.py)")
+    p.add_argument("--num_workers", type=int, default=0, help="augmentation workers of training (default 0)")
     p.add_argument("--val_sample", type=int, default=None, metavar="N",
                    help="predict and score a fixed, seeded sample (seed 0) of N of each fold's held-out cases "
                         "(a large dataset's fold; every method scores the same cases)")
@@ -345,19 +375,11 @@ def add_compare_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def compare(a: argparse.Namespace) -> None:
-    if not 0 < a.stage1_fraction <= 1:
-        a.parser.error("--stage1_fraction must be in (0, 1]")
-    if (a.minutes is None) == (a.time_budget is None):
-        a.parser.error("give exactly one of --minutes and --time_budget")
-    if a.min_stage1_iterations is None:
-        from planners.time_budget import MIN_STAGE1_ITERATIONS
-
-        a.min_stage1_iterations = MIN_STAGE1_ITERATIONS
-    if a.time_budget is not None:
-        a.minutes = a.time_budget * 60
+    check_budget_arguments(a)
     import torch
 
-    torch.set_num_threads(1)
+    if a.device == "cpu":
+        torch.set_num_threads(1)
     from diffoseg_auto.evaluation.comparison_report import compare_methods
     from diffoseg_auto.utilities.file_ops import save_json
 
@@ -394,7 +416,8 @@ def compare(a: argparse.Namespace) -> None:
         save_json({"command": a.command_line, "configuration": a.configuration, "time_budget_hours": a.time_budget,
                    "time_budget": planned if a.time_budget is not None else None,
                    "minutes_per_method_and_fold": a.minutes,
-                   "stage1_fraction": a.stage1_fraction, "threads": 1, "budget_clock": "cpu",
+                   "stage1_fraction": a.stage1_fraction, "device": a.device, "num_workers": a.num_workers,
+                   "threads": torch.get_num_threads(), "budget_clock": "cpu" if a.device == "cpu" else "wall",
                    "iterations_per_epoch": a.iterations_per_epoch, "folds_done": done,
                    "wall_minutes": round((time.time() - t0) / 60, 1), "methods": log}, out / "run.json")
         if a.curves:

@@ -30,8 +30,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def revision() -> str:
-    return subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                          text=True).stdout.strip() or "unknown"
+    """The checkout's short revision; "unknown" outside a git checkout or without git (a lent GPU machine)."""
+    try:
+        return subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True).stdout.strip() or "unknown"
+    except FileNotFoundError:
+        return "unknown"
 
 
 def record_folder(record_dir: Path, dataset: str, configuration: str) -> Path:
@@ -47,7 +51,7 @@ def recorded_methods(record_dir: Path, dataset: str, configuration: str, fold: i
     return set(pd.read_csv(csv)["method"]) if csv.is_file() else set()
 
 
-REFERENCE_METHODS = ("all-empty", "raters' majority repeated", "inter-rater")  # scored from the labels alone
+REFERENCE_METHODS = ("all-empty", "raters' majority repeated", "raters' STAPLE repeated", "inter-rater")  # scored from the labels alone
 
 
 def record_fold(record_dir: Path, per_fold: "pd.DataFrame", fold: int, info: dict) -> list[Path]:
@@ -95,19 +99,25 @@ def record_fold(record_dir: Path, per_fold: "pd.DataFrame", fold: int, info: dic
 def record_curve(record_dir: Path, dataset: str, configuration: str, fold: int, curve: "pd.DataFrame") -> Path | None:
     """The fold's learning-curve points (collect_curves' long table) as curve_fold_<f>.csv, keeping the recorded
     points of methods that ``curve`` does not have (as record_fold does); None when it has none."""
-    import pandas as pd
-
     from diffoseg_auto.utilities.file_ops import atomic_write
 
     rows = curve[curve["fold"] == fold]
     if rows.empty:
         return None
     csv = record_folder(record_dir, dataset, configuration) / f"curve_fold_{fold}.csv"
-    if csv.is_file():
-        old = pd.read_csv(csv)
-        rows = pd.concat([old[~old["method"].isin(set(rows["method"]))], rows], ignore_index=True)
+    rows = with_other_methods(csv, rows)
     atomic_write(csv, lambda p: rows.to_csv(p, index=False))
     return csv
+
+
+def with_other_methods(csv: Path, rows: "pd.DataFrame") -> "pd.DataFrame":
+    """``rows`` and the rows of the record ``csv`` (when it exists) of the methods that ``rows`` does not have."""
+    import pandas as pd
+
+    if not csv.is_file():
+        return rows
+    old = pd.read_csv(csv)
+    return pd.concat([old[~old["method"].isin(set(rows["method"]))], rows], ignore_index=True)
 
 
 def load_curves(folders: list[Path]) -> "pd.DataFrame":
@@ -249,3 +259,78 @@ def add_records_parser(sub) -> None:
     r.add_argument("--figure", default=None, metavar="PNG",
                    help="also draw the recorded folds' learning curves (mean ± std over folds) into this file")
     r.set_defaults(func=records)
+
+
+# ---------------------------------------------------------------- the held-out test's records (real_data.py test)
+
+HELD_OUT_FILES = ("test.csv", "test_per_case.csv", "test.json", "test_curve.csv")
+
+
+def held_out_record(record_dir: Path, dataset: str, configuration: str) -> tuple["pd.DataFrame", "pd.DataFrame", dict]:
+    """(per-case rows, sample-level rows, info) that ``test --record`` kept for the dataset and configuration
+    (empty tables and {} when none): test_per_case.csv, the sample-level numbers of test.csv and test.json."""
+    import pandas as pd
+
+    from diffoseg_auto.utilities.file_ops import load_json
+    from real_data_test_table import KEYS, SAMPLE_LEVEL_COLUMNS
+
+    folder = record_folder(record_dir, dataset, configuration)
+    summary, csv, meta = (folder / f for f in HELD_OUT_FILES[:3])
+    if not csv.is_file():
+        return pd.DataFrame(columns=KEYS), pd.DataFrame(columns=SAMPLE_LEVEL_COLUMNS), {}
+    per_case = pd.read_csv(csv)
+    table = pd.read_csv(summary) if summary.is_file() else pd.DataFrame(columns=["method", "mode", "metric", "mean"])
+    sample = table[~table["metric"].isin(per_case.columns)].rename(columns={"mean": "value"})
+    return per_case, sample[SAMPLE_LEVEL_COLUMNS].reset_index(drop=True), load_json(meta) if meta.is_file() else {}
+
+
+def same_sample_or_exit(recorded: dict, info: dict, folder: Path) -> None:
+    """SystemExit naming the record when its test sample (``recorded``, its test.json) is not ``info``'s."""
+    old, new = recorded.get("sample", {}), info["sample"]
+    if recorded and old.get("cases") != new["cases"]:
+        raise SystemExit(f"{folder / HELD_OUT_FILES[2]}: recorded on another test sample (seed {old.get('seed')}, "
+                         f"{len(old.get('cases', []))} cases) than this run (seed {new['seed']}, {len(new['cases'])} "
+                         "cases); every row must be scored on the same cases (run with that --seed and --test_sample, "
+                         "or delete the record to start it again)")
+
+
+def record_held_out(record_dir: Path, per_case: "pd.DataFrame", sample_level: "pd.DataFrame", info: dict,
+                    methods: dict[str, dict]) -> Path:
+    """Keep this run's rows (per case and sample level: its methods' and the reference rows) in DIR/<Dataset>/
+    <configuration>/, replacing those rows of an earlier record and keeping the other methods' rows, so that runs
+    of one method each add up across sessions; test.csv is the summary of everything kept (mean ± standard error
+    over the cases), test.json the sample and each method's provenance (``methods``: label -> its entry, with
+    command, revision and date). A record of another test sample is refused: every row must be scored on the
+    same cases. Returns test.csv."""
+    import pandas as pd
+
+    from diffoseg_auto.utilities.file_ops import atomic_write, save_json
+    from real_data_test_table import summary_table
+
+    dataset, configuration = info["dataset"], info["configuration"]
+    _, old_sample, old_info = held_out_record(record_dir, dataset, configuration)
+    folder = record_folder(record_dir, dataset, configuration)
+    same_sample_or_exit(old_info, info, folder)
+    here = set(per_case["method"])
+    per_case = with_other_methods(folder / HELD_OUT_FILES[1], per_case)
+    sample_level = pd.concat([old_sample[~old_sample["method"].isin(here)], sample_level], ignore_index=True)
+    entry = {**old_info, **info, "methods": {**old_info.get("methods", {}), **methods}}
+    csv = folder / HELD_OUT_FILES[0]
+    atomic_write(folder / HELD_OUT_FILES[1], lambda p: per_case.to_csv(p, index=False, float_format="%.6g"))
+    summary = summary_table(per_case, sample_level, dataset, configuration)
+    atomic_write(csv, lambda p: summary.to_csv(p, index=False))
+    save_json(entry, folder / HELD_OUT_FILES[2])
+    return csv
+
+
+def record_held_out_curve(record_dir: Path, dataset: str, configuration: str, curve: "pd.DataFrame") -> Path | None:
+    """The test's learning-curve points (one line per method and checkpoint) as test_curve.csv, keeping the
+    recorded points of methods that ``curve`` does not have; None when it has none."""
+    from diffoseg_auto.utilities.file_ops import atomic_write
+
+    if curve.empty:
+        return None
+    csv = record_folder(record_dir, dataset, configuration) / HELD_OUT_FILES[3]
+    curve = with_other_methods(csv, curve)
+    atomic_write(csv, lambda p: curve.to_csv(p, index=False))
+    return csv

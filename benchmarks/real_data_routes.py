@@ -6,7 +6,7 @@ from pathlib import Path
 
 ROUTE_METRICS = ("GED", "Dice_soft", "Dice_rater_strict", "Rater_area_spearman", "Dice_consensus_majority", "ECE",
                  "Uncertainty_NCC")
-REFERENCE_ROWS = ("all-empty", "raters' majority repeated", "inter-rater")
+REFERENCE_ROWS = ("all-empty", "raters' majority repeated", "raters' STAPLE repeated", "inter-rater")
 
 
 def route_table(outs: list[Path], method: str = "DiffOSeg") -> str:

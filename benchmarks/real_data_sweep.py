@@ -52,7 +52,7 @@ def budget_sweep(a: argparse.Namespace) -> None:
                              "taken_vs_asked": f"{100 * (epoch_s / 3600 / tb['hours'] - 1):+.0f}%",
                              **{m: per_fold.get((trainer.removesuffix("Trainer"), int(fold), m))
                                 for m in SWEEP_METRICS}})
-        for ref in ("all-empty", "raters' majority repeated", "inter-rater"):
+        for ref in ("all-empty", "raters' majority repeated", "raters' STAPLE repeated", "inter-rater"):
             refs[(ds, ref)] = {m: strict.get((ref, m)) for m in ("GED", "Dice_soft")}
     fmt = lambda v: "" if v is None or v != v else (f"{v:.3f}" if isinstance(v, float) else str(v))  # noqa: E731
     cols = ["dataset", "hours", "candidate", "fold", "stage1_iterations", "stage2_iterations", "planned_h",

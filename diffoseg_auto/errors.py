@@ -17,3 +17,8 @@ class InvalidArgumentError(UserError, ValueError):
 
 class MissingFileError(UserError, FileNotFoundError):
     """A file an earlier step should have written is missing (the message names the step that writes it)."""
+
+
+class CorruptFileError(UserError, ValueError):
+    """A file that exists but cannot be used: empty, cut short, not its format, or the wrong shape or content
+    (the message names the file and how to get a good one)."""

@@ -6,6 +6,9 @@
         fold_<f>/stage<s>/validation/summary.json (+ predictions)
         fold_<f>/val_predictions/                                          diffoseg_predict on the fold's
                                                                            held-out cases (method comparison)
+        fold_all/test_predictions/                                         diffoseg_predict on the dataset's
+                                                                           test cases (imagesTs, held-out test)
+        fold_all/test_learning_curve/<checkpoint stem>/                    the same for a learning-curve point
 
 Training, prediction, evaluation and the benchmark ask this module for every path in there;
 no other module spells these names.
@@ -24,6 +27,8 @@ ADDED_RATERS_CHECKPOINT = "checkpoint_added_raters.pth"
 RATER_LIST = "raters.json"
 VALIDATION = "validation"
 VAL_PREDICTIONS = "val_predictions"
+TEST_PREDICTIONS = "test_predictions"
+TEST_LEARNING_CURVE = "test_learning_curve"
 SUMMARY = "summary.json"
 _SEP = "__"  # Trainer__Plans__config
 _FOLD_PREFIX = "fold_"
@@ -97,6 +102,17 @@ def validation_summary(trainer_dir: str | Path, fold: int | str, stage: int) -> 
 def val_predictions_folder(trainer_dir: str | Path, fold: int | str) -> Path:
     """<fold folder>/val_predictions: diffoseg_predict's outputs on the fold's held-out cases."""
     return fold_folder(trainer_dir, fold) / VAL_PREDICTIONS
+
+
+def ts_predictions_folder(trainer_dir: str | Path, fold: int | str = "all") -> Path:
+    """<fold folder>/test_predictions: diffoseg_predict's outputs on the dataset's test cases (imagesTs) by the
+    model trained on every training case (fold 'all'; benchmarks/real_data.py test)."""
+    return fold_folder(trainer_dir, fold) / TEST_PREDICTIONS
+
+
+def ts_learning_curve_folder(trainer_dir: str | Path, checkpoint_name: str, fold: int | str = "all") -> Path:
+    """<fold folder>/test_learning_curve/<checkpoint stem>: the test-case predictions of one learning-curve point."""
+    return fold_folder(trainer_dir, fold) / TEST_LEARNING_CURVE / Path(checkpoint_name).stem
 
 
 def learning_curve_folder(trainer_dir: str | Path, fold: int | str, checkpoint_name: str) -> Path:

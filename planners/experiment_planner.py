@@ -317,8 +317,8 @@ def plan_experiment(dataset: str | int, planner: str = "planners.experiment_plan
     from diffoseg_auto.paths import preprocessed_root
     from diffoseg_auto.plans.plans import save_plans
     from diffoseg_auto.utilities.dataset_name_id import resolve_dataset_name
-    from diffoseg_auto.utilities.file_ops import load_json
-    from planners.fingerprint import FINGERPRINT_FILE
+    from diffoseg_auto.dataset.raw_dataset import load_dataset_json
+    from diffoseg_auto.dataset.fingerprint_file import FINGERPRINT_FILE, PLANNING_KEYS, load_fingerprint
     from planners.plans_backup import backup_replaced_plans
 
     name = resolve_dataset_name(dataset)
@@ -327,7 +327,7 @@ def plan_experiment(dataset: str | int, planner: str = "planners.experiment_plan
     if not fp_file.is_file():
         raise MissingFileError(f"{fp_file}: missing. Run `diffoseg_extract_fingerprint -d {dataset}` first.")
     cls = load_planner_class(planner)
-    p = cls(load_json(folder / "dataset.json"), load_json(fp_file), name, gpu_memory_target_gb, plans_name).plan()
+    p = cls(load_dataset_json(folder), load_fingerprint(fp_file, PLANNING_KEYS), name, gpu_memory_target_gb, plans_name).plan()
     backup_replaced_plans(folder / f"{p.plans_name}.json", p.to_dict())
     save_plans(p, folder / f"{p.plans_name}.json")
     return p

@@ -15,12 +15,12 @@ import numpy as np
 from scipy import ndimage
 
 from diffoseg_auto.dataset.dataset_errors import DatasetFormatError
-from diffoseg_auto.dataset.raw_dataset import RawDataset
+from diffoseg_auto.dataset.fingerprint_file import FINGERPRINT_FILE, load_fingerprint
+from diffoseg_auto.dataset.raw_dataset import RawDataset, worker_raw_dataset
 from diffoseg_auto.preprocessing.cropping import crop_to_nonzero
 from diffoseg_auto.preprocessing.parallel import map_with_progress
 from diffoseg_auto.utilities.file_ops import atomic_copy
 
-FINGERPRINT_FILE = "dataset_fingerprint.json"
 NUM_FG_SAMPLES_PER_CASE = 10000
 
 
@@ -182,7 +182,7 @@ def aggregate_fingerprints(per_case: list[dict], raters: list[str], num_classes:
 
 def _fingerprint_job(job: tuple) -> dict:
     folder, case, seed = job
-    return case_fingerprint(RawDataset(Path(folder)), case, seed)
+    return case_fingerprint(worker_raw_dataset(folder), case, seed)
 
 
 def extract_fingerprint(raw: RawDataset, num_processes: int | None = None, seed: int = 1234) -> dict:
@@ -197,7 +197,7 @@ def extract_fingerprint_dataset(dataset: str | int, num_processes: int | None = 
     """Compute (or reuse) $diffoseg_preprocessed/<name>/dataset_fingerprint.json; also copies dataset.json there."""
     from diffoseg_auto.dataset.raw_dataset import open_raw_dataset
     from diffoseg_auto.paths import preprocessed_root
-    from diffoseg_auto.utilities.file_ops import load_json, save_json
+    from diffoseg_auto.utilities.file_ops import save_json
 
     raw = open_raw_dataset(dataset)
     if verify_integrity:
@@ -205,11 +205,10 @@ def extract_fingerprint_dataset(dataset: str | int, num_processes: int | None = 
 
         assert_dataset_integrity(raw.folder)
     out = preprocessed_root() / raw.name
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_copy(raw.folder / "dataset.json", out / "dataset.json")
     f = out / FINGERPRINT_FILE
-    if f.is_file() and not clean:
-        return load_json(f)
-    fp = extract_fingerprint(raw, num_processes)
-    save_json(fp, f)
+    # the copy of dataset.json only after the fingerprint: a failed extraction leaves the folder as it was
+    fp = load_fingerprint(f) if f.is_file() and not clean else extract_fingerprint(raw, num_processes)
+    atomic_copy(raw.folder / "dataset.json", out / "dataset.json")
+    if not f.is_file() or clean:
+        save_json(fp, f)
     return fp

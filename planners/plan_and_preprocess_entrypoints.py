@@ -31,8 +31,9 @@ def _add_plan(p: argparse.ArgumentParser) -> None:
     p.add_argument("-pl", default=DEFAULT_PLANNER, help="planner class as a dotted path (plug-in)")
     p.add_argument("-overwrite_plans_name", default=None, help="plans name (default: the planner's, DiffOSegPlans)")
     p.add_argument("--time_budget", type=float, default=None, metavar="HOURS",
-                   help="also add a configuration whose two training stages fit HOURS on -device "
-                        "(planners/time_budget.py; its iterations are measured on this machine)")
+                   help="also add a configuration whose whole diffoseg_train of one fold (both stages, validation, "
+                        "checkpoints) fits HOURS on -device (planners/time_budget.py; measured on this machine, in at "
+                        "most a tenth of HOURS)")
     p.add_argument("-device", default=None,
                    help="--time_budget: the device the budget is for and measured on (cpu, cuda, cuda:N; "
                         "default: cuda when available, else cpu)")

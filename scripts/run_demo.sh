@@ -37,6 +37,6 @@ VAL_IN=$WORK/val_images
 diffoseg_predict -i "$VAL_IN" -o "$WORK/predictions" -d "$ID" -c 2d -f 0 --save_samples -device cpu \
     --sampling_steps "$STEPS" --disable_tta --overwrite
 
-echo "== 5/5 evaluate against the raters"
-diffoseg_evaluate -ref "$diffoseg_raw/$NAME/labelsTr" -pred "$WORK/predictions" -o "$WORK/predictions/summary.json"
+echo "== 5/5 evaluate the fold's held-out cases against the raters"
+diffoseg_evaluate -ref "$diffoseg_raw/$NAME/labelsTr" -pred "$WORK/predictions" -f 0 -o "$WORK/predictions/summary.json"
 echo "Done. Everything is in $WORK (progress.png: $diffoseg_results/$NAME/*/fold_0/stage*/progress.png)"

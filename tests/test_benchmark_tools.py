@@ -18,8 +18,9 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = ROOT / "benchmarks"
 # tool -> its subcommands ([] : none)
 TOOLS = {"speed.py": ["preprocess", "train", "sampling", "profile", "prediction"], "toy_proof.py": ["run", "render"],
-         "real_data.py": ["compare", "steps", "prompt_blocks", "budget_sweep", "records", "routes"], "real_data_comparison.py": [],
-         "gpu_train_check.py": [], "new_rater_proof.py": [], "sampling_evidence.py": [], "fill_markers.py": []}
+         "real_data.py": ["compare", "test", "steps", "prompt_blocks", "budget_sweep", "records", "routes"], "real_data_comparison.py": [],
+         "gpu_train_check.py": [], "gpu_compare.py": [], "budget_replay.py": [], "budget_word.py": [], "new_rater_proof.py": [],
+         "sampling_evidence.py": [], "fill_markers.py": [], "triage.py": []}
 HELP_CASES = [(tool, [sub] if sub else []) for tool, subs in TOOLS.items() for sub in [None, *subs]]
 DOCUMENTS = [BENCHMARKS / "README.md", ROOT / "documentation" / "results.md"]
 # the lab notebook's older commands name the scripts of their day; what moved there from results.md is today's
@@ -374,7 +375,8 @@ def test_compare_records_each_method_as_it_finishes(tmp_path, monkeypatch):
     a = argparse.Namespace(stage1_fraction=2 / 3, minutes=1.0, time_budget=None, min_stage1_iterations=1,
                            out=str(tmp_path), work=None, prepare=None, add_configuration=False, folds=[0, 1],
                            record=str(tmp_path / "records"), retrain=False, dataset_id=9, configuration="2d",
-                           curves=False, num_samples=None, tr=["DiffOSegTrainer", "ProbUNetTrainer"])
+                           curves=False, num_samples=None, tr=["DiffOSegTrainer", "ProbUNetTrainer"], device="cpu",
+                           num_workers=0)
     monkeypatch.setattr(compare, "trainers_to_train", lambda a, fold: list(a.tr))
     with pytest.raises(KeyboardInterrupt):
         compare.compare(a)

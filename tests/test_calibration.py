@@ -1,5 +1,6 @@
 """Calibration (ECE, Brier) and uncertainty-disagreement NCC on hand-built arrays whose values are
-worked out in the comments, the n/a rule for predictions without soft output, and diffoseg_evaluate."""
+worked out in the comments, the scores of deterministic predictions (ECE and Brier always; Uncertainty_NCC n/a
+where the predicted uncertainty is constant), and diffoseg_evaluate."""
 from __future__ import annotations
 
 import json
@@ -132,16 +133,18 @@ def test_evaluate_case_adds_calibration_only_when_asked_and_skips_missing_raters
     assert math.isnan(none["ECE"]) and none["reliability"] is None
 
 
-def test_summary_of_a_deterministic_prediction_is_not_available():
-    # a deterministic method repeats one map: p is 0 or 1 everywhere in every case -> n/a, no numbers
+def test_summary_of_a_deterministic_prediction_scores_its_overconfidence():
+    # a deterministic method repeats one map: p is 0 or 1 everywhere. q: col 0 1, col 1 .5; p: col 0 1, col 1 0.
+    # counted cols 0-3 (16 px): bin p=0 holds 12 px with sum q 2, bin p=1 4 px with q 1 -> ECE 2/16, Brier 4 x .25 / 16.
+    # Its uncertainty p(1-p) is 0 on every pixel of every case: the NCC is undefined -> n/a, never a number
     raters = np.stack([cols(0), cols(0, 1)])
     det = [{"case": c, **evaluate_case(np.stack([cols(0)] * 3), raters, np.ones(2, bool), 2, calibration=True)}
            for c in ("a", "b")]
     s = summarize(det, ["r0", "r1"], "strict")
-    for k in C.SOFT_METRICS:
-        assert s["metrics"][k] == "n/a" and s["metrics_std"][k] == "n/a"
-        assert all(d[k] == "n/a" for d in s["per_case"])
-    assert s["reliability"] is None and s["metrics"]["Dice_max"] == 1.0
+    assert s["metrics"]["ECE"] == pytest.approx(1 / 8) and s["metrics"]["Brier"] == pytest.approx(1 / 16)
+    assert s["metrics"]["Uncertainty_NCC"] == s["metrics_std"]["Uncertainty_NCC"] == "n/a"
+    assert all(d["Uncertainty_NCC"] == "n/a" and d["ECE"] == pytest.approx(1 / 8) for d in s["per_case"])
+    assert s["reliability"]["count"] == [24, 0, 0, 0, 0, 0, 0, 0, 0, 8] and s["metrics"]["Dice_max"] == 1.0
 
 
 def test_summary_means_over_disagreeing_cases_and_pools_bins():
@@ -204,17 +207,20 @@ def test_evaluate_folder_reports_calibration(folders):
     assert "reliability" not in table.columns
 
 
-def test_evaluate_folder_deterministic_is_not_available(folders):
+def test_evaluate_folder_scores_a_deterministic_prediction(folders):
     ref, tmp = folders
     pred = tmp / "deterministic"
     _predict(pred, {"c1": [cols(0, 1, 2)] * 4, "c2": [cols(0)] * 4})
     s = evaluate_folder(ref, pred)
     saved = json.loads((pred / "summary.json").read_text())
-    for k in C.SOFT_METRICS:
-        assert s["metrics"][k] == "n/a" and saved["metrics"][k] == "n/a"
+    # c1: p = 1 on cols 0-2, q = 1, 1, .5, .5 on cols 0-3; counted cols 0-5 (24 px): bin p=1 12 px, sum q 10;
+    # bin p=0 12 px, sum q 2 -> ECE 4/24, Brier (4 + 4) x .25 / 24. c2: p = q -> 0, 0
+    assert s["metrics"]["ECE"] == pytest.approx((1 / 6 + 0) / 2) and saved["metrics"]["ECE"] == pytest.approx(1 / 12)
+    assert s["metrics"]["Brier"] == pytest.approx((1 / 12 + 0) / 2)
+    assert s["metrics"]["Uncertainty_NCC"] == saved["metrics"]["Uncertainty_NCC"] == "n/a"
     # written as "n/a" (which pandas' read_csv reads back as NaN unless told otherwise)
     table = pd.read_csv(pred / "summary_per_case.csv", index_col="case", keep_default_na=False)
-    assert table.loc["c1", "ECE"] == "n/a"
+    assert table.loc["c1", "Uncertainty_NCC"] == "n/a" and float(table.loc["c1", "ECE"]) == pytest.approx(1 / 6)
     # the other metrics are scored as always: c1's best rater is cols 0-3 (Dice 24/28), c2 matches (1)
     assert s["metrics"]["Dice_max"] == pytest.approx((24 / 28 + 1) / 2)
 
@@ -262,3 +268,35 @@ def test_the_saved_softmax_is_read_only_where_the_samples_do_not_disagree(folder
     _predict(plain, {"c1": [cols(0), cols(0, 1)], "c2": [cols(0)] * 2})
     assert s["metrics"] == evaluate_folder(ref, plain)["metrics"]
     assert s["metrics"]["ECE"] == pytest.approx(evaluate_folder(ref, plain)["metrics"]["ECE"])
+
+
+def test_raters_own_masks_are_calibrated_and_one_rater_repeated_is_not(folders, tmp_path):
+    """The proof of issue 33: samples that are the raters' own masks score ECE 0 and NCC 1; samples that repeat
+    one rater are overconfident (ECE clearly above 0, Brier a number, reliability bins off the diagonal) and have
+    a constant uncertainty, so their NCC is n/a."""
+    ref, tmp = folders
+    own, one = tmp / "own", tmp / "one"
+    _predict(own, {"c1": [cols(0, 1, 2, 3), cols(0, 1)], "c2": [cols(0), cols(0)]})
+    _predict(one, {"c1": [cols(0, 1, 2, 3)] * 4, "c2": [cols(0)] * 4})
+    s_own, s_one = evaluate_folder(ref, own), evaluate_folder(ref, one)
+    assert s_own["metrics"]["ECE"] == pytest.approx(0) and s_own["metrics"]["Brier"] == pytest.approx(0)
+    assert s_own["metrics"]["Uncertainty_NCC"] == pytest.approx(1.0)
+    # c1: p = 1 on cols 0-3 where q is 1, 1, .5, .5; counted cols 0-5 (24 px): |16 - 12| / 24, 8 x .25 / 24; c2: 0
+    assert s_one["metrics"]["ECE"] == pytest.approx(1 / 12) and s_one["metrics"]["ECE"] > 0.05
+    assert s_one["metrics"]["Brier"] == pytest.approx(1 / 24)
+    assert s_one["metrics"]["Uncertainty_NCC"] == "n/a"
+    p_mean, q_mean, _ = C.bin_means(s_one["reliability"])
+    assert p_mean[9] == 1.0 and q_mean[9] == pytest.approx((12 + 4) / (16 + 4))  # the last bin lies below the diagonal
+    plot_reliability(s_one["reliability"], tmp_path / "one.png", title="one rater repeated")
+    assert (tmp_path / "one.png").is_file()
+
+
+def test_a_prediction_without_samples_is_scored_on_its_consensus(folders):
+    """diffoseg_predict without --save_samples writes consensus label maps only: they are the prediction (0/1)."""
+    ref, tmp = folders
+    pred = tmp / "consensus_only"
+    for c, m in (("c1", cols(0, 1, 2, 3)), ("c2", cols(0))):
+        write_seg(m, PROPS, pred / "consensus" / f"{c}.nii.gz")
+    s = evaluate_folder(ref, pred)
+    assert s["metrics"]["ECE"] == pytest.approx(1 / 12) and s["metrics"]["Brier"] == pytest.approx(1 / 24)
+    assert s["metrics"]["Uncertainty_NCC"] == "n/a"

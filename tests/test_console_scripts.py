@@ -38,6 +38,11 @@ MISSING_INPUT_ARGS = {
     "diffoseg_predict": ["-i", MISSING, "-o", MISSING + "_out", "-d", "999", "-c", "2d", "-f", "0", "-device", "cpu"],
     "diffoseg_evaluate": ["-ref", MISSING, "-pred", MISSING],
     "diffoseg_benchmark": ["-d", "999", "-c", "2d"],
+    "diffoseg_find_best_configuration": ["-d", "999"],
+    "diffoseg_ensemble": ["-i", MISSING, MISSING + "_2", "-o", MISSING + "_out"],
+    "diffoseg_export_model_to_zip": ["-d", "999", "-c", "2d", "-o", MISSING + ".zip"],
+    "diffoseg_install_pretrained_model_from_zip": [MISSING + ".zip"],
+    "diffoseg_rank_cases": ["-i", MISSING, "-o", MISSING + ".csv"],
 }
 
 

@@ -147,3 +147,22 @@ def test_cli(folders, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "Dice_max" in out and "summary.json" in out
     assert json.loads((pred / "summary.json").read_text())["num_cases"] == 2
+
+
+def test_cli_fold_scores_the_folds_held_out_cases(folders, env_folders, monkeypatch, capsys, caplog):
+    """-f FOLD: the README demo predicts fold 0's held-out cases; the evaluation expects those (splits_final.json),
+    not the whole labelsTr, so it ends on its table instead of 'no prediction for N reference case(s)'."""
+    ref, pred = folders
+    write_seg(cols(0), PROPS, ref / "ra" / "c3.nii.gz")  # a training case of fold 0: not predicted, not expected
+    splits = env_folders["preprocessed"] / "Dataset001_Tiny" / "splits_final.json"
+    splits.parent.mkdir(parents=True)
+    splits.write_text(json.dumps([{"train": ["c3"], "val": ["c1", "c2"]}, {"train": ["c1", "c2"], "val": ["c3"]}]))
+    with caplog.at_level(logging.WARNING):
+        main(["-ref", str(ref), "-pred", str(pred), "-f", "0", "-np", "1", "--strict"])
+    assert "Dice_max" in capsys.readouterr().out and not any("no prediction" in r.getMessage() for r in caplog.records)
+    assert json.loads((pred / "summary.json").read_text())["missing"]["predictions"] == []
+    with caplog.at_level(logging.WARNING):
+        main(["-ref", str(ref), "-pred", str(pred), "-f", "1", "-np", "1"])  # fold 1 holds c3 out: reported
+    assert any("no prediction for 1 reference case(s): c3" in r.getMessage() for r in caplog.records)
+    with pytest.raises(Exception, match=r"Fold 5 is outside the splits in .*splits_final\.json"):
+        main(["-ref", str(ref), "-pred", str(pred), "-f", "5", "-np", "1"])

@@ -10,6 +10,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -17,6 +18,7 @@ LIDC = ROOT.parent / "shared" / "data" / "lidc_subset" / "lidc_subset.npz"
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import check_imports  # noqa: E402
+import gpu_compare  # noqa: E402
 from repack_wheels import repack_lzma  # noqa: E402
 
 
@@ -120,3 +122,55 @@ def test_import_check_reaches_blosc2_dependencies_and_reports_wrong_or_missing_w
     assert {"ndindex", "msgpack"} <= imported <= set(dists)
     assert not any(dists[d]["bundled"] for d in imported)  # installed here, not in the (empty) bundle
     assert "pydantic" in left_out and "pydantic" not in dists
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not LIDC.is_file() and not (ROOT / ".whl" / "data" / "lidc_subset.npz").is_file(),
+                    reason="LIDC subset not available")
+def test_gpu_check_compare_dry_run_trains_predicts_and_tabulates_the_four_methods(tmp_path: Path):
+    """gpu_check.sh --compare --dry_run: the one-call GPU comparison's path on the CPU (benchmarks/gpu_compare.py)."""
+    env = {**os.environ, "OUT": str(tmp_path), "OMP_NUM_THREADS": "1", "PYTHON": sys.executable,
+           "GPU_COMPARE_SECONDS": "2"}
+    proc = subprocess.run(["bash", "benchmarks/gpu_check.sh", "--dry_run", "--compare"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert report["mode"] == "compare" and report["dry_run"] is True and report["device"] == "cpu"
+    assert set(report["phase_seconds"]) == {"install_and_imports", "cuda_tests", "compare"}
+    methods = report["methods"]
+    assert set(methods) == {"DiffOSegTrainer", "ConsensusUNetTrainer", "MultiHeadUNetTrainer", "ProbUNetTrainer"}
+    for trainer, m in methods.items():
+        assert m["error"] is None and m["prediction"]["seconds_per_image"] > 0
+        stages = {"stage1", "stage2"} if trainer == "DiffOSegTrainer" else {"stage1"}
+        assert set(m["stages"]) == stages and all(s["iterations_per_s"] > 0 for s in m["stages"].values())
+        assert m["projected_hours_full_schedule"] > 0
+        assert f"gpu_compare: {trainer}: stage1 " in proc.stdout
+    table = (tmp_path / "compare" / "method_comparison.md").read_text()
+    assert all(f"| {m} |" in table for m in ("DiffOSeg", "ConsensusUNet", "MultiHeadUNet", "ProbUNet", "inter-rater"))
+    assert (tmp_path / "records" / "Dataset930_LIDC" / "2d" / "fold_0.csv").is_file()
+
+
+def test_gpu_compare_takes_a_raw_folder_a_slices_folder_or_an_npz(env_folders, tmp_path, monkeypatch):
+    """gpu_compare.py --data: a raw DatasetXXX_Name folder is linked under its own id; any other folder (an LIDC
+    slices tree) or an .npz goes through the LIDC converter as Dataset930; anything else is one line."""
+    from dataset_conversion import convert_lidc
+
+    raw = tmp_path / "Dataset123_Subset"
+    raw.mkdir()
+    (raw / "dataset.json").write_text("{}")
+    assert gpu_compare.raw_dataset(raw, False, tmp_path) == 123
+    assert (env_folders["raw"] / "Dataset123_Subset").resolve() == raw.resolve()
+    converted = []
+    monkeypatch.setattr(convert_lidc, "convert_lidc", lambda path, dataset_id, **kw: converted.append(
+        (Path(path).name, dataset_id, kw["max_patients"])))
+    slices = tmp_path / "LIDC-IDRI-slices"
+    slices.mkdir()
+    assert gpu_compare.raw_dataset(slices, True, tmp_path) == gpu_compare.DATASET_ID == 930
+    npz = tmp_path / "subset.npz"
+    np.savez(npz, images=np.zeros((20, 4, 4)))
+    gpu_compare.raw_dataset(npz, True, tmp_path)  # the dry run's first crops
+    assert converted == [("LIDC-IDRI-slices", 930, gpu_compare.DRY_RUN_PATIENTS), ("lidc_dry.npz", 930, 8)]
+    with np.load(tmp_path / "lidc_dry.npz") as z:
+        assert z["images"].shape[0] == gpu_compare.DRY_RUN_CROPS
+    with pytest.raises(SystemExit, match="give a raw dataset folder"):
+        gpu_compare.raw_dataset(tmp_path / "missing.nii.gz", False, tmp_path)

@@ -203,3 +203,48 @@ def test_prediction_killed_at_three_points_then_continued(env_folders, tmp_path)
     for k in ref:
         np.testing.assert_array_equal(got[k], ref[k], err_msg=k)
     assert not list(out.rglob(".tmp_*")) and not (out / ".diffoseg_run.lock").exists()
+
+
+# ---------------------------------------------------------------- diffoseg_add_rater
+
+def test_add_rater_killed_while_fitting_then_run_again(toy, tmp_path):
+    """kill -9 once the new expert's cases are preprocessed (fitting starts); the same command again finishes:
+    the extended model and the fold's rater list are written, the original Stage II model is untouched, and no
+    temporary file is left in the model folder."""
+    import hashlib
+
+    from diffoseg_auto.dataset.raw_dataset import write_dataset_json
+    from diffoseg_auto.inference.model_loading import trained_network
+    from diffoseg_auto.io.checkpoint_io import save_checkpoint
+    from diffoseg_auto.io.image_io import write_image, write_seg
+    from support.toy_training import DATASET as TOY, tiny_plans as toy_plans
+
+    plans = toy_plans()
+    folder = toy["results"] / TOY / "DiffOSegTrainer__DiffOSegPlans__2d"
+    write_dataset_json(folder, name="TrainToy", channel_names={0: "toy"}, labels={"background": 0, "lesion": 1},
+                       raters=plans.raters, num_training=4, file_ending=".nii.gz")
+    torch.manual_seed(0)
+    init_args = {"trainer_name": "DiffOSegTrainer", "plans_name": "DiffOSegPlans", "configuration": "2d",
+                 "dataset_name": TOY, "stage": 2, "fold": 0, "num_raters": 3, "num_classes": 2}
+    original = folder / "fold_0" / "stage2" / "checkpoint_final.pth"
+    save_checkpoint(original, {"network_weights": trained_network("DiffOSegTrainer", plans, "2d", 2).state_dict(),
+                               "init_args": init_args, "plans": plans.to_dict(), "trainer_name": "DiffOSegTrainer"})
+    before = hashlib.sha256(original.read_bytes()).hexdigest()
+    props = {"spacing": [1.0, 1.0], "origin": [0.0, 0.0], "direction": [1.0, 0.0, 0.0, 1.0], "shape": [32, 32]}
+    for i in range(2):
+        img = np.zeros((32, 32), np.float32)
+        img[8 + i:18 + i, 8:18] = 1
+        write_image(img, props, tmp_path / "imgs" / f"new_{i}_0000.nii.gz")
+        write_seg((img > 0).astype(np.uint8), props, tmp_path / "masks" / f"new_{i}.nii.gz")
+    scratch = tmp_path / "tmp"  # the command's temporary folder (TMPDIR) holds its preprocessed cases
+    scratch.mkdir()
+    env = {**_env(toy["raw"], toy["preprocessed"], toy["results"]), "TMPDIR": str(scratch)}
+    args = ["-m", "diffoseg_auto.training.add_rater", "-d", TOY, "-c", "2d", "-f", "0", "--name", "reader9",
+            "-i", str(tmp_path / "imgs"), "-l", str(tmp_path / "masks"), "--iterations", "400", "-device", "cpu"]
+    added = folder / "fold_0" / "stage2" / "checkpoint_added_raters.pth"
+    _kill_when(args, env, lambda: any(scratch.glob("diffoseg_add_rater_*/*.npz")))
+    assert not added.exists() and not (folder / "fold_0" / "raters.json").exists()
+    _run([*args[:-4], "--iterations", "5", "-device", "cpu"], env)
+    assert load_json(folder / "fold_0" / "raters.json")["raters"] == ["r0", "r1", "r2", "reader9"]
+    assert added.is_file() and hashlib.sha256(original.read_bytes()).hexdigest() == before
+    assert not [p for p in folder.rglob(".tmp_*")]

@@ -258,7 +258,6 @@ def test_no_module_imports_another_modules_private_names(tmp_path: Path):
 MAX_PARAMETERS = 8
 # being grouped in a parallel change (each by the helper that owns its module); remove a name once its change lands
 PARAMETER_ALLOW_LIST = {
-    "planners/time_budget.py:plan_time_budget",                  # the time-budget planner
     "diffoseg_auto/evaluation/evaluate_entrypoint.py:evaluate_folder",  # evaluation
     "diffoseg_auto/evaluation/benchmark_entrypoint.py:benchmark",       # evaluation
     "diffoseg_auto/evaluation/comparison_report.py:compare_methods",    # evaluation

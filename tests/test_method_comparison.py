@@ -7,11 +7,13 @@ import logging
 import numpy as np
 import pandas as pd
 import pytest
+import SimpleITK as sitk
 
 from diffoseg_auto.dataset.raw_dataset import write_dataset_json
 from diffoseg_auto.evaluation.benchmark_entrypoint import main
 from diffoseg_auto.evaluation.comparison_report import compare_methods
-from diffoseg_auto.evaluation.method_comparison import AREA_SPEARMAN, EMPTY, INTER_RATER, MAJORITY, MAJORITY_DICE
+from diffoseg_auto.evaluation.method_comparison import (AREA_SPEARMAN, EMPTY, INTER_RATER, MAJORITY, MAJORITY_DICE,
+                                                        STAPLE)
 from diffoseg_auto.results_layout import VAL_PREDICTIONS
 from diffoseg_auto.io.image_io import write_image, write_seg
 from diffoseg_auto.utilities.file_ops import save_json
@@ -62,6 +64,13 @@ def majority(R):
     return (np.sum(R, 0) * 2 > len(R)).astype(np.uint8)  # binary: ties -> background
 
 
+def staple_by_sitk(R):
+    """SimpleITK's STAPLE filter called directly: foreground where its probability exceeds 0.5."""
+    f = sitk.STAPLEImageFilter()
+    f.SetForegroundValue(1)
+    return (sitk.GetArrayFromImage(f.Execute([sitk.GetImageFromArray(r) for r in R])) > 0.5).astype(np.uint8)
+
+
 def expected(row: str, metric: str) -> tuple[float, float]:
     """Mean and std (ddof 1) over the two folds of the per-fold mean over cases."""
     per_fold = []
@@ -77,7 +86,8 @@ def expected(row: str, metric: str) -> tuple[float, float]:
             if row in METHODS:
                 S, per_rater = METHODS[row]
             else:
-                m = np.zeros((4, 4), np.uint8) if row == EMPTY else majority(R)
+                m = (np.zeros((4, 4), np.uint8) if row == EMPTY else staple_by_sitk(R) if row == STAPLE
+                     else majority(R))
                 S, per_rater = np.stack([m] * 3), {r: m for r in RATERS}
             if metric == "GED":
                 vals.append(ged(S, R))
@@ -127,10 +137,10 @@ def test_method_table_has_known_values_and_the_reference_rows(comparison_data, t
     main(["-d", DS, "-c", "2d", "-f", "0", "1", "-tr", "FakeATrainer", "FakeBTrainer", "-o", str(out), "--figures"])
     table = pd.read_csv(out / "method_comparison.csv")
     strict = table[table["mode"] == "strict"].set_index(["method", "metric"])
-    assert set(table["method"]) == {"FakeA", "FakeB", EMPTY, MAJORITY, INTER_RATER}
+    assert set(table["method"]) == {"FakeA", "FakeB", EMPTY, MAJORITY, STAPLE, INTER_RATER}
     assert set(table["mode"]) == {"strict", "dpersona"}
-    checks = [(row, m) for row in ("FakeA", "FakeB", EMPTY, MAJORITY, INTER_RATER) for m in ("GED", "Dice_soft")]
-    checks += [(row, "Dice_rater_strict") for row in ("FakeA", EMPTY, MAJORITY)]
+    checks = [(row, m) for row in ("FakeA", "FakeB", EMPTY, MAJORITY, STAPLE, INTER_RATER) for m in ("GED", "Dice_soft")]
+    checks += [(row, "Dice_rater_strict") for row in ("FakeA", EMPTY, MAJORITY, STAPLE)]
     for row, metric in checks:
         mean, std = expected(row if row not in ("FakeA", "FakeB") else f"{row}Trainer", metric)
         got = strict.loc[(row, metric)]
@@ -143,7 +153,7 @@ def test_method_table_has_known_values_and_the_reference_rows(comparison_data, t
     assert spearman_by_hand([8, 4, 4], [6, 6, 12]) == pytest.approx(-0.5)
     got = strict.loc[("FakeA", AREA_SPEARMAN)]
     assert got["mean"] == pytest.approx(-0.5) and got["num_folds"] == 1
-    for row in (EMPTY, MAJORITY, "FakeB"):
+    for row in (EMPTY, MAJORITY, STAPLE, "FakeB"):
         assert (row, AREA_SPEARMAN) not in strict.index
     # Dice of the consensus to the raters' majority: A's cols(0) against c1..c4's majorities cols(0, 1), cols(3)
     # (col 2 is a tie of two raters: background), cols(1, 2), cols(0); the majority row scores 1, all-empty 0
@@ -158,7 +168,7 @@ def test_method_table_has_known_values_and_the_reference_rows(comparison_data, t
     per_fold = pd.read_csv(out / "method_comparison_per_fold.csv")
     assert set(per_fold["fold"]) == {0, 1} and set(per_fold["num_cases"]) == {2}
     md = (out / "method_comparison.md").read_text()
-    for row in ("FakeA", "FakeB", EMPTY, MAJORITY, INTER_RATER, "strict mode", "dpersona mode", "per-rater Dice"):
+    for row in ("FakeA", "FakeB", EMPTY, MAJORITY, STAPLE, INTER_RATER, "strict mode", "dpersona mode", "per-rater Dice"):
         assert row in md
     figures = {f.name for f in (out / "figures").glob("*.png")}
     assert f"bars__{DS}__2d__GED.png" in figures and f"bars__{DS}__2d__Dice_soft.png" in figures
@@ -205,17 +215,28 @@ def test_calibration_rows_and_reliability_diagrams(comparison_data, tmp_path):
             vals = [calibration_by_hand(S, np.stack(list(LABELS[c].values())))[k] for c in split["val"]]
             per_fold.append(np.nanmean(vals))
         assert strict.loc[(method, metric), "mean"] == pytest.approx(np.mean(per_fold)), (method, metric)
-    # the trivial rows repeat one label map: no soft output -> n/a (no number, no folds), in both modes
-    for row in (EMPTY, MAJORITY):
-        for metric in ("ECE", "Brier", "Uncertainty_NCC"):
-            got = table[(table["method"] == row) & (table["metric"] == metric)]
-            assert len(got) == 2 and got["mean"].isna().all() and (got["num_folds"] == 0).all()
+    # the trivial rows repeat one label map: ECE and Brier score their overconfidence as for any prediction;
+    # their uncertainty is constant, so the NCC is n/a (no number, no folds), in both modes
+    for row in (EMPTY, MAJORITY, STAPLE):
+        for metric, k in (("ECE", 0), ("Brier", 1)):
+            per_fold = []
+            for split in SPLITS:
+                refs = [np.stack(list(LABELS[c].values())) for c in split["val"]]
+                maps = [np.zeros((4, 4), np.uint8) if row == EMPTY else staple_by_sitk(R) if row == STAPLE
+                        else majority(R) for R in refs]
+                per_fold.append(np.nanmean([calibration_by_hand(m[None], R)[k] for m, R in zip(maps, refs)]))
+            assert strict.loc[(row, metric), "mean"] == pytest.approx(np.mean(per_fold)), (row, metric)
+        assert strict.loc[(row, "ECE"), "mean"] > 0.05
+        got = table[(table["method"] == row) & (table["metric"] == "Uncertainty_NCC")]
+        assert len(got) == 2 and got["mean"].isna().all() and (got["num_folds"] == 0).all()
     assert (INTER_RATER, "ECE") not in strict.index  # a rater's mask is not a probability: not scored
     dp = table[table["mode"] == "dpersona"].set_index(["method", "metric"])
     assert dp.loc[("FakeA", "ECE"), "mean"] == pytest.approx(ece["mean"])  # calibration has no mode
     md = (out / "method_comparison.md").read_text()
-    header = next(line for line in md.splitlines() if line.startswith("| method |") and "ECE" in line).split(" | ")
-    empty_row = next(line for line in md.splitlines() if line.startswith(f"| {EMPTY} |")).split(" | ")
-    assert empty_row[header.index("ECE")] == "n/a" and empty_row[header.index("GED")] != "n/a"
+    cells = lambda line: [c.strip() for c in line.strip("| ").split(" | ")]
+    header = cells(next(line for line in md.splitlines() if line.startswith("| method |") and "ECE" in line))
+    empty_row = cells(next(line for line in md.splitlines() if line.startswith(f"| {EMPTY} |")))
+    assert empty_row[header.index("Uncertainty_NCC")] == "n/a" and empty_row[header.index("ECE")] != "n/a"
+    assert "Uncertainty_NCC is n/a where the predicted uncertainty is constant" in md  # the legend says why
     figures = {f.name for f in (out / "figures").glob("reliability__*.png")}
-    assert figures == {f"reliability__{DS}__2d__FakeA.png", f"reliability__{DS}__2d__FakeB.png"}
+    assert figures == {f"reliability__{DS}__2d__{m}.png" for m in ("FakeA", "FakeB", EMPTY, MAJORITY, STAPLE)}

@@ -9,7 +9,8 @@ from diffoseg_auto.inference.prediction_cost import (PredictionCost, SamplingWor
                                                      median_preprocessed_shape)
 from diffoseg_auto.inference.prediction_request import PredictionRequest
 from diffoseg_auto.inference.prediction_run import run_prediction
-from planners.time_budget import Candidate, plan_time_budget
+from planners.budget_candidates import Candidate
+from planners.time_budget import BudgetOptions, plan_time_budget
 from support.predictor_models import DATASET, make_configuration, tiny_plans, write_model_folder, write_raw_input
 
 
@@ -29,9 +30,10 @@ def test_the_planners_estimate_is_the_progress_bars_total(env_folders, tmp_path,
     write_model_folder(env_folders["results"], plans, stages=(1, 2))
     write_raw_input(tmp_path / "input", n_cases=1, spacing=(1.0, 1.0))
     row = {"train_iteration_s": 0.1, "val_iteration_s": 0.1, "denoiser_row_s": 0.01}
-    _, budget = plan_time_budget(plans.to_dict(), "2d", 0.1, throughput={"spacing_x1_widths_div1": (row, row)},
-                                 force=Candidate(1, 1), num_cases=5)
-    estimate = budget["notes"]["time_budget"]["not_counted"]["network_evaluations_per_case"]
+    options = BudgetOptions(throughput={"spacing_x1_widths_div1": (row, row)}, force=Candidate(1, 1), num_cases=5)
+    _, budget = plan_time_budget(plans.to_dict(), "2d", 0.1, options=options)
+    assert budget["notes"]["time_budget"]["validation"]["changed"] == {}  # the planned settings: predict's defaults
+    estimate = budget["notes"]["time_budget"]["prediction"]["network_evaluations_per_case"]
 
     totals = []
 

@@ -84,3 +84,19 @@ def test_case_image_files_match_the_listing_without_listing(toy, monkeypatch):
 
     monkeypatch.setattr(rd, "list_cases", lambda *a, **k: pytest.fail("load_case listed the folder"))
     assert toy.load_case("toy_004")[0].shape == (1, 32, 32)
+
+
+def test_worker_raw_dataset_parses_once_until_dataset_json_changes(toy):
+    import json
+    import os
+
+    from diffoseg_auto.dataset.raw_dataset import worker_raw_dataset
+
+    a = worker_raw_dataset(toy.folder)
+    assert worker_raw_dataset(str(toy.folder)) is a and a.cases == toy.cases
+    dj = json.loads((toy.folder / "dataset.json").read_text())
+    dj["raters"] = dj["raters"][:3]
+    (toy.folder / "dataset.json").write_text(json.dumps(dj))
+    os.utime(toy.folder / "dataset.json", ns=(1, 10**18))  # a new stamp even within one clock tick
+    b = worker_raw_dataset(toy.folder)
+    assert b is not a and b.num_raters == 3

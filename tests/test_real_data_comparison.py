@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from dataset_conversion.generate_toy_dataset import generate_toy_dataset
-from diffoseg_auto.evaluation.method_comparison import EMPTY, INTER_RATER, MAJORITY
+from diffoseg_auto.evaluation.method_comparison import EMPTY, INTER_RATER, MAJORITY, STAPLE
 from diffoseg_auto.results_layout import VAL_PREDICTIONS
 from support.pipeline import make_plans_tiny
 from planners.plan_and_preprocess_entrypoints import plan_and_preprocess
@@ -46,8 +46,9 @@ def test_real_data_comparison_script_on_the_toy_set(env_folders, tmp_path):
         assert len(list((folder / "samples").glob("*.npz"))) >= 1 and (folder / "raters").is_dir()
     assert run["methods"]["DiffOSegTrainer"]["0"]["minutes"] == pytest.approx({"stage1": 0.05 * 2 / 3, "stage2": 0.05 / 3})
     table = pd.read_csv(out / "method_comparison.csv")
-    assert set(table["method"]) == {"DiffOSeg", "ConsensusUNet", "MultiHeadUNet", "ProbUNet", EMPTY, MAJORITY, INTER_RATER}
+    assert set(table["method"]) == {"DiffOSeg", "ConsensusUNet", "MultiHeadUNet", "ProbUNet", EMPTY, MAJORITY, STAPLE,
+                                    INTER_RATER}
     ged = table[(table["metric"] == "GED") & (table["mode"] == "strict")]
-    assert len(ged) == 7 and ged["mean"].between(0, 2).all()
+    assert len(ged) == 8 and ged["mean"].between(0, 2).all()
     assert (out / "figures" / "bars__Dataset950_ToyCmp__2d__GED.png").is_file()
     assert "ProbUNet" in res.stdout  # the table is printed at the end

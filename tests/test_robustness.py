@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -407,3 +408,119 @@ def test_atomic_write_temporaries_are_invisible_to_readers(tmp_path):
     make_toy_cases(tmp_path / "pp", n=1)
     (tmp_path / "pp" / ".tmp_x_case_009.npz").write_bytes(b"")
     assert list_preprocessed_cases(tmp_path / "pp") == ["case_000"]
+
+
+# ---------------------------------------------------------------- 11. every file a command reads (issue 33)
+
+from support import corruption_table as table  # noqa: E402  (the table's rows and the state they run on)
+
+
+@pytest.fixture(scope="module")
+def corruption_state(tmp_path_factory):
+    """One small pipeline state (raw data to validation summary); each row runs on a copy of it."""
+    root = tmp_path_factory.mktemp("corruption_state")
+    with pytest.MonkeyPatch.context() as mp:
+        table.build_state(root, mp)
+    return root
+
+
+def _snapshot(root: Path) -> dict[str, str]:
+    """Every file's content hash; the unpacked .npy caches of preprocessed cases (rewritten from their .npz on
+    every training start) are left out."""
+    import hashlib
+
+    return {str(p.relative_to(root)): hashlib.sha1(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*"))
+            if p.is_file() and not p.name.endswith(".npy")}
+
+
+@pytest.mark.parametrize("row", table.ROWS, ids=lambda r: f"{r.command}:{r.file}:{r.corruption}")
+def test_every_file_a_command_reads_fails_in_one_line(row, corruption_state, tmp_path, monkeypatch, capsys):
+    """command x file x corruption -> exit 1, one line naming the file and the fix, no traceback, nothing else
+    on disk changed (documentation/robustness.md, rendered from these rows)."""
+    from diffoseg_auto.cli.console import command_targets, load_main
+    from diffoseg_auto.utilities.command_runner import run_command
+
+    root = tmp_path / "state"
+    shutil.copytree(corruption_state, root, symlinks=True)
+    for key, value in table._environment(root).items():
+        monkeypatch.setenv(key, value)
+    table.prepare(row, root)
+    table.corrupt(row.file, root / table.FILES[row.file], row.corruption)
+    before = _snapshot(root)
+    command = row.command.split()[0]
+    capsys.readouterr()
+    code = run_command(command, load_main(command_targets()[command]), table.argv(row, root))
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith(f"{command}: error: ")]
+    assert code == 1 and len(errors) == 1 and "Traceback" not in err, err
+    assert row.expect in errors[0], errors[0]
+    assert _snapshot(root) == before
+
+
+def test_robustness_md_holds_the_table_of_the_test():
+    doc = (ROOT / "documentation" / "robustness.md").read_text()
+    begin, end = "<!-- begin CORRUPTION_TABLE -->\n", "\n<!-- end CORRUPTION_TABLE -->"
+    assert begin in doc and end in doc, "robustness.md lacks the CORRUPTION_TABLE markers"
+    assert doc.split(begin, 1)[1].split(end, 1)[0] == table.render_markdown(), (
+        "documentation/robustness.md is stale: put the output of `python tests/support/corruption_table.py` "
+        "between its CORRUPTION_TABLE markers")
+
+
+# ---------------------------------------------------------------- 12. a full disk (issue 33)
+
+def _run(command: str, args: list[str], capsys) -> tuple[int, str]:
+    from diffoseg_auto.cli.console import command_targets, load_main
+    from diffoseg_auto.utilities.command_runner import run_command
+
+    capsys.readouterr()
+    code = run_command(command, load_main(command_targets()[command]), args)
+    return code, capsys.readouterr().err
+
+
+def _enospc_after_half(write):
+    """A write primitive that writes half of what it is given, then finds the disk full."""
+    import errno
+
+    def full(target, payload, *a, **k):
+        write(target, payload[: len(payload) // 2], *a, **k)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    return full
+
+
+def test_disk_full_is_one_line_leaves_no_half_file_and_the_rerun_finishes(corruption_state, tmp_path, monkeypatch,
+                                                                          capsys):
+    root = tmp_path / "state"
+    shutil.copytree(corruption_state, root, symlinks=True)
+    for key, value in table._environment(root).items():
+        monkeypatch.setenv(key, value)
+    args = table.argv(table.Row("diffoseg_evaluate", "", "", ""), root)
+    with monkeypatch.context() as m:  # the summary's text hits a full disk halfway
+        m.setattr(Path, "write_text", _enospc_after_half(Path.write_text))
+        code, err = _run("diffoseg_evaluate", args, capsys)
+    summary = root / "pred" / "summary.json"
+    assert code == 1 and "Traceback" not in err
+    assert err.splitlines()[-1] == (f"diffoseg_evaluate: error: no space left on device while writing {summary}; "
+                                    "free space and run the same command again")
+    assert not summary.exists() and not list((root / "pred").glob(".tmp_*"))
+    assert _run("diffoseg_evaluate", args, capsys)[0] == 0 and json.loads(summary.read_text())["num_cases"] == 1
+
+    # preprocessing: a case's .npz hits a full disk halfway; the rerun preprocesses the missing case only
+    folder = root / "preprocessed" / table.DS / "DiffOSegPlans_2d"
+    for suffix in (".npz", ".pkl"):
+        (folder / f"{table.CASE}{suffix}").unlink()
+    kept = {p.name: p.read_bytes() for p in folder.glob("*.npz")}
+    real_savez = np.savez_compressed
+    with monkeypatch.context() as m:
+        def full_savez(fh, **arrays):
+            fh.write(b"PK\x03\x04 half a case")
+            raise OSError(__import__("errno").ENOSPC, "No space left on device")
+        m.setattr(np, "savez_compressed", full_savez)
+        code, err = _run("diffoseg_preprocess", ["-d", str(table.DS_ID), "-c", "2d", "-np", "1"], capsys)
+    assert code == 1 and err.splitlines()[-1] == (
+        f"diffoseg_preprocess: error: no space left on device while writing {folder / (table.CASE + '.npz')}; "
+        "free space and run the same command again")
+    assert not (folder / f"{table.CASE}.npz").exists() and not list(folder.glob(".tmp_*"))
+    assert np.savez_compressed is real_savez
+    assert _run("diffoseg_preprocess", ["-d", str(table.DS_ID), "-c", "2d", "-np", "1"], capsys)[0] == 0
+    assert list_preprocessed_cases(folder) == [f"toy_{i:03d}" for i in range(6)]
+    assert {p.name: p.read_bytes() for p in folder.glob("*.npz") if p.name in kept} == kept

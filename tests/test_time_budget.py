@@ -12,9 +12,10 @@ from diffoseg_auto.plans.plans import load_plans, plans_from_dict
 from diffoseg_auto.results_layout import PROGRESS_FRACTIONS, progress_checkpoint_name
 from diffoseg_auto.training.run_training import run_training
 from diffoseg_auto.training.training_request import ScheduleOverrides, TrainingRequest
-from planners.time_budget import (EPOCH_PLOT_SECONDS, MIN_STAGE1_ITERATIONS, STAGE_START_SECONDS, Candidate,
-                                  StageCost, candidate_configuration, choose_candidate, plan_time_budget,
-                                  stage_schedule, viable_candidates)
+from planners.budget_candidates import Candidate, candidate_configuration, candidate_work, viable_candidates
+from planners.budget_schedule import (EPOCH_PLOT_SECONDS, MIN_STAGE1_ITERATIONS, STAGE_START_SECONDS, StageCost,
+                                      choose_candidate, stage_schedule)
+from planners.time_budget import BudgetOptions, budget_summary, plan_time_budget
 from support.toy_training import DATASET, tiny_plans
 
 
@@ -84,29 +85,58 @@ def test_a_slow_stage_spreads_the_remainder_over_its_few_epochs():
     assert st["estimated_seconds"] <= seconds
 
 
+def model_table(plans: dict, full_s: float, row_share: float | None = None) -> dict:
+    """Costs that follow the cost model (candidate_work): ``full_s`` seconds per iteration of the full-width,
+    full-resolution candidate, the others in proportion to their convolutions; ``row_share``: a denoiser row costs
+    this share of a training iteration per sample (None: no prediction cost)."""
+    works = {c.key: candidate_work(resolved(plans, cfg)) for c, cfg in viable_candidates(plans, "2d").items()}
+    full = works["spacing_x1_widths_div1"].macs
+    table = {}
+    for key, w in works.items():
+        t = full_s * w.macs / full
+        c = {"train_iteration_s": t, "val_iteration_s": t / 4, "augmentation_s": 0.0, "checkpoint_s": 0.0,
+             "denoiser_row_s": None if row_share is None else t * row_share / w.batch}
+        table[key] = (c, c)
+    return table
+
+
+def resolved(plans: dict, cfg: dict) -> dict:
+    from planners.budget_candidates import resolved_configuration
+
+    return resolved_configuration({**plans, "configurations": {**plans["configurations"], "x": cfg}}, "x")
+
+
+def plan(plans: dict, hours: float, **options):
+    return plan_time_budget(plans, "2d", hours, options=BudgetOptions(**options))
+
+
 def test_rule_picks_the_most_expensive_candidate_that_reaches_the_threshold():
     plans = big_plans()
-    table = {"spacing_x1_widths_div1": cost(1.0), "spacing_x1_widths_div2": cost(0.4),
-             "spacing_x2_widths_div1": cost(0.25), "spacing_x4_widths_div4": cost(0.02)}
-    # 1 h, Stage I gets 2400 s: ~2300 / ~5800 / ~9300 / ~25000 (capped) iterations
-    name, cfg = plan_time_budget(plans, "2d", 1.0, throughput=table, min_stage1_iterations=2000)
+    table = model_table(plans, 1.0)
+    # 1 h, Stage I gets 2400 s: the full network ~2300 iterations at 1 s
+    name, cfg = plan(plans, 1.0, throughput=table, min_stage1_iterations=2000)
     tb = cfg["notes"]["time_budget"]
     assert name == "2d_budget_1h" and tb["chosen"] == "spacing_x1_widths_div1"
     assert cfg["training"]["num_epochs"] * cfg["training"]["iterations_per_epoch"] >= 2000
-    _, cfg = plan_time_budget(plans, "2d", 1.0, throughput=table, min_stage1_iterations=5000)
-    assert cfg["notes"]["time_budget"]["chosen"] == "spacing_x1_widths_div2"
-    assert cfg["architecture"]["features_per_stage"] == [8, 16, 32, 32]
-    _, cfg = plan_time_budget(plans, "2d", 0.01, throughput=table, min_stage1_iterations=5000)
-    assert cfg["notes"]["time_budget"]["chosen"] == "spacing_x4_widths_div4"  # none reaches it: the most iterations
-    for hours in (0.5, 1.0, 4.0):  # both stages together fit the budget
-        _, cfg = plan_time_budget(plans, "2d", hours, throughput=table)
-        assert cfg["notes"]["time_budget"]["estimated_training_hours"] <= hours
-        rows = cfg["notes"]["time_budget"]["candidates"]
-        assert {r["candidate"] for r in rows} == set(table)
+    # 5000: out of the full network's reach (measured, ~2300); the next most expensive (spacing x2, 1/3 of the
+    # convolutions) reaches it
+    _, cfg = plan(plans, 1.0, throughput=table, min_stage1_iterations=5000)
+    tb = cfg["notes"]["time_budget"]
+    assert tb["chosen"] == "spacing_x2_widths_div1"
+    assert cfg["architecture"]["features_per_stage"] == [16, 32, 64, 64, 64]
+    rows = {r["candidate"]: r for r in tb["candidates"]}
+    assert rows["spacing_x1_widths_div1"]["stage1"]["iterations"] < 5000
+    _, cfg = plan(plans, 0.01, throughput=table, min_stage1_iterations=5000)
+    assert cfg["notes"]["time_budget"]["chosen"] == "spacing_x8_widths_div4"  # none reaches it: the most iterations
+    for hours in (0.5, 1.0, 4.0):  # the whole job fits the budget; every candidate is measured or dropped
+        _, cfg = plan(plans, hours, throughput=table)
+        tb = cfg["notes"]["time_budget"]
+        assert tb["estimated_training_hours"] <= tb["estimated_job_hours"] <= hours
+        assert {r["candidate"] for r in tb["candidates"]} | {d["candidate"] for d in tb["dropped"]} == set(table)
     with pytest.raises(ValueError, match="must be > 0"):
-        plan_time_budget(plans, "2d", 0, throughput=table)
+        plan(plans, 0, throughput=table)
     with pytest.raises(ValueError, match="not in the plans"):
-        plan_time_budget(plans, "3d_fullres", 1, throughput=table)
+        plan_time_budget(plans, "3d_fullres", 1, options=BudgetOptions(throughput=table))
 
 
 def test_the_default_rule_picks_what_won_on_the_tuning_folds():
@@ -115,12 +145,109 @@ def test_the_default_rule_picks_what_won_on_the_tuning_folds():
     plans = big_plans()
     lidc = {"spacing_x1_widths_div1": cost(0.945), "spacing_x1_widths_div2": cost(0.476)}
     for hours in (0.1, 0.25, 0.5):
-        _, cfg = plan_time_budget(plans, "2d", hours, throughput=lidc)
+        _, cfg = plan(plans, hours, throughput=lidc)
         assert cfg["notes"]["time_budget"]["chosen"] == "spacing_x1_widths_div1"
     bubil = {"spacing_x4_widths_div1": cost(3.148), "spacing_x8_widths_div1": cost(0.617)}
-    _, cfg = plan_time_budget(plans, "2d", 0.1, throughput=bubil)
+    _, cfg = plan(plans, 0.25, throughput=bubil)
     assert cfg["notes"]["time_budget"]["chosen"] == "spacing_x4_widths_div1"
     assert cfg["training"]["num_epochs"] * cfg["training"]["iterations_per_epoch"] >= MIN_STAGE1_ITERATIONS
+    # at 0.1 h measuring spacing x4 (3 s an iteration) after x8 would take more than the tenth of the hours
+    _, cfg = plan(plans, 0.1, throughput=bubil)
+    tb = cfg["notes"]["time_budget"]
+    assert tb["chosen"] == "spacing_x8_widths_div1"
+    assert [d["candidate"] for d in tb["dropped"]] == ["spacing_x4_widths_div1"]
+    assert "measuring budget" in tb["dropped"][0]["reason"]
+
+
+def validation_plans() -> dict:
+    """big_plans with the planned validation settings of a real plan (4 samples, 4 per rater prompt, S 25)."""
+    plans = big_plans()
+    c = plans["configurations"]["2d"]
+    c["training"]["num_val_samples"] = 4
+    c["stage2"]["num_samples_per_rater"] = 4
+    c["diffusion"].update(num_timesteps=250, sampling_steps=25, num_samples=16)
+    return plans
+
+
+def test_the_whole_job_fits_and_unfit_candidates_are_never_measured():
+    """The proof of issue 36: an injected table, no timing. 100 cases (20 validated at the end of each stage, 2
+    windows each); a denoiser row costs half a training sample."""
+    plans = validation_plans()
+    table = model_table(plans, 1.0, row_share=0.5)
+    calls = []
+
+    def measure(cand, cfg):
+        calls.append(cand.key)
+        return table[cand.key]
+
+    for hours in (0.05, 0.25, 1.0):
+        calls.clear()
+        _, cfg = plan(plans, hours, measure=measure, num_cases=100)
+        tb = cfg["notes"]["time_budget"]
+        val = tb["validation"]
+        assert tb["fits"] and tb["estimated_job_hours"] <= hours
+        assert val["cases"] == 20 and val["seconds"] > 0
+        # the job is both stages' loops and the end-of-stage validation
+        assert tb["estimated_job_hours"] == pytest.approx(tb["estimated_training_hours"] + val["seconds"] / 3600,
+                                                          abs=1e-3)
+        assert val["seconds"] <= 0.2 * hours * 3600 or set(val["changed"]) == {"num_val_samples",
+                                                                              "num_samples_per_rater", "sampling_steps"}
+        # the sized settings are the configuration's: training validates with them
+        s = val["settings"]
+        assert cfg["training"]["num_val_samples"] == s["num_val_samples"]
+        assert cfg["stage2"]["num_samples_per_rater"] == s["num_samples_per_rater"]
+        assert cfg["diffusion"]["sampling_steps"] == s["sampling_steps"]
+        # measured: the cheapest first, then the rest from the most expensive down; the dropped never
+        assert calls[0] == "spacing_x8_widths_div4"
+        assert calls == [r["candidate"] for r in tb["candidates"]]
+        assert not set(calls) & {d["candidate"] for d in tb["dropped"]}
+        assert tb["measuring"]["modelled_seconds"] <= 0.1 * hours * 3600
+    # at 0.05 h (180 s) the full network's validation alone (at a quarter of its estimate, fewest settings) exceeds
+    # its 20% of the hours: dropped on the estimate, never measured
+    calls.clear()
+    _, cfg = plan(plans, 0.05, measure=measure, num_cases=100)
+    dropped = {d["candidate"]: d["reason"] for d in cfg["notes"]["time_budget"]["dropped"]}
+    assert dropped["spacing_x1_widths_div1"].startswith("estimated before measuring: its validation exceeds 20%")
+    assert "spacing_x1_widths_div1" not in calls
+    calls.clear()  # at 0.01 h (36 s) its job alone exceeds the hours
+    _, cfg = plan(plans, 0.01, measure=measure, num_cases=100)
+    dropped = {d["candidate"]: d["reason"] for d in cfg["notes"]["time_budget"]["dropped"]}
+    assert dropped["spacing_x1_widths_div1"].startswith("estimated before measuring: cannot fit the hours")
+    assert calls == ["spacing_x8_widths_div4"] and cfg["notes"]["time_budget"]["estimated_job_hours"] <= 0.01
+    # at 1 h the validation of the full network is shrunk to 20% of the hour: 2 samples, 1 per rater, fewer steps
+    _, cfg = plan(plans, 1.0, measure=measure, num_cases=100)
+    tb = cfg["notes"]["time_budget"]
+    assert tb["chosen"] == "spacing_x1_widths_div1"
+    assert tb["validation"]["changed"]["num_val_samples"] == [4, 2]
+    assert tb["validation"]["changed"]["num_samples_per_rater"] == [4, 1]
+    assert 10 <= tb["validation"]["settings"]["sampling_steps"] < 25
+    assert tb["validation"]["seconds"] <= 0.2 * 3600
+
+
+def test_prediction_cost_is_printed_with_the_cheaper_setting_over_its_share():
+    plans = validation_plans()
+    table = model_table(plans, 1.0, row_share=1.0)
+    name, cfg = plan(plans, 1.0, throughput=table, num_cases=100, force=Candidate(1, 1))
+    pred = cfg["notes"]["time_budget"]["prediction"]
+    # 2 windows x S x (16 samples + 3 raters x n) rows at 0.5 s: above 5% of the hour (180 s)
+    assert pred["prediction_seconds_per_case"] > 180 and pred["cheaper"]["prediction_seconds_per_case"] <= 180
+    summary = budget_summary(name, cfg)
+    assert "s per median case" in summary and "use diffoseg_predict --sampling_steps" in summary
+    _, cfg = plan(plans, 1.0, throughput=model_table(plans, 1.0, row_share=0.001), num_cases=100)
+    assert "cheaper" not in cfg["notes"]["time_budget"]["prediction"]
+
+
+def test_a_large_dataset_trains_a_cpu_sized_batch():
+    """3,000 crops: the planned batch fills a GPU's 8 GB (175); on a CPU the budget trains CPU_MAX_BATCH."""
+    from planners.budget_candidates import CPU_MAX_BATCH
+
+    plans = big_plans()
+    plans["configurations"]["2d"]["batch_size"] = 175
+    table = model_table(plans, 1.0)
+    _, cfg = plan(plans, 0.5, throughput=table, num_cases=3000)
+    assert cfg["batch_size"] == CPU_MAX_BATCH and cfg["notes"]["time_budget"]["batch_size"]["planned"] == 175
+    _, cfg = plan_time_budget(plans, "2d", 0.5, "cuda", options=BudgetOptions(throughput=table, num_cases=3000))
+    assert "batch_size" not in cfg  # a GPU trains the planned batch
 
 
 def test_choose_candidate_tie_break_and_fallback():
@@ -138,7 +265,7 @@ def test_choose_candidate_tie_break_and_fallback():
 def test_measuring_path_runs_on_cpu_and_the_plan_trains(toy):
     torch.set_num_threads(1)
     plans = tiny_plans().to_dict()
-    name, cfg = plan_time_budget(plans, "2d", 0.002, "cpu", num_workers=0, measure_seconds=0.2)
+    name, cfg = plan_time_budget(plans, "2d", 0.002, "cpu", options=BudgetOptions(num_workers=0, measure_seconds=0.2))
     rows = cfg["notes"]["time_budget"]["candidates"]
     assert rows and all(r["stage1_seconds_per_iteration"] > 0 and r["measured"]["stage2"]["denoiser_row_s"] > 0
                         for r in rows)
@@ -156,7 +283,8 @@ def test_plan_experiment_cli_adds_the_budget_configuration(toy, capsys, monkeypa
     monkeypatch.setattr(entry, "run_planning", lambda *a, **k: ["DiffOSegPlans"])  # keep the tiny plans
     table = {c.key: cost(0.01) for c in viable_candidates(tiny_plans().to_dict(), "2d")}
     real = time_budget.plan_time_budget
-    monkeypatch.setattr(time_budget, "plan_time_budget", lambda *a, **k: real(*a, **{**k, "throughput": table}))
+    monkeypatch.setattr(time_budget, "plan_time_budget",
+                        lambda *a: real(*a[:5], dataclasses.replace(a[5], throughput=table)))
     entry.plan_experiment(["-d", DATASET, "--time_budget", "0.01", "-device", "cpu"])
     plans = load_plans(pp)
     cfg = plans.get_configuration("2d_budget_0.01h")

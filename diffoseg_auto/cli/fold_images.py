@@ -17,7 +17,7 @@ import numpy as np
 from diffoseg_auto.utilities.command_runner import run_command
 from diffoseg_auto.dataset.raw_dataset import open_raw_dataset
 from diffoseg_auto.paths import preprocessed_dataset_folder
-from diffoseg_auto.training.splits import SPLITS_FILE, load_splits, select_fold
+from diffoseg_auto.dataset.splits_file import SPLITS_FILE, load_splits, select_fold
 from diffoseg_auto.utilities.dataset_name_id import resolve_dataset_name
 
 
@@ -39,7 +39,22 @@ def link_fold_images(dataset: str | int, fold: int, output_folder: str | Path, s
     folder = preprocessed_dataset_folder(name)
     train, val = select_fold(load_splits(folder), int(fold), [], str(folder / SPLITS_FILE))
     cases = sample_cases(val if split == "val" else train, max_cases, seed)
-    files = open_raw_dataset(name).image_files_by_case("Tr")
+    link_images(open_raw_dataset(name).image_files_by_case("Tr"), cases, output_folder)
+    return cases
+
+
+def link_test_images(dataset: str | int, output_folder: str | Path, max_cases: int | None = None,
+                     seed: int = 0) -> list[str]:
+    """Link the images of the dataset's test cases (imagesTs), or of a fixed, seeded sample of ``max_cases`` of
+    them (sample_cases), into ``output_folder``; returns the cases ([] when the dataset has no imagesTs)."""
+    files = open_raw_dataset(dataset).image_files_by_case("Ts")
+    cases = sample_cases(list(files), max_cases, seed)
+    link_images(files, cases, output_folder)
+    return cases
+
+
+def link_images(files: dict[str, list[Path]], cases: list[str], output_folder: str | Path) -> None:
+    """A fresh ``output_folder`` with links to (or copies of) the image files of ``cases``."""
     out = Path(output_folder)
     if out.exists():
         shutil.rmtree(out)
@@ -50,7 +65,6 @@ def link_fold_images(dataset: str | int, fold: int, output_folder: str | Path, s
                 os.symlink(f.resolve(), out / f.name)
             except OSError:
                 shutil.copyfile(f, out / f.name)
-    return cases
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -4,12 +4,16 @@
     DatasetXXX_Name/imagesTr/<case>_<XXXX><file_ending>
     DatasetXXX_Name/labelsTr/<rater>/<case><file_ending>
     DatasetXXX_Name/imagesTs/<case>_<XXXX><file_ending>     (optional)
+    DatasetXXX_Name/labelsTs/<rater>/<case><file_ending>    (optional: a labelled held-out test split)
+
+Every accessor of cases and labels takes ``split`` ("Tr" or "Ts"; default "Tr").
 
 A missing labelsTr/<rater>/<case> file means "rater did not annotate this case"; it is
 never read as an empty mask. ``rater_mask`` arrays carry that distinction downstream.
 """
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass, field
@@ -34,6 +38,9 @@ def load_dataset_json(folder: str | Path) -> dict:
         dj = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise DatasetFormatError(f"{path}: not valid JSON ({e}). Fix the syntax.") from None
+    if not isinstance(dj, dict):
+        raise DatasetFormatError(f"{path}: holds a {type(dj).__name__}, not a JSON object with the fields "
+                                 f"{list(REQUIRED_FIELDS)}. Fix it (see documentation/dataset_format.md).")
     missing = [k for k in REQUIRED_FIELDS if k not in dj]
     if missing:
         raise DatasetFormatError(f"{path}: missing field(s) {missing}. Add them (see documentation/dataset_format.md).")
@@ -131,7 +138,14 @@ class RawDataset:
 
     @property
     def cases(self) -> list[str]:
-        return sorted(self.image_files_by_case("Tr"))
+        return self.cases_of("Tr")
+
+    def cases_of(self, split: str = "Tr") -> list[str]:
+        """The cases of images<split> (sorted; [] when the folder does not exist)."""
+        return sorted(self.image_files_by_case(split))
+
+    def labels_folder(self, split: str = "Tr") -> Path:
+        return self.folder / f"labels{split}"
 
     def case_image_files(self, case: str, split: str = "Tr") -> list[Path]:
         """One case's channel files without listing the folder (listing 12,000 files per case made reading a
@@ -150,15 +164,15 @@ class RawDataset:
                                      "needs one file per channel in dataset.json's channel_names.")
         return files
 
-    def label_file(self, rater: str | int, case: str) -> Path | None:
-        """labelsTr/<rater>/<case><ending>, or None when that rater did not annotate the case."""
+    def label_file(self, rater: str | int, case: str, split: str = "Tr") -> Path | None:
+        """labels<split>/<rater>/<case><ending>, or None when that rater did not annotate the case."""
         r = self.raters[rater] if isinstance(rater, int) else rater
-        f = self.folder / "labelsTr" / r / f"{case}{self.file_ending}"
+        f = self.labels_folder(split) / r / f"{case}{self.file_ending}"
         return f if f.is_file() else None
 
-    def rater_mask(self, case: str) -> np.ndarray:
+    def rater_mask(self, case: str, split: str = "Tr") -> np.ndarray:
         """Boolean (R,): which raters annotated ``case``."""
-        return np.array([self.label_file(r, case) is not None for r in self.raters], dtype=bool)
+        return np.array([self.label_file(r, case, split) is not None for r in self.raters], dtype=bool)
 
     def load_case(self, case: str, image_files: list[Path] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
         """Image (C,*S) float32, segs (R,*S) uint8 (zeros where missing), rater_mask (R,), props."""
@@ -172,6 +186,21 @@ class RawDataset:
                 check_label_array(s, self.label_file(r, case), data.shape[1:], self.num_classes)
                 segs[k] = s
         return data, segs, mask, props
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_raw_dataset(folder: str, dataset_json_stamp: tuple[int, int]) -> RawDataset:
+    return RawDataset(Path(folder))
+
+
+def worker_raw_dataset(folder: str | Path) -> RawDataset:
+    """The RawDataset of ``folder``, parsed once per process while its dataset.json is unchanged: per-case jobs
+    (fingerprint, preprocessing) would otherwise parse a 12,000-case dataset.json once per case."""
+    try:
+        st = (Path(folder) / "dataset.json").stat()
+    except OSError:  # let RawDataset name the missing file
+        return RawDataset(Path(folder))
+    return _cached_raw_dataset(str(folder), (st.st_mtime_ns, st.st_size))
 
 
 def open_raw_dataset(id_or_name: str | int) -> RawDataset:

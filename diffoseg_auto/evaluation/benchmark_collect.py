@@ -3,7 +3,7 @@
 Per fold, ``results_layout.validation_summary(model_folder, fold, 1)`` (sample metrics) and
 ``(..., 2)`` (per-rater metrics) are merged; a Stage II key that also exists in Stage I becomes
 "stage2/<key>". Missing summaries are reported (logging) and skipped, never filled in. A soft metric
-that a summary reports as "n/a" (no soft output) becomes a NaN value, which the tables show as "n/a".
+that a summary reports as "n/a" (Uncertainty_NCC of constant uncertainty) becomes a NaN value, which the tables show as "n/a".
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pandas as pd
 
 from diffoseg_auto.evaluation.calibration import NOT_AVAILABLE, RELIABILITY_KEY, pool_reliability
 from diffoseg_auto.results_layout import parse_trainer_folder_name, trainer_folder, validation_folder, validation_summary
-from diffoseg_auto.utilities.file_ops import load_json
+from diffoseg_auto.evaluation.summary_file import load_summary
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ def load_fold_metrics(model_folder: str | Path, fold: int) -> tuple[dict, dict |
     for stage in (1, 2):
         path = validation_summary(model_folder, fold, stage)
         if path.is_file():
-            summaries[stage] = load_json(path)
+            summaries[stage] = load_summary(path)
         else:
             trainer, plans, cfg = parse_trainer_folder_name(model_folder.name)
             logger.warning(f"missing: {path} -- create it with `diffoseg_train {model_folder.parent.name} {cfg} {fold} "
@@ -85,7 +85,7 @@ def collect_reliability(results_root: Path, datasets: list[str], configurations:
         for cfg in configurations:
             model_folder = trainer_folder(ds, trainer, plans, cfg, root=results_root)
             paths = [validation_summary(model_folder, f, 1) for f in folds]
-            pooled = pool_reliability([load_json(p).get(RELIABILITY_KEY) for p in paths if p.is_file()])
+            pooled = pool_reliability([load_summary(p).get(RELIABILITY_KEY) for p in paths if p.is_file()])
             if pooled is not None:
                 out[(ds, cfg)] = pooled
     return out
@@ -102,7 +102,7 @@ def summary_mode(results_root: Path, datasets: list[str], configurations: list[s
                 for stage in (1, 2):
                     p = validation_summary(model_folder, f, stage)
                     if p.is_file():
-                        mode = load_json(p).get("mode", mode)
+                        mode = load_summary(p).get("mode", mode)
     return mode
 
 

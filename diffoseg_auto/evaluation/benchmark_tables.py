@@ -7,13 +7,13 @@ from pathlib import Path
 import pandas as pd
 
 from diffoseg_auto.evaluation.benchmark_aggregate import metric_order
-from diffoseg_auto.evaluation.calibration import NOT_AVAILABLE, SOFT_METRICS
+from diffoseg_auto.evaluation.calibration import NCC_LEGEND, NOT_AVAILABLE, SOFT_METRICS
 from diffoseg_auto.utilities.file_ops import atomic_write, atomic_write_text
 
 
 def format_cell(mean: float, std: float, metric: str = "") -> str:
-    """'mean ± std' (only the mean without a std); no mean: "n/a" for a soft metric (no soft output, or no
-    case where the raters disagree), else empty."""
+    """'mean ± std' (only the mean without a std); no mean: "n/a" for a soft metric (calibration.NCC_LEGEND),
+    else empty."""
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):
         return NOT_AVAILABLE if metric in SOFT_METRICS else ""
     return f"{mean:.4f}" if std is None or math.isnan(std) else f"{mean:.4f} ± {std:.4f}"
@@ -33,7 +33,7 @@ def dataframe_to_markdown(df: pd.DataFrame) -> str:
 def benchmark_markdown(table: pd.DataFrame) -> str:
     """One section per dataset: rows = metric, columns = configuration (mean ± std over folds)."""
     parts = ["# Benchmark\n", "Mean ± sample std over folds (inter-rater reference: mean ± std over cases). "
-             "Metric definitions: documentation/benchmarking.md.\n"]
+             "Metric definitions: documentation/benchmarking.md. " + NCC_LEGEND + "\n"]
     for ds, sub in table.groupby("dataset", sort=False):
         cells = sub.assign(cell=[format_cell(m, s, k) for m, s, k in zip(sub["mean"], sub["std"], sub["metric"])])
         wide = cells.pivot(index="metric", columns="configuration", values="cell")

@@ -26,13 +26,18 @@ anything) has NaN calibration and is left out of the means.
   v does not vary (the raters agree on every pixel): such a case is not averaged. 0 when u does not
   vary but v does: the uncertainty map marks nothing, so it finds none of the disagreement.
 
-A prediction has *soft output* when in at least one of its cases p is strictly between 0 and 1
-somewhere. A deterministic method repeats one label map N times, so its samples give p = 0 or 1
-everywhere: its labels are not probabilities, and the three metrics are reported as
-``NOT_AVAILABLE`` ("n/a") for it, never as numbers, unless its softmax was saved as the consensus
-probabilities (``foreground_probability`` of ``calibration_metrics``), which then is its p. The rule
-is applied over all cases of a prediction (``mark_without_soft_output``), not per case, so that a stochastic method whose samples collapse on one case is scored there
-(NCC 0) instead of having that case dropped.
+Every prediction is scored, deterministic ones included: its p is its samples' foreground fraction, so a
+method that repeats one label map N times (a deterministic U-Net, a Probabilistic U-Net that collapsed,
+one rater's mask repeated) has p = 0 or 1 on every pixel, confidence 1 everywhere, and where the raters
+disagree that is the worst calibration there is: ECE and Brier show it. Where such a method saved its
+softmax as the consensus probabilities (``foreground_probability`` of ``calibration_metrics``), that is its
+p; a prediction without samples is scored on that file, else on its consensus label map (0/1).
+
+``Uncertainty_NCC`` is ``NOT_AVAILABLE`` ("n/a") only where the predicted uncertainty is constant: a
+prediction whose p is 0 or 1 on every pixel of every case (no *soft output*) has u = 0 everywhere, and the
+correlation of a constant is undefined (``mark_constant_uncertainty``, decided over all cases of a
+prediction, so that a stochastic method whose samples collapse on one case scores 0 there instead of having
+that case dropped). Up to commit 7432851 ECE and Brier were "n/a" for such predictions too (the old rule).
 """
 from __future__ import annotations
 
@@ -43,10 +48,15 @@ from scipy.ndimage import binary_dilation, generate_binary_structure
 
 NUM_BINS = 10
 BAND = 2
-SOFT_METRICS = ("ECE", "Brier", "Uncertainty_NCC")
+NCC = "Uncertainty_NCC"
+SOFT_METRICS = ("ECE", "Brier", NCC)
 NOT_AVAILABLE = "n/a"
 SOFT_OUTPUT_KEY = "soft_output"     # per case: bool, 0 < p < 1 somewhere
 RELIABILITY_KEY = "reliability"     # per case and pooled: {"count", "sum_p", "sum_q"} per bin
+# the tables' legend of the n/a rule (benchmark.md, method_comparison.md)
+NCC_LEGEND = ("Uncertainty_NCC is n/a where the predicted uncertainty is constant (p is 0 or 1 on every pixel: a "
+              "deterministic or collapsed prediction, whose ECE and Brier are still scored) or no case had "
+              "disagreeing raters; the correlation is undefined there.")
 # bin b holds EDGES[b-1] <= p < EDGES[b]; m / 10 and a fraction k / N that equals it round to the same double
 _INNER_EDGES = np.arange(1, NUM_BINS) / NUM_BINS
 
@@ -114,11 +124,11 @@ def calibration_metrics(samples: np.ndarray, available_raters: np.ndarray, band:
                         foreground_probability: np.ndarray | None = None) -> dict[str, Any]:
     """ECE, Brier, Uncertainty_NCC, the soft-output flag and the reliability bins of one case.
 
-    samples (N, *S) and available_raters (R, *S) are label maps (only the raters who annotated the case).
-    p is the samples' foreground fraction; where the samples do not disagree anywhere in the case (a deterministic
-    baseline repeats one label map) and ``foreground_probability`` (*S) is given (the saved consensus
-    probabilities: that baseline's softmax, written with --save_probabilities), p is that instead.
-    Without raters every metric is NaN and the bins are None.
+    samples (N, *S) and available_raters (R, *S) are label maps (only the raters who annotated the case); a
+    prediction without samples passes its consensus as one map (1, *S). p is the samples' foreground fraction;
+    where the samples do not disagree anywhere in the case (a deterministic baseline repeats one label map) and
+    ``foreground_probability`` (*S) is given (the saved consensus probabilities: that baseline's softmax, written
+    with --save_probabilities), p is that instead. Without raters every metric is NaN and the bins are None.
     """
     p = foreground_fraction(samples)
     if foreground_probability is not None and not samples_disagree(samples):
@@ -136,17 +146,17 @@ def calibration_metrics(samples: np.ndarray, available_raters: np.ndarray, band:
 
 
 def has_soft_output(per_case: Sequence[dict]) -> bool:
-    """Whether a prediction has soft output: in some case its samples disagree (see the module docstring)."""
+    """Whether a prediction has soft output: 0 < p < 1 somewhere in some case (see the module docstring)."""
     return any(d.get(SOFT_OUTPUT_KEY, False) for d in per_case)
 
 
-def mark_without_soft_output(per_case: list[dict], fill: Any = NOT_AVAILABLE) -> list[dict]:
-    """``per_case`` unchanged when the prediction has soft output; else copies whose soft metrics are ``fill``
-    (NOT_AVAILABLE in summaries, NaN in numeric tables) and whose reliability bins are None."""
-    if has_soft_output(per_case) or not any(k in d for d in per_case for k in SOFT_METRICS):
+def mark_constant_uncertainty(per_case: list[dict], fill: Any = NOT_AVAILABLE) -> list[dict]:
+    """``per_case`` unchanged when the prediction has soft output; else copies whose Uncertainty_NCC is ``fill``
+    (NOT_AVAILABLE in summaries, NaN in numeric tables): its uncertainty p(1-p) is 0 everywhere, and the
+    correlation of a constant is undefined. ECE, Brier and the reliability bins stay: they score its overconfidence."""
+    if has_soft_output(per_case) or not any(NCC in d for d in per_case):
         return per_case
-    return [{k: (fill if k in SOFT_METRICS else None if k == RELIABILITY_KEY else v) for k, v in d.items()}
-            for d in per_case]
+    return [{k: (fill if k == NCC else v) for k, v in d.items()} for d in per_case]
 
 
 def pool_reliability(bins: Sequence[dict | None]) -> dict[str, list[float]] | None:

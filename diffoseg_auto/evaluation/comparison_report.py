@@ -7,8 +7,8 @@ configurations, written as CSV, JSON, Markdown, bar charts and sample grids.
     OUT/method_comparison.json          both, with the folds, cases and N used
     OUT/figures/bars__<ds>__<cfg>__<metric>.png    one bar chart per headline metric
     OUT/figures/samples__<ds>__<cfg>__fold<f>__<case>.png   (--figures) every method's samples on one case
-    OUT/figures/reliability__<ds>__<cfg>__<method>.png      (--figures) reliability diagram of each method with
-                                                            soft output, pixels pooled over the folds' cases
+    OUT/figures/reliability__<ds>__<cfg>__<method>.png      (--figures) reliability diagram of each row (trained
+                                                            methods and trivial rows), pixels pooled over the folds' cases
 """
 from __future__ import annotations
 

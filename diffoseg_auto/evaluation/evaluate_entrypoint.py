@@ -12,12 +12,14 @@ from typing import Sequence
 import pandas as pd
 
 from diffoseg_auto.configuration import default_num_processes
+from diffoseg_auto.dataset.splits_file import fold_validation_cases
 from diffoseg_auto.errors import InvalidArgumentError
 from diffoseg_auto.evaluation.calibration import RELIABILITY_KEY
 from diffoseg_auto.evaluation.completeness import EvaluationIncompleteError, find_missing
 from diffoseg_auto.evaluation.metrics import MODES, evaluate_case, summarize
 from diffoseg_auto.evaluation.prediction_folder import (EvaluationInputError, list_predicted_cases, load_prediction,
                                                         load_reference, reference_info)
+from diffoseg_auto.paths import preprocessed_dataset_folder
 from diffoseg_auto.utilities.command_runner import run_command
 from diffoseg_auto.utilities.file_ops import atomic_write, save_json
 from diffoseg_auto.utilities.worker_lifeline import watch_parent
@@ -101,6 +103,18 @@ def evaluate_folder(ref_folder: str | Path, pred_folder: str | Path, output_file
     return summary
 
 
+def fold_held_out_cases(ref_folder: str | Path, fold: str) -> list[str] | None:
+    """-f: the held-out cases of ``fold`` in splits_final.json of the dataset whose labelsTr is ``ref_folder``
+    ($diffoseg_preprocessed/<its DatasetXXX_Name>); None for fold 'all' (every reference case)."""
+    if fold == "all":
+        return None
+    name = Path(ref_folder).resolve().parent.name
+    if not name.startswith("Dataset"):
+        raise InvalidArgumentError(f"-f {fold}: -ref {ref_folder} is not RAW/DatasetXXX_Name/labelsTr, so its "
+                                   "splits_final.json cannot be found. Pass the dataset's labelsTr or leave out -f.")
+    return fold_validation_cases(preprocessed_dataset_folder(name), fold)
+
+
 def format_summary(summary: dict) -> str:
     """Mean +- std per metric, as a pandas table for the terminal."""
     df = pd.DataFrame({"mean": summary["metrics"], "std": summary["metrics_std"]})
@@ -133,6 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="number of classes incl. background, or 'auto' (dataset.json, else largest label + 1). Default: auto")
     p.add_argument("--dataset_json", default=None, help="dataset.json to take rater order, labels and file ending from "
                                                         "(default: REF/../dataset.json when it exists)")
+    p.add_argument("-f", dest="fold", default=None,
+                   help="the fold whose held-out (validation) cases PRED holds, an integer or 'all': a missing "
+                        "prediction is one of that fold's cases (splits_final.json in $diffoseg_preprocessed of the "
+                        "dataset of -ref); the other training cases are not expected. Default: every case of -ref")
     p.add_argument("--strict", action="store_true",
                    help="fail (exit 1) when predictions, references or raters are missing, instead of warning")
     p.add_argument("-np", type=int, default=default_num_processes(),
@@ -142,8 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    expected = None if args.fold is None else fold_held_out_cases(args.ref, args.fold)
     summary = evaluate_folder(args.ref, args.pred, args.o, mode=args.mode, num_classes=args.num_classes,
-                              num_processes=args.np, dataset_json=args.dataset_json, strict=args.strict)
+                              num_processes=args.np, dataset_json=args.dataset_json, strict=args.strict,
+                              expected_cases=expected)
     print(format_summary(summary))
     out = Path(args.o) if args.o else Path(args.pred) / "summary.json"
     print(f"written: {out} and {out.parent / 'summary_per_case.csv'}")

@@ -26,12 +26,12 @@ def _mean_dicts(dicts: list[dict]) -> dict:
         return {k: float(np.nanmean([d[k] for d in dicts])) for k in keys}
 
 
-def labelled_cases(ds: RawDataset) -> list[str]:
-    """Cases with at least one rater file in labelsTr (images are not needed here)."""
+def labelled_cases(ds: RawDataset, split: str = "Tr") -> list[str]:
+    """Cases with at least one rater file in labels<split> (images are not needed here)."""
     ending = ds.file_ending
     cases = set()
     for r in ds.raters:
-        folder = ds.folder / "labelsTr" / r
+        folder = ds.labels_folder(split) / r
         if folder.is_dir():
             cases |= {f.name[: -len(ending)] for f in folder.iterdir() if f.name.endswith(ending) and not f.name.startswith(".")}
     return sorted(cases)
@@ -50,23 +50,25 @@ def case_leave_one_out(labels: np.ndarray, mask: np.ndarray, num_classes: int, m
     return out
 
 
-def inter_rater_reference(raw_dataset_folder: str | Path, cases: list[str] | None = None, mode: str = "strict") -> dict:
-    """Leave-one-rater-out agreement of a raw dataset's raters (see module docstring).
+def inter_rater_reference(raw_dataset_folder: str | Path, cases: list[str] | None = None, mode: str = "strict",
+                          split: str = "Tr") -> dict:
+    """Leave-one-rater-out agreement of a raw dataset's raters (see module docstring), on the labels of ``split``
+    ("Tr": labelsTr, "Ts": the test labels labelsTs).
 
     Returns {"mode", "num_cases", "metrics", "metrics_std" (over cases), "per_rater": {rater: metrics},
     "per_case": [{"case", ...metrics}], "raters"}.
     """
     ds = RawDataset(Path(raw_dataset_folder))
-    cases = labelled_cases(ds) if cases is None else list(cases)
+    cases = labelled_cases(ds, split) if cases is None else list(cases)
     per_case, per_rater = [], {r: [] for r in ds.raters}
     for case in cases:
-        mask = ds.rater_mask(case)
+        mask = ds.rater_mask(case, split)
         if not mask.any():
             continue
         labels = None
         for k, r in enumerate(ds.raters):
             if mask[k]:
-                arr, _ = read_seg(ds.label_file(r, case))
+                arr, _ = read_seg(ds.label_file(r, case, split))
                 if labels is None:
                     labels = np.zeros((ds.num_raters, *arr.shape), np.uint8)
                 labels[k] = arr

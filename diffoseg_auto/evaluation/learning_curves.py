@@ -16,13 +16,15 @@ import numpy as np
 import pandas as pd
 
 from diffoseg_auto.evaluation.evaluate_entrypoint import evaluate_folder
-from diffoseg_auto.evaluation.method_comparison import fold_validation_cases, method_label
+from diffoseg_auto.dataset.splits_file import fold_validation_cases
+from diffoseg_auto.evaluation.method_comparison import method_label
 from diffoseg_auto.io.checkpoint_io import epoch_durations, load_checkpoint
 from diffoseg_auto.paths import preprocessed_dataset_folder
 from diffoseg_auto.results_layout import (CHECKPOINT_FINAL, PROGRESS_FRACTIONS, SUMMARY, checkpoint_path,
                                           learning_curve_folder, progress_checkpoint_name, stage_folder,
                                           trainer_folder)
-from diffoseg_auto.utilities.file_ops import atomic_write_text, load_json
+from diffoseg_auto.evaluation.summary_file import load_summary
+from diffoseg_auto.utilities.file_ops import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +71,7 @@ def collect_curves(dataset: str, configuration: str, folds: list[int], trainers:
                     continue
                 summary_file = pred / SUMMARY
                 if summary_file.is_file():
-                    summary = load_json(summary_file)
+                    summary = load_summary(summary_file)
                 else:
                     if held_out is None:
                         held_out = fold_validation_cases(preprocessed_dataset_folder(dataset), fold)

@@ -12,6 +12,8 @@ both metric modes (strict, dpersona). Rows added on the same cases:
 - ``all-empty``: N empty samples, every rater predicted empty;
 - ``raters' majority repeated``: the majority vote of the case's annotating raters (ties ->
   background) as all N samples and as every rater's prediction (a perfect deterministic consensus);
+- ``raters' STAPLE repeated``: the same with the raters' STAPLE consensus (staple.py: SimpleITK's STAPLE
+  filters, the classic label fusion of multi-rater papers) in place of the majority vote;
 - ``inter-rater``: leave-one-rater-out agreement of the raters (see inter_rater.py).
 
 ``Rater_area_spearman`` (strict rows only, per fold): do a method's per-rater predictions rank the raters
@@ -24,8 +26,10 @@ majority vote, a plain segmentation-quality column (1 for the majority row by co
 inter-rater row, which has no consensus).
 
 ``ECE``, ``Brier``, ``Uncertainty_NCC`` (calibration.py, the same in both modes): per fold over the fold's
-cases; NaN (shown "n/a") for a row without soft output (a deterministic method, the trivial rows). The
-reliability bins of every row with soft output are pooled over the cases of all folds for its diagram.
+cases, for every row with a prediction (a deterministic method and the trivial rows included: their p is 0 or
+1, and their ECE and Brier show that overconfidence); Uncertainty_NCC is NaN (shown "n/a") for a row without
+soft output (constant uncertainty: the correlation is undefined). The reliability bins of every row are pooled
+over the cases of all folds for its diagram.
 
 N is the plans' ``diffusion.num_samples`` of the configuration.
 """
@@ -40,20 +44,21 @@ import pandas as pd
 from scipy.stats import spearmanr
 
 from diffoseg_auto.dataset.raw_dataset import RawDataset
-from diffoseg_auto.errors import InvalidArgumentError
+from diffoseg_auto.dataset.splits_file import fold_validation_cases
 from diffoseg_auto.evaluation.benchmark_collect import prediction_folders as validation_prediction_folders
 from diffoseg_auto.evaluation.benchmark_tables import format_cell
-from diffoseg_auto.evaluation.calibration import RELIABILITY_KEY, SOFT_METRICS, mark_without_soft_output, pool_reliability
+from diffoseg_auto.evaluation.calibration import NCC_LEGEND, RELIABILITY_KEY, SOFT_METRICS, mark_constant_uncertainty, pool_reliability
 from diffoseg_auto.evaluation.inter_rater import inter_rater_reference
 from diffoseg_auto.evaluation.metrics import MODES, evaluate_case, majority_vote
 from diffoseg_auto.evaluation.prediction_folder import (CasePrediction, list_predicted_cases, load_prediction,
                                                         load_reference)
+from diffoseg_auto.evaluation.staple import staple_consensus
 from diffoseg_auto.results_layout import trainer_folder, val_predictions_folder
-from diffoseg_auto.utilities.file_ops import load_json
 
 logger = logging.getLogger(__name__)
 
 EMPTY, MAJORITY, INTER_RATER = "all-empty", "raters' majority repeated", "inter-rater"
+STAPLE = "raters' STAPLE repeated"
 AREA_SPEARMAN = "Rater_area_spearman"
 MAJORITY_DICE = "Dice_consensus_majority"
 METRICS = ("GED", "Dice_soft", "Dice_match", "Dice_max", "Dice_rater_strict", "Dice_rater_dpersona", AREA_SPEARMAN,
@@ -74,13 +79,6 @@ def prediction_folders(model_folder: Path, fold: int) -> list[Path]:
     return validation_prediction_folders(Path(model_folder), fold)
 
 
-def fold_validation_cases(preprocessed_folder: Path, fold: int) -> list[str]:
-    splits = load_json(Path(preprocessed_folder) / "splits_final.json")
-    if not 0 <= fold < len(splits):
-        raise InvalidArgumentError(f"fold {fold} is not in {preprocessed_folder / 'splits_final.json'} (folds 0..{len(splits) - 1})")
-    return sorted(splits[fold]["val"])
-
-
 def load_method_case(ds: RawDataset, folders: list[Path], case: str, ref_props: dict,
                      ref_file: Path) -> CasePrediction:
     """One case's prediction; each of its parts from the first folder that has it."""
@@ -95,8 +93,9 @@ def trivial_predictions(labels: np.ndarray, mask: np.ndarray, num_classes: int, 
     """Row name -> (samples (N,*S), consensus (*S), rater predictions (R,*S)) of the trivial predictors."""
     empty = np.zeros(labels.shape[1:], np.uint8)
     majority = majority_vote(labels[mask], num_classes)
+    staple = staple_consensus(labels[mask], num_classes)
     return {name: CasePrediction(np.repeat(m[None], num_samples, 0), m, np.repeat(m[None], labels.shape[0], 0))
-            for name, m in ((EMPTY, empty), (MAJORITY, majority))}
+            for name, m in ((EMPTY, empty), (MAJORITY, majority), (STAPLE, staple))}
 
 
 def _mean_over_cases(per_case: list[dict]) -> dict[str, float]:
@@ -116,15 +115,19 @@ def area_spearman(predicted: np.ndarray, annotated: np.ndarray) -> float:
 
 
 def score_fold(ds: RawDataset, method_folders: dict[str, list[Path]], cases: list[str], num_samples: int,
-               modes: tuple[str, ...] = MODES) -> tuple[dict[tuple[str, str], dict[str, float]], dict[str, dict]]:
+               modes: tuple[str, ...] = MODES, split: str = "Tr",
+               per_case_out: dict | None = None) -> tuple[dict[tuple[str, str], dict[str, float]], dict[str, dict]]:
     """(row, mode) -> metrics averaged over ``cases`` for every method, the trivial rows and the inter-rater row;
-    and row -> reliability bins pooled over ``cases`` (rows with soft output only)."""
+    and row -> reliability bins pooled over ``cases`` (every row but the inter-rater one). ``split``: the labels scored
+    against (labelsTr; "Ts": a held-out test split's labelsTs). ``per_case_out``, when given, receives
+    (row, mode) -> the per-case values behind the means ({"case", metric: float}; the inter-rater row: the cases
+    with two raters), for standard errors over cases and paired differences."""
     per_case: dict[tuple[str, str], list[dict]] = {}
     # per row: (cases, raters) predicted foreground areas; and the raters' own areas (NaN: not annotated)
     predicted_area: dict[str, list[np.ndarray]] = {}
     annotated_area: list[np.ndarray] = []
     for case in cases:
-        labels, mask, props, ref_file = load_reference(ds.folder / "labelsTr", ds.raters, case, ds.file_ending)
+        labels, mask, props, ref_file = load_reference(ds.labels_folder(split), ds.raters, case, ds.file_ending)
         rows = {m: load_method_case(ds, folders, case, props, ref_file) for m, folders in method_folders.items()}
         trivial = trivial_predictions(labels, mask, ds.num_classes, num_samples)
         rows.update(trivial)
@@ -140,8 +143,11 @@ def score_fold(ds: RawDataset, method_folders: dict[str, list[Path]], cases: lis
                 per_case.setdefault((name, mode), []).append(res)
     out, reliability = {}, {}
     for (name, mode), results in per_case.items():
-        results = mark_without_soft_output(results, float("nan"))
+        results = mark_constant_uncertainty(results, float("nan"))
         out[(name, mode)] = _mean_over_cases(results)
+        if per_case_out is not None:
+            per_case_out[(name, mode)] = [{"case": c, **{k: v for k, v in d.items() if isinstance(v, float)}}
+                                          for c, d in zip(cases, results)]
         if mode == modes[0]:  # the bins do not depend on the mode
             pooled = pool_reliability([d.get(RELIABILITY_KEY) for d in results])
             if pooled is not None:
@@ -154,7 +160,10 @@ def score_fold(ds: RawDataset, method_folders: dict[str, list[Path]], cases: lis
             out[(name, "strict")][AREA_SPEARMAN] = area_spearman(np.mean(np.stack(areas), 0), reference)
     for mode in modes:
         try:
-            out[(INTER_RATER, mode)] = inter_rater_reference(ds.folder, cases=cases, mode=mode)["metrics"]
+            inter = inter_rater_reference(ds.folder, cases=cases, mode=mode, split=split)
+            out[(INTER_RATER, mode)] = inter["metrics"]
+            if per_case_out is not None:
+                per_case_out[(INTER_RATER, mode)] = inter["per_case"]
         except RuntimeError:  # no case with two raters: no inter-rater row
             pass
     return out, reliability
@@ -163,7 +172,7 @@ def score_fold(ds: RawDataset, method_folders: dict[str, list[Path]], cases: lis
 def collect(raw_folder: Path, preprocessed_folder: Path, results_folder: Path, configuration: str, folds: list[int],
             trainers: list[str], plans: str, num_samples: int) -> tuple[pd.DataFrame, dict[int, list[str]], dict[str, dict]]:
     """Long table (COLUMNS) of one dataset and configuration (every row x fold x mode x metric), the
-    cases scored per fold and per row with soft output its reliability bins pooled over those cases."""
+    cases scored per fold and per row its reliability bins pooled over those cases."""
     ds = RawDataset(Path(raw_folder))
     records, scored, bins = [], {}, {}
     for fold in folds:
@@ -212,25 +221,27 @@ def comparison_markdown(table: pd.DataFrame, raters: dict[str, list[str]], folds
 
     parts = ([heading(1, "Method comparison")] if headings else []) + [
         "Mean ± sample std over folds of the per-fold means over the fold's held-out cases; every row is scored "
-        "on the same cases. Metric definitions: documentation/benchmarking.md.\n"]
+        "on the same cases. Metric definitions: documentation/benchmarking.md. " + NCC_LEGEND + "\n"]
     for (ds, cfg), sub in table.groupby(["dataset", "configuration"], sort=False):
         order = list(dict.fromkeys(sub["method"]))
         parts.append(heading(2, f"{ds}, {cfg} (folds {', '.join(map(str, folds.get(ds, [])))})"))
         for mode in modes:
             m = sub[(sub["mode"] == mode) & sub["metric"].isin(METRICS)]
             parts.append(heading(3, f"{mode} mode"))
-            parts.append(_wide(m, order, list(METRICS), lambda k: k) + "\n")
+            parts.append(wide_markdown(m, order, list(METRICS), lambda k: k) + "\n")
         names = raters.get(ds, [])
         per_rater = [f"Dice_rater_strict/{k}" for k in range(len(names))]
         m = sub[(sub["mode"] == "strict") & sub["metric"].isin(per_rater)]
         if not m.empty:
             parts.append(heading(3, "per-rater Dice (strict)"))
-            parts.append(_wide(m, order, per_rater, lambda k: names[int(k.rsplit("/", 1)[1])]) + "\n")
+            parts.append(wide_markdown(m, order, per_rater, lambda k: names[int(k.rsplit("/", 1)[1])]) + "\n")
     return "\n".join(parts)
 
 
-def _wide(sub: pd.DataFrame, methods: list[str], metrics: list[str], header) -> str:
-    cells = {(r.method, r.metric): format_cell(r.mean, r.std, r.metric) for r in sub.itertuples()}
+def wide_markdown(sub: pd.DataFrame, methods: list[str], metrics: list[str], header, spread: str = "std") -> str:
+    """``methods`` x ``metrics`` of a long table as 'mean ± <its ``spread`` column>' cells (format_cell);
+    ``header(metric)`` names a column; metrics and methods without any value are left out."""
+    cells = {(r.method, r.metric): format_cell(r.mean, getattr(r, spread), r.metric) for r in sub.itertuples()}
     present = [k for k in metrics if any((m, k) in cells for m in methods)]
     lines = ["| method | " + " | ".join(header(k) for k in present) + " |", "|---|" + "---:|" * len(present)]
     for m in methods:

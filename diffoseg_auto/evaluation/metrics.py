@@ -23,7 +23,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from diffoseg_auto.evaluation.calibration import (NOT_AVAILABLE, RELIABILITY_KEY, SOFT_METRICS, SOFT_OUTPUT_KEY,
-                                                  calibration_metrics, mark_without_soft_output, pool_reliability)
+                                                  calibration_metrics, mark_constant_uncertainty, pool_reliability)
 
 MODES = ("strict", "dpersona")
 DPERSONA_SMOOTH = 1e-8
@@ -238,11 +238,11 @@ def evaluate_case(samples: np.ndarray | None, rater_labels: np.ndarray, rater_ma
     (Stage II, one per rater prompt), consensus (*S) int. With K == 2 keys are plain metric names;
     with several foreground classes each metric is reported as "<metric>/class_<c>" and the plain
     name holds the mean over classes. "rater_prompt_dice_matrix" (list of lists, mean over
-    foreground classes) is present when rater_predictions are given. ``calibration`` (with samples)
-    adds ECE, Brier and Uncertainty_NCC of the foreground (any class > 0, once per case), the
-    "soft_output" flag and the "reliability" bins (calibration.py); summarize turns them into "n/a"
-    for a prediction without soft output. ``foreground_probability`` (*S): the method's own soft prediction for
-    calibration (a deterministic baseline's softmax), instead of the samples' foreground fraction.
+    foreground classes) is present when rater_predictions are given. ``calibration`` adds ECE, Brier and
+    Uncertainty_NCC of the foreground (any class > 0, once per case), the "soft_output" flag and the
+    "reliability" bins (calibration.py) of the samples, else of the consensus as one 0/1 map; summarize turns
+    the NCC into "n/a" for a prediction without soft output. ``foreground_probability`` (*S): the method's own
+    soft prediction for calibration (a deterministic baseline's softmax), instead of the samples' foreground fraction.
     """
     _check_mode(mode)
     if num_classes < 2:
@@ -277,8 +277,9 @@ def evaluate_case(samples: np.ndarray | None, rater_labels: np.ndarray, rater_ma
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns of missing raters stay NaN
             out["rater_prompt_dice_matrix"] = np.nanmean(mats, 0).tolist()
-    if calibration and samples is not None:
-        out.update(calibration_metrics(samples, labels[mask], foreground_probability=foreground_probability))
+    scored = samples if samples is not None else None if consensus is None else np.asarray(consensus)[None]
+    if calibration and scored is not None:
+        out.update(calibration_metrics(scored, labels[mask], foreground_probability=foreground_probability))
     return out
 
 
@@ -289,10 +290,10 @@ NON_METRIC_KEYS = ("case", "num_raters_available", SOFT_OUTPUT_KEY)
 def summarize(per_case: list[dict], raters: list[str], mode: str) -> dict:
     """Mean and std over cases (NaN-aware) of every scalar metric, plus the mean rater x prompt matrix.
 
-    The soft metrics of a prediction without soft output are "n/a" in every case and in the means;
-    otherwise "reliability" holds the reliability bins pooled over the cases (else None).
+    The Uncertainty_NCC of a prediction without soft output (constant uncertainty) is "n/a" in every case and in
+    the means; "reliability" holds the reliability bins pooled over the cases (None without calibration).
     """
-    per_case = mark_without_soft_output(per_case)
+    per_case = mark_constant_uncertainty(per_case)
     names: list[str] = []
     for d in per_case:
         for k, v in d.items():

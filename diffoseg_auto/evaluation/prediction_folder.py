@@ -9,6 +9,7 @@
 """
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -39,7 +40,11 @@ def find_dataset_json(ref_folder: Path, dataset_json: str | Path | None) -> dict
         if dataset_json is not None:
             raise EvaluationInputError(f"{path}: --dataset_json file does not exist")
         return None
-    return load_json(path)
+    dj = load_json(path, fix="Fix it (see documentation/dataset_format.md) or pass another one with --dataset_json.")
+    if not isinstance(dj, dict) or not isinstance(dj.get("raters", []), list) or not isinstance(dj.get("labels", {}), dict):
+        raise EvaluationInputError(f"{path}: not a dataset.json (a JSON object with a 'raters' list and a 'labels' "
+                                   "object). Fix it (see documentation/dataset_format.md) or pass another one with --dataset_json.")
+    return dj
 
 
 def reference_info(ref_folder: str | Path, raters: list[str] | None = None, dataset_json: str | Path | None = None,
@@ -84,17 +89,24 @@ def list_predicted_cases(pred_folder: str | Path, file_ending: str) -> list[str]
 def load_samples_npz(path: str | Path) -> np.ndarray:
     """(N, *S) uint8 samples; unpacks the bit-packed form ('packed', 'shape')."""
     path = Path(path)
+    fix = "Delete it and predict the case again (diffoseg_predict --save_samples --continue_prediction)."
     try:
         with np.load(path) as z:
             if "packed" in z and "shape" in z:
                 shape = tuple(int(s) for s in z["shape"])
-                return np.unpackbits(z["packed"].ravel(), count=int(np.prod(shape))).reshape(shape).astype(np.uint8)
-            if "samples" in z:
-                return np.asarray(z["samples"]).astype(np.uint8, copy=False)
-            keys = list(z.keys())
-    except (OSError, ValueError) as e:
-        raise EvaluationInputError(f"{path}: cannot read samples ({e}). Re-run diffoseg_predict for this case.") from None
-    raise EvaluationInputError(f"{path}: has keys {keys}; expected 'samples' or 'packed' + 'shape'")
+                samples = np.unpackbits(z["packed"].ravel(), count=int(np.prod(shape))).reshape(shape).astype(np.uint8)
+            elif "samples" in z:
+                samples = np.asarray(z["samples"]).astype(np.uint8, copy=False)
+            else:
+                raise EvaluationInputError(f"{path}: has keys {list(z.keys())}; expected 'samples' or 'packed' + 'shape'. {fix}")
+    except EvaluationInputError:
+        raise
+    except (OSError, ValueError, EOFError, KeyError, TypeError, zipfile.BadZipFile) as e:
+        what = "is empty" if path.stat().st_size == 0 else f"cannot be read: cut short or not an .npz ({type(e).__name__})"
+        raise EvaluationInputError(f"{path}: {what}. {fix}") from None
+    if samples.ndim < 3 or samples.shape[0] == 0:
+        raise EvaluationInputError(f"{path}: samples have shape {list(samples.shape)}, expected (N, *S) label maps. {fix}")
+    return samples
 
 
 def _check_geometry(file: Path, props: dict, ref_props: dict, ref_file: Path) -> None:
@@ -143,7 +155,7 @@ def load_foreground_probability(pred_folder: Path, case: str, ref_props: dict, r
     try:
         with np.load(f) as z:
             probs = np.asarray(z["probabilities"], np.float32)
-    except (OSError, ValueError, KeyError) as e:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
         raise EvaluationInputError(f"{f}: unreadable consensus probabilities ({type(e).__name__}: {e}). Delete it or "
                                    "predict the case again with --save_probabilities.") from e
     if probs.ndim < 2 or list(probs.shape[1:]) != list(ref_props["shape"]):

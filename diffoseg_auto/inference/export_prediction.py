@@ -10,6 +10,8 @@
                                         binary tasks (K == 2): 'packed' = np.packbits(samples.ravel()) and
                                         'shape' = (N, *S_orig) int64 (unpack: np.unpackbits(packed, count=prod(shape)));
                                         K > 2: 'samples' uint8 (N, *S_orig)
+    OUT/disagreement/<case>.json        the case's predicted disagreement (evaluation/disagreement.py), written by
+                                        prediction_run.py next to the export
 
 All writes are atomic (image_io.write_*, utilities.file_ops.atomic_write).
 """
@@ -64,7 +66,8 @@ def unpack_samples(arrays: dict) -> np.ndarray:
     return np.asarray(arrays["samples"], dtype=np.uint8)
 
 
-def _save_npz(path: Path, **arrays: np.ndarray) -> None:
+def save_npz(path: Path, **arrays: np.ndarray) -> None:
+    """np.savez_compressed, atomically."""
     def write(p: Path) -> None:
         with open(p, "wb") as fh:
             np.savez_compressed(fh, **arrays)
@@ -83,7 +86,7 @@ def export_case(case: str, output_folder: str | Path, file_ending: str, properti
         probs = revert_probabilities(consensus_probabilities, properties, configuration)
         write_seg(np.argmax(probs, 0).astype(np.uint8), props, out / "consensus" / f"{case}{file_ending}")
         if save_probabilities:
-            _save_npz(out / "consensus" / f"{case}.npz", probabilities=probs.astype(np.float16))
+            save_npz(out / "consensus" / f"{case}.npz", probabilities=probs.astype(np.float16))
         write_image(uncertainty_map(probs, file_ending), props, out / "uncertainty" / f"{case}{file_ending}")
     for rater, rs in (rater_samples or {}).items():
         rs = np.asarray(rs)
@@ -94,4 +97,4 @@ def export_case(case: str, output_folder: str | Path, file_ending: str, properti
         write_seg(labels, props, out / "raters" / rater / f"{case}{file_ending}")
     if samples is not None:
         reverted = np.stack([revert_labels(s, properties, configuration, num_classes) for s in np.asarray(samples)])
-        _save_npz(out / "samples" / f"{case}.npz", **pack_samples(reverted, num_classes))
+        save_npz(out / "samples" / f"{case}.npz", **pack_samples(reverted, num_classes))

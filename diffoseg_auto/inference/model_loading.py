@@ -21,7 +21,7 @@ from diffoseg_auto.network.baselines import baseline_network_class
 from diffoseg_auto.plans.network_arguments import baseline_from_plans, denoiser_from_plans, diffusion_from_plans
 from diffoseg_auto.plans.plans import Plans, plans_from_dict
 from diffoseg_auto.results_layout import CHECKPOINT_FINAL, checkpoint_path, fold_folder, rater_list_file, trained_folds
-from diffoseg_auto.utilities.file_ops import load_json
+from diffoseg_auto.io.rater_list import load_rater_list
 from diffoseg_auto.io.checkpoint_io import load_checkpoint
 
 # init_args entries that must agree between the folds of an ensemble
@@ -61,11 +61,7 @@ def added_raters_checkpoint(model_folder: Path, fold: int | str, stage: int, che
     listing = rater_list_file(model_folder, fold)
     if stage != 2 or checkpoint_name != CHECKPOINT_FINAL or not listing.is_file():
         return checkpoint_name
-    try:
-        return str(load_json(listing)["checkpoint"])
-    except (ValueError, KeyError, TypeError):
-        raise ModelLoadError(f"{listing}: not a rater list written by diffoseg_add_rater (no 'checkpoint'). "
-                             "Delete it to predict the original raters, or add the expert again.") from None
+    return load_rater_list(listing)["checkpoint"]
 
 
 def model_raters(model_folder: Path, folds: Sequence[int | str], dataset_raters: Sequence[str],
@@ -76,7 +72,7 @@ def model_raters(model_folder: Path, folds: Sequence[int | str], dataset_raters:
     for fold in folds:
         listing = rater_list_file(model_folder, fold)
         extended = added_raters_checkpoint(model_folder, fold, 2, checkpoint_name) != checkpoint_name
-        lists.append(list(load_json(listing)["raters"]) if extended else list(dataset_raters))
+        lists.append(list(load_rater_list(listing)["raters"]) if extended else list(dataset_raters))
     if any(r != lists[0] for r in lists):
         raise ModelLoadError(f"{model_folder}: folds {list(folds)} have different raters ({lists}); add the same experts "
                              "to every fold (diffoseg_add_rater) or predict the folds separately.")
@@ -110,8 +106,11 @@ def load_trained_model(model_folder: str | Path, folds: Sequence[int | str], sta
     first_args: dict | None = None
     plans: Plans | None = None
     for fold in folds:
-        path = checkpoint_path(model_folder, fold, stage, added_raters_checkpoint(model_folder, fold, stage,
-                                                                                  checkpoint_name))
+        name = added_raters_checkpoint(model_folder, fold, stage, checkpoint_name)
+        path = checkpoint_path(model_folder, fold, stage, name)
+        if not path.is_file() and name != checkpoint_name:
+            raise ModelLoadError(f"{path}: checkpoint not found, but {rater_list_file(model_folder, fold)} names it. "
+                                 "Restore it, or delete that rater list to predict the original raters.")
         if not path.is_file():
             raise _missing_checkpoint_error(model_folder, fold, stage, checkpoint_name)
         ckpt = load_checkpoint(path)

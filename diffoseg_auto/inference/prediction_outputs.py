@@ -12,12 +12,14 @@ from pathlib import Path
 from typing import Sequence
 
 from diffoseg_auto.errors import UserError
+from diffoseg_auto.evaluation.disagreement import DISAGREEMENT_FOLDER, disagreement_file
 from diffoseg_auto.utilities.file_ops import load_json, save_json
 from diffoseg_auto.utilities.temp_files import remove_stale_temp_files
 
 SETTINGS_FILE = "prediction_settings.json"
 # everything a prediction (and its evaluation) writes into the output folder
-DERIVED = ("consensus", "uncertainty", "raters", "samples", SETTINGS_FILE, "summary.json", "summary_per_case.csv")
+DERIVED = ("consensus", "uncertainty", "raters", "samples", DISAGREEMENT_FOLDER, SETTINGS_FILE, "summary.json",
+           "summary_per_case.csv")
 
 
 class OutputFolderInUseError(UserError):
@@ -33,7 +35,7 @@ def expected_files(output_folder: str | Path, case: str, file_ending: str, rater
     """The files a finished case has (layout: export_prediction)."""
     out = Path(output_folder)
     files = [out / "consensus" / f"{case}{file_ending}", out / "uncertainty" / f"{case}{file_ending}"]
-    files += [out / "raters" / r / f"{case}{file_ending}" for r in raters]
+    files += [out / "raters" / r / f"{case}{file_ending}" for r in raters] + [disagreement_file(out, case)]
     if save_probabilities:
         files.append(out / "consensus" / f"{case}.npz")
     if save_samples:

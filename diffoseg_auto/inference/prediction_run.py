@@ -3,7 +3,8 @@
 For a ``PredictionRequest`` (prediction_request.py): check it, load the method's ``CasePredictor``
 (case_predictors.py), find the inputs (raw layout ``<case>_<XXXX><ending>``), lock the output folder
 and apply its rules (prediction_outputs.py: --continue_prediction / --overwrite), preprocess, predict
-and export every case (export_prediction.py: the output layout, in the input's geometry). Preprocessing
+and export every case (export_prediction.py: the output layout, in the input's geometry), and write each case's
+predicted disagreement (evaluation/disagreement.py: disagreement/<case>.json, for diffoseg_rank_cases). Preprocessing
 (-npp) and export (-nps) run in spawned worker processes next to the prediction (in-process with 1 or
 for a single case). A case that fails is reported and skipped; PredictionIncompleteError lists the
 failures after all other cases are written.
@@ -23,6 +24,7 @@ from tqdm import tqdm
 
 from diffoseg_auto.dataset.raw_dataset import extra_channel_files, list_cases, load_dataset_json
 from diffoseg_auto.errors import UserError
+from diffoseg_auto.evaluation.disagreement import case_disagreement, rater_label_maps, save_case_disagreement
 from diffoseg_auto.inference.case_predictors import CasePredictor, load_case_predictor
 from diffoseg_auto.inference.export_prediction import export_case, mean_one_hot
 from diffoseg_auto.inference.prediction_cost import PredictionCost, median_preprocessed_shape
@@ -83,6 +85,8 @@ def _predict_cases(predictor: CasePredictor, request: PredictionRequest, plans: 
                 except Exception as e:  # e.g. out of memory on one large case: the others still get predicted
                     _record_failure(failures, case, e)
                     continue
+                # case triage: how much the samples and the per-rater predictions disagree (no labels needed)
+                save_case_disagreement(out, case, case_disagreement(samples, rater_label_maps(rater_samples, K), K))
                 probabilities = mean_one_hot(samples, K) if soft is None else soft
                 exporter.submit(dict(case=case, output_folder=out, file_ending=ending, properties=properties,
                                      configuration=cfg, num_classes=K, consensus_probabilities=probabilities,

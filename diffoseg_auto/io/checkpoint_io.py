@@ -27,9 +27,15 @@ def load_checkpoint(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found.")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    if not isinstance(ckpt, dict) or "network_weights" not in ckpt or "init_args" not in ckpt:
-        raise CheckpointError(f"{path}: not a diffoseg_auto checkpoint (no network_weights / init_args).")
+    fix = ("Restore it, or delete it and write it again (diffoseg_train ... --c resumes from the latest checkpoint; "
+           "a final or added-rater checkpoint comes from training or diffoseg_add_rater again).")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # torch.load raises many kinds (EOFError, RuntimeError, UnpicklingError, ...) for a bad file
+        what = "is empty" if path.stat().st_size == 0 else f"cannot be read, cut short or not a checkpoint ({type(e).__name__})"
+        raise CheckpointError(f"{path}: {what}. {fix}") from None
+    if not isinstance(ckpt, dict) or "network_weights" not in ckpt or not isinstance(ckpt.get("init_args"), dict):
+        raise CheckpointError(f"{path}: not a diffoseg_auto checkpoint (no network_weights / init_args). {fix}")
     return ckpt
 
 

@@ -41,7 +41,8 @@ def _read_sitk(path: str | Path) -> sitk.Image:
         return sitk.ReadImage(str(path))
     except RuntimeError as e:  # SimpleITK raises RuntimeError with a long C++ message
         first = str(e).strip().splitlines()[-1] if str(e).strip() else "unknown reason"
-        raise ImageReadError(f"{path}: SimpleITK cannot read this file ({first}). Is it a valid image?") from None
+        raise ImageReadError(f"{path}: SimpleITK cannot read this file ({first}). Is it a valid image? "
+                             "Replace it with a readable copy.") from None
 
 
 def _props(img: sitk.Image) -> dict:

@@ -297,6 +297,10 @@ def _resolve_inheritance(raw_cfgs: dict, where: str) -> dict:
 
 
 def plans_from_dict(d: dict, where: str = "plans") -> Plans:
+    cfgs = d.get("configurations", {}) if isinstance(d, dict) else None
+    if not isinstance(cfgs, dict) or not all(isinstance(c, dict) for c in cfgs.values()):
+        raise PlansValidationError(f"{where}: not a plans file (a JSON object whose 'configurations' maps names to "
+                                   "objects). Restore your edit, or plan again with diffoseg_plan_experiment.")
     d = dict(d)
     if d.get("schema_version", SCHEMA_VERSION) != SCHEMA_VERSION:
         raise PlansValidationError(f"{where}: schema_version {d.get('schema_version')} is not supported (expected {SCHEMA_VERSION}). Re-run diffoseg_plan_experiment.")

@@ -142,9 +142,9 @@ class DefaultPreprocessor:
 
 def _preprocess_one(job: tuple) -> str:
     plans, configuration, raw_folder, case, out = job
-    from diffoseg_auto.dataset.raw_dataset import RawDataset
+    from diffoseg_auto.dataset.raw_dataset import worker_raw_dataset
 
-    raw = RawDataset(Path(raw_folder))
+    raw = worker_raw_dataset(raw_folder)
     data, segs, mask, props = raw.load_case(case)
     pp = DefaultPreprocessor(plans, configuration)
     data, seg, mask, properties = pp.run_case_arrays(data, segs, mask, props, case_identifier=case)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from diffoseg_auto.dataset.fingerprint_file import FINGERPRINT_FILE, load_fingerprint
 from diffoseg_auto.errors import UserError
 from diffoseg_auto.plans.plans import Plans
 from diffoseg_auto.preprocessing.case_storage import list_preprocessed_cases
@@ -62,10 +63,10 @@ def prepare_output_folder(folder: str | Path, signature: dict) -> set[str]:
 def assert_preprocessing_complete(data_folder: str | Path, dataset_folder: str | Path, dataset_name: str,
                                   configuration: str) -> None:
     """Raise listing the cases of the dataset fingerprint (the cases the plans were made from) that are missing."""
-    fp = Path(dataset_folder) / "dataset_fingerprint.json"
+    fp = Path(dataset_folder) / FINGERPRINT_FILE
     if not fp.is_file():
         return
-    expected = load_json(fp).get("cases") or []
+    expected = load_fingerprint(fp).get("cases") or []
     missing = sorted(set(expected) - set(list_preprocessed_cases(data_folder)))
     if missing:
         shown = ", ".join(missing[:20]) + (f", ... ({len(missing) - 20} more)" if len(missing) > 20 else "")

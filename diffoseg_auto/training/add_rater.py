@@ -29,6 +29,7 @@ from diffoseg_auto.dataset.label_checks import check_label_array
 from diffoseg_auto.dataset.raw_dataset import list_cases
 from diffoseg_auto.errors import InvalidArgumentError, MissingFileError, UserError
 from diffoseg_auto.io.checkpoint_io import load_checkpoint, save_checkpoint
+from diffoseg_auto.io.rater_list import load_rater_list
 from diffoseg_auto.io.image_io import geometry_matches, read_images, read_seg
 from diffoseg_auto.network.rater_extension import extended_state_dict, train_only_new_rater
 from diffoseg_auto.plans.network_arguments import denoiser_from_plans, diffusion_from_plans
@@ -104,7 +105,7 @@ def base_checkpoint(folder: Path, fold: int | str) -> tuple[Path, list[dict]]:
     else Stage II's final and no history."""
     added = rater_list_file(folder, fold)
     if added.is_file():
-        rater_list = load_json(added)
+        rater_list = load_rater_list(added)
         return checkpoint_path(folder, fold, 2, rater_list["checkpoint"]), rater_list.get("added", [])
     path = checkpoint_path(folder, fold, 2, CHECKPOINT_FINAL)
     if not path.is_file():

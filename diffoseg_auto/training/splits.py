@@ -11,14 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
-from diffoseg_auto.errors import UserError
-from diffoseg_auto.utilities.file_ops import load_json, save_json
+# the file's one reader (shape checks, fold selection) is in the dataset layer, which evaluation reads it through too
+from diffoseg_auto.dataset.splits_file import SPLITS_FILE, SplitsError, load_splits, select_fold
+from diffoseg_auto.utilities.file_ops import save_json
 
-SPLITS_FILE = "splits_final.json"
-
-
-class SplitsError(UserError, ValueError):
-    pass
+__all__ = ["SPLITS_FILE", "SplitsError", "create_splits", "get_or_create_splits", "load_splits", "select_fold"]
 
 
 def _grouped_kfold(cases: list[str], groups: list[str], num_folds: int, seed: int) -> list[dict]:
@@ -55,17 +52,6 @@ def create_splits(cases: list[str], case_groups: dict | None, num_folds: int = 5
     return _grouped_kfold(cases, groups, k, seed)
 
 
-def load_splits(preprocessed_dataset_folder: str | Path) -> list[dict]:
-    """The existing ``splits_final.json``, checked for shape; a missing file is an error naming the fix."""
-    path = Path(preprocessed_dataset_folder) / SPLITS_FILE
-    if not path.is_file():
-        raise SplitsError(f"{path}: no splits yet. They are created by the first `diffoseg_train` of this dataset.")
-    splits = load_json(path)
-    if not isinstance(splits, list) or not all(isinstance(s, dict) and {"train", "val"} <= set(s) for s in splits):
-        raise SplitsError(f"{path}: expected a list of {{'train': [...], 'val': [...]}}. Fix or delete the file to regenerate it.")
-    return splits
-
-
 def get_or_create_splits(preprocessed_dataset_folder: str | Path, cases: list[str], case_groups: dict | None,
                          num_folds: int = 5, seed: int = 12345) -> list[dict]:
     """Load ``splits_final.json`` or create and save it (atomic). Returns [{'train': [...], 'val': [...]}, ...]."""
@@ -80,16 +66,3 @@ def get_or_create_splits(preprocessed_dataset_folder: str | Path, cases: list[st
     splits = create_splits(cases, case_groups, num_folds, seed)
     save_json(splits, path)
     return splits
-
-
-def select_fold(splits: list[dict], fold: int | str, cases: list[str], where: str = SPLITS_FILE) -> tuple[list[str], list[str]]:
-    """(train, val) case lists for ``fold``; fold 'all' -> every case in both."""
-    if str(fold) == "all":
-        return sorted(cases), sorted(cases)
-    try:
-        f = int(fold)
-    except (TypeError, ValueError):
-        raise SplitsError(f"Fold must be an integer or 'all', got '{fold}'.") from None
-    if not 0 <= f < len(splits):
-        raise SplitsError(f"Fold {f} is outside the splits in {where} (folds 0..{len(splits) - 1} and 'all').")
-    return list(splits[f]["train"]), list(splits[f]["val"])

@@ -12,6 +12,7 @@ from diffoseg_auto.errors import InvalidArgumentError
 TRAINERS: dict[str, str] = {
     "DiffOSegTrainer": "diffoseg_auto.training.trainer:DiffOSegTrainer",
     "ConsensusUNetTrainer": "diffoseg_auto.training.baselines.consensus_unet:ConsensusUNetTrainer",
+    "ConsensusUNetSTAPLETrainer": "diffoseg_auto.training.baselines.consensus_unet:ConsensusUNetSTAPLETrainer",
     "MultiHeadUNetTrainer": "diffoseg_auto.training.baselines.multihead_unet:MultiHeadUNetTrainer",
     "ProbUNetTrainer": "diffoseg_auto.training.baselines.prob_unet:ProbUNetTrainer",
 }

@@ -4,12 +4,15 @@ runs ``python -m diffoseg_auto.training.run_training``).
 
 - ``-v`` / ``--verbose`` and ``-q`` / ``--quiet`` set the stdlib logging level;
 - a ``UserError`` becomes one line on stderr (``<command>: error: <message>``) and exit code 1;
+- a full disk (OSError ENOSPC) too: ``<command>: error: no space left on device while writing <file>; free
+  space and run the same command again`` (atomic writes leave no half-written file, so the rerun finishes);
 - any other exception is a bug and keeps its traceback.
 
 It lives this low (layer ``utilities``) so that the entry modules of every layer can use it.
 """
 from __future__ import annotations
 
+import errno
 import logging
 import sys
 from typing import Any, Callable, Sequence
@@ -58,6 +61,11 @@ def user_error_line(command: str, error: UserError) -> str:
     return f"{command}: error: {'; '.join(parts) or type(error).__name__}"
 
 
+def disk_full_line(command: str, error: OSError) -> str:
+    where = f" while writing {error.filename}" if error.filename else ""
+    return f"{command}: error: no space left on device{where}; free space and run the same command again"
+
+
 def run_command(command: str, main: Callable[[list[str]], Any], argv: Sequence[str] | None = None) -> int:
     """Run ``main(argv)`` (default: the process's arguments) as the command ``command``; returns the exit code.
     An entry module ends with ``if __name__ == "__main__": sys.exit(run_command("<command>", main))``."""
@@ -67,6 +75,11 @@ def run_command(command: str, main: Callable[[list[str]], Any], argv: Sequence[s
         status = main(rest)
     except UserError as e:
         print(user_error_line(command, e), file=sys.stderr)
+        return 1
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            raise
+        print(disk_full_line(command, e), file=sys.stderr)
         return 1
     except SystemExit as e:
         if e.code == 0 and any(a in ("-h", "--help") for a in rest):

@@ -1,12 +1,15 @@
-"""Atomic writes: a kill during a save never leaves a broken file behind."""
+"""Atomic writes: a kill during a save never leaves a broken file behind, and neither does a full disk (the
+temporary is removed; the OSError ENOSPC names the file, which run_command reports in one line)."""
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
 from pathlib import Path
 from typing import Any, Callable
 
+from diffoseg_auto.errors import CorruptFileError, MissingFileError
 from diffoseg_auto.utilities.temp_files import temp_path_for
 
 
@@ -21,6 +24,10 @@ def atomic_write(path: str | Path, write_fn: Callable[[Path], None], keep_extens
     try:
         write_fn(tmp)
         os.replace(tmp, path)
+    except OSError as e:
+        if e.errno == errno.ENOSPC:  # name the file the user knows, not the temporary (which is removed below)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from e
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -39,8 +46,18 @@ def save_json(obj: Any, path: str | Path, indent: int = 2) -> None:
     atomic_write_text(path, json.dumps(obj, indent=indent, default=_json_default))
 
 
-def load_json(path: str | Path) -> Any:
-    return json.loads(Path(path).read_text())
+def load_json(path: str | Path, fix: str | None = None) -> Any:
+    """The parsed file. A missing file raises MissingFileError, one that is empty, cut short or not JSON (a copy
+    interrupted, a hand edit) CorruptFileError; both name the file and ``fix`` (default: write it again)."""
+    path = Path(path)
+    advice = fix or "Delete it and run the command that writes it again (or restore your copy)."
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise MissingFileError(f"{path}: does not exist. {advice}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        what = "is empty" if not path.read_bytes().strip() else f"is not valid JSON ({e})"
+        raise CorruptFileError(f"{path}: {what}. {advice}") from None
 
 
 def _json_default(o: Any) -> Any:

@@ -55,21 +55,22 @@ def tiny_plans(dataset_name=DATASET):
                  foreground_intensity_properties_per_channel={}, configurations={"2d": cfg})
 
 
-def write_model_folder(results, plans, stages=(1, 2), trained_on=DATASET, folds=(0,), trainer="DiffOSegTrainer"):
+def write_model_folder(results, plans, stages=(1, 2), trained_on=DATASET, folds=(0,), trainer="DiffOSegTrainer",
+                       configuration="2d"):
     """A results folder as diffoseg_train writes it: random-weight checkpoints (timing of weights is irrelevant here).
     A baseline ``trainer`` (network.baselines) has its one network in stage1."""
     from diffoseg_auto.dataset.raw_dataset import write_dataset_json
     from diffoseg_auto.inference.model_loading import trained_network
     from diffoseg_auto.io.checkpoint_io import save_checkpoint
 
-    folder = results / DATASET / f"{trainer}__DiffOSegPlans__2d"
+    folder = results / DATASET / f"{trainer}__DiffOSegPlans__{configuration}"
     write_dataset_json(folder, name="Tiny", channel_names={0: "MR"}, labels={"background": 0, "lesion": 1},
                        raters=plans.raters, num_training=2, file_ending=".nii.gz")
     for fold in folds:
         for stage in stages:
             torch.manual_seed(10 * stage + fold)
-            net = trained_network(trainer, plans, "2d", stage)
-            init_args = {"trainer_name": trainer, "plans_name": "DiffOSegPlans", "configuration": "2d",
+            net = trained_network(trainer, plans, configuration, stage)
+            init_args = {"trainer_name": trainer, "plans_name": "DiffOSegPlans", "configuration": configuration,
                          "dataset_name": trained_on, "stage": stage, "fold": fold, "num_raters": plans.num_raters,
                          "num_classes": plans.num_classes}
             save_checkpoint(folder / f"fold_{fold}" / f"stage{stage}" / "checkpoint_final.pth",

@@ -3,12 +3,13 @@ checkpoints and results folders carry, so that prediction can rebuild them witho
 from __future__ import annotations
 
 from diffoseg_auto.network.baselines.base import BaselineNetwork
-from diffoseg_auto.network.baselines.consensus_unet import ConsensusUNet
+from diffoseg_auto.network.baselines.consensus_unet import ConsensusUNet, STAPLEConsensusUNet
 from diffoseg_auto.network.baselines.multihead_unet import MultiHeadUNet
 from diffoseg_auto.network.baselines.prob_unet import ProbabilisticUNet
 
 BASELINE_NETWORKS: dict[str, type[BaselineNetwork]] = {
     "ConsensusUNetTrainer": ConsensusUNet,
+    "ConsensusUNetSTAPLETrainer": STAPLEConsensusUNet,
     "MultiHeadUNetTrainer": MultiHeadUNet,
     "ProbUNetTrainer": ProbabilisticUNet,
 }

@@ -27,3 +27,8 @@ class ConsensusUNet(BaselineNetwork):
     def to_predictions(self, outputs: np.ndarray, num_samples: int, num_raters: int,
                        num_classes: int) -> tuple[np.ndarray, np.ndarray]:
         return np.repeat(outputs[:1], num_samples, 0), np.repeat(outputs[:1], num_raters, 0)
+
+
+class STAPLEConsensusUNet(ConsensusUNet):
+    """The same network, trained on the raters' STAPLE consensus (ConsensusUNetSTAPLETrainer): its own class so that
+    prediction names the trainer a checkpoint came from (BASELINE_NETWORKS is keyed both ways)."""

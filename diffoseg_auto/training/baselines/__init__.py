@@ -1,6 +1,7 @@
 """Baseline trainers of the same pipeline as DiffOSeg, chosen with ``-tr``:
 
 - ``ConsensusUNetTrainer``: a deterministic U-Net on the raters' majority vote (Dice + CE);
+- ``ConsensusUNetSTAPLETrainer``: the same U-Net on the raters' STAPLE consensus (evaluation/staple.py);
 - ``MultiHeadUNetTrainer``: one shared U-Net, one output head per rater;
 - ``ProbUNetTrainer``: the Probabilistic U-Net of Kohl et al. (NeurIPS 2018).
 
