@@ -58,14 +58,18 @@ def train(dataset: int, configuration: str, fold: int) -> float:
     return time.time() - t0
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="benchmarks/budget_word.py", description=__doc__.splitlines()[0])
     p.add_argument("-d", type=int, required=True, help="a preprocessed dataset (its 2d or 3d_fullres plans)")
     p.add_argument("--hours", type=float, nargs="+", required=True)
     p.add_argument("-f", type=int, default=0, help="the fold trained")
     p.add_argument("--out", required=True, help="folder for budget_word.json and .md")
     p.add_argument("--record", default=None, help="also append the rows to this JSON file (kept in the repository)")
-    a = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
