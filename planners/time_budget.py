@@ -47,6 +47,8 @@ VALIDATION_SHARE = 0.2      # the end-of-stage validation sampling (both stages)
 PREDICTION_SHARE = 0.05     # predicting one median case above this share of the hours prints the cheaper setting
 MIN_VAL_SAMPLES = 2         # validation samples per case: GED needs pairs of samples
 MIN_SAMPLING_STEPS = 10     # the smallest S measured below the planned 25 without a large loss (planning.md)
+MIN_VAL_CASES = 50          # a seeded sample of held-out cases before the steps shrink; at most to MIN_VAL_CASES_LAST
+MIN_VAL_CASES_LAST = 10
 # An unmeasured candidate is dropped only if it cannot fit at this share of its estimate: the estimate extrapolates
 # from the cheapest candidate, whose small convolutions cost more per multiply-accumulate on a CPU (BU-BIL's measured
 # widths / 1 : / 2 was 2.8x where the model says 4x; planning.md)
@@ -133,31 +135,38 @@ def shrink(settings: dict, order: list[tuple[str, int]], cost: Callable[[dict], 
 
 
 def validation_seconds(cand: CandidatePlan, costs: tuple[StageCost, StageCost], settings: dict, job: JobSpec) -> float:
-    """End-of-stage validation of both stages: Stage I samples ``num_val_samples`` per case, Stage II
-    ``num_samples_per_rater`` per rater prompt (training/validation.py), each case at ``sampling_steps``."""
-    steps = settings["sampling_steps"]
+    """End-of-stage validation of both stages on ``val_max_cases`` cases: Stage I samples ``num_val_samples`` per
+    case, Stage II ``val_samples_per_rater`` per rater prompt (training/validation.py), each at ``val_sampling_steps``."""
+    steps = settings["val_sampling_steps"]
     per_case = case_prediction_cost(cand, SamplingWork(steps, settings["num_val_samples"]),
                                     costs[0].denoiser_row_s)["seconds"]
     if job.stage1_fraction < 1:
-        stage2 = SamplingWork(steps, 0, job.num_raters, settings["num_samples_per_rater"])
+        stage2 = SamplingWork(steps, 0, job.num_raters, settings["val_samples_per_rater"])
         per_case += case_prediction_cost(cand, stage2, costs[1].denoiser_row_s)["seconds"]
-    return job.validation_cases * per_case
+    return settings["val_max_cases"] * per_case
 
 
-def planned_sampling(cfg: dict) -> dict:
-    """The validation settings of a resolved configuration (the planned ones)."""
-    return {"num_val_samples": cfg["training"]["num_val_samples"],
-            "num_samples_per_rater": cfg["stage2"]["num_samples_per_rater"],
-            "sampling_steps": cfg["diffusion"]["sampling_steps"]}
+def planned_sampling(cfg: dict, cases: int) -> dict:
+    """The validation settings of a resolved configuration (the planned ones: the inference settings unless the
+    configuration sets the validation's own) for a fold of ``cases`` held-out cases."""
+    t = cfg["training"]
+    return {"num_val_samples": t["num_val_samples"],
+            "val_samples_per_rater": t.get("val_samples_per_rater") or cfg["stage2"]["num_samples_per_rater"],
+            "val_sampling_steps": t.get("val_sampling_steps") or cfg["diffusion"]["sampling_steps"],
+            "val_max_cases": min(cases, t.get("val_max_cases") or cases)}
 
 
 def size_validation(cand: CandidatePlan, costs: tuple[StageCost, StageCost], job: JobSpec) -> dict:
     """The validation settings that keep the end-of-stage validation within VALIDATION_SHARE of the budget: fewer
-    validation samples first (only validation reads them), then fewer samples per rater prompt, then fewer steps
-    (both also diffoseg_predict's defaults); each at least its floor."""
-    planned = planned_sampling(cand.cfg)
-    order = [("num_val_samples", min(planned["num_val_samples"], MIN_VAL_SAMPLES)), ("num_samples_per_rater", 1),
-             ("sampling_steps", min(planned["sampling_steps"], MIN_SAMPLING_STEPS))]
+    validation samples first, then fewer samples per rater prompt, then a seeded sample of the held-out cases (to
+    MIN_VAL_CASES), then fewer steps, then fewer cases (to MIN_VAL_CASES_LAST); each at least its floor. Only the
+    validation reads them (training.val_*): diffoseg_predict keeps the planned sampling."""
+    planned = planned_sampling(cand.cfg, job.validation_cases)
+    cases = planned["val_max_cases"]
+    order = [("num_val_samples", min(planned["num_val_samples"], MIN_VAL_SAMPLES)), ("val_samples_per_rater", 1),
+             ("val_max_cases", min(cases, MIN_VAL_CASES)),
+             ("val_sampling_steps", min(planned["val_sampling_steps"], MIN_SAMPLING_STEPS)),
+             ("val_max_cases", min(cases, MIN_VAL_CASES_LAST))]
     settings = shrink(planned, order, lambda s: validation_seconds(cand, costs, s, job),
                       VALIDATION_SHARE * job.seconds)
     return {"cases": job.validation_cases, "settings": settings,
@@ -328,12 +337,13 @@ def _budget_configuration(cfg: dict, chosen: dict) -> dict:
     """The chosen candidate's configuration with its schedule and validation settings written in."""
     out = copy.deepcopy(cfg)
     st1, st2, val = chosen["stage1"], chosen["stage2"], chosen["validation"]["settings"]
+    changed = chosen["validation"]["changed"]
     out["training"] = {**{k: st1[k] for k in ("num_epochs", "iterations_per_epoch", "num_val_iterations_per_epoch")},
-                       "num_val_samples": val["num_val_samples"]}
+                       "num_val_samples": val["num_val_samples"],
+                       **{k: val[k] for k in ("val_samples_per_rater", "val_sampling_steps", "val_max_cases")
+                          if k in changed}}  # only what the sizing lowered: the rest follows the inference settings
     if st2 is not None:
         out["stage2"] = {k: st2[k] for k in ("num_epochs", "iterations_per_epoch")}
-    out.setdefault("stage2", {})["num_samples_per_rater"] = val["num_samples_per_rater"]
-    out.setdefault("diffusion", {})["sampling_steps"] = val["sampling_steps"]
     return out
 
 
@@ -452,7 +462,7 @@ def budget_summary(name: str, config: dict) -> str:
              f"{tb['base']} with {tb['chosen']}, batch {tb['batch_size']['used']}",
              f"  Stage I {row['stage1']['num_epochs']} x {row['stage1']['iterations_per_epoch']} iterations"
              + (f", Stage II {s2['num_epochs']} x {s2['iterations_per_epoch']}" if s2 else "")
-             + f": {tb['estimated_training_hours']:.2f} h; end-of-stage validation of {val['cases']} cases "
+             + f": {tb['estimated_training_hours']:.2f} h; end-of-stage validation of {val['settings']['val_max_cases']} of {val['cases']} held-out cases "
              f"~{val['seconds'] / 60:.1f} min ({', '.join(f'{k} {v}' for k, v in val['settings'].items())}); "
              f"whole diffoseg_train ~{tb['estimated_job_hours']:.2f} h",
              f"  measured {len(tb['candidates'])} candidates in ~{tb['measuring']['clock_seconds']:.0f} s, dropped "

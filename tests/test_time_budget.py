@@ -190,13 +190,16 @@ def test_the_whole_job_fits_and_unfit_candidates_are_never_measured():
         # the job is both stages' loops and the end-of-stage validation
         assert tb["estimated_job_hours"] == pytest.approx(tb["estimated_training_hours"] + val["seconds"] / 3600,
                                                           abs=1e-3)
-        assert val["seconds"] <= 0.2 * hours * 3600 or set(val["changed"]) == {"num_val_samples",
-                                                                              "num_samples_per_rater", "sampling_steps"}
-        # the sized settings are the configuration's: training validates with them
+        assert val["seconds"] <= 0.2 * hours * 3600 or {"num_val_samples", "val_samples_per_rater",
+                                                         "val_sampling_steps"} <= set(val["changed"])
+        # the sized settings are the configuration's validation settings: training validates with them, and
+        # diffoseg_predict keeps the planned sampling (S 25, 4 per rater prompt: no override written)
         s = val["settings"]
         assert cfg["training"]["num_val_samples"] == s["num_val_samples"]
-        assert cfg["stage2"]["num_samples_per_rater"] == s["num_samples_per_rater"]
-        assert cfg["diffusion"]["sampling_steps"] == s["sampling_steps"]
+        for k in ("val_samples_per_rater", "val_sampling_steps", "val_max_cases"):
+            assert cfg["training"].get(k) == (s[k] if k in val["changed"] else None)
+        assert "num_samples_per_rater" not in cfg.get("stage2", {})
+        assert cfg.get("diffusion", {}).get("sampling_steps", 25) == 25
         # measured: the cheapest first, then the rest from the most expensive down; the dropped never
         assert calls[0] == "spacing_x8_widths_div4"
         assert calls == [r["candidate"] for r in tb["candidates"]]
@@ -219,9 +222,23 @@ def test_the_whole_job_fits_and_unfit_candidates_are_never_measured():
     tb = cfg["notes"]["time_budget"]
     assert tb["chosen"] == "spacing_x1_widths_div1"
     assert tb["validation"]["changed"]["num_val_samples"] == [4, 2]
-    assert tb["validation"]["changed"]["num_samples_per_rater"] == [4, 1]
-    assert 10 <= tb["validation"]["settings"]["sampling_steps"] < 25
+    assert tb["validation"]["changed"]["val_samples_per_rater"] == [4, 1]
+    assert 10 <= tb["validation"]["settings"]["val_sampling_steps"] < 25
+    assert tb["validation"]["settings"]["val_max_cases"] == 20  # 20 held-out cases: under MIN_VAL_CASES, all kept
     assert tb["validation"]["seconds"] <= 0.2 * 3600
+
+
+def test_a_large_fold_validates_a_seeded_sample_before_fewer_steps():
+    """2,000 held-out cases: after samples and samples per rater, the cases shrink to 50 before the steps."""
+    plans = validation_plans()
+    table = model_table(plans, 1.0, row_share=0.5)
+    _, cfg = plan(plans, 1.0, throughput=table, num_cases=10000, force=Candidate(1, 1))
+    val = cfg["notes"]["time_budget"]["validation"]
+    assert val["cases"] == 2000 and val["settings"]["val_max_cases"] < 2000
+    assert cfg["training"]["val_max_cases"] == val["settings"]["val_max_cases"]
+    if val["settings"]["val_max_cases"] > 50:  # the sample alone brought it within its share
+        assert val["settings"]["val_sampling_steps"] == 25
+    assert val["seconds"] <= 0.2 * 3600 or val["settings"]["val_max_cases"] == 10
 
 
 def test_prediction_cost_is_printed_with_the_cheaper_setting_over_its_share():

@@ -85,7 +85,7 @@ def test_resume_gives_same_weights_as_uninterrupted(toy, tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_val_only_and_stage2_needs_stage1(toy, tmp_path):
+def test_val_only_and_stage2_needs_stage1(toy, tmp_path, monkeypatch):
     with pytest.raises(Stage1CheckpointMissingError, match="Run stage 1 first"):
         run_training(TrainingRequest(DATASET, "2d", 1, stage="2", num_workers=0))
     run_training(TrainingRequest(DATASET, "2d", 1, stage="1", final_validation=False, num_workers=0))
@@ -93,6 +93,23 @@ def test_val_only_and_stage2_needs_stage1(toy, tmp_path):
     assert not (sf / "validation").exists()
     run_training(TrainingRequest(DATASET, "2d", 1, stage="1", only_validation=True))
     assert json.loads((sf / "validation" / "summary.json").read_text())["num_cases"] == 2
+    # a time budget's validation sizing: a seeded sample of the held-out cases at its own steps
+    from diffoseg_auto.inference.predictor import DiffOSegPredictor
+    from diffoseg_auto.training.splits import sample_cases
+
+    steps_seen = []
+    original = DiffOSegPredictor.sample_case
+    monkeypatch.setattr(DiffOSegPredictor, "sample_case",
+                        lambda self, data, n, steps, **k: steps_seen.append(steps) or original(self, data, n, steps, **k))
+    for f in (toy["preprocessed"] / DATASET / "DiffOSegPlans.json", sf.parents[1] / "plans.json"):
+        plans = json.loads(f.read_text())
+        plans["configurations"]["2d"].setdefault("training", {}).update(val_max_cases=1, val_sampling_steps=2)
+        f.write_text(json.dumps(plans))
+    run_training(TrainingRequest(DATASET, "2d", 1, stage="1", only_validation=True))
+    summary = json.loads((sf / "validation" / "summary.json").read_text())
+    splits = json.loads((toy["preprocessed"] / DATASET / "splits_final.json").read_text())
+    assert summary["num_cases"] == 1 and steps_seen == [2]
+    assert [c["case"] for c in summary["per_case"]] == sample_cases(splits[1]["val"], 1, seed=0)
     # Stage II with a frozen backbone: every transferred Stage I tensor is unchanged after training
     tr2 = run_training(TrainingRequest(DATASET, "2d", 1, stage="2", schedule=ScheduleOverrides(freeze_backbone=True),
                                        final_validation=False, num_workers=0))[0]

@@ -12,22 +12,13 @@ import shutil
 import sys
 from pathlib import Path
 
-import numpy as np
 
 from diffoseg_auto.utilities.command_runner import run_command
 from diffoseg_auto.dataset.raw_dataset import open_raw_dataset
 from diffoseg_auto.paths import preprocessed_dataset_folder
 from diffoseg_auto.dataset.splits_file import SPLITS_FILE, load_splits, select_fold
+from diffoseg_auto.training.splits import sample_cases
 from diffoseg_auto.utilities.dataset_name_id import resolve_dataset_name
-
-
-def sample_cases(cases: list[str], max_cases: int | None, seed: int = 0) -> list[str]:
-    """A fixed, seeded sample of ``max_cases`` of ``cases`` (sorted; all of them when None or fewer exist)."""
-    cases = sorted(cases)
-    if max_cases is None or len(cases) <= max_cases:
-        return cases
-    pick = np.random.default_rng(seed).choice(len(cases), size=max_cases, replace=False)
-    return [cases[i] for i in sorted(pick)]
 
 
 def link_fold_images(dataset: str | int, fold: int, output_folder: str | Path, split: str = "val",

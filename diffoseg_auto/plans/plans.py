@@ -79,6 +79,12 @@ class TrainingPlan:
     consensus_target: str = "vote"    # vote | intersection | majority | soft (targets.py)
     oversample_foreground_percent: float = 0.33
     num_val_samples: int = 4          # samples per case in the end-of-stage validation
+    # the end-of-stage validation's own sampling (None: the inference settings, diffusion.sampling_steps and
+    # stage2.num_samples_per_rater) and at most val_max_cases held-out cases (None: all; else a fixed, seeded
+    # sample): the time-budget planner sizes these, never diffoseg_predict's defaults
+    val_sampling_steps: int | None = None
+    val_samples_per_rater: int | None = None
+    val_max_cases: int | None = None
     # weight of an auxiliary cross-entropy on the predicted x_0 at every t (D3PM's hybrid loss);
     # 0 = the paper's pure KL loss. See documentation/method.md, "Training loss".
     x0_ce_weight: float = 0.0

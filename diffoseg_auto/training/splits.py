@@ -15,7 +15,17 @@ import numpy as np
 from diffoseg_auto.dataset.splits_file import SPLITS_FILE, SplitsError, load_splits, select_fold
 from diffoseg_auto.utilities.file_ops import save_json
 
-__all__ = ["SPLITS_FILE", "SplitsError", "create_splits", "get_or_create_splits", "load_splits", "select_fold"]
+__all__ = ["SPLITS_FILE", "SplitsError", "create_splits", "get_or_create_splits", "load_splits", "sample_cases",
+           "select_fold"]
+
+
+def sample_cases(cases: list[str], max_cases: int | None, seed: int = 0) -> list[str]:
+    """A fixed, seeded sample of ``max_cases`` of ``cases`` (sorted; all of them when None or fewer exist)."""
+    cases = sorted(cases)
+    if max_cases is None or len(cases) <= max_cases:
+        return cases
+    pick = np.random.default_rng(seed).choice(len(cases), size=max_cases, replace=False)
+    return [cases[i] for i in sorted(pick)]
 
 
 def _grouped_kfold(cases: list[str], groups: list[str], num_folds: int, seed: int) -> list[dict]:

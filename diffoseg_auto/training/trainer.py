@@ -44,7 +44,7 @@ from diffoseg_auto.training.logger import TrainingLogger
 from diffoseg_auto.training.optim import build_optimizer, lr_at_progress, set_lr
 from diffoseg_auto.training.rng_state import capture_rng_state, restore_rng_state
 from diffoseg_auto.training.outputs import copy_plan_files
-from diffoseg_auto.training.splits import get_or_create_splits, select_fold
+from diffoseg_auto.training.splits import get_or_create_splits, sample_cases, select_fold
 from diffoseg_auto.training.stage_budget import BUDGET_CLOCKS, StageBudget, epochs_that_fit
 from diffoseg_auto.training.training_request import TrainingRequest
 from diffoseg_auto.training.validation import ValidationJob, validate_cases
@@ -352,7 +352,10 @@ class DiffOSegTrainer:
                               self.validation_job())
 
     def validation_job(self) -> ValidationJob:
-        return ValidationJob(self.data_folder, list(self.val_cases),
+        """The end-of-stage validation: the fold's held-out cases, or a fixed seeded sample of
+        training.val_max_cases of them (a time budget's sizing)."""
+        cases = sample_cases(list(self.val_cases), self.cfg.training.val_max_cases, seed=0)
+        return ValidationJob(self.data_folder, cases,
                              validation_folder(self.trainer_dir, self.fold, self.stage), self._raw_file_ending())
 
     def _raw_file_ending(self) -> str | None:

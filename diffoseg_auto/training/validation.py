@@ -36,8 +36,9 @@ class ValidationJob:
 def validate_cases(network: nn.Module, diffusion, plans: Plans, configuration: ConfigurationPlan, stage: int,
                    device: torch.device, job: ValidationJob) -> dict:
     """Stage 1: the configuration's training.num_val_samples samples per case (+ their consensus). Stage 2:
-    stage2.num_samples_per_rater samples per rater prompt; the rater's prediction is the argmax of their mean
-    one-hot (as diffoseg_predict writes it). Sampling takes diffusion.sampling_steps steps. Writes
+    training.val_samples_per_rater (default stage2.num_samples_per_rater) samples per rater prompt; the rater's
+    prediction is the argmax of their mean one-hot (as diffoseg_predict writes it). Sampling takes
+    training.val_sampling_steps (default diffusion.sampling_steps) steps. Writes
     ``job.output_folder/summary.json`` (atomic) and returns the summary. With ``job.file_ending`` the
     predictions are also exported in the raw images' geometry (samples/, consensus/, uncertainty/,
     raters/ as diffoseg_predict writes them), for diffoseg_evaluate and diffoseg_benchmark --figures."""
@@ -49,7 +50,8 @@ def validate_cases(network: nn.Module, diffusion, plans: Plans, configuration: C
                                   use_mirroring=configuration.inference.use_mirroring,
                                   step_size=configuration.inference.step_size)
     num_classes, raters, mode = plans.num_classes, list(plans.raters), job.mode
-    sampling_steps = configuration.diffusion.sampling_steps
+    sampling_steps = configuration.training.val_sampling_steps or configuration.diffusion.sampling_steps
+    samples_per_rater = configuration.training.val_samples_per_rater or configuration.stage2.num_samples_per_rater
     per_case = []
     for i, case in enumerate(tqdm(job.cases, desc=f"validation stage {stage}")):
         data, seg, rater_mask, properties = load_case(job.data_folder, case, mmap=False)
@@ -63,7 +65,7 @@ def validate_cases(network: nn.Module, diffusion, plans: Plans, configuration: C
                 export_case(**export, consensus_probabilities=mean_one_hot(samples, num_classes), samples=samples)
         else:
             per_rater = dict(zip(raters, predictor.sample_raters(data, range(len(raters)),
-                                                                 configuration.stage2.num_samples_per_rater,
+                                                                 samples_per_rater,
                                                                  sampling_steps, seed=i)))
             preds = np.stack([consensus_from_samples(v, num_classes) for v in per_rater.values()])
             res = evaluate_case(None, seg, rater_mask, num_classes, rater_predictions=preds, mode=mode)
