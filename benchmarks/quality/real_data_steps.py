@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from bench_lib import (PLANS, format_rater_samples_row, format_sweep_row, markdown_table, one_se_choices,
+from benchmarks.lib.bench_lib import (PLANS, format_rater_samples_row, format_sweep_row, markdown_table, one_se_choices,
                        rater_samples_sweep, set_env, sweep)
 
 
