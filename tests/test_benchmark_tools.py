@@ -41,7 +41,10 @@ def module_name(tool: str) -> str:
 
 
 def run_help(command: list[str]) -> None:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    """``command --help`` from the repository root, without the root on PYTHONPATH: by path, a tool finds the package
+    `benchmarks` itself (benchmarks/README.md, "Running a tool")."""
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and Path(p).resolve() != ROOT]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
     res = subprocess.run([sys.executable, *command, "--help"], cwd=ROOT, env=env, capture_output=True, text=True,
                          timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
