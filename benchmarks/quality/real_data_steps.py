@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from benchmarks.lib.bench_lib import (PLANS, format_rater_samples_row, format_sweep_row, markdown_table, one_se_choices,
-                       rater_samples_sweep, set_env, sweep)
+                                      rater_samples_sweep, set_env, sweep)
 
 
 # ---------------------------------------------------------------- steps: Stage I against the number of sampling steps

@@ -32,11 +32,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from benchmarks.lib.bench_lib import PLANS, markdown_table, mean_and_se, plan_budget_configuration, set_env, train_with_budget
-from benchmarks.quality.real_data_compare import (DEFAULT_TRAINERS, add_budget_arguments, budget_notes, check_budget_arguments,
-                               model_folder, predict_curve_points, predict_fold, stage_minutes, trained_seconds)
-from benchmarks.quality.real_data_records import (HELD_OUT_FILES, held_out_record, record_folder, record_held_out, record_held_out_curve,
-                               revision, same_sample_or_exit, with_other_methods)
+from benchmarks.lib.bench_lib import (PLANS, markdown_table, mean_and_se, plan_budget_configuration, set_env,
+                                      train_with_budget)
+from benchmarks.quality.real_data_compare import (DEFAULT_TRAINERS, add_budget_arguments, budget_notes,
+                                                  check_budget_arguments, model_folder, predict_curve_points,
+                                                  predict_fold, stage_minutes, trained_seconds)
+from benchmarks.quality.real_data_records import (HELD_OUT_FILES, held_out_record, record_folder, record_held_out,
+                                                  record_held_out_curve, revision, same_sample_or_exit,
+                                                  with_other_methods)
 
 if TYPE_CHECKING:  # pandas loads numpy: real_data.py sets one thread first
     import pandas as pd

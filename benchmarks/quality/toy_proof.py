@@ -33,9 +33,9 @@ from pathlib import Path
 if not __package__:  # run by path, not with -m: make the package `benchmarks` importable (benchmarks/README.md)
     sys.path.append(str(Path(__file__).resolve().parents[2]))
 
-from benchmarks.lib.bench_lib import (IN_PROCESS, add_prompt_block_configuration, format_rater_samples_row, format_sweep_row,
-                       markdown_table, matrix_margins, one_se_choices, rater_samples_sweep, rows_max_on_diagonal,
-                       set_env, share_stage1, sweep)
+from benchmarks.lib.bench_lib import (IN_PROCESS, add_prompt_block_configuration, format_rater_samples_row,
+                                      format_sweep_row, markdown_table, matrix_margins, one_se_choices,
+                                      rater_samples_sweep, rows_max_on_diagonal, set_env, share_stage1, sweep)
 
 
 def edit_plans(plans_file: Path, configuration: str, edits: list[str]) -> None:
