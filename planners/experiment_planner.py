@@ -17,7 +17,7 @@ from diffoseg_auto.configuration import ANISOTROPY_THRESHOLD, lowres_axis
 from diffoseg_auto.errors import InvalidArgumentError, MissingFileError
 from diffoseg_auto.plans.plans import (AugmentationPlan, ArchitecturePlan, ConfigurationPlan, DiffusionPlan,
                                        InferencePlan, Plans, Stage2Plan, TrainingPlan)
-from planners.memory_model import estimate_memory_bytes
+from planners.memory_model import DenoiserShape, estimate_memory_bytes
 from planners.sampling_budget import planned_sampling_budget
 from planners.topology import get_pool_and_conv_props
 
@@ -139,9 +139,9 @@ class ExperimentPlanner:
 
     def _memory(self, patch, batch, features, kernels, strides) -> float:
         n = len(features)
-        return estimate_memory_bytes(patch, batch, features, kernels, strides, [2] * n, [2] * (n - 1),
-                                     self.num_channels, self.num_classes, self.num_raters,
-                                     num_prompts=self.num_prompts())
+        net = DenoiserShape(features, kernels, strides, [2] * n, [2] * (n - 1), self.num_channels, self.num_classes,
+                            self.num_raters, num_prompts=self.num_prompts())
+        return estimate_memory_bytes(patch, batch, net)
 
     def num_prompts(self) -> int:
         return max(8, self.num_raters)

@@ -16,6 +16,7 @@ workspace overhead. It is a model, calibrated to land near nnU-Net's 3D 128^3 / 
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -30,59 +31,71 @@ def stage_voxels(patch_size: Sequence[int], strides: Sequence[Sequence[int]]) ->
     return [int(np.prod(np.ceil(np.asarray(patch_size) / c))) for c in cum]
 
 
-def count_parameters(features: Sequence[int], kernel_sizes: Sequence[Sequence[int]], strides: Sequence[Sequence[int]],
-                     n_conv: Sequence[int], n_conv_dec: Sequence[int], in_image: int, in_xt: int,
-                     time_dim: int, x_t_width_divisor: int, num_prompts: int, prompt_dim: int) -> int:
+@dataclass(frozen=True)
+class DenoiserShape:
+    """What the memory model counts of a planned denoiser: its topology (one entry per resolution stage, as
+    ArchitecturePlan) and the channels of its inputs."""
+
+    features: Sequence[int]
+    kernel_sizes: Sequence[Sequence[int]]
+    strides: Sequence[Sequence[int]]
+    n_conv: Sequence[int]
+    n_conv_dec: Sequence[int]
+    num_input_channels: int
+    num_classes: int
+    num_raters: int
+    time_dim: int = 128
+    x_t_width_divisor: int = 4
+    num_prompts: int = 8
+    prompt_dim: int = 32
+
+    @property
+    def xt_channels(self) -> int:
+        """Channels of the x_t path's input: the one-hot x_t and the rater one-hot (Stage II)."""
+        return self.num_classes + self.num_raters
+
+
+def count_parameters(net: DenoiserShape) -> int:
     n = 0
-    prev_img, prev_xt = in_image, in_xt
-    for s, f in enumerate(features):
-        k = int(np.prod(kernel_sizes[s]))
-        fx = max(1, f // x_t_width_divisor)
-        for i in range(n_conv[s]):
+    prev_img, prev_xt = net.num_input_channels, net.xt_channels
+    for s, f in enumerate(net.features):
+        k = int(np.prod(net.kernel_sizes[s]))
+        fx = max(1, f // net.x_t_width_divisor)
+        for i in range(net.n_conv[s]):
             n += (prev_img if i == 0 else f) * f * k
             n += (prev_xt if i == 0 else fx) * fx * k
-        n += time_dim * 2 * f  # scale and shift per stage
+        n += net.time_dim * 2 * f  # scale and shift per stage
         prev_img, prev_xt = f, fx
-    for s in range(len(features) - 1):
-        f, fb = features[s], features[s + 1]
-        k = int(np.prod(kernel_sizes[s]))
-        n += fb * f * int(np.prod(strides[s + 1]))  # transposed conv
-        for i in range(n_conv_dec[s]):
+    for s in range(len(net.features) - 1):
+        f, fb = net.features[s], net.features[s + 1]
+        k = int(np.prod(net.kernel_sizes[s]))
+        n += fb * f * int(np.prod(net.strides[s + 1]))  # transposed conv
+        for i in range(net.n_conv_dec[s]):
             n += (2 * f if i == 0 else f) * f * k
-        n += time_dim * 2 * f
-    n += time_dim * time_dim * 4 * 2  # time MLP
-    fb = features[-1]
-    n += num_prompts * prompt_dim + 3 * fb * (fb + prompt_dim)  # prompt bank and projections
+        n += net.time_dim * 2 * f
+    n += net.time_dim * net.time_dim * 4 * 2  # time MLP
+    fb = net.features[-1]
+    n += net.num_prompts * net.prompt_dim + 3 * fb * (fb + net.prompt_dim)  # prompt bank and projections
     return int(n)
 
 
-def activation_elements_per_sample(patch_size: Sequence[int], features: Sequence[int], strides: Sequence[Sequence[int]],
-                                   n_conv: Sequence[int], n_conv_dec: Sequence[int], in_channels: int, num_classes: int,
-                                   x_t_width_divisor: int, num_prompts: int) -> int:
-    vox = stage_voxels(patch_size, strides)
-    total = in_channels * vox[0]
+def activation_elements_per_sample(patch_size: Sequence[int], net: DenoiserShape) -> int:
+    vox = stage_voxels(patch_size, net.strides)
+    total = (net.num_input_channels + net.xt_channels) * vox[0]
     largest = 0
-    for s, f in enumerate(features):
-        fx = max(1, f // x_t_width_divisor)
-        total += n_conv[s] * 3 * (f + fx) * vox[s] + f * vox[s]
+    for s, f in enumerate(net.features):
+        fx = max(1, f // net.x_t_width_divisor)
+        total += net.n_conv[s] * 3 * (f + fx) * vox[s] + f * vox[s]
         largest = max(largest, f * vox[s])
-    for s in range(len(features) - 1):
-        f = features[s]
-        total += (f + 2 * f + n_conv_dec[s] * 3 * f + f) * vox[s]
-    total += 3 * features[-1] * vox[-1] + vox[-1] * num_prompts
-    total += 3 * num_classes * vox[0]
+    for s in range(len(net.features) - 1):
+        f = net.features[s]
+        total += (f + 2 * f + net.n_conv_dec[s] * 3 * f + f) * vox[s]
+    total += 3 * net.features[-1] * vox[-1] + vox[-1] * net.num_prompts
+    total += 3 * net.num_classes * vox[0]
     return int(total + 2 * largest)
 
 
-def estimate_memory_bytes(patch_size: Sequence[int], batch_size: int, features: Sequence[int],
-                          kernel_sizes: Sequence[Sequence[int]], strides: Sequence[Sequence[int]],
-                          n_conv: Sequence[int], n_conv_dec: Sequence[int], num_input_channels: int, num_classes: int,
-                          num_raters: int, time_dim: int = 128, x_t_width_divisor: int = 4, num_prompts: int = 8,
-                          prompt_dim: int = 32) -> float:
-    """Bytes needed to train the Stage II denoiser with this topology and batch size."""
-    in_ch = num_input_channels + num_classes + num_raters
-    act = activation_elements_per_sample(patch_size, features, strides, n_conv, n_conv_dec, in_ch, num_classes,
-                                         x_t_width_divisor, num_prompts)
-    params = count_parameters(features, kernel_sizes, strides, n_conv, n_conv_dec, num_input_channels,
-                              num_classes + num_raters, time_dim, x_t_width_divisor, num_prompts, prompt_dim)
-    return FIXED_OVERHEAD_BYTES + params * BYTES_PER_PARAMETER + batch_size * act * BYTES_PER_ACTIVATION
+def estimate_memory_bytes(patch_size: Sequence[int], batch_size: int, net: DenoiserShape) -> float:
+    """Bytes needed to train the Stage II denoiser ``net`` on patches of ``patch_size`` in batches of ``batch_size``."""
+    act = activation_elements_per_sample(patch_size, net)
+    return FIXED_OVERHEAD_BYTES + count_parameters(net) * BYTES_PER_PARAMETER + batch_size * act * BYTES_PER_ACTIVATION

@@ -16,6 +16,7 @@ from diffoseg_auto.plans.plans import plans_from_dict
 from diffoseg_auto.results_layout import ADDED_RATERS_CHECKPOINT, rater_list_file
 from diffoseg_auto.training.add_rater import AddRaterRequest, add_rater, main
 from diffoseg_auto.training.run_training import run_training
+from diffoseg_auto.training.training_request import TrainingRequest
 from diffoseg_auto.utilities.file_ops import load_json, save_json
 from support.toy_training import DATASET
 
@@ -43,7 +44,7 @@ def write_new_cases(images, labels, n: int = 3, shape=(32, 32)) -> None:
 
 @pytest.fixture
 def trained(toy, tmp_path):
-    run_training(DATASET, "2d", 0, "both", num_workers=0, skip_final_validation=True)
+    run_training(TrainingRequest(DATASET, "2d", 0, stage="both", final_validation=False, num_workers=0))
     folder = toy["results"] / DATASET / "DiffOSegTrainer__DiffOSegPlans__2d"
     save_json({"file_ending": ".nii.gz", "raters": ["r0", "r1", "r2"]}, folder / "dataset.json")
     write_new_cases(tmp_path / "imgs", tmp_path / "masks")
@@ -62,7 +63,7 @@ def test_tiny_model_gains_a_working_rater(toy, tmp_path, block):
     plans = load_json(pp)
     plans["configurations"]["2d"]["stage2"]["prompt_block"] = block
     save_json(plans, pp)
-    run_training(DATASET, "2d", 0, "both", num_workers=0, skip_final_validation=True)
+    run_training(TrainingRequest(DATASET, "2d", 0, stage="both", final_validation=False, num_workers=0))
     folder = toy["results"] / DATASET / "DiffOSegTrainer__DiffOSegPlans__2d"
     write_new_cases(tmp_path / "i", tmp_path / "m")
     original = folder / "fold_0" / "stage2" / "checkpoint_final.pth"

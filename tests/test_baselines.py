@@ -10,7 +10,6 @@ import torch
 
 from dataset_conversion.generate_toy_dataset import generate_toy_dataset
 from diffoseg_auto.dataset.raw_dataset import RawDataset
-from diffoseg_auto.errors import InvalidArgumentError
 from diffoseg_auto.evaluation.prediction_folder import load_samples_npz
 from diffoseg_auto.inference.baseline_predictor import BaselinePredictor
 from diffoseg_auto.inference.predict_entrypoint import predict_from_folder
@@ -20,6 +19,7 @@ from diffoseg_auto.network.baselines import BASELINE_NETWORKS
 from diffoseg_auto.network.baselines.base import BaselineNetwork, majority_labels
 from diffoseg_auto.training.baselines.losses import dice_ce_per_sample, masked_mean, soft_dice_per_sample
 from diffoseg_auto.training.run_training import run_training
+from diffoseg_auto.training.training_request import ScheduleOverrides, TrainingRequest
 from diffoseg_auto.training.splits import select_fold
 from diffoseg_auto.training.fold_guard import FoldAlreadyTrainedError
 from diffoseg_auto.training.trainer_registry import get_trainer_class
@@ -41,8 +41,9 @@ def toy_planned(env_folders):
 
 
 def _train_and_predict(env, raw, trainer: str, tmp_path):
-    trainers = run_training(DS_ID, "2d", 0, trainer=trainer, num_epochs=1, iterations_per_epoch=2, val_iterations=1,
-                            device="cpu", num_workers=0)
+    schedule = ScheduleOverrides(num_epochs=1, iterations_per_epoch=2, val_iterations=1)
+    trainers = run_training(TrainingRequest(DS_ID, "2d", 0, trainer=trainer, schedule=schedule, device="cpu",
+                                            num_workers=0))
     assert [t.stage for t in trainers] == [1]  # one stage, even for the default --stage both
     fold = env["results"] / raw.name / f"{trainer}__DiffOSegPlans__2d" / "fold_0"
     ck = torch.load(fold / "checkpoint_final.pth", weights_only=False)
@@ -91,7 +92,8 @@ def test_consensus_unet_trains_and_predicts_identical_samples(toy_planned, tmp_p
 
     # the rules of diffoseg_train / diffoseg_predict hold for a baseline too
     with pytest.raises(FoldAlreadyTrainedError):
-        run_training(DS_ID, "2d", 0, trainer="ConsensusUNetTrainer", num_epochs=1, device="cpu", num_workers=0)
+        run_training(TrainingRequest(DS_ID, "2d", 0, trainer="ConsensusUNetTrainer",
+                                     schedule=ScheduleOverrides(num_epochs=1), device="cpu", num_workers=0))
     inp, out = tmp_path / "in_ConsensusUNetTrainer", tmp_path / "pred_ConsensusUNetTrainer"
     kw = dict(trainer="ConsensusUNetTrainer", num_samples=N, save_samples=True, device="cpu", use_mirroring=False,
               num_processes_preprocessing=1, num_processes_export=1)
@@ -136,8 +138,9 @@ def test_every_baseline_network_belongs_to_its_trainer():
 
 
 def test_baseline_refuses_stage_2(toy_planned):
-    with pytest.raises(InvalidArgumentError, match="single stage"):
-        run_training(DS_ID, "2d", 0, stage="2", trainer="ConsensusUNetTrainer", device="cpu", num_workers=0)
+    with pytest.raises(ArgumentError, match="single stage"):
+        run_training(TrainingRequest(DS_ID, "2d", 0, stage="2", trainer="ConsensusUNetTrainer", device="cpu",
+                                     num_workers=0))
 
 
 def test_losses_values():

@@ -21,7 +21,10 @@ pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available()
 def test_amp_training_step_on_cuda(toy, precision):
     from diffoseg_auto.training.trainer import DiffOSegTrainer
 
-    tr = DiffOSegTrainer(tiny_plans(), "2d", 0, DATASET, 1, torch.device("cuda", 0), num_workers=0, precision=precision)
+    from diffoseg_auto.training.training_request import TrainingRequest
+
+    tr = DiffOSegTrainer(tiny_plans(), TrainingRequest(DATASET, "2d", 0, num_workers=0, precision=precision), 1,
+                         torch.device("cuda", 0))
     tr.initialize()
     tr._build_loaders()
     assert tr.amp_dtype == (torch.bfloat16 if precision == "bf16" else torch.float16)
@@ -97,7 +100,7 @@ def test_ddp_uses_nccl_on_cuda_in_a_single_process(tmp_path):
         device = ddp.init_from_env("cuda")
         assert dist.get_backend() == "nccl", dist.get_backend()
         assert device == torch.device("cuda", 0)
-        assert ddp.mean_over_ranks(3.0, device) == 3.0 and ddp.broadcast_int(7, device) == 7
+        assert ddp.mean_over_ranks(3.0, device) == 3.0 and ddp.broadcast_float(7.5, device) == 7.5
         ddp.cleanup()
         print("nccl ok")
     """))

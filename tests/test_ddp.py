@@ -16,9 +16,10 @@ from support.toy_training import DATASET
 SCRIPT = """
 import os, sys, torch
 from diffoseg_auto.training.run_training import run_training
+from diffoseg_auto.training.training_request import ScheduleOverrides, TrainingRequest
 out = sys.argv[1]
-tr = run_training("{dataset}", "2d", 0, "both", num_epochs=1, iterations_per_epoch=2, val_iterations=1, device="cpu",
-                  num_workers=0, skip_final_validation=True)[-1]
+tr = run_training(TrainingRequest("{dataset}", "2d", 0, schedule=ScheduleOverrides(num_epochs=1, iterations_per_epoch=2,
+                  val_iterations=1), device="cpu", num_workers=0, final_validation=False))[-1]
 torch.save({{"rank": tr.rank, "stage": tr.stage, "world": tr.world_size, "batch": tr.batch_size, "weights": tr.network.state_dict(),
             "ema": tr.ema.state_dict(), "patch": tr.dl_tr.generate_train_batch()["data"]}},
            os.path.join(out, f"rank{{tr.rank}}.pt"))

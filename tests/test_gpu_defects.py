@@ -18,6 +18,7 @@ import torch
 from diffoseg_auto.runtime import precision
 from diffoseg_auto.training.finite_guard import NonFiniteTrainingError, raise_if_non_finite
 from diffoseg_auto.training.trainer_registry import get_trainer_class
+from diffoseg_auto.training.training_request import ScheduleOverrides, TrainingRequest
 from support.toy_training import DATASET, tiny_plans
 
 TRAINERS = ["DiffOSegTrainer", "ConsensusUNetTrainer", "MultiHeadUNetTrainer", "ProbUNetTrainer"]
@@ -33,16 +34,16 @@ def one_batch(plans, rng=np.random.default_rng(0)) -> dict:
 @pytest.mark.parametrize("prec", ["bf16", "fp32"])
 def test_every_trainer_autocasts_in_its_own_dtype(trainer, prec, toy, tmp_path, monkeypatch):
     import diffoseg_auto.training.baselines.base_trainer as base_module
-    import diffoseg_auto.training.trainer as trainer_module
+    import diffoseg_auto.training.diffusion_step as step_module
 
     # every trainer enters autocast through the one precision helper, with its own amp_dtype (on CUDA a bare
     # torch.autocast would mean fp16 whatever amp_dtype says)
     helper_calls = []
-    for module in (trainer_module, base_module):
+    for module in (step_module, base_module):
         monkeypatch.setattr(module, "autocast", lambda d, t: helper_calls.append(t) or precision.autocast(d, t))
     cls = get_trainer_class(trainer)
-    tr = cls(tiny_plans(), "2d", 0, DATASET, 1, torch.device("cpu"), num_workers=0, precision=prec,
-             output_folder=tmp_path)
+    tr = cls(tiny_plans(), TrainingRequest(DATASET, "2d", 0, num_workers=0, precision=prec, output_folder=tmp_path), 1,
+             torch.device("cpu"))
     tr.initialize()
     tr.target_rng, tr.torch_gen = np.random.RandomState(0), torch.Generator().manual_seed(0)
     seen = []
@@ -56,8 +57,8 @@ def test_every_trainer_autocasts_in_its_own_dtype(trainer, prec, toy, tmp_path, 
 
 
 def test_a_nan_gradient_stops_bf16_training_before_the_step(toy, tmp_path):
-    tr = get_trainer_class("DiffOSegTrainer")(tiny_plans(), "2d", 0, DATASET, 1, torch.device("cpu"), num_workers=0,
-                                              precision="bf16", output_folder=tmp_path)
+    request = TrainingRequest(DATASET, "2d", 0, num_workers=0, precision="bf16", output_folder=tmp_path)
+    tr = get_trainer_class("DiffOSegTrainer")(tiny_plans(), request, 1, torch.device("cpu"))
     tr.initialize()
     tr.target_rng, tr.torch_gen = np.random.RandomState(0), torch.Generator().manual_seed(0)
     assert not tr.grad_scaler.is_enabled()  # bf16: no scaler skips a bad step
@@ -159,5 +160,6 @@ def test_python_api_uses_the_one_device_rule(toy, monkeypatch):
 
     seen = []
     monkeypatch.setattr(rt, "resolve_device", lambda d: seen.append(d) or torch.device("cpu"))
-    rt.run_training(DATASET, "2d", 0, "1", num_epochs=1, num_workers=0, skip_final_validation=True)
+    rt.run_training(TrainingRequest(DATASET, "2d", 0, stage="1", schedule=ScheduleOverrides(num_epochs=1),
+                                    final_validation=False, num_workers=0))
     assert seen == [None]  # None = CUDA when available, else the CPU (runtime/device.py)

@@ -11,7 +11,7 @@ from diffoseg_auto.plans.plans import load_plans
 from planners.experiment_planner import (ExperimentPlanner, load_planner_class, normalization_for_channel,
                                          num_samples_for_raters, schedule_shift_for_patch,
                                          target_spacing_from_fingerprint)
-from planners.memory_model import estimate_memory_bytes
+from planners.memory_model import DenoiserShape, estimate_memory_bytes
 from planners.sampling_budget import planned_sampling_budget
 from planners.topology import get_pool_and_conv_props
 
@@ -157,18 +157,19 @@ def test_smaller_gpu_gives_smaller_or_equal_patch() -> None:
     small = plan(fp, gpu=4.0).configurations["3d_fullres"]
     assert np.prod(small.patch_size) < np.prod(big.patch_size)
     arch = small.architecture
-    est = estimate_memory_bytes(small.patch_size, small.batch_size, arch.features_per_stage, arch.kernel_sizes,
-                                arch.strides, arch.n_conv_per_stage, arch.n_conv_per_stage_decoder, 1, 2, 4,
-                                num_prompts=arch.num_prompts)
-    assert est <= 4.0 * 1024 ** 3
+    net = DenoiserShape(arch.features_per_stage, arch.kernel_sizes, arch.strides, arch.n_conv_per_stage,
+                        arch.n_conv_per_stage_decoder, 1, 2, 4, num_prompts=arch.num_prompts)
+    assert estimate_memory_bytes(small.patch_size, small.batch_size, net) <= 4.0 * 1024 ** 3
 
 
 def test_memory_model_grows_with_raters_and_batch() -> None:
-    args = ([64, 64], [32, 64, 128], [[3, 3]] * 3, [[1, 1], [2, 2], [2, 2]], [2, 2, 2], [2, 2], 1, 2)
-    one = estimate_memory_bytes(args[0], 1, *args[1:], num_raters=0)
-    two = estimate_memory_bytes(args[0], 2, *args[1:], num_raters=0)
+    def net(raters: int) -> DenoiserShape:
+        return DenoiserShape([32, 64, 128], [[3, 3]] * 3, [[1, 1], [2, 2], [2, 2]], [2, 2, 2], [2, 2], 1, 2, raters)
+
+    one = estimate_memory_bytes([64, 64], 1, net(0))
+    two = estimate_memory_bytes([64, 64], 2, net(0))
     assert two > one
-    assert estimate_memory_bytes(args[0], 1, *args[1:], num_raters=8) > one
+    assert estimate_memory_bytes([64, 64], 1, net(8)) > one
 
 
 def test_diffusion_rules() -> None:

@@ -25,6 +25,7 @@ from diffoseg_auto.preprocessing.resume import IncompletePreprocessingError
 from diffoseg_auto.training.finite_guard import NonFiniteTrainingError
 from diffoseg_auto.training.fold_guard import FoldAlreadyTrainedError
 from diffoseg_auto.training.run_training import run_training
+from diffoseg_auto.training.training_request import ScheduleOverrides, TrainingRequest
 from diffoseg_auto.utilities.argument_checks import ArgumentError
 from diffoseg_auto.utilities.run_lock import LOCK_NAME, RunLock, RunLockedError
 from diffoseg_auto.cli import console
@@ -96,7 +97,8 @@ def test_nan_image_rejected_by_name_without_verification(env_folders, monkeypatc
 
 
 def test_non_finite_loss_stops_training_and_keeps_last_good_checkpoint(toy, tmp_path):
-    run_training(DATASET, "2d", 0, "1", num_epochs=1, num_workers=0, output_folder=tmp_path, skip_final_validation=True)
+    run_training(TrainingRequest(DATASET, "2d", 0, stage="1", schedule=ScheduleOverrides(num_epochs=1),
+                                 final_validation=False, num_workers=0, output_folder=tmp_path))
     stage1 = tmp_path / "fold_0" / "stage1"
     kept = {n: (stage1 / n).read_bytes() for n in ("checkpoint_latest.pth", "checkpoint_final.pth", "checkpoint_best.pth")}
     folder = toy["preprocessed"] / DATASET / "DiffOSegPlans_2d"
@@ -105,8 +107,9 @@ def test_non_finite_loss_stops_training_and_keeps_last_good_checkpoint(toy, tmp_
             save_case(folder, case, z["data"] * np.nan, z["seg"], z["rater_mask"], {"class_locations": {1: np.zeros((0, 2))}})
     with pytest.raises(NonFiniteTrainingError, match=r"stage 1, fold 0: non-finite training loss nan at epoch 1; "
                                                      r"training stopped before the weights changed"):
-        run_training(DATASET, "2d", 0, "1", num_epochs=3, num_workers=0, output_folder=tmp_path, continue_training=True,
-                     skip_final_validation=True)
+        run_training(TrainingRequest(DATASET, "2d", 0, stage="1", schedule=ScheduleOverrides(num_epochs=3),
+                                     final_validation=False, num_workers=0, output_folder=tmp_path,
+                                     continue_training=True))
     for name, data in kept.items():
         assert (stage1 / name).read_bytes() == data, name
     ck = torch.load(stage1 / "checkpoint_latest.pth", weights_only=False)
@@ -132,7 +135,8 @@ def test_interrupted_preprocessing_is_refused_by_training_and_finished_by_a_reru
 
     with pytest.raises(IncompletePreprocessingError, match=r"2 of 6 case\(s\) are not preprocessed: toy_001, toy_004\. "
                                                           r"Run `diffoseg_preprocess -d Dataset942_Robust -c 2d`"):
-        run_training(942, "2d", 0, "1", num_epochs=1, iterations_per_epoch=1, num_workers=0)
+        run_training(TrainingRequest(942, "2d", 0, stage="1",
+                                     schedule=ScheduleOverrides(num_epochs=1, iterations_per_epoch=1), num_workers=0))
     assert not (env_folders["preprocessed"] / raw.name / "splits_final.json").exists()  # no folds from 4 cases
 
     plan_and_preprocess(["-d", "942", "-np", "1", "-c", "2d"])  # re-running planning finishes the missing cases only
@@ -152,13 +156,15 @@ def test_second_run_refused_and_stale_lock_taken_over(toy, tmp_path, caplog):
         (fold / LOCK_NAME).write_text(json.dumps({"pid": live.pid, "host": socket.gethostname(), "started": "now",
                                                   "command": "diffoseg_train other"}))
         with pytest.raises(RunLockedError, match=rf"fold_0: in use by PID {live.pid} since now \(diffoseg_train other\)"):
-            run_training(DATASET, "2d", 0, "1", num_workers=0, output_folder=tmp_path, skip_final_validation=True)
+            run_training(TrainingRequest(DATASET, "2d", 0, stage="1", final_validation=False, num_workers=0,
+                                         output_folder=tmp_path))
         assert sorted(p.name for p in fold.iterdir()) == [LOCK_NAME]  # the other run's folder was not touched
     finally:
         live.kill()
         live.wait()
     (fold / LOCK_NAME).write_text(json.dumps({"pid": _dead_pid(), "host": socket.gethostname()}))
-    run_training(DATASET, "2d", 0, "1", num_workers=0, output_folder=tmp_path, skip_final_validation=True)
+    run_training(TrainingRequest(DATASET, "2d", 0, stage="1", final_validation=False, num_workers=0,
+                                 output_folder=tmp_path))
     assert any("taking over the stale lock" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
     assert (fold / "stage1" / "checkpoint_final.pth").is_file() and not (fold / LOCK_NAME).exists()
     with RunLock(fold, "a"), pytest.raises(RunLockedError, match=f"in use by PID {os.getpid()}"):
@@ -228,22 +234,24 @@ def test_augmentation_workers_die_with_their_parent():
 # ---------------------------------------------------------------- 5. no silent overwrite
 
 def test_retraining_a_finished_fold_needs_c_or_overwrite(toy, tmp_path):
-    run_training(DATASET, "2d", 0, "both", num_workers=0, output_folder=tmp_path, skip_final_validation=True)
+    run_training(TrainingRequest(DATASET, "2d", 0, stage="both", final_validation=False, num_workers=0,
+                                 output_folder=tmp_path))
     fold = tmp_path / "fold_0"
     before = {p: p.read_bytes() for p in fold.rglob("*.pth")}
     with pytest.raises(FoldAlreadyTrainedError, match=r"stage1: stage 1 of fold_0 was already finished \(checkpoint_final"
                                                       r".pth, .*\)\. Continue it with --c, or start over with --overwrite"):
-        run_training(DATASET, "2d", 0, "1", num_workers=0, output_folder=tmp_path)
+        run_training(TrainingRequest(DATASET, "2d", 0, stage="1", num_workers=0, output_folder=tmp_path))
     assert {p: p.read_bytes() for p in fold.rglob("*.pth")} == before
     (fold / "notes.txt").write_text("mine")
     # retraining Stage II alone keeps Stage I and replaces Stage II and the fold's final copy
-    run_training(DATASET, "2d", 0, "2", num_workers=0, output_folder=tmp_path, skip_final_validation=True,
-                 overwrite=True, seed=7)
+    run_training(TrainingRequest(DATASET, "2d", 0, stage="2", final_validation=False, num_workers=0,
+                                 output_folder=tmp_path, overwrite=True, seed=7))
     assert (fold / "stage1" / "checkpoint_final.pth").read_bytes() == before[fold / "stage1" / "checkpoint_final.pth"]
     assert (fold / "stage2" / "checkpoint_final.pth").read_bytes() != before[fold / "stage2" / "checkpoint_final.pth"]
     assert (fold / "notes.txt").is_file()
     # retraining Stage I clears every derived file of the fold: Stage II no longer matches it
-    run_training(DATASET, "2d", 0, "1", num_workers=0, output_folder=tmp_path, skip_final_validation=True, overwrite=True)
+    run_training(TrainingRequest(DATASET, "2d", 0, stage="1", final_validation=False, num_workers=0,
+                                 output_folder=tmp_path, overwrite=True))
     assert not (fold / "stage2").exists() and (fold / "notes.txt").read_text() == "mine"
     assert torch.load(fold / "checkpoint_final.pth", weights_only=False)["init_args"]["stage"] == 1
 
@@ -303,8 +311,9 @@ def test_prediction_skips_bad_case_continues_and_overwrites(env_folders, tmp_pat
 
 def test_training_arguments_checked_up_front(toy, tmp_path, monkeypatch, capsys):
     with pytest.raises(ArgumentError) as e:
-        run_training(DATASET, "2d", 0, "1", num_epochs=0, iterations_per_epoch=-3, output_folder=tmp_path / "x",
-                     continue_training=True, overwrite=True)
+        run_training(TrainingRequest(DATASET, "2d", 0, stage="1",
+                                     schedule=ScheduleOverrides(num_epochs=0, iterations_per_epoch=-3),
+                                     output_folder=tmp_path / "x", continue_training=True, overwrite=True))
     assert str(e.value).splitlines() == ["--num_epochs must be >= 1, got 0.", "--iterations_per_epoch must be >= 1, got -3.",
                                          "--overwrite and --c exclude each other: continue the run or start it over."]
     assert not (tmp_path / "x").exists()
@@ -376,14 +385,15 @@ def test_replanning_backs_up_a_hand_edited_plans_file(env_folders, caplog):
 # ---------------------------------------------------------------- 10. leftovers
 
 def test_leftover_temporary_checkpoints_are_removed(toy, tmp_path):
-    run_training(DATASET, "2d", 0, "1", num_workers=0, output_folder=tmp_path, skip_final_validation=True)
+    run_training(TrainingRequest(DATASET, "2d", 0, stage="1", final_validation=False, num_workers=0,
+                                 output_folder=tmp_path))
     stage1 = tmp_path / "fold_0" / "stage1"
     leftovers = [stage1 / ".tmp_0a1b2c_checkpoint_best.pth", stage1 / ".tmp_9f8e_checkpoint_latest.pth.part",
                  tmp_path / "fold_0" / ".tmp_checkpoint_final.pth"]
     for p in leftovers:
         p.write_bytes(b"x" * 1000)
-    run_training(DATASET, "2d", 0, "1", num_workers=0, output_folder=tmp_path, skip_final_validation=True,
-                 continue_training=True)
+    run_training(TrainingRequest(DATASET, "2d", 0, stage="1", final_validation=False, num_workers=0,
+                                 output_folder=tmp_path, continue_training=True))
     assert not any(p.exists() for p in leftovers)
     assert (stage1 / "checkpoint_final.pth").is_file()
 

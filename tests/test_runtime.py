@@ -9,6 +9,7 @@ from diffoseg_auto.errors import UserError
 from diffoseg_auto.runtime.device import DeviceUnavailableError, default_device_name, resolve_device
 from diffoseg_auto.runtime.precision import PrecisionError, autocast_dtype, cpu_has_native_bf16, grad_scaler
 from diffoseg_auto.training.trainer import DiffOSegTrainer
+from diffoseg_auto.training.training_request import TrainingRequest
 from diffoseg_auto.cli.console import run_command
 from support.toy_training import DATASET, tiny_plans
 
@@ -67,8 +68,8 @@ def test_plans_reject_an_unknown_precision():
 
 
 def _trainer(precision: str, compile_network: bool = False) -> DiffOSegTrainer:
-    tr = DiffOSegTrainer(tiny_plans(), "2d", 0, DATASET, 1, torch.device("cpu"), num_workers=0, precision=precision,
-                         compile_network=compile_network)
+    request = TrainingRequest(DATASET, "2d", 0, num_workers=0, precision=precision, compile_network=compile_network)
+    tr = DiffOSegTrainer(tiny_plans(), request, 1, torch.device("cpu"))
     tr.initialize()
     tr._build_loaders()
     return tr

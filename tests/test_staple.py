@@ -12,6 +12,7 @@ from diffoseg_auto.inference.model_loading import load_trained_model
 from diffoseg_auto.network.baselines.consensus_unet import STAPLEConsensusUNet
 from diffoseg_auto.training.baselines.consensus_unet import ConsensusUNetSTAPLETrainer, consensus_targets
 from diffoseg_auto.training.run_training import run_training
+from diffoseg_auto.training.training_request import ScheduleOverrides, TrainingRequest
 from diffoseg_auto.training.trainer_registry import get_trainer_class
 from support.toy_training import DATASET
 
@@ -77,8 +78,9 @@ def test_staple_trainer_targets_are_the_annotating_raters_staple():
 
 @pytest.mark.slow  # trains two iterations
 def test_staple_trainer_trains_and_its_checkpoint_rebuilds_its_network(toy):
-    run_training(DATASET, "2d", 0, trainer="ConsensusUNetSTAPLETrainer", num_epochs=1, iterations_per_epoch=2,
-                 val_iterations=1, device="cpu", num_workers=0, skip_final_validation=True)
+    run_training(TrainingRequest(DATASET, "2d", 0, trainer="ConsensusUNetSTAPLETrainer",
+                                 schedule=ScheduleOverrides(num_epochs=1, iterations_per_epoch=2, val_iterations=1),
+                                 final_validation=False, device="cpu", num_workers=0))
     folder = toy["results"] / DATASET / "ConsensusUNetSTAPLETrainer__DiffOSegPlans__2d"
     ck = torch.load(folder / "fold_0" / "checkpoint_final.pth", weights_only=False)
     assert ck["trainer_name"] == "ConsensusUNetSTAPLETrainer" and np.isfinite(ck["logging"]["train_losses"][0])

@@ -11,6 +11,7 @@ import torch
 from diffoseg_auto.plans.plans import load_plans, plans_from_dict
 from diffoseg_auto.results_layout import PROGRESS_FRACTIONS, progress_checkpoint_name
 from diffoseg_auto.training.run_training import run_training
+from diffoseg_auto.training.training_request import ScheduleOverrides, TrainingRequest
 from planners.budget_candidates import Candidate, candidate_configuration, candidate_work, viable_candidates
 from planners.budget_schedule import (EPOCH_PLOT_SECONDS, MIN_STAGE1_ITERATIONS, STAGE_START_SECONDS, StageCost,
                                       choose_candidate, stage_schedule)
@@ -297,7 +298,8 @@ def test_progress_checkpoints_are_written_resumable_and_predictable(toy, tmp_pat
     from diffoseg_auto.training.trainer import DiffOSegTrainer
 
     full = tmp_path / "full"
-    run_training(DATASET, "2d", 0, "1", num_epochs=8, num_workers=0, output_folder=full, skip_final_validation=True)
+    run_training(TrainingRequest(DATASET, "2d", 0, stage="1", schedule=ScheduleOverrides(num_epochs=8),
+                                 final_validation=False, num_workers=0, output_folder=full))
     ck = {f: torch.load(full / "fold_0" / "stage1" / progress_checkpoint_name(1, f), weights_only=False)
           for f in PROGRESS_FRACTIONS}
     assert {f: c["epoch"] for f, c in ck.items()} == {0.125: 1, 0.25: 2, 0.5: 4, 1.0: 8}
@@ -314,11 +316,12 @@ def test_progress_checkpoints_are_written_resumable_and_predictable(toy, tmp_pat
     monkeypatch.setattr(DiffOSegTrainer, "on_epoch_end", stop_after_epoch_3)
     cut = tmp_path / "cut"
     with pytest.raises(KeyboardInterrupt):
-        run_training(DATASET, "2d", 0, "1", num_epochs=8, num_workers=0, output_folder=cut, skip_final_validation=True)
+        run_training(TrainingRequest(DATASET, "2d", 0, stage="1", schedule=ScheduleOverrides(num_epochs=8),
+                                     final_validation=False, num_workers=0, output_folder=cut))
     assert not (cut / "fold_0" / "stage1" / progress_checkpoint_name(1, 0.5)).exists()
     monkeypatch.setattr(DiffOSegTrainer, "on_epoch_end", original)
-    run_training(DATASET, "2d", 0, "1", num_epochs=8, num_workers=0, output_folder=cut, skip_final_validation=True,
-                 continue_training=True)
+    run_training(TrainingRequest(DATASET, "2d", 0, stage="1", schedule=ScheduleOverrides(num_epochs=8),
+                                 final_validation=False, num_workers=0, output_folder=cut, continue_training=True))
     resumed = torch.load(cut / "fold_0" / "stage1" / progress_checkpoint_name(1, 0.5), weights_only=False)
     assert resumed["epoch"] == 4
     for k, v in ck[0.5]["raw_network_weights"].items():

@@ -12,14 +12,16 @@ import torch
 from diffoseg_auto.cli.console import run_command
 from diffoseg_auto.io.checkpoint_io import CheckpointError
 from diffoseg_auto.training.run_training import main, run_training
+from diffoseg_auto.training.training_request import ScheduleOverrides, TimeBudget, TrainingRequest
 from diffoseg_auto.training.splits import SplitsError
 from diffoseg_auto.training.trainer import Stage1CheckpointMissingError
+from diffoseg_auto.utilities.argument_checks import ArgumentError
 from support.toy_training import DATASET, tiny_plans
 
 
 @pytest.mark.slow
 def test_both_stages_write_every_file(toy, capsys):
-    trainers = run_training(DATASET, "2d", 0, "both", num_workers=0)
+    trainers = run_training(TrainingRequest(DATASET, "2d", 0, stage="both", num_workers=0))
     assert [t.stage for t in trainers] == [1, 2]
     root = toy["results"] / DATASET / "DiffOSegTrainer__DiffOSegPlans__2d"
     for name in ("plans.json", "dataset.json", "dataset_fingerprint.json"):
@@ -64,12 +66,13 @@ def test_resume_gives_same_weights_as_uninterrupted(toy, tmp_path, monkeypatch):
     restored = []
     original_restore = trainer_module.restore_rng_state
     monkeypatch.setattr(trainer_module, "restore_rng_state", lambda state: (restored.append(state), original_restore(state)))
-    full = run_training(DATASET, "2d", 0, "1", num_epochs=2, num_workers=0, output_folder=tmp_path / "a",
-                        skip_final_validation=True)[0]
-    run_training(DATASET, "2d", 0, "1", num_epochs=1, num_workers=0, output_folder=tmp_path / "b",
-                 skip_final_validation=True)
-    resumed = run_training(DATASET, "2d", 0, "1", num_epochs=2, num_workers=0, output_folder=tmp_path / "b",
-                           continue_training=True, skip_final_validation=True)[0]
+    full = run_training(TrainingRequest(DATASET, "2d", 0, stage="1", schedule=ScheduleOverrides(num_epochs=2),
+                                        final_validation=False, num_workers=0, output_folder=tmp_path / "a"))[0]
+    run_training(TrainingRequest(DATASET, "2d", 0, stage="1", schedule=ScheduleOverrides(num_epochs=1),
+                                 final_validation=False, num_workers=0, output_folder=tmp_path / "b"))
+    resumed = run_training(TrainingRequest(DATASET, "2d", 0, stage="1", schedule=ScheduleOverrides(num_epochs=2),
+                                           final_validation=False, num_workers=0, output_folder=tmp_path / "b",
+                                           continue_training=True))[0]
     assert resumed.current_epoch == 2
     # the checkpoint's global random streams were restored once, on resume (epoch 1 of run b)
     assert len(restored) == 1 and restored[0]["data_loader"]["epoch"] == 0 and {"torch", "numpy", "python"} <= set(restored[0])
@@ -84,14 +87,15 @@ def test_resume_gives_same_weights_as_uninterrupted(toy, tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_val_only_and_stage2_needs_stage1(toy, tmp_path):
     with pytest.raises(Stage1CheckpointMissingError, match="Run stage 1 first"):
-        run_training(DATASET, "2d", 1, "2", num_workers=0)
-    run_training(DATASET, "2d", 1, "1", num_workers=0, skip_final_validation=True)
+        run_training(TrainingRequest(DATASET, "2d", 1, stage="2", num_workers=0))
+    run_training(TrainingRequest(DATASET, "2d", 1, stage="1", final_validation=False, num_workers=0))
     sf = toy["results"] / DATASET / "DiffOSegTrainer__DiffOSegPlans__2d" / "fold_1" / "stage1"
     assert not (sf / "validation").exists()
-    run_training(DATASET, "2d", 1, "1", only_validation=True)
+    run_training(TrainingRequest(DATASET, "2d", 1, stage="1", only_validation=True))
     assert json.loads((sf / "validation" / "summary.json").read_text())["num_cases"] == 2
     # Stage II with a frozen backbone: every transferred Stage I tensor is unchanged after training
-    tr2 = run_training(DATASET, "2d", 1, "2", num_workers=0, freeze_backbone=True, skip_final_validation=True)[0]
+    tr2 = run_training(TrainingRequest(DATASET, "2d", 1, stage="2", schedule=ScheduleOverrides(freeze_backbone=True),
+                                       final_validation=False, num_workers=0))[0]
     s1 = torch.load(sf / "checkpoint_final.pth", weights_only=False)["network_weights"]
     s2 = tr2.network.state_dict()
     same = [n for n in s1 if s1[n].shape == s2[n].shape]
@@ -102,26 +106,28 @@ def test_val_only_and_stage2_needs_stage1(toy, tmp_path):
 
 
 def test_foreign_checkpoint_is_rejected_and_kept(toy, tmp_path):
-    run_training(DATASET, "2d", 0, "1", num_workers=0, output_folder=tmp_path, skip_final_validation=True)
+    run_training(TrainingRequest(DATASET, "2d", 0, stage="1", final_validation=False, num_workers=0,
+                                 output_folder=tmp_path))
     latest = tmp_path / "fold_0" / "stage1" / "checkpoint_latest.pth"
     ck = torch.load(latest, weights_only=False)
     ck["init_args"]["dataset_name"] = "Dataset999_Other"
     torch.save(ck, latest)
     before = latest.read_bytes()
     with pytest.raises(CheckpointError, match="different training run"):
-        run_training(DATASET, "2d", 0, "1", num_workers=0, output_folder=tmp_path, continue_training=True)
+        run_training(TrainingRequest(DATASET, "2d", 0, stage="1", num_workers=0, output_folder=tmp_path,
+                                     continue_training=True))
     assert latest.read_bytes() == before
 
 
 def test_bad_inputs_give_clear_errors(toy, capsys):
     with pytest.raises(SplitsError, match="Fold 7 is outside"):
-        run_training(DATASET, "2d", 7, "1", num_workers=0)
+        run_training(TrainingRequest(DATASET, "2d", 7, stage="1", num_workers=0))
     with pytest.raises(ValueError, match="Configuration '3d_fullres' is not in plans"):
-        run_training(DATASET, "3d_fullres", 0, "1")
+        run_training(TrainingRequest(DATASET, "3d_fullres", 0, stage="1"))
     with pytest.raises(FileNotFoundError, match="plans file not found"):
-        run_training(DATASET, "2d", 0, "1", plans_identifier="OtherPlans")
-    with pytest.raises(ValueError, match="Unknown trainer"):
-        run_training(DATASET, "2d", 0, "1", trainer="NoSuchTrainer")
+        run_training(TrainingRequest(DATASET, "2d", 0, stage="1", plans="OtherPlans"))
+    with pytest.raises(ArgumentError, match="Unknown trainer"):
+        run_training(TrainingRequest(DATASET, "2d", 0, stage="1", trainer="NoSuchTrainer"))
     assert run_command("diffoseg_train", main, [DATASET, "2d", "0", "--stage", "2", "-device", "cpu"]) == 1
     assert "Run stage 1 first" in capsys.readouterr().err
 
@@ -129,14 +135,16 @@ def test_bad_inputs_give_clear_errors(toy, capsys):
 @pytest.mark.slow
 def test_time_budget_cuts_epochs(toy, tmp_path):
     # a budget far below one epoch's time: the stage stops after the first epoch and says so
-    tr = run_training(DATASET, "2d", 0, "1", num_epochs=50, num_workers=0, output_folder=tmp_path / "budget",
-                      skip_final_validation=True, max_minutes=1e-4)[0]
+    tr = run_training(TrainingRequest(DATASET, "2d", 0, stage="1", schedule=ScheduleOverrides(num_epochs=50),
+                                      budget=TimeBudget(max_minutes=1e-4), final_validation=False, num_workers=0,
+                                      output_folder=tmp_path / "budget"))[0]
     assert tr.current_epoch == 1 and tr.num_epochs == 1
     ckpt = torch.load(tmp_path / "budget" / "fold_0" / "stage1" / "checkpoint_final.pth", weights_only=False)
     assert ckpt["epoch"] == 1
     # a generous budget leaves the planned epochs alone
-    tr = run_training(DATASET, "2d", 0, "1", num_epochs=2, num_workers=0, output_folder=tmp_path / "free",
-                      skip_final_validation=True, max_minutes=60)[0]
+    tr = run_training(TrainingRequest(DATASET, "2d", 0, stage="1", schedule=ScheduleOverrides(num_epochs=2),
+                                      budget=TimeBudget(max_minutes=60), final_validation=False, num_workers=0,
+                                      output_folder=tmp_path / "free"))[0]
     assert tr.current_epoch == 2
 
 
@@ -146,16 +154,18 @@ def test_cpu_budget_clock_counts_process_time(toy, tmp_path, monkeypatch):
     # 10-minute budget after the first epoch, although hardly any wall-clock time passes
     import itertools
 
-    from diffoseg_auto.training import trainer as trainer_module
+    from diffoseg_auto.training import stage_budget
 
-    assert trainer_module.BUDGET_CLOCKS["cpu"] is time.process_time
+    assert stage_budget.BUDGET_CLOCKS["cpu"] is time.process_time
     hours = itertools.count(0, 3600)
-    monkeypatch.setitem(trainer_module.BUDGET_CLOCKS, "cpu", lambda: float(next(hours)))
-    tr = run_training(DATASET, "2d", 0, "1", num_epochs=3, num_workers=0, output_folder=tmp_path / "cpu",
-                      skip_final_validation=True, max_minutes=10, budget_clock="cpu")[0]
+    monkeypatch.setitem(stage_budget.BUDGET_CLOCKS, "cpu", lambda: float(next(hours)))
+    tr = run_training(TrainingRequest(DATASET, "2d", 0, stage="1", schedule=ScheduleOverrides(num_epochs=3),
+                                      budget=TimeBudget(max_minutes=10, clock="cpu"), final_validation=False,
+                                      num_workers=0, output_folder=tmp_path / "cpu"))[0]
     assert tr.current_epoch == 1 and tr.num_epochs == 1
-    tr = run_training(DATASET, "2d", 0, "1", num_epochs=2, num_workers=0, output_folder=tmp_path / "wall",
-                      skip_final_validation=True, max_minutes=10, budget_clock="wall")[0]
+    tr = run_training(TrainingRequest(DATASET, "2d", 0, stage="1", schedule=ScheduleOverrides(num_epochs=2),
+                                      budget=TimeBudget(max_minutes=10, clock="wall"), final_validation=False,
+                                      num_workers=0, output_folder=tmp_path / "wall"))[0]
     assert tr.current_epoch == 2
 
 
@@ -164,9 +174,13 @@ def test_ema_horizon_follows_run_length(toy):
 
     plans = tiny_plans()
     plans.configurations["2d"].training.ema_decay = 0.999
-    short = DiffOSegTrainer(plans, "2d", 0, DATASET, 1, torch.device("cpu"), num_epochs=10, iterations_per_epoch=50)
+    def trainer(epochs: int, iterations: int) -> DiffOSegTrainer:
+        request = TrainingRequest(DATASET, "2d", 0, schedule=ScheduleOverrides(epochs, iterations))
+        return DiffOSegTrainer(plans, request, 1, torch.device("cpu"))
+
+    short = trainer(10, 50)
     assert short.ema_decay() == pytest.approx(0.98)  # 1 - 10 / 500
-    long = DiffOSegTrainer(plans, "2d", 0, DATASET, 1, torch.device("cpu"), num_epochs=100, iterations_per_epoch=250)
+    long = trainer(100, 250)
     assert long.ema_decay() == 0.999  # the plans' decay once the run is long enough
 
 

@@ -62,29 +62,32 @@ def train_stage(dataset: str, configuration: str, stage: int, minutes: float, dr
     import torch
 
     from diffoseg_auto.training.run_training import run_training
+    from diffoseg_auto.training.training_request import ScheduleOverrides, TimeBudget, TrainingRequest
 
     cuda = device.startswith("cuda")
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     t0 = time.time()
+    budget = TimeBudget()
     if steps is not None:
-        kwargs = dict(num_epochs=1, iterations_per_epoch=steps, val_iterations=0)
+        schedule = ScheduleOverrides(num_epochs=1, iterations_per_epoch=steps, val_iterations=0)
     elif dry_run:
-        kwargs = dict(num_epochs=1, iterations_per_epoch=2, val_iterations=1)
+        schedule = ScheduleOverrides(num_epochs=1, iterations_per_epoch=2, val_iterations=1)
     else:
-        kwargs = dict(num_epochs=10_000, iterations_per_epoch=25, val_iterations=2, max_minutes=minutes)
-    tr = run_training(dataset, configuration, 0, str(stage), device=device, skip_final_validation=True, overwrite=True,
-                      num_workers=0 if dry_run else min(8, max(1, (os.cpu_count() or 2) - 2)), **kwargs)[0]
+        schedule, budget = ScheduleOverrides(num_epochs=10_000, iterations_per_epoch=25, val_iterations=2), TimeBudget(minutes)
+    tr = run_training(TrainingRequest(dataset, configuration, 0, stage=stage, schedule=schedule, budget=budget,
+                                      final_validation=False, device=device, overwrite=True,
+                                      num_workers=0 if dry_run else min(8, max(1, (os.cpu_count() or 2) - 2))))[0]
     wall = time.time() - t0
     v = tr.logger.values
     starts, ends = v["epoch_start_timestamps"], v["epoch_end_timestamps"]
     epochs = list(range(1 if len(ends) > 1 else 0, len(ends)))  # the first epoch carries start-up and warm-up
     seconds = sum(ends[e] - starts[e] for e in epochs)
-    iters = len(epochs) * tr.iterations_per_epoch
+    iters = tr.iterations_done - (tr.iterations_per_epoch if epochs and epochs[0] == 1 else 0)  # the last may be cut
     its = iters / seconds if seconds > 0 else float("nan")
     c = tr.cfg
-    planned_iters = (c.training.num_epochs * c.training.iterations_per_epoch if stage == 1
-                     else c.stage2.num_epochs * c.stage2.iterations_per_epoch)
+    planned = c.schedule(stage)
+    planned_iters = planned.num_epochs * planned.iterations_per_epoch
     return {"stage": stage, "configuration": configuration, "precision": tr.debug_info()["precision"],
             "patch_size": list(c.patch_size), "batch_size": tr.batch_size, "epochs_run": len(ends),
             "iterations_timed": iters, "iterations_per_s": round(its, 3), "samples_per_s": round(its * tr.batch_size, 2),

@@ -49,6 +49,7 @@ def train_with_budget(dataset_id: int, configuration: str, stage1_minutes: float
     import torch
 
     from diffoseg_auto.training.run_training import run_training
+    from diffoseg_auto.training.training_request import ScheduleOverrides, TimeBudget, TrainingRequest
 
     if device == "cpu":
         torch.set_num_threads(threads)
@@ -57,12 +58,12 @@ def train_with_budget(dataset_id: int, configuration: str, stage1_minutes: float
         if minutes is not None and minutes <= 0:
             continue
         t0, c0 = time.time(), time.process_time()
-        tr = run_training(dataset_id, configuration, fold, str(stage), trainer=trainer, num_workers=num_workers, device=device,
-                          max_minutes=minutes, skip_final_validation=True,
-                          num_epochs=None if minutes is None else 1000,
-                          iterations_per_epoch=iterations_per_epoch, val_iterations=val_iterations,
-                          overwrite=not resume, continue_training=resume, budget_clock=budget_clock)[0]
-        reached[f"stage{stage}"] = {"epochs": tr.current_epoch, "iterations": tr.current_epoch * tr.iterations_per_epoch,
+        schedule = ScheduleOverrides(None if minutes is None else 1000, iterations_per_epoch, val_iterations)
+        tr = run_training(TrainingRequest(dataset_id, configuration, fold, stage=stage, trainer=trainer, schedule=schedule,
+                                          budget=TimeBudget(minutes, budget_clock), final_validation=False,
+                                          num_workers=num_workers, device=device, overwrite=not resume,
+                                          continue_training=resume))[0]
+        reached[f"stage{stage}"] = {"epochs": tr.current_epoch, "iterations": tr.iterations_done,
                                     "batch_size": tr.batch_size, "seconds": round(time.time() - t0, 1),
                                     "cpu_seconds": round(time.process_time() - c0, 1)}
     return reached

@@ -156,6 +156,7 @@ def main() -> None:
     from diffoseg_auto.results_layout import checkpoint_path, trainer_folder
     from diffoseg_auto.training.add_rater import DEFAULT_ITERATIONS, AddRaterRequest, add_rater
     from diffoseg_auto.training.run_training import run_training
+    from diffoseg_auto.training.training_request import ScheduleOverrides, TrainingRequest
     from planners.plan_and_preprocess_entrypoints import plan_and_preprocess
 
     t0 = time.time()
@@ -192,13 +193,14 @@ def main() -> None:
     if a.time_budget:  # a configuration planned for the hours on this CPU; it brings its own schedule
         a.configuration = plan_budget_configuration(did, a.configuration, a.time_budget, a.candidate)
     schedule = ({} if a.time_budget else
-                {"stage1": {"num_epochs": a.epochs, "iterations_per_epoch": a.iterations},
-                 "stage2": {"num_epochs": a.stage2_epochs, "iterations_per_epoch": a.iterations}})
+                {1: ScheduleOverrides(num_epochs=a.epochs, iterations_per_epoch=a.iterations),
+                 2: ScheduleOverrides(num_epochs=a.stage2_epochs, iterations_per_epoch=a.iterations)})
     folder = trainer_folder(name, "DiffOSegTrainer", "DiffOSegPlans", a.configuration)
     for stage in (1, 2):
         if not checkpoint_path(folder, 0, stage).is_file():  # --c: an interrupted stage continues
-            run_training(did, a.configuration, 0, str(stage), device="cpu", skip_final_validation=True,
-                         continue_training=True, num_workers=0, **schedule.get(f"stage{stage}", {}))
+            run_training(TrainingRequest(did, a.configuration, 0, stage=stage, final_validation=False, device="cpu",
+                                         continue_training=True, num_workers=0,
+                                         schedule=schedule.get(stage, ScheduleOverrides())))
     train_seconds = round(time.time() - t0, 1)
     labels = full / "labelsTr" / new_name
     shots = shot_cases(did, 0, labels, a.shots, work / "new_images", work / "new_masks", ending)

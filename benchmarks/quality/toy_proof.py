@@ -70,6 +70,7 @@ def run(a: argparse.Namespace) -> None:
     from diffoseg_auto.io.image_io import read_seg
     from diffoseg_auto.results_layout import stage_folder, trainer_folder
     from diffoseg_auto.training.run_training import run_training
+    from diffoseg_auto.training.training_request import ScheduleOverrides, TrainingRequest
     from planners.plan_and_preprocess_entrypoints import plan_and_preprocess
 
     name = f"Dataset{a.dataset_id:03d}_Toy2D"
@@ -85,8 +86,9 @@ def run(a: argparse.Namespace) -> None:
             edit_plans(plans_file, "2d", a.set)
             for block in a.prompt_blocks:
                 add_prompt_block_configuration(plans_file, block)
-            run_training(a.dataset_id, "2d", 0, "1", num_epochs=a.epochs, iterations_per_epoch=a.iterations,
-                         device=a.device, skip_final_validation=True, overwrite=True)
+            run_training(TrainingRequest(a.dataset_id, "2d", 0, stage="1",
+                                         schedule=ScheduleOverrides(a.epochs, a.iterations),
+                                         final_validation=False, device=a.device, overwrite=True))
             timings["stage1_seconds"] = round(time.time() - t0, 1)
         stage1 = stage_folder(trainer_folder(name, "DiffOSegTrainer", "DiffOSegPlans", "2d"), 0, 1) / "checkpoint_final.pth"
         for block, cfg in configs.items():
@@ -94,8 +96,9 @@ def run(a: argparse.Namespace) -> None:
             target = stage_folder(trainer_folder(name, "DiffOSegTrainer", "DiffOSegPlans", cfg), 0, 1)
             shutil.rmtree(target.parent, ignore_errors=True)
             share_stage1(stage1, target / "checkpoint_final.pth", cfg)  # the same Stage I weights for every block
-            run_training(a.dataset_id, cfg, 0, "2", num_epochs=a.stage2_epochs, iterations_per_epoch=a.iterations,
-                         device=a.device, skip_final_validation=True, overwrite=True)
+            run_training(TrainingRequest(a.dataset_id, cfg, 0, stage="2",
+                                         schedule=ScheduleOverrides(a.stage2_epochs, a.iterations),
+                                         final_validation=False, device=a.device, overwrite=True))
             timings[f"stage2_{block}_seconds"] = round(time.time() - t1, 1)
     val_in = work / "val_images"
     cases = link_fold_images(a.dataset_id, 0, val_in)

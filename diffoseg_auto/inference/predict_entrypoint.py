@@ -64,8 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default=None, choices=PRECISIONS,
                    help="network autocast (default: the plans' inference.precision, 'auto' = bf16 where native, else fp32)")
     p.add_argument("--compile", action="store_true", help="torch.compile the denoiser (slow start; pays on GPUs)")
-    p.add_argument("-npp", type=int, default=None, help="preprocessing processes (default: min(2, CPUs))")
-    p.add_argument("-nps", type=int, default=None, help="export processes (default: min(2, CPUs))")
+    p.add_argument("-npp", type=int, default=None, help="preprocessing processes (default: on a CUDA device min(cores - 1, "
+                   "12, memory / 3 GB), else min(2, CPUs))")
+    p.add_argument("-nps", type=int, default=None, help="export processes (default: as -npp)")
     p.add_argument("--seed", type=int, default=0, help="random seed; outputs are reproducible per case (default: 0)")
     p.add_argument("--continue_prediction", action="store_true",
                    help="finish an earlier run into -o with the same settings: cases with all outputs are skipped")

@@ -10,10 +10,10 @@ from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 import torch
 
-from diffoseg_auto.configuration import default_num_processes
+from diffoseg_auto.configuration import worker_processes
 from diffoseg_auto.errors import UserError
 from diffoseg_auto.results_layout import CHECKPOINT_FINAL, trainer_folder
-from diffoseg_auto.runtime.device import device_problem
+from diffoseg_auto.runtime.device import device_problem, resolve_device
 from diffoseg_auto.runtime.precision import PRECISIONS
 from diffoseg_auto.utilities.argument_checks import at_least, raise_problems
 from diffoseg_auto.utilities.dataset_name_id import resolve_dataset_name
@@ -38,7 +38,8 @@ class PredictionRequest:
       deterministic baselines (their mirroring costs 4x once, not 4x per step and sample);
     - ``device``: None = CUDA when available, else the CPU; ``precision`` / ``compile_network``: DiffOSeg's denoiser
       (None = the plans' inference.precision);
-    - ``num_processes_preprocessing`` / ``num_processes_export``: worker processes (None = min(2, CPUs));
+    - ``num_processes_preprocessing`` / ``num_processes_export``: worker processes (None = configuration.worker_processes:
+      on a CUDA device from the cores and memory, else min(2, CPUs));
     - ``continue_prediction`` finishes an earlier run with the same settings in ``output_folder``; ``overwrite``
       deletes an earlier run's outputs first (without either, such a folder is refused).
     """
@@ -107,7 +108,8 @@ class PredictionRequest:
         return dataset_name, folder
 
     def worker_counts(self) -> tuple[int, int]:
-        """(preprocessing, export) worker processes."""
+        """(preprocessing, export) worker processes; the default follows the machine (configuration.worker_processes)."""
         npp, nps = self.num_processes_preprocessing, self.num_processes_export
-        return (default_num_processes() if npp is None else int(npp), default_num_processes() if nps is None else int(nps))
+        default = worker_processes(resolve_device(self.device).type)
+        return (default if npp is None else int(npp), default if nps is None else int(nps))
 

@@ -97,6 +97,17 @@ class Stage2Plan:
     num_samples_per_rater: int = 4
 
 
+@dataclass(frozen=True)
+class StageSchedule:
+    """The schedule of one training stage, whichever section of the plans holds it (ConfigurationPlan.schedule)."""
+
+    num_epochs: int
+    iterations_per_epoch: int
+    initial_lr: float
+    val_iterations: int               # validation-loss batches per epoch (training.num_val_iterations_per_epoch)
+    freeze_backbone: bool             # Stage II only: train the prompt block and rater input alone
+
+
 @dataclass
 class AugmentationPlan:
     mirror_axes: list[int] = field(default_factory=list)
@@ -142,6 +153,17 @@ class ConfigurationPlan:
     inference: InferencePlan = field(default_factory=InferencePlan)
     slice_axis: int | None = None      # 2d configuration of 3D data: axis of the preprocessed volume to slice along
     notes: dict = field(default_factory=dict)  # the planner's reasoning, human readable
+
+    def schedule(self, stage: int) -> StageSchedule:
+        """Stage I's schedule is in ``training``, Stage II's in ``stage2`` (the JSON keeps nnU-Net-like sections);
+        every reader asks here instead of picking the section by stage."""
+        if stage not in (1, 2):
+            raise ValueError(f"stage must be 1 or 2, got {stage}")
+        section = self.training if stage == 1 else self.stage2
+        return StageSchedule(num_epochs=int(section.num_epochs), iterations_per_epoch=int(section.iterations_per_epoch),
+                             initial_lr=float(section.initial_lr),
+                             val_iterations=int(self.training.num_val_iterations_per_epoch),
+                             freeze_backbone=stage == 2 and bool(self.stage2.freeze_backbone))
 
 
 @dataclass

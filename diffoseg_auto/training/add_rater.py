@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from diffoseg_auto.dataset.label_checks import check_label_array
@@ -40,11 +39,13 @@ from diffoseg_auto.preprocessing.preprocessor import DefaultPreprocessor
 from diffoseg_auto.results_layout import (ADDED_RATERS_CHECKPOINT, CHECKPOINT_FINAL, checkpoint_path, rater_list_file,
                                           trainer_folder)
 from diffoseg_auto.runtime.device import device_problem, resolve_device
-from diffoseg_auto.runtime.precision import autocast, autocast_dtype
+from diffoseg_auto.runtime.precision import autocast_dtype, grad_scaler
 from diffoseg_auto.training.augmentation import get_training_transforms, make_augmenter, sampling_patch_size
 from diffoseg_auto.training.data_loader import DiffOSegDataLoader
-from diffoseg_auto.training.optim import lr_at_epoch, set_lr
-from diffoseg_auto.training.targets import rater_targets
+from diffoseg_auto.training.diffusion_step import DiffusionLoss, optimizer_step
+from diffoseg_auto.training.finite_guard import non_finite_problem
+from diffoseg_auto.training.optim import lr_at_progress, set_lr
+from diffoseg_auto.training.stage_budget import BUDGET_CLOCKS, StageBudget
 from diffoseg_auto.training.trainer_registry import get_trainer_class
 from diffoseg_auto.utilities.argument_checks import above, at_least, raise_problems
 from diffoseg_auto.utilities.command_runner import run_command
@@ -147,47 +148,49 @@ def extended_plans(plans: Plans, name: str) -> Plans:
     return plans_from_dict(d)
 
 
-def fit_new_rater(network, plans: Plans, configuration: str, data_folder: Path, cases: list[str], device: torch.device,
-                  iterations: int, max_minutes: float | None, seed: int) -> dict:
-    """Fit the new rater's rows (the last index) with the Stage II loss on its cases; returns the loss record."""
-    cfg = plans.get_configuration(configuration)
+def fit_new_rater(network, plans: Plans, req: AddRaterRequest, data_folder: Path, cases: list[str],
+                  device: torch.device) -> dict:
+    """Fit the new rater's rows (the last index) on its cases with Stage II's training step (diffusion_step.py:
+    the loss, clipping, non-finite check and step of diffoseg_train, over the new rows only), its learning-rate
+    schedule and its time budget (stage_budget.py); returns the loss record."""
+    cfg = plans.get_configuration(req.configuration)
     k, patch, sd = plans.num_classes, list(cfg.patch_size), cfg.spatial_dims
+    initial_lr = cfg.schedule(2).initial_lr * LR_FACTOR
     trainable = train_only_new_rater(network)
-    opt = torch.optim.Adam(trainable, lr=cfg.stage2.initial_lr * LR_FACTOR)  # no weight decay: frozen rows stay put
+    opt = torch.optim.Adam(trainable, lr=initial_lr)  # no weight decay: frozen rows stay put
     loader = DiffOSegDataLoader(data_folder, cases, cfg.batch_size, sampling_patch_size(patch, cfg.augmentation, sd),
-                                cfg.training.oversample_foreground_percent, cfg.slice_axis, seed)
+                                cfg.training.oversample_foreground_percent, cfg.slice_axis, req.seed)
     batches = make_augmenter(loader, get_training_transforms(patch, cfg.augmentation, sd), 0)
-    diffusion = diffusion_from_plans(plans, configuration)
     amp = autocast_dtype(cfg.training.precision, device)
-    rng, gen = np.random.RandomState(seed), torch.Generator().manual_seed(seed)
+    loss_of = DiffusionLoss(diffusion_from_plans(plans, req.configuration), k, 2, cfg.training, device, amp)
+    scaler = grad_scaler(device, amp)
+    budget = StageBudget(req.max_minutes, BUDGET_CLOCKS["wall"])
+    rng, gen = np.random.RandomState(req.seed), torch.Generator().manual_seed(req.seed)
     network.train()
     losses, start = [], time.time()
-    bar = tqdm(range(iterations), desc="fitting the new expert's prompt")
+    bar = tqdm(range(req.iterations), desc="fitting the new expert's prompt")
     for it in bar:
-        set_lr(opt, lr_at_epoch(cfg.stage2.initial_lr * LR_FACTOR, it, iterations, "poly", 0.9))
-        batch = next(batches)
-        x0, ids = rater_targets(np.asarray(batch["seg"]), np.asarray(batch["rater_mask"], bool), k, rng)
-        data = torch.from_numpy(np.ascontiguousarray(batch["data"])).to(device)
-        x0 = torch.from_numpy(x0).to(device)
-        t = diffusion.sample_timesteps(x0.shape[0], device, gen)
-        x_t = diffusion.q_sample(x0, t, gen)
-        with autocast(device, amp):
-            logits = network(data, x_t, t, torch.from_numpy(ids).to(device))
-        loss = diffusion.training_loss(x0, F.softmax(logits.float(), dim=1), x_t, t,
-                                       x0_ce_weight=cfg.training.x0_ce_weight)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if not torch.isfinite(loss):
-            raise AddRaterError(f"the fitting loss became {float(loss)} at iteration {it}; nothing was written.")
-        opt.step()
-        losses.append(float(loss.detach()))
-        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
-        if max_minutes is not None and time.time() - start > max_minutes * 60:
-            logger.warning(f"--max_minutes {max_minutes:g}: stopped after {it + 1} of {iterations} iterations")
+        spent = budget.spent_s()
+        if it > 0 and budget.limited and spent >= budget.seconds:
+            logger.warning(f"--max_minutes {req.max_minutes:g}: stopped after {it} of {req.iterations} iterations")
             break
+        set_lr(opt, lr_at_progress(initial_lr, max(it / req.iterations, budget.fraction(spent)),
+                                   cfg.training.lr_schedule, cfg.training.poly_exponent))
+        loss = loss_of(network, next(batches), rng, gen)
+        losses.append(optimizer_step(loss, opt, scaler, cfg.training.grad_clip, _nothing_written_if_non_finite(it)))
+        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
     network.eval()
     return {"iterations": len(losses), "first_loss": round(float(np.mean(losses[:20])), 6),
             "final_loss": round(float(np.mean(losses[-20:])), 6), "seconds": round(time.time() - start, 1)}
+
+
+def _nothing_written_if_non_finite(iteration: int):
+    def check(loss: torch.Tensor, grad_norm: torch.Tensor, scaler_enabled: bool) -> None:
+        problem = non_finite_problem(loss, grad_norm, scaler_enabled)
+        if problem:
+            raise AddRaterError(f"non-finite {problem} at iteration {iteration} of the fitting; nothing was written. "
+                                "Check the new cases' images for NaN/Inf.")
+    return check
 
 
 def add_rater(req: AddRaterRequest) -> Path:
@@ -216,8 +219,7 @@ def add_rater(req: AddRaterRequest) -> Path:
             d, s, m, p = pre.run_case_arrays(data, segs, np.arange(r) == r - 1, props, case)
             save_case(Path(tmp), case, d, s, m, p)
         unpack_dataset(Path(tmp))
-        record = fit_new_rater(network, ext, req.configuration, Path(tmp), [c[0] for c in cases], device,
-                               req.iterations, req.max_minutes, req.seed)
+        record = fit_new_rater(network, ext, req, Path(tmp), [c[0] for c in cases], device)
     state = {k: v.detach().cpu() for k, v in network.state_dict().items()}
     out = checkpoint_path(folder, req.fold, 2, ADDED_RATERS_CHECKPOINT)
     added = {"name": req.name, "cases": [c[0] for c in cases], "images": str(req.images), "labels": str(req.labels),

@@ -84,13 +84,13 @@ def mean_over_ranks(value: float, device: torch.device) -> float:
     return float(t.item()) / world_size()
 
 
-def broadcast_int(value: int, device: torch.device, src: int = 0) -> int:
-    """Rank ``src``'s value on every rank (decisions that must agree, e.g. a time budget)."""
+def broadcast_float(value: float, device: torch.device, src: int = 0) -> float:
+    """Rank ``src``'s value on every rank (decisions that must agree, e.g. the seconds of a time budget spent)."""
     if not is_distributed():
-        return int(value)
-    t = torch.tensor([int(value)], dtype=torch.int64, device=device)
+        return float(value)
+    t = torch.tensor([float(value)], dtype=torch.float64, device=device)
     dist.broadcast(t, src=src)
-    return int(t.item())
+    return float(t.item())
 
 
 def per_rank_batch_size(batch_size: int, world: int) -> int:

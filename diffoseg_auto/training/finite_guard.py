@@ -22,14 +22,21 @@ class NonFiniteTrainingError(UserError):
     """The loss or the gradient norm became NaN/Inf."""
 
 
-def raise_if_non_finite(loss: torch.Tensor, grad_norm: torch.Tensor, scaler_enabled: bool, epoch: int, stage: int,
-                        fold: int | str, output_folder: Path) -> None:
+def non_finite_problem(loss: torch.Tensor, grad_norm: torch.Tensor, scaler_enabled: bool) -> str | None:
+    """What is non-finite ('training loss nan', 'gradient norm inf', ...), the same on every rank; None when all is."""
     loss_ok = bool(torch.isfinite(loss.detach()).all())
     grad_ok = scaler_enabled or bool(torch.isfinite(grad_norm).all())
     if not ddp.any_rank(not (loss_ok and grad_ok), loss.device):
-        return
-    what = (f"training loss {float(loss.detach()):g}" if not loss_ok else
+        return None
+    return (f"training loss {float(loss.detach()):g}" if not loss_ok else
             f"gradient norm {float(grad_norm):g}" if not grad_ok else "loss or gradient on another rank")
+
+
+def raise_if_non_finite(loss: torch.Tensor, grad_norm: torch.Tensor, scaler_enabled: bool, epoch: int, stage: int,
+                        fold: int | str, output_folder: Path) -> None:
+    what = non_finite_problem(loss, grad_norm, scaler_enabled)
+    if what is None:
+        return
     kept = sorted(name for name in CHECKPOINTS if (Path(output_folder) / name).is_file())
     raise NonFiniteTrainingError(
         f"stage {stage}, fold {fold}: non-finite {what} at epoch {epoch}; training stopped before the weights "

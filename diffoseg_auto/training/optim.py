@@ -16,13 +16,14 @@ def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float)
     raise ValueError(f"Unknown optimizer '{name}' (plans training.optimizer: adam | adamw)")
 
 
-def lr_at_epoch(initial_lr: float, epoch: int, num_epochs: int, schedule: str = "poly", exponent: float = 0.9) -> float:
-    """poly: initial * (1 - epoch / num_epochs) ** exponent (nnU-Net); constant: initial."""
+def lr_at_progress(initial_lr: float, progress: float, schedule: str = "poly", exponent: float = 0.9) -> float:
+    """poly: initial * (1 - progress) ** exponent, ``progress`` in [0, 1] the share of the stage done (nnU-Net: epoch /
+    num_epochs; under --max_minutes also the spent share of the budget, training/stage_budget.py); constant: initial."""
     if schedule == "constant":
         return initial_lr
     if schedule != "poly":
         raise ValueError(f"Unknown lr_schedule '{schedule}' (plans training.lr_schedule: poly | constant)")
-    return initial_lr * (1 - min(epoch, num_epochs) / num_epochs) ** exponent
+    return initial_lr * (1 - min(max(progress, 0.0), 1.0)) ** exponent
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

@@ -18,6 +18,7 @@ import torch
 from diffoseg_auto.plans.plans import Plans
 from diffoseg_auto.training.augmentation import get_training_transforms, sampling_patch_size
 from diffoseg_auto.training.trainer_registry import get_trainer_class
+from diffoseg_auto.training.training_request import TrainingRequest
 
 
 @dataclass
@@ -81,8 +82,8 @@ def measure_stage(plans: Plans, configuration: str, stage: int, device: torch.de
     # Stage II without a Stage I checkpoint: same shapes, fresh weights (the cost is what is measured)
     cls = type(f"Measured{base.__name__}", (base,), {"_load_stage1": lambda self: None})
     with tempfile.TemporaryDirectory(prefix="diffoseg_throughput_") as tmp:
-        tr = cls(plans, configuration, 0, plans.dataset_name, stage, torch.device(device), num_workers=0,
-                 output_folder=tmp)
+        request = TrainingRequest(plans.dataset_name, configuration, 0, trainer=trainer, num_workers=0, output_folder=tmp)
+        tr = cls(plans, request, stage, torch.device(device))
         tr.initialize()
         tr.target_rng = np.random.RandomState(0)
         tr.torch_gen = torch.Generator().manual_seed(0)

@@ -2,21 +2,23 @@
 network factory, EMA, checkpoints, logger).
 
 One trainer object trains ONE stage of one fold. Stage I learns the probabilistic consensus, Stage II
-starts from the Stage I fold checkpoint and learns per-rater prompts. Reproducibility: every random
+starts from the Stage I fold checkpoint and learns per-rater prompts. It is built from the run's TrainingRequest
+(training_request.py) and the stage's schedule (the plans' ``cfg.schedule(stage)`` with the request's overrides).
+Reproducibility: every random
 stream of an epoch (patch sampling, augmentation, targets, timesteps, forward noise) is seeded from
 (seed, rank, epoch), so a run resumed at epoch e repeats epochs e.. exactly (in-process loading,
 ``num_workers=0``; background workers are fast but not bit-reproducible).
 """
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from diffoseg_auto.configuration import default_num_processes
+from diffoseg_auto.configuration import worker_processes
 from diffoseg_auto.errors import MissingFileError, UserError
 from diffoseg_auto.io.checkpoint_io import CheckpointError, check_compatible, load_checkpoint, save_checkpoint
 from diffoseg_auto.network.factory import freeze_backbone, transfer_stage1_weights
@@ -29,20 +31,23 @@ from diffoseg_auto.results_layout import (CHECKPOINT_BEST, CHECKPOINT_FINAL, CHE
                                           checkpoint_path, fold_final_checkpoint, progress_checkpoint_name, stage_folder,
                                           trainer_folder, validation_folder)
 from diffoseg_auto.runtime.compilation import maybe_compile
-from diffoseg_auto.runtime.precision import autocast, autocast_dtype, grad_scaler, precision_name
+from diffoseg_auto.runtime.device import resolve_device
+from diffoseg_auto.runtime.precision import autocast_dtype, grad_scaler, precision_name
 from diffoseg_auto.training import ddp
 from diffoseg_auto.training.augmentation import (get_training_transforms, get_validation_transforms,
                                                  make_augmenter, sampling_patch_size, seed_augmentation)
 from diffoseg_auto.training.data_loader import DiffOSegDataLoader
+from diffoseg_auto.training.diffusion_step import DiffusionLoss, optimizer_step
 from diffoseg_auto.training.ema import EMA
 from diffoseg_auto.training.finite_guard import raise_if_non_finite
 from diffoseg_auto.training.logger import TrainingLogger
-from diffoseg_auto.training.optim import build_optimizer, lr_at_epoch, set_lr
+from diffoseg_auto.training.optim import build_optimizer, lr_at_progress, set_lr
 from diffoseg_auto.training.rng_state import capture_rng_state, restore_rng_state
 from diffoseg_auto.training.outputs import copy_plan_files
 from diffoseg_auto.training.splits import get_or_create_splits, select_fold
-from diffoseg_auto.training.targets import consensus_targets, rater_targets
-from diffoseg_auto.training.validation import validate_cases
+from diffoseg_auto.training.stage_budget import BUDGET_CLOCKS, StageBudget, epochs_that_fit
+from diffoseg_auto.training.training_request import TrainingRequest
+from diffoseg_auto.training.validation import ValidationJob, validate_cases
 from diffoseg_auto.utilities.file_ops import atomic_copy, load_json, save_json
 
 
@@ -50,52 +55,45 @@ class Stage1CheckpointMissingError(UserError, FileNotFoundError):
     pass
 
 
-# what --max_minutes counts: elapsed wall-clock seconds, or CPU seconds of this process (all its threads)
-BUDGET_CLOCKS = {"wall": time.time, "cpu": time.process_time}
-
-
 class DiffOSegTrainer:
     save_every = 5  # the latest checkpoint every N epochs (and at the end); resume repeats the epochs since
 
-    def __init__(self, plans: Plans, configuration: str, fold: int | str, dataset_name: str, stage: int,
-                 device: torch.device, seed: int = 12345, num_epochs: int | None = None,
-                 iterations_per_epoch: int | None = None, output_folder: str | Path | None = None,
-                 num_workers: int | None = None, val_iterations: int | None = None,
-                 freeze_backbone: bool | None = None, max_minutes: float | None = None, precision: str | None = None,
-                 compile_network: bool = False, budget_clock: str = "wall"):
+    def __init__(self, plans: Plans, request: TrainingRequest, stage: int = 1, device: torch.device | None = None):
+        """``device``: this rank's device (run_training resolves it, DDP included); None = the request's."""
         if stage not in (1, 2):
             raise ValueError(f"stage must be 1 or 2, got {stage}")
-        self.plans, self.configuration, self.fold, self.dataset_name = plans, configuration, fold, dataset_name
-        self.cfg = plans.get_configuration(configuration)
-        self.stage, self.seed = stage, int(seed)
-        self.device = torch.device(device)
+        self.plans, self.request = plans, request
+        self.configuration, self.fold, self.dataset_name = request.configuration, request.fold, request.dataset_name()
+        self.cfg = plans.get_configuration(self.configuration)
+        self.stage, self.seed = stage, int(request.seed)
+        self.device = resolve_device(request.device) if device is None else torch.device(device)
         self.rank, self.world_size = ddp.rank(), ddp.world_size()
         self.is_main = self.rank == 0
-        tr, s2 = self.cfg.training, self.cfg.stage2
-        self.initial_lr = tr.initial_lr if stage == 1 else s2.initial_lr
-        self.num_epochs = int(num_epochs if num_epochs is not None else (tr.num_epochs if stage == 1 else s2.num_epochs))
-        self.iterations_per_epoch = int(iterations_per_epoch if iterations_per_epoch is not None else
-                                        (tr.iterations_per_epoch if stage == 1 else s2.iterations_per_epoch))
-        self.val_iterations = int(val_iterations if val_iterations is not None else tr.num_val_iterations_per_epoch)
-        self.freeze_backbone = bool(s2.freeze_backbone if freeze_backbone is None else freeze_backbone) and stage == 2
-        self.num_workers = default_num_processes() if num_workers is None else int(num_workers)
-        # time budget of this stage (benchmarks at equal training time); None = train all epochs. The 'cpu'
-        # clock counts this process's CPU time, so methods compared on a shared machine get equal compute.
-        self.max_minutes = None if max_minutes is None else float(max_minutes)
-        if budget_clock not in BUDGET_CLOCKS:
-            raise ValueError(f"budget_clock must be one of {sorted(BUDGET_CLOCKS)}, got {budget_clock!r}")
-        self.budget_clock = budget_clock
+        self.schedule = request.stage_schedule(self.cfg.schedule(stage), stage)
+        self.initial_lr = self.schedule.initial_lr
+        self.num_epochs = self.schedule.num_epochs
+        self.iterations_per_epoch = self.schedule.iterations_per_epoch
+        self.val_iterations = self.schedule.val_iterations
+        self.freeze_backbone = self.schedule.freeze_backbone
+        self.num_workers = (worker_processes(self.device.type, ranks=self.world_size) if request.num_workers is None
+                            else int(request.num_workers))
+        # time budget of this stage (training/stage_budget.py); None = train all epochs. The 'cpu' clock counts this
+        # process's CPU time, so methods compared on a shared machine get equal compute.
+        self.max_minutes = request.budget.max_minutes
+        self.budget_clock = request.budget.clock
         self.batch_size = ddp.per_rank_batch_size(self.cfg.batch_size, self.world_size)
-        self.trainer_dir = (Path(output_folder) if output_folder is not None else
-                            trainer_folder(dataset_name, type(self).__name__, plans.plans_name, configuration))
-        self.output_folder = stage_folder(self.trainer_dir, fold, stage)
-        self.data_folder = preprocessed_dataset_folder(dataset_name) / self.cfg.data_identifier
+        self.trainer_dir = (request.output_folder if request.output_folder is not None else
+                            trainer_folder(self.dataset_name, type(self).__name__, plans.plans_name, self.configuration))
+        self.output_folder = stage_folder(self.trainer_dir, self.fold, stage)
+        self.data_folder = preprocessed_dataset_folder(self.dataset_name) / self.cfg.data_identifier
         # network autocast dtype (None = float32); the plans' training.precision unless overridden (--precision)
-        self.precision = precision or self.cfg.training.precision
+        self.precision = request.precision or self.cfg.training.precision
         self.amp_dtype = autocast_dtype(self.precision, self.device)
         self.use_amp = self.amp_dtype is not None
-        self.compile_network = bool(compile_network)
-        self.diffusion = diffusion_from_plans(plans, configuration)
+        self.compile_network = bool(request.compile_network)
+        self.diffusion = diffusion_from_plans(plans, self.configuration)
+        self.diffusion_loss = DiffusionLoss(self.diffusion, plans.num_classes, stage, self.cfg.training, self.device,
+                                            self.amp_dtype)
         self.logger = TrainingLogger()
         self.current_epoch = 0
         self.best_ema_val: float | None = None
@@ -108,8 +106,10 @@ class DiffOSegTrainer:
         self.stage1_not_transferred: list[str] | None = None  # Stage II parameters not taken from Stage I
         self.target_rng: np.random.RandomState | None = None
         self.torch_gen: torch.Generator | None = None
-        self._epochs_before_budget = 0  # a resumed run budgets only its own epochs
-        self._requested_epochs = self.num_epochs
+        self.iterations_done = 0  # training iterations of this stage (a budget may end an epoch early)
+        self.budget: StageBudget | None = None  # set by run_training
+        self._budget_spent_s = 0.0  # of the stage's budget, by the runs before this one (--c)
+        self._epochs_at_start = 0
 
     # ------------------------------------------------------------------ identity / set-up
     @property
@@ -195,9 +195,9 @@ class DiffOSegTrainer:
         self.mt_val = make_augmenter(self.dl_val, get_validation_transforms(), max(0, workers // 2), self.seed + 7)
 
     # ------------------------------------------------------------------ hooks
-    def on_train_start(self, continue_training: bool = False) -> None:
+    def on_train_start(self) -> None:
         self.initialize()
-        if continue_training:
+        if self.request.continue_training:
             self.load_resume_checkpoint()
         self._build_loaders()
         if self.is_main:
@@ -212,8 +212,7 @@ class DiffOSegTrainer:
     def on_epoch_start(self) -> None:
         e = self.current_epoch
         self.network.train()
-        set_lr(self.optimizer, lr_at_epoch(self.initial_lr, e, self.num_epochs, self.cfg.training.lr_schedule,
-                                           self.cfg.training.poly_exponent))
+        self._set_lr(min(e, self.num_epochs) / self.num_epochs)
         self.dl_tr.set_epoch(e)
         self.dl_val.set_epoch(e)
         seed_augmentation([self.seed % 2**32, self.rank, e])
@@ -224,34 +223,21 @@ class DiffOSegTrainer:
         self.logger.log("lrs", self.optimizer.param_groups[0]["lr"], e)
 
     def _loss(self, batch: dict, network) -> torch.Tensor:
-        data = torch.from_numpy(np.ascontiguousarray(batch["data"])).to(self.device, non_blocking=True)
-        seg, rmask, k = batch["seg"], batch["rater_mask"], self.plans.num_classes
-        if self.stage == 1:
-            x0, rater_id = consensus_targets(seg, rmask, k, self.cfg.training.consensus_target, self.target_rng), None
-        else:
-            x0, ids = rater_targets(seg, rmask, k, self.target_rng)
-            rater_id = torch.from_numpy(ids).to(self.device)
-        x0 = torch.from_numpy(x0).to(self.device)
-        t = self.diffusion.sample_timesteps(x0.shape[0], self.device, self.torch_gen)
-        x_t = self.diffusion.q_sample(x0, t, self.torch_gen)
-        with autocast(self.device, self.amp_dtype):
-            logits = network(data, x_t, t, rater_id)
-        # outside the autocast region: the posterior and KL stay in float32 (see runtime/precision.py)
-        return self.diffusion.training_loss(x0, F.softmax(logits.float(), dim=1), x_t, t,
-                                            x0_ce_weight=self.cfg.training.x0_ce_weight)
+        return self.diffusion_loss(network, batch, self.target_rng, self.torch_gen)
 
     def train_step(self, batch: dict) -> float:
         loss = self._loss(batch, self.ddp_network)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.grad_scaler.scale(loss).backward()
-        self.grad_scaler.unscale_(self.optimizer)
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.cfg.training.grad_clip)
-        raise_if_non_finite(loss, grad_norm, self.grad_scaler.is_enabled(), self.current_epoch, self.stage, self.fold,
-                            self.output_folder)
-        self.grad_scaler.step(self.optimizer)
-        self.grad_scaler.update()
+        value = optimizer_step(loss, self.optimizer, self.grad_scaler, self.cfg.training.grad_clip, self._check_finite)
         self.ema.update(self.network)
-        return float(loss.detach().cpu())
+        return value
+
+    def _check_finite(self, loss: torch.Tensor, grad_norm: torch.Tensor, scaler_enabled: bool) -> None:
+        raise_if_non_finite(loss, grad_norm, scaler_enabled, self.current_epoch, self.stage, self.fold,
+                            self.output_folder)
+
+    def _set_lr(self, progress: float) -> None:
+        set_lr(self.optimizer, lr_at_progress(self.initial_lr, progress, self.cfg.training.lr_schedule,
+                                              self.cfg.training.poly_exponent))
 
     @torch.no_grad()
     def validation_step(self, batch: dict) -> float:
@@ -298,36 +284,54 @@ class DiffOSegTrainer:
         atomic_copy(self.output_folder / CHECKPOINT_FINAL, fold_final_checkpoint(self.trainer_dir, self.fold))
 
     # ------------------------------------------------------------------ loop
-    def run_training(self, continue_training: bool = False) -> None:
-        self.on_train_start(continue_training)
-        self._epochs_before_budget = self.current_epoch
-        self._requested_epochs = self.num_epochs
-        clock = BUDGET_CLOCKS[self.budget_clock]
-        start = clock()
+    def run_training(self) -> None:
+        """Train the stage (continued from its latest checkpoint with the request's --c)."""
+        self.on_train_start()
+        self.budget = StageBudget(self.max_minutes, BUDGET_CLOCKS[self.budget_clock], self._budget_spent_s)
+        self._epochs_at_start = self.current_epoch
+        if self.budget.limited and self._budget_spent_s > 0:  # --c: what the earlier runs spent is gone (all: done)
+            self._fit_epochs_to_budget()
         while self.current_epoch < self.num_epochs:
             self.on_epoch_start()
-            train_losses = [self.train_step(next(self.mt_tr)) for _ in range(self.iterations_per_epoch)]
+            train_losses = self.train_epoch()
             self.network.eval()
-            val_losses = [self.validation_step(next(self.mt_val)) for _ in range(self.val_iterations)]
+            # an epoch the budget cut short validates on its share of the batches
+            n_val = math.ceil(self.val_iterations * len(train_losses) / self.iterations_per_epoch)
+            val_losses = [self.validation_step(next(self.mt_val)) for _ in range(n_val)]
+            if len(train_losses) < self.iterations_per_epoch:
+                self.num_epochs = self.current_epoch + 1  # the budget ended inside this epoch: the stage ends with it
             self.on_epoch_end(train_losses, val_losses)
-            if self.max_minutes is not None:
-                self._fit_epochs_to_budget(clock() - start)
+            if self.budget.limited and self.current_epoch < self.num_epochs:
+                self._fit_epochs_to_budget()
         self.on_train_end()
 
-    def _fit_epochs_to_budget(self, elapsed_s: float) -> None:
-        """Shrink num_epochs so the stage ends within max_minutes (the poly LR then decays over what fits).
+    def train_epoch(self) -> list[float]:
+        """The epoch's training iterations. Under a time budget the clock is read (rank 0's, so every rank agrees)
+        before each one: the epoch ends when the budget is spent (after at least one iteration), and the learning
+        rate follows the spent share of the budget or the share of the planned iterations done, whichever is further."""
+        losses = []
+        planned = self.schedule.num_epochs * self.iterations_per_epoch
+        for it in range(self.iterations_per_epoch):
+            if self.budget.limited:
+                spent = ddp.broadcast_float(self.budget.spent_s(), self.device)
+                if it > 0 and spent >= self.budget.seconds:
+                    break
+                self._set_lr(max(self.iterations_done / planned, self.budget.fraction(spent)))
+                if it == 0:
+                    self.logger.log("lrs", self.optimizer.param_groups[0]["lr"], self.current_epoch)
+            losses.append(self.train_step(next(self.mt_tr)))
+            self.iterations_done += 1
+        return losses
 
-        Epochs agree across DDP ranks because the decision uses rank 0's clock."""
-        done = self.current_epoch
-        per_epoch = elapsed_s / max(1, done - self._epochs_before_budget)
-        fits = done + int((self.max_minutes * 60 - elapsed_s) // per_epoch)
-        # re-estimated every epoch, never beyond the requested epochs: a slow first epoch (start-up, a busy
-        # machine) must not lock in a short run
-        fits = int(ddp.broadcast_int(min(self._requested_epochs, max(done, fits)), self.device))
+    def _fit_epochs_to_budget(self) -> None:
+        """Re-estimate the epochs the budget reaches (the epoch lines, the learning-curve checkpoints and the end of
+        the loop follow num_epochs; the clock itself stops the last epoch)."""
+        spent = ddp.broadcast_float(self.budget.spent_s(), self.device)
+        fits = epochs_that_fit(self.budget, spent, self.current_epoch, self.current_epoch - self._epochs_at_start,
+                               self.schedule.num_epochs)
         if fits != self.num_epochs:
             self.num_epochs = fits
-            self.print(f"time budget {self.max_minutes:g} min: training ends after epoch {fits} "
-                       f"({fits * self.iterations_per_epoch} iterations)")
+            self.print(f"time budget {self.max_minutes:g} min: training ends with epoch {fits}")
 
     def perform_actual_validation(self) -> dict | None:
         """Sample every validation case with the EMA weights; write validation/summary.json (rank 0 only)."""
@@ -344,12 +348,12 @@ class DiffOSegTrainer:
 
     def validate_val_cases(self) -> dict:
         """Predict and score ``self.val_cases`` into validation/ (a hook: the baselines predict without sampling)."""
-        c = self.cfg
-        return validate_cases(self.ema.model, self.diffusion, c, self.data_folder, self.val_cases, self.stage,
-                              self.plans.num_classes, self.plans.raters, self.device,
-                              validation_folder(self.trainer_dir, self.fold, self.stage),
-                              num_samples=c.training.num_val_samples, sampling_steps=c.diffusion.sampling_steps,
-                              file_ending=self._raw_file_ending(), samples_per_rater=c.stage2.num_samples_per_rater)
+        return validate_cases(self.ema.model, self.diffusion, self.plans, self.cfg, self.stage, self.device,
+                              self.validation_job())
+
+    def validation_job(self) -> ValidationJob:
+        return ValidationJob(self.data_folder, list(self.val_cases),
+                             validation_folder(self.trainer_dir, self.fold, self.stage), self._raw_file_ending())
 
     def _raw_file_ending(self) -> str | None:
         """The raw images' file ending (dataset.json copy in the preprocessed folder), for exporting predictions."""
@@ -360,9 +364,14 @@ class DiffOSegTrainer:
     def checkpoint_dict(self) -> dict:
         return {"network_weights": self.ema.state_dict(), "raw_network_weights": self.network.state_dict(),
                 "optimizer_state": self.optimizer.state_dict(), "grad_scaler_state": self.grad_scaler.state_dict(),
-                "epoch": self.current_epoch, "ema_num_updates": self.ema.num_updates, "logging": {**self.logger.state(), "best_ema_val": self.best_ema_val},
+                "epoch": self.current_epoch, "iterations": self.iterations_done, "budget_spent_s": self._budget_spent(),
+                "ema_num_updates": self.ema.num_updates, "logging": {**self.logger.state(), "best_ema_val": self.best_ema_val},
                 "rng_state": capture_rng_state({"data_loader": self.dl_tr.get_rng_state() if self.dl_tr is not None else None}),
                 "init_args": self.init_args, "trainer_name": type(self).__name__, "plans": self.plans.to_dict()}
+
+    def _budget_spent(self) -> float:
+        """Seconds of the stage's time budget spent (kept in the checkpoints, so --c goes on with the rest)."""
+        return self.budget.spent_s() if self.budget is not None and self.budget.limited else self._budget_spent_s
 
     def save_checkpoint(self, path: Path) -> None:
         if self.is_main:
@@ -382,6 +391,8 @@ class DiffOSegTrainer:
             if ckpt.get("grad_scaler_state"):
                 self.grad_scaler.load_state_dict(ckpt["grad_scaler_state"])
             self.current_epoch = int(ckpt["epoch"])
+            self.iterations_done = int(ckpt.get("iterations", self.current_epoch * self.iterations_per_epoch))
+            self._budget_spent_s = float(ckpt.get("budget_spent_s", 0.0))
             self.logger.load_state(ckpt["logging"], self.current_epoch)
             self.best_ema_val = ckpt["logging"].get("best_ema_val")
             if ckpt.get("rng_state"):  # the epoch streams are reseeded per epoch; this restores the global ones

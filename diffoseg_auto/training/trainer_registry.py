@@ -28,13 +28,12 @@ def _import(path: str, name: str) -> type:
 
 def get_trainer_class(name: str) -> type:
     """A registered name (see TRAINERS) or a dotted path to a DiffOSegTrainer subclass."""
-    from diffoseg_auto.training.trainer import DiffOSegTrainer
-
     if name in TRAINERS:
         return _import(TRAINERS[name], name)
     if "." in name:
         found = _import(name, name)
-        if isinstance(found, type) and issubclass(found, DiffOSegTrainer):
+        # the base class by its import string too: the trainer module imports the training request, which asks here
+        if isinstance(found, type) and issubclass(found, _import(TRAINERS["DiffOSegTrainer"], "DiffOSegTrainer")):
             return found
     raise InvalidArgumentError(f"Unknown trainer '{name}'. Use one of {sorted(TRAINERS)} or a dotted path to a "
                      "DiffOSegTrainer subclass.")

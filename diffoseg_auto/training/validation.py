@@ -1,6 +1,7 @@
 """End-of-stage validation: sample every validation case with the EMA network and score it against its raters."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ from torch import nn
 from tqdm import tqdm
 
 from diffoseg_auto.evaluation.metrics import evaluate_case, summarize
-from diffoseg_auto.plans.plans import ConfigurationPlan
+from diffoseg_auto.plans.plans import ConfigurationPlan, Plans
 from diffoseg_auto.preprocessing.case_storage import load_case
 from diffoseg_auto.utilities.file_ops import save_json
 
@@ -21,13 +22,23 @@ def consensus_from_samples(samples: np.ndarray, num_classes: int) -> np.ndarray:
     return np.argmax(mean_one_hot(samples, num_classes), axis=0).astype(np.uint8)
 
 
-def validate_cases(network: nn.Module, diffusion, configuration: ConfigurationPlan, data_folder: Path,
-                   cases: list[str], stage: int, num_classes: int, raters: list[str], device: torch.device,
-                   output_folder: Path, num_samples: int, sampling_steps: int, mode: str = "strict",
-                   file_ending: str | None = None, samples_per_rater: int = 1) -> dict:
-    """Stage 1: N samples per case (+ their consensus). Stage 2: ``samples_per_rater`` samples per rater
-    prompt; the rater's prediction is the argmax of their mean one-hot (as diffoseg_predict writes it).
-    Writes ``output_folder/summary.json`` (atomic) and returns the summary. With ``file_ending`` the
+@dataclass(frozen=True)
+class ValidationJob:
+    """What an end-of-stage validation predicts and where it writes (DiffOSeg's and the baselines')."""
+
+    data_folder: Path                # preprocessed cases (data, rater labels, properties)
+    cases: list[str]
+    output_folder: Path              # summary.json, and the exported predictions
+    file_ending: str | None = None   # the raw images' ending: also export in their geometry (None: scores only)
+    mode: str = "strict"             # evaluation.metrics' handling of raters who did not annotate a case
+
+
+def validate_cases(network: nn.Module, diffusion, plans: Plans, configuration: ConfigurationPlan, stage: int,
+                   device: torch.device, job: ValidationJob) -> dict:
+    """Stage 1: the configuration's training.num_val_samples samples per case (+ their consensus). Stage 2:
+    stage2.num_samples_per_rater samples per rater prompt; the rater's prediction is the argmax of their mean
+    one-hot (as diffoseg_predict writes it). Sampling takes diffusion.sampling_steps steps. Writes
+    ``job.output_folder/summary.json`` (atomic) and returns the summary. With ``job.file_ending`` the
     predictions are also exported in the raw images' geometry (samples/, consensus/, uncertainty/,
     raters/ as diffoseg_predict writes them), for diffoseg_evaluate and diffoseg_benchmark --figures."""
     from diffoseg_auto.inference.export_prediction import export_case, mean_one_hot
@@ -37,25 +48,28 @@ def validate_cases(network: nn.Module, diffusion, configuration: ConfigurationPl
     predictor = DiffOSegPredictor(network, diffusion, configuration, device,
                                   use_mirroring=configuration.inference.use_mirroring,
                                   step_size=configuration.inference.step_size)
+    num_classes, raters, mode = plans.num_classes, list(plans.raters), job.mode
+    sampling_steps = configuration.diffusion.sampling_steps
     per_case = []
-    for i, case in enumerate(tqdm(cases, desc=f"validation stage {stage}")):
-        data, seg, rater_mask, properties = load_case(data_folder, case, mmap=False)
-        export = dict(case=case, output_folder=output_folder, file_ending=file_ending, properties=properties,
+    for i, case in enumerate(tqdm(job.cases, desc=f"validation stage {stage}")):
+        data, seg, rater_mask, properties = load_case(job.data_folder, case, mmap=False)
+        export = dict(case=case, output_folder=job.output_folder, file_ending=job.file_ending, properties=properties,
                       configuration=configuration, num_classes=num_classes)
         if stage == 1:
-            samples = predictor.sample_case(data, num_samples, sampling_steps, seed=i)
+            samples = predictor.sample_case(data, configuration.training.num_val_samples, sampling_steps, seed=i)
             res = evaluate_case(samples, seg, rater_mask, num_classes,
                                 consensus=consensus_from_samples(samples, num_classes), mode=mode, calibration=True)
-            if file_ending:
+            if job.file_ending:
                 export_case(**export, consensus_probabilities=mean_one_hot(samples, num_classes), samples=samples)
         else:
-            per_rater = dict(zip(raters, predictor.sample_raters(data, range(len(raters)), samples_per_rater,
+            per_rater = dict(zip(raters, predictor.sample_raters(data, range(len(raters)),
+                                                                 configuration.stage2.num_samples_per_rater,
                                                                  sampling_steps, seed=i)))
             preds = np.stack([consensus_from_samples(v, num_classes) for v in per_rater.values()])
             res = evaluate_case(None, seg, rater_mask, num_classes, rater_predictions=preds, mode=mode)
-            if file_ending:
+            if job.file_ending:
                 export_case(**export, rater_samples=per_rater)
         per_case.append({"case": case, **res})
     summary = summarize(per_case, raters, mode)
-    save_json(summary, Path(output_folder) / "summary.json")
+    save_json(summary, Path(job.output_folder) / "summary.json")
     return summary

@@ -17,6 +17,7 @@ from diffoseg_auto.io.image_io import geometry_matches, read_images, read_seg
 from diffoseg_auto.plans.plans import load_plans, save_plans
 from diffoseg_auto.preprocessing.case_storage import list_preprocessed_cases
 from diffoseg_auto.training.run_training import run_training
+from diffoseg_auto.training.training_request import ScheduleOverrides, TrainingRequest
 from diffoseg_auto.training.splits import select_fold
 from diffoseg_auto.utilities.file_ops import load_json
 from planners.plan_and_preprocess_entrypoints import plan_and_preprocess
@@ -72,8 +73,9 @@ def run_pipeline(env: dict[str, Path], raw: Path, dataset_id: int, patch: list[i
     assert list_preprocessed_cases(pp / plans.configurations["2d"].data_identifier) == cases
     make_plans_tiny(pp / "DiffOSegPlans.json", patch, step_size)
 
-    run_training(dataset_id, "2d", 0, stage="both", num_epochs=1, iterations_per_epoch=2, val_iterations=1,
-                 device="cpu", num_workers=0, skip_final_validation=not trainer_validation)
+    run_training(TrainingRequest(dataset_id, "2d", 0, stage="both",
+                                 schedule=ScheduleOverrides(num_epochs=1, iterations_per_epoch=2, val_iterations=1),
+                                 final_validation=trainer_validation, device="cpu", num_workers=0))
     fold = env["results"] / name / TRAINER_FOLDER / "fold_0"
     for stage in ("stage1", "stage2"):
         assert (fold / stage / "checkpoint_final.pth").is_file()

@@ -19,10 +19,12 @@ from diffoseg_auto.network.baselines.base import BaselineNetwork
 from diffoseg_auto.plans.network_arguments import baseline_from_plans
 from diffoseg_auto.plans.plans import ConfigurationPlan, Plans
 from diffoseg_auto.preprocessing.case_storage import load_case
-from diffoseg_auto.results_layout import SUMMARY, validation_folder
+from diffoseg_auto.results_layout import SUMMARY
 from diffoseg_auto.runtime.precision import autocast
+from diffoseg_auto.training.diffusion_step import batch_images
 from diffoseg_auto.training.trainer import DiffOSegTrainer
-from diffoseg_auto.training.validation import consensus_from_samples
+from diffoseg_auto.training.training_request import TrainingRequest
+from diffoseg_auto.training.validation import ValidationJob, consensus_from_samples
 from diffoseg_auto.utilities.file_ops import save_json
 
 
@@ -30,17 +32,16 @@ class BaselineTrainer(DiffOSegTrainer, ABC):
     is_baseline = True  # run_training trains one stage
     network_class: type[BaselineNetwork]
 
-    def __init__(self, plans: Plans, configuration: str, fold: int | str, dataset_name: str, stage: int = 1,
-                 *args, **kwargs):
+    def __init__(self, plans: Plans, request: TrainingRequest, stage: int = 1, device: torch.device | None = None):
         if stage != 1:
             raise InvalidArgumentError(f"{type(self).__name__} has a single stage (stage 1), got stage {stage}")
-        super().__init__(plans, configuration, fold, dataset_name, stage, *args, **kwargs)
+        super().__init__(plans, request, stage, device)
 
     def build_network(self) -> nn.Module:
         return baseline_from_plans(self.network_class, self.plans, self.configuration)
 
     def _loss(self, batch: dict, network) -> Tensor:
-        data = torch.from_numpy(np.ascontiguousarray(batch["data"])).to(self.device, non_blocking=True)
+        data = batch_images(batch, self.device)
         with autocast(self.device, self.amp_dtype):  # the trainer's dtype (bf16 / fp16), as DiffOSeg's
             return self.compute_loss(network, data, np.asarray(batch["seg"]), np.asarray(batch["rater_mask"], bool))
 
@@ -49,33 +50,30 @@ class BaselineTrainer(DiffOSegTrainer, ABC):
         """Loss of one batch: data (B,C,*P), seg (B,R,*P) uint8 labels, rater_mask (B,R) bool."""
 
     def validate_val_cases(self) -> dict:
-        return validate_baseline(self.ema.model, self.cfg, self.data_folder, self.val_cases, self.plans, self.device,
-                                 validation_folder(self.trainer_dir, self.fold, self.stage),
-                                 self.cfg.training.num_val_samples,
-                                 self._raw_file_ending())
+        return validate_baseline(self.ema.model, self.plans, self.cfg, self.device, self.validation_job())
 
 
-def validate_baseline(network: BaselineNetwork, configuration: ConfigurationPlan, data_folder: Path, cases: list[str],
-                      plans: Plans, device: torch.device, output_folder: Path, num_samples: int,
-                      file_ending: str | None, mode: str = "strict") -> dict:
-    """Samples, consensus and per-rater predictions of every case scored against its raters (preprocessed
-    geometry), as validate_cases does for DiffOSeg; with ``file_ending`` also exported as diffoseg_predict does."""
+def validate_baseline(network: BaselineNetwork, plans: Plans, configuration: ConfigurationPlan, device: torch.device,
+                      job: ValidationJob) -> dict:
+    """Samples (the configuration's training.num_val_samples), consensus and per-rater predictions of every case
+    scored against its raters (preprocessed geometry), as validate_cases does for DiffOSeg; with ``job.file_ending``
+    also exported as diffoseg_predict does."""
     network.eval()
     predictor = BaselinePredictor(network, configuration, device, configuration.inference.use_mirroring,
                                   configuration.inference.step_size)
-    K, raters = plans.num_classes, list(plans.raters)
+    K, raters, num_samples = plans.num_classes, list(plans.raters), configuration.training.num_val_samples
     per_case = []
-    for i, case in enumerate(tqdm(cases, desc="validation")):
-        data, seg, rater_mask, properties = load_case(data_folder, case, mmap=False)
+    for i, case in enumerate(tqdm(job.cases, desc="validation")):
+        data, seg, rater_mask, properties = load_case(job.data_folder, case, mmap=False)
         samples, rater_preds = network.to_predictions(predictor.predict_case(data, num_samples, seed=i),
                                                       num_samples, len(raters), K)
         res = evaluate_case(samples, seg, rater_mask, K, rater_predictions=rater_preds,
-                            consensus=consensus_from_samples(samples, K), mode=mode, calibration=True)
-        if file_ending:
-            export_case(case, output_folder, file_ending, properties, configuration, K,
+                            consensus=consensus_from_samples(samples, K), mode=job.mode, calibration=True)
+        if job.file_ending:
+            export_case(case, job.output_folder, job.file_ending, properties, configuration, K,
                         consensus_probabilities=mean_one_hot(samples, K), samples=samples,
                         rater_samples={r: rater_preds[k:k + 1] for k, r in enumerate(raters)})
         per_case.append({"case": case, **res})
-    summary = summarize(per_case, raters, mode)
-    save_json(summary, Path(output_folder) / SUMMARY)
+    summary = summarize(per_case, raters, job.mode)
+    save_json(summary, Path(job.output_folder) / SUMMARY)
     return summary
