@@ -54,7 +54,7 @@ setup(
         "h5py",
         "scikit-image",
     ],
-    extras_require={"test": ["pytest", "pytest-timeout", "packaging"]},  # packaging: benchmarks/check_imports.py
+    extras_require={"test": ["pytest", "pytest-timeout", "packaging"]},  # packaging: benchmarks/gpu/check_imports.py
     entry_points={"console_scripts": [f"{k}=diffoseg_auto.cli.console:{k}" for k in CONSOLE_SCRIPTS],
                   "diffoseg_auto.commands": [f"{k}={v}" for k, v in CONSOLE_SCRIPTS.items()]},
 )

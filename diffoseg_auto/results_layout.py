@@ -106,7 +106,7 @@ def val_predictions_folder(trainer_dir: str | Path, fold: int | str) -> Path:
 
 def ts_predictions_folder(trainer_dir: str | Path, fold: int | str = "all") -> Path:
     """<fold folder>/test_predictions: diffoseg_predict's outputs on the dataset's test cases (imagesTs) by the
-    model trained on every training case (fold 'all'; benchmarks/real_data.py test)."""
+    model trained on every training case (fold 'all'; benchmarks/quality/real_data.py test)."""
     return fold_folder(trainer_dir, fold) / TEST_PREDICTIONS
 
 

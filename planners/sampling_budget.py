@@ -25,7 +25,7 @@ def smallest_within_one_se(curve: Sequence[Mapping], x: str, metric: str, lower_
     return int(min(r[x] for r in ok))
 
 
-# The measured curves the planner applies the rule to: written by benchmarks/sampling_evidence.py from the benchmark
+# The measured curves the planner applies the rule to: written by benchmarks/quality/sampling_evidence.py from the benchmark
 # outputs of the tuning fold or seed only (a reported fold's curve never decides the plan), plain JSON a user can read.
 EVIDENCE_FILE = Path(__file__).with_name("sampling_evidence.json")
 # (section, x, metric, lower_is_better): GED against S; strict per-rater Dice against samples per rater prompt

@@ -1,6 +1,7 @@
-"""benchmarks/: every tool's --help runs in a subprocess (as a user calls it), and every benchmark command written in a
-fenced code block of benchmarks/README.md or documentation/results.md parses with that tool's own parser (the tool
-and subcommand exist, the options exist, the values have the right types). Nothing is benchmarked."""
+"""benchmarks/: every tool's --help runs in a subprocess from the repository root, by path and with `python -m` (as
+a user calls it), and every benchmark command written in a fenced code block of benchmarks/README.md or
+documentation/results.md parses with that tool's own parser (the tool and subcommand exist, the options exist, the
+values have the right types). Nothing is benchmarked."""
 from __future__ import annotations
 
 import importlib
@@ -16,70 +17,114 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = ROOT / "benchmarks"
-# tool -> its subcommands ([] : none)
-TOOLS = {"speed.py": ["preprocess", "train", "sampling", "profile", "prediction"], "toy_proof.py": ["run", "render"],
-         "real_data.py": ["compare", "test", "steps", "prompt_blocks", "budget_sweep", "records", "routes"], "real_data_comparison.py": [],
-         "gpu_train_check.py": [], "gpu_compare.py": [], "budget_replay.py": [], "budget_word.py": [], "new_rater_proof.py": [],
-         "sampling_evidence.py": [], "fill_markers.py": [], "triage.py": []}
+# tool (its path under benchmarks/) -> its subcommands ([] : none)
+TOOLS = {"speed/speed.py": ["preprocess", "train", "sampling", "profile", "prediction"],
+         "speed/budget_replay.py": [], "speed/budget_word.py": [],
+         "quality/toy_proof.py": ["run", "render"],
+         "quality/real_data.py": ["compare", "test", "steps", "prompt_blocks", "budget_sweep", "records", "routes"],
+         "quality/new_rater_proof.py": [], "quality/sampling_evidence.py": [], "quality/triage.py": [],
+         "gpu/gpu_train_check.py": [], "gpu/gpu_compare.py": [], "gpu/check_imports.py": [],
+         "lib/fill_markers.py": []}
 HELP_CASES = [(tool, [sub] if sub else []) for tool, subs in TOOLS.items() for sub in [None, *subs]]
 DOCUMENTS = [BENCHMARKS / "README.md", ROOT / "documentation" / "results.md"]
 # the lab notebook's older commands name the scripts of their day; what moved there from results.md is today's
 NOTEBOOK = ROOT / "documentation" / "experiments"
 MOVED_HEADING = "## Moved from results.md"
 SHELL_ENDS = {">", ">>", "2>&1", "&", "&&", "|", ";"}
+# a generated table (benchmarks/lib/fill_markers.py) quotes the commands its records ran, at the path of their day
+GENERATED = re.compile(r"<!-- begin (\S+) -->.*?<!-- end \1 -->", flags=re.S)
+
+
+def module_name(tool: str) -> str:
+    """'quality/real_data.py' -> 'benchmarks.quality.real_data'."""
+    return "benchmarks." + tool[:-3].replace("/", ".")
+
+
+def run_help(command: list[str]) -> None:
+    """``command --help`` from the repository root, without the root on PYTHONPATH: by path, a tool finds the package
+    `benchmarks` itself (benchmarks/README.md, "Running a tool")."""
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and Path(p).resolve() != ROOT]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+    res = subprocess.run([sys.executable, *command, "--help"], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.startswith("usage:") and len(res.stdout) > 200
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("tool,args", HELP_CASES, ids=[" ".join([t, *a]) for t, a in HELP_CASES])
 def test_help_runs(tool, args):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    res = subprocess.run([sys.executable, str(BENCHMARKS / tool), *args, "--help"], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=120)
-    assert res.returncode == 0, res.stderr[-2000:]
-    assert res.stdout.startswith("usage:") and len(res.stdout) > 200
+    run_help([str(BENCHMARKS / tool), *args])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("tool", TOOLS)
+def test_help_runs_as_a_module(tool):
+    """`python -m benchmarks.<job>.<tool> --help` from the repository root (the by-path idiom is skipped then)."""
+    run_help(["-m", module_name(tool)])
+
+
+def test_every_tool_is_listed():
+    """Every tool of benchmarks/ (a module with a command line) is in TOOLS, so its --help and commands are checked."""
+    found = {str(p.relative_to(BENCHMARKS)) for p in BENCHMARKS.glob("*/*.py")
+             if "\nif __name__ == \"__main__\":" in p.read_text()}
+    assert found == set(TOOLS) | {"gpu/repack_wheels.py"}  # repack_wheels.py: positional wheel files, no options
 
 
 def documented_commands(text: str) -> list[tuple[str, list[str]]]:
-    """(tool, arguments) of every `benchmarks/<tool>.py ...` in the fenced code blocks of a Markdown text and in its
-    inline code that starts with `python benchmarks/`."""
+    """(tool, arguments) of every `benchmarks/<job>/<tool>.py ...` or `python -m benchmarks.<job>.<tool> ...` in the
+    fenced code blocks of a Markdown text and in its inline code that starts with `python benchmarks/` or
+    `python -m benchmarks.`; a tool as written, e.g. 'quality/real_data.py'."""
     commands = []
     blocks = re.findall(r"```[a-z]*\n(.*?)```", text, flags=re.S)
-    inline = re.findall(r"(?<!`)`(python benchmarks/[^`]+)`(?!`)", re.sub(r"```.*?```", "", text, flags=re.S))
+    inline = re.findall(r"(?<!`)`(python (?:-m )?benchmarks[/.][^`]+)`(?!`)", re.sub(r"```.*?```", "", text, flags=re.S))
     for block in blocks + inline:
         for line in block.replace("\\\n", " ").splitlines():
             words = shlex.split(line, comments=True)
             for i, w in enumerate(words):
-                m = re.fullmatch(r"(?:.*/)?benchmarks/(\w+\.py)", w)
-                if m:
+                m = re.fullmatch(r"(?:.*/)?benchmarks/((?:\w+/)?\w+\.py)", w)
+                tool = m.group(1) if m else None
+                m = re.fullmatch(r"benchmarks\.(\w+)\.(\w+)", w) if i and words[i - 1] == "-m" else None
+                tool = f"{m.group(1)}/{m.group(2)}.py" if m else tool
+                if tool:
                     args = words[i + 1:]
                     end = next((k for k, a in enumerate(args) if a in SHELL_ENDS), len(args))
-                    commands.append((m.group(1), args[:end]))
+                    commands.append((tool, args[:end]))
     return commands
 
 
 def bench_module(name: str):
-    """A module of benchmarks/ (which is not a package), imported with that folder on the path."""
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    """A module of benchmarks/ by its file name, e.g. 'real_data_records'."""
+    path = next(BENCHMARKS.glob(f"*/{name}.py"))
+    return importlib.import_module(module_name(str(path.relative_to(BENCHMARKS))))
 
 
 def parser_of(tool: str):
-    return bench_module(tool[:-3]).build_parser()
+    return importlib.import_module(module_name(tool)).build_parser()
+
+
+def check_commands(source: Path, text: str) -> None:
+    """Every command of ``text`` names a tool at its path and parses; a generated table's recorded commands name the
+    tool at the path of their day (before benchmarks/ was split by job: benchmarks/<tool>) and are resolved by its
+    file name."""
+    by_name = {Path(t).name: t for t in TOOLS}
+    written = [(tool, args, False) for tool, args in documented_commands(GENERATED.sub("", text))]
+    generated = [(by_name.get(Path(tool).name, tool), args, True)
+                 for block in GENERATED.finditer(text) for tool, args in documented_commands(block.group(0))]
+    for tool, args, recorded in written + generated:
+        assert tool in TOOLS, f"{source}: `benchmarks/{tool}` is not a benchmark tool (removed, renamed or moved?)"
+        try:
+            parser_of(tool).parse_args(args)
+        except SystemExit as e:
+            what = "a recorded command" if recorded else "a command"
+            pytest.fail(f"{source}: {what} `benchmarks/{tool} {shlex.join(args)}` does not parse (exit {e.code})")
 
 
 @pytest.mark.parametrize("document", DOCUMENTS, ids=lambda p: p.name)
 def test_documented_commands_parse(document):
-    commands = documented_commands(document.read_text())
-    assert len(commands) >= 4, f"{document}: expected the benchmark commands in fenced code blocks"
-    for tool, args in commands:
-        assert tool in TOOLS, f"{document}: `benchmarks/{tool}` is not a benchmark tool (removed or renamed?)"
-        try:
-            parser_of(tool).parse_args(args)
-        except SystemExit as e:
-            pytest.fail(f"{document}: `benchmarks/{tool} {shlex.join(args)}` does not parse (exit {e.code})")
+    text = document.read_text()
+    assert len(documented_commands(text)) >= 4, f"{document}: expected the benchmark commands in fenced code blocks"
+    check_commands(document, text)
 
 
 def moved_from_results(text: str) -> str:
@@ -98,28 +143,37 @@ def moved_from_results(text: str) -> str:
 @pytest.mark.parametrize("notebook", sorted(NOTEBOOK.glob("*.md")), ids=lambda p: p.name)
 def test_commands_moved_from_results_parse(notebook):
     """The commands moved from results.md into the notebook (issue 34) stay valid there."""
-    for tool, args in documented_commands(moved_from_results(notebook.read_text())):
-        assert tool in TOOLS, f"{notebook}: `benchmarks/{tool}` is not a benchmark tool (removed or renamed?)"
-        try:
-            parser_of(tool).parse_args(args)
-        except SystemExit as e:
-            pytest.fail(f"{notebook}: `benchmarks/{tool} {shlex.join(args)}` does not parse (exit {e.code})")
+    check_commands(notebook, moved_from_results(notebook.read_text()))
 
 
 def test_moved_sections_are_found():
     text = ("## Old\n`python benchmarks/old.py`\n" f"{MOVED_HEADING} (issue 34)\n```bash\n## not a heading\n"
-            "python benchmarks/speed.py train\n```\n### kept\n`python benchmarks/speed.py profile`\n## Later\nx\n")
-    assert documented_commands(moved_from_results(text)) == [("speed.py", ["train"]), ("speed.py", ["profile"])]
+            "python benchmarks/speed/speed.py train\n```\n### kept\n`python benchmarks/speed/speed.py profile`\n"
+            "## Later\nx\n")
+    assert documented_commands(moved_from_results(text)) == [("speed/speed.py", ["train"]),
+                                                             ("speed/speed.py", ["profile"])]
     moved = [p.name for p in NOTEBOOK.glob("*.md") if documented_commands(moved_from_results(p.read_text()))]
     assert sorted(moved) == ["real_data.md", "speed.md", "time_budget_and_new_experts.md"]
 
 
 def test_documented_commands_are_found():
-    text = "```bash\nnohup python benchmarks/real_data.py compare -d 100 \\\n    --out /tmp/x > /tmp/x.log 2>&1 &\n" \
+    text = "```bash\nnohup python benchmarks/quality/real_data.py compare -d 100 \\\n    --out /tmp/x > /tmp/x.log 2>&1 &\n" \
+           "python -m benchmarks.speed.speed profile --steps 2 | tee x\n" \
            "cd benchmarks && python toy_proof.py run  # not a benchmarks/ path\n```\n" \
-           "Inline: `python benchmarks/speed.py train --plans PLANS` and `speed.py sampling` (not a command line).\n"
-    assert documented_commands(text) == [("real_data.py", ["compare", "-d", "100", "--out", "/tmp/x"]),
-                                         ("speed.py", ["train", "--plans", "PLANS"])]
+           "Inline: `python benchmarks/speed/speed.py train --plans PLANS`, `python -m benchmarks.quality.triage -d 1` " \
+           "and `speed.py sampling` (not a command line).\n"
+    assert documented_commands(text) == [("quality/real_data.py", ["compare", "-d", "100", "--out", "/tmp/x"]),
+                                         ("speed/speed.py", ["profile", "--steps", "2"]),
+                                         ("speed/speed.py", ["train", "--plans", "PLANS"]),
+                                         ("quality/triage.py", ["-d", "1"])]
+
+
+def test_a_recorded_command_names_its_tool_at_the_path_of_its_day(tmp_path):
+    """In a generated table the former flat path of a tool resolves to the tool; outside one it is refused."""
+    recorded = "<!-- begin T -->\n- fold_0: `python benchmarks/real_data.py compare -d 100 -c 2d --minutes 4 --out OUT`\n<!-- end T -->\n"
+    check_commands(tmp_path / "doc.md", recorded)
+    with pytest.raises(AssertionError, match="not a benchmark tool"):
+        check_commands(tmp_path / "doc.md", GENERATED.sub("", recorded) + recorded.split("\n")[1])
 
 
 def test_fill_markers_replaces_only_its_block(tmp_path):

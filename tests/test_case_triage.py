@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -104,12 +103,7 @@ def test_rank_cases_computes_from_samples_and_refuses_what_it_cannot_rank(tmp_pa
 
 
 def _triage_module():
-    bench = str(Path(__file__).resolve().parents[1] / "benchmarks")
-    sys.path.insert(0, bench)
-    try:
-        return importlib.import_module("triage")
-    finally:
-        sys.path.remove(bench)
+    return importlib.import_module("benchmarks.quality.triage")
 
 
 def test_triage_benchmark_correlates_predicted_with_true_disagreement(env_folders, tmp_path):

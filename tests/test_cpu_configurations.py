@@ -1,18 +1,16 @@
-"""benchmarks/real_data.py's CPU-sized configurations (`compare --add_configuration`) added to a plans JSON
+"""benchmarks/quality/real_data.py's CPU-sized configurations (`compare --add_configuration`) added to a plans JSON
 resolve through the plans' inheritance to the intended spacing, patch, topology and preprocessed data."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
+from benchmarks.quality.real_data_compare import add_cpu_configuration
 from dataset_conversion.generate_toy_dataset import generate_toy_dataset
 from diffoseg_auto.plans.plans import load_plans
 from planners.plan_and_preprocess_entrypoints import plan_and_preprocess
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from real_data_compare import add_cpu_configuration  # noqa: E402
 
 
 @pytest.fixture

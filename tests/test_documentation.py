@@ -1,5 +1,5 @@
 """The documentation's own structure: every relative link and #anchor of README.md, benchmarks/README.md and
-documentation/ resolves; every generated-table marker (benchmarks/fill_markers.py) is one begin/end pair per file;
+documentation/ resolves; every generated-table marker (benchmarks/lib/fill_markers.py) is one begin/end pair per file;
 results.md is one screen per question (a verdict table first, sections 1-5, under 400 lines). Nothing is run."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""benchmarks/gpu_check.sh --dry_run [--quick]: the GPU check's code path (import check, CUDA tests, LIDC 2d and
+"""benchmarks/gpu/gpu_check.sh --dry_run [--quick]: the GPU check's code path (import check, CUDA tests, LIDC 2d and
 3D toy training, the JSON report) on the CPU with tiny sizes; fetch_wheels.sh --dry_run; the LZMA repacking of
 the wheel bundle (pip still installs it); the import check's findings."""
 from __future__ import annotations
@@ -13,13 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from benchmarks.gpu import check_imports, gpu_compare
+from benchmarks.gpu.repack_wheels import repack_lzma
+
 ROOT = Path(__file__).resolve().parents[1]
 LIDC = ROOT.parent / "shared" / "data" / "lidc_subset" / "lidc_subset.npz"
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-import check_imports  # noqa: E402
-import gpu_compare  # noqa: E402
-from repack_wheels import repack_lzma  # noqa: E402
 
 
 @pytest.mark.slow
@@ -28,7 +26,7 @@ from repack_wheels import repack_lzma  # noqa: E402
 @pytest.mark.parametrize("quick", [False, True])
 def test_gpu_check_dry_run_writes_the_report(tmp_path: Path, quick: bool):
     env = {**os.environ, "OUT": str(tmp_path), "OMP_NUM_THREADS": "1", "PYTHON": sys.executable}
-    proc = subprocess.run(["bash", "benchmarks/gpu_check.sh", "--dry_run", *(["--quick"] if quick else [])], cwd=ROOT,
+    proc = subprocess.run(["bash", "benchmarks/gpu/gpu_check.sh", "--dry_run", *(["--quick"] if quick else [])], cwd=ROOT,
                           env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads((tmp_path / "gpu_check.json").read_text())
@@ -53,12 +51,12 @@ def test_gpu_check_dry_run_writes_the_report(tmp_path: Path, quick: bool):
 
 @pytest.mark.slow
 def test_fetch_wheels_dry_run_lists_the_bundle_and_writes_nothing(tmp_path: Path):
-    proc = subprocess.run(["bash", "benchmarks/fetch_wheels.sh", "--dry_run"], cwd=ROOT, capture_output=True, text=True,
+    proc = subprocess.run(["bash", "benchmarks/gpu/fetch_wheels.sh", "--dry_run"], cwd=ROOT, capture_output=True, text=True,
                           env={**os.environ, "PYTHON": sys.executable}, timeout=120)
     assert proc.returncode == 0, proc.stderr
     import importlib.metadata as md
 
-    names = [line.split()[0] for line in (ROOT / "benchmarks" / "gpu_wheels.txt").read_text().splitlines()
+    names = [line.split()[0] for line in (ROOT / "benchmarks" / "gpu" / "gpu_wheels.txt").read_text().splitlines()
              if line.split("#")[0].strip()]
     assert {"SimpleITK", "blosc2", "ndindex", "batchgenerators", "acvl-utils", "dynamic-network-architectures"} <= set(names)
     for name in names:
@@ -128,10 +126,10 @@ def test_import_check_reaches_blosc2_dependencies_and_reports_wrong_or_missing_w
 @pytest.mark.skipif(not LIDC.is_file() and not (ROOT / ".whl" / "data" / "lidc_subset.npz").is_file(),
                     reason="LIDC subset not available")
 def test_gpu_check_compare_dry_run_trains_predicts_and_tabulates_the_four_methods(tmp_path: Path):
-    """gpu_check.sh --compare --dry_run: the one-call GPU comparison's path on the CPU (benchmarks/gpu_compare.py)."""
+    """gpu_check.sh --compare --dry_run: the one-call GPU comparison's path on the CPU (benchmarks/gpu/gpu_compare.py)."""
     env = {**os.environ, "OUT": str(tmp_path), "OMP_NUM_THREADS": "1", "PYTHON": sys.executable,
            "GPU_COMPARE_SECONDS": "2"}
-    proc = subprocess.run(["bash", "benchmarks/gpu_check.sh", "--dry_run", "--compare"], cwd=ROOT, env=env,
+    proc = subprocess.run(["bash", "benchmarks/gpu/gpu_check.sh", "--dry_run", "--compare"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads((tmp_path / "gpu_check.json").read_text())

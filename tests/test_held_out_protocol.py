@@ -1,4 +1,4 @@
-"""`benchmarks/real_data.py test`, the held-out test protocol: its numbers (mean ± standard error over the sampled
+"""`benchmarks/quality/real_data.py test`, the held-out test protocol: its numbers (mean ± standard error over the sampled
 test cases, DiffOSeg's paired differences, the records of several sessions) on hand-made tables, and the command end
 to end on a toy dataset with a test split (tiny budget, subprocess, one thread), run twice to show that trained
 methods are reused."""
@@ -15,6 +15,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from benchmarks.quality import real_data_records as records
+from benchmarks.quality import real_data_test_table as table
 from dataset_conversion.generate_toy_dataset import generate_toy_dataset
 from diffoseg_auto.cli.fold_images import sample_cases
 from diffoseg_auto.evaluation.method_comparison import AREA_SPEARMAN, EMPTY, INTER_RATER, MAJORITY, STAPLE
@@ -24,9 +26,6 @@ from support.held_out import move_to_test_split
 from support.pipeline import make_plans_tiny
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-import real_data_records as records  # noqa: E402
-import real_data_test_table as table  # noqa: E402
 
 
 def per_case_rows() -> pd.DataFrame:
@@ -83,7 +82,7 @@ def test_held_out_records_add_up_per_method_on_one_sample(tmp_path):
 
 
 def run_test_command(out: Path, record: Path | None, extra: list[str] = ()) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "real_data.py"), "test", "-d", "952", "-c", "2d",
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "quality" / "real_data.py"), "test", "-d", "952", "-c", "2d",
            "-tr", "DiffOSegTrainer", "ConsensusUNetTrainer", "--minutes", "0.05", "--iterations_per_epoch", "2",
            "--num_samples", "3", "--sampling_steps", "2", "--test_sample", "2", "--seed", "0", "--out", str(out),
            *(["--record", str(record)] if record else []), *extra]
@@ -106,7 +105,7 @@ def test_the_held_out_test_command_on_a_toy_test_split(env_folders, tmp_path):
     result = json.loads((out / "test_comparison.json").read_text())
     sample = sample_cases(test_cases, 2, seed=0)
     assert result["sample"] == {"seed": 0, "size_asked": 2, "num_test_cases": 3, "cases": sample}
-    assert result["num_training_cases"] == 6 and result["command"].startswith("python benchmarks/real_data.py test")
+    assert result["num_training_cases"] == 6 and result["command"].startswith("python benchmarks/quality/real_data.py test")
     for label, trainer in (("DiffOSeg", "DiffOSegTrainer"), ("ConsensusUNet", "ConsensusUNetTrainer")):
         entry = result["methods"][label]
         assert "error" not in entry, entry

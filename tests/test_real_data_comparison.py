@@ -1,6 +1,5 @@
-"""`benchmarks/real_data.py compare` (formerly benchmarks/real_data_comparison.py, which still runs it) end to end on
-the toy set with a tiny budget, in a subprocess with one thread: every method trained, its held-out cases predicted,
-and the comparison table written."""
+"""`benchmarks/quality/real_data.py compare` end to end on the toy set with a tiny budget, in a subprocess with one
+thread: every method trained, its held-out cases predicted, and the comparison table written."""
 from __future__ import annotations
 
 import json
@@ -28,7 +27,7 @@ def test_real_data_comparison_script_on_the_toy_set(env_folders, tmp_path):
     plan_and_preprocess(["-d", "950", "-np", "1", "-c", "2d"])
     make_plans_tiny(env_folders["preprocessed"] / raw.name / "DiffOSegPlans.json", [32, 32], 0.5)
     out = tmp_path / "cmp"
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "real_data.py"), "compare", "-d", "950", "-c", "2d", "-f", "0",
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "quality" / "real_data.py"), "compare", "-d", "950", "-c", "2d", "-f", "0",
            "--minutes", "0.05", "--iterations_per_epoch", "2", "--num_samples", "3", "--sampling_steps", "2", "--out", str(out)]
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
@@ -36,7 +35,7 @@ def test_real_data_comparison_script_on_the_toy_set(env_folders, tmp_path):
 
     run = json.loads((out / "run.json").read_text())
     assert run["threads"] == 1 and run["folds_done"] == [0] and set(run["methods"]) == set(METHODS)
-    assert run["command"].startswith("python benchmarks/real_data.py compare -d 950 -c 2d")
+    assert run["command"].startswith("python benchmarks/quality/real_data.py compare -d 950 -c 2d")
     for tr in METHODS:
         entry = run["methods"][tr]["0"]
         assert "error" not in entry, entry

@@ -2,7 +2,7 @@
 at fixed fractions of its schedule (results_layout.PROGRESS_FRACTIONS).
 
 A point is one checkpoint whose held-out predictions lie in ``<fold>/learning_curve/<checkpoint stem>/``
-(diffoseg_predict -chk <checkpoint> on the fold's validation images; benchmarks/real_data_comparison.py --curves
+(diffoseg_predict -chk <checkpoint> on the fold's validation images; benchmarks/quality/real_data.py compare --curves
 writes them). Its x value is the training compute up to it: the seconds of the epochs in the checkpoint's log,
 plus, for a Stage II point, all of Stage I (the run's device seconds; a resumed run counts only its epochs, not
 the pause). Each point is scored against the raw labels in strict mode (cached in the folder's summary.json).

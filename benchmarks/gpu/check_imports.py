@@ -1,16 +1,16 @@
-"""Import check of benchmarks/gpu_check.sh, right after the offline install and before any GPU minute is spent.
+"""Import check of benchmarks/gpu/gpu_check.sh, right after the offline install and before any GPU minute is spent.
 
 1. Every module of the project (diffoseg_auto, planners, dataset_conversion) is imported: that pulls in each
    third-party module as deep as the code uses it (acvl_utils.cropping_and_padding.bounding_boxes imports
    blosc2, which imports ndindex, msgpack, httpx and rich; blosc2 4.x no longer needs numexpr); a top-level ``import acvl_utils`` does not.
-2. Every bundled distribution (benchmarks/gpu_wheels.txt, or the wheels in --wheels) and each requirement it
+2. Every bundled distribution (benchmarks/gpu/gpu_wheels.txt, or the wheels in --wheels) and each requirement it
    declares (through the bundled ones, recursively) must be installed, and its top-level modules must import;
    with --wheels the installed version must be the wheel's (not an older copy in the image). Requirements in
    NOT_IMPORTED are only reported: the check confirms that step 1 did not import them.
 Version conflicts with what the image has (e.g. timm) are warnings. Exit 1 with one line per problem.
 
-    python benchmarks/check_imports.py --wheels .whl --json $OUT/imports.json
-    python benchmarks/check_imports.py            # the distributions of gpu_wheels.txt in this environment
+    python benchmarks/gpu/check_imports.py --wheels .whl --json $OUT/imports.json
+    python benchmarks/gpu/check_imports.py            # the distributions of gpu_wheels.txt in this environment
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from pathlib import Path
 
 from packaging.requirements import Requirement
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PROJECT_PACKAGES = ("diffoseg_auto", "planners", "dataset_conversion")
 WHEEL_LIST = Path(__file__).with_name("gpu_wheels.txt")
 # declared by a bundled distribution, never imported on the project's code paths: {name: (its modules, why)}
@@ -125,11 +125,15 @@ def check_distributions(bundled: dict[str, str | None], problems: list[str], war
     return report, left_out
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--wheels", type=Path, default=None, help="the bundled wheels (default: gpu_wheels.txt's names)")
     p.add_argument("--json", type=Path, default=None, help="write the report here")
-    a = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
     problems: list[str] = []
     warnings: list[str] = []
     n = import_project(problems)

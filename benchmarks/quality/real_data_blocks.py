@@ -6,11 +6,11 @@ import json
 import time
 from pathlib import Path
 
-from bench_lib import (PLANS, add_prompt_block_configuration, markdown_table, matrix_margins, set_env, share_stage1,
-                       train_with_budget)
+from benchmarks.lib.bench_lib import (PLANS, add_prompt_block_configuration, markdown_table, matrix_margins, set_env,
+                                      share_stage1, train_with_budget)
 
 
-from real_data_compare import TRAINER
+from benchmarks.quality.real_data_compare import TRAINER
 
 
 # ---------------------------------------------------------------- prompt_blocks: the two Stage II prompt blocks

@@ -1,7 +1,7 @@
 """The rater-style proof on the 2D toy dataset: does Stage II reproduce each rater's style on data nobody tuned on?
 
-    python benchmarks/toy_proof.py run --seed 1 --work /tmp/toy1       # generate, plan, train, predict, score
-    python benchmarks/toy_proof.py render /tmp/toy1/toy_rater_styles.json /tmp/toy2/toy_rater_styles.json
+    python benchmarks/quality/toy_proof.py run --seed 1 --work /tmp/toy1       # generate, plan, train, predict, score
+    python benchmarks/quality/toy_proof.py render /tmp/toy1/toy_rater_styles.json /tmp/toy2/toy_rater_styles.json
 
 ``run`` generates the toy dataset with generator seed ``--seed`` (raters: dilate, erode, smooth, miss-small; new
 cases per seed, same rater styles), plans, trains Stage I once and Stage II once per prompt block
@@ -12,7 +12,7 @@ weights), then on fold 0's held-out cases records:
   (diagonal minus the row's best off-diagonal) and mean diagonal minus mean off-diagonal;
 - Stage I GED / Dice_soft against the number of sampling steps S, with the standard error over cases;
 - strict per-rater Dice against the samples per rater prompt (``--samples_per_rater``), and what the one-SE rule
-  picks on both curves (their tables: ``benchmarks/sampling_evidence.py``);
+  picks on both curves (their tables: ``benchmarks/quality/sampling_evidence.py``);
 - Stage I samples are whole masks or not: the fraction of sample foreground that lies in connected components
   of at least 10 pixels.
 
@@ -26,12 +26,16 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 import time
 from pathlib import Path
 
-from bench_lib import (IN_PROCESS, add_prompt_block_configuration, format_rater_samples_row, format_sweep_row,
-                       markdown_table, matrix_margins, one_se_choices, rater_samples_sweep, rows_max_on_diagonal,
-                       set_env, share_stage1, sweep)
+if not __package__:  # run by path, not with -m: make the package `benchmarks` importable (benchmarks/README.md)
+    sys.path.append(str(Path(__file__).resolve().parents[2]))
+
+from benchmarks.lib.bench_lib import (IN_PROCESS, add_prompt_block_configuration, format_rater_samples_row,
+                                      format_sweep_row, markdown_table, matrix_margins, one_se_choices,
+                                      rater_samples_sweep, rows_max_on_diagonal, set_env, share_stage1, sweep)
 
 
 def edit_plans(plans_file: Path, configuration: str, edits: list[str]) -> None:
@@ -166,7 +170,7 @@ def render(results: list[dict]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="benchmarks/toy_proof.py", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="benchmarks/quality/toy_proof.py", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="generate, plan, train both stages, predict fold 0 and score it",
                        description="Generate, plan, train Stage I and Stage II per prompt block, predict fold 0's "

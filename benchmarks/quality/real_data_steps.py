@@ -6,8 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-from bench_lib import (PLANS, format_rater_samples_row, format_sweep_row, markdown_table, one_se_choices,
-                       rater_samples_sweep, set_env, sweep)
+from benchmarks.lib.bench_lib import (PLANS, format_rater_samples_row, format_sweep_row, markdown_table, one_se_choices,
+                                      rater_samples_sweep, set_env, sweep)
 
 
 # ---------------------------------------------------------------- steps: Stage I against the number of sampling steps

@@ -1,24 +1,23 @@
 """Real-data quality: DiffOSeg against the baselines at the same CPU budget, and its sweeps.
 
     # LIDC subset (converted and preprocessed by --prepare lidc), 5 folds, 30 CPU minutes per method and fold
-    nohup python benchmarks/real_data.py compare --prepare lidc -d 100 -c 2d -f 0 1 2 3 4 --minutes 30 \\
+    nohup python benchmarks/quality/real_data.py compare --prepare lidc -d 100 -c 2d -f 0 1 2 3 4 --minutes 30 \\
         --out /tmp/cmp_lidc > /tmp/cmp_lidc.log 2>&1 &
     # the same with a time-budget configuration planned for 0.5 h per method and fold on this CPU
-    python benchmarks/real_data.py compare -d 100 -c 2d -f 0 1 2 3 4 --time_budget 0.5 --out /tmp/cmp_lidc_tb
+    python benchmarks/quality/real_data.py compare -d 100 -c 2d -f 0 1 2 3 4 --time_budget 0.5 --out /tmp/cmp_lidc_tb
     # the held-out test: each method trained once on all training cases, scored on 300 sampled test cases
-    python benchmarks/real_data.py test -d 100 -c 2d --time_budget 1 --test_sample 300 --seed 0 --out /tmp/test_lidc \
+    python benchmarks/quality/real_data.py test -d 100 -c 2d --time_budget 1 --test_sample 300 --seed 0 --out /tmp/test_lidc \
         --record documentation/experiments/records
     # Stage I against the number of sampling steps (and mirroring TTA) of a trained fold
-    python benchmarks/real_data.py steps --work /tmp/lidc -d 100 -c 2d -f 0 --steps 5 10 25 50 --tta
+    python benchmarks/quality/real_data.py steps --work /tmp/lidc -d 100 -c 2d -f 0 --steps 5 10 25 50 --tta
     # keep every scored fold in the repository (runs of several sessions add up), and merge the records
-    python benchmarks/real_data.py compare -d 100 -c 2d -f 0 1 --time_budget 0.5 --out /tmp/cmp_lidc_tb \
+    python benchmarks/quality/real_data.py compare -d 100 -c 2d -f 0 1 --time_budget 0.5 --out /tmp/cmp_lidc_tb \
         --record documentation/experiments/records
-    python benchmarks/real_data.py records documentation/experiments/records/Dataset100_LIDC/2d_0.5h_*
+    python benchmarks/quality/real_data.py records documentation/experiments/records/Dataset100_LIDC/2d_0.5h_*
     # the paper's Stage II prompt block against the default from the same Stage I (after compare, same --work)
-    python benchmarks/real_data.py prompt_blocks --work /tmp/lidc -d 100 -c 2d -f 0 1 2 3 4 --out /tmp/blocks
+    python benchmarks/quality/real_data.py prompt_blocks --work /tmp/lidc -d 100 -c 2d -f 0 1 2 3 4 --out /tmp/blocks
 
-``compare`` (formerly benchmarks/real_data_comparison.py, which still runs it with the same options; the code of
-each subcommand is real_data_<compare|steps|blocks|sweep>.py): for
+``compare`` (the code of each subcommand is real_data_<compare|test|steps|blocks|sweep|records|routes>.py): for
 every fold and every method (``-tr``, default DiffOSeg and the three baselines) it trains with a budget of
 ``--minutes`` CPU minutes on ONE CPU thread (DiffOSeg splits them between Stage I and Stage II by
 ``--stage1_fraction``, a baseline has one stage and gets all of them; ``--time_budget HOURS`` instead plans a
@@ -40,19 +39,22 @@ import shlex
 import sys
 from pathlib import Path
 
-from bench_lib import one_thread_default, set_env
-from real_data_blocks import prompt_blocks
-from real_data_compare import add_compare_arguments, compare
-from real_data_records import add_records_parser
-from real_data_routes import add_routes_parser
-from real_data_steps import steps
-from real_data_test import add_test_arguments, held_out_test
-from real_data_sweep import budget_sweep
+if not __package__:  # run by path, not with -m: make the package `benchmarks` importable (benchmarks/README.md)
+    sys.path.append(str(Path(__file__).resolve().parents[2]))
+
+from benchmarks.lib.bench_lib import one_thread_default, set_env
+from benchmarks.quality.real_data_blocks import prompt_blocks
+from benchmarks.quality.real_data_compare import add_compare_arguments, compare
+from benchmarks.quality.real_data_records import add_records_parser
+from benchmarks.quality.real_data_routes import add_routes_parser
+from benchmarks.quality.real_data_steps import steps
+from benchmarks.quality.real_data_test import add_test_arguments, held_out_test
+from benchmarks.quality.real_data_sweep import budget_sweep
 
 
 # ---------------------------------------------------------------- command line
 
-def build_parser(prog: str = "benchmarks/real_data.py") -> argparse.ArgumentParser:
+def build_parser(prog: str = "benchmarks/quality/real_data.py") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
     c = sub.add_parser("compare", help="DiffOSeg and the baselines, same CPU budget per method and fold",
@@ -114,7 +116,7 @@ def build_parser(prog: str = "benchmarks/real_data.py") -> argparse.ArgumentPars
     return p
 
 
-def main(argv: list[str] | None = None, prog: str = "benchmarks/real_data.py") -> None:
+def main(argv: list[str] | None = None, prog: str = "benchmarks/quality/real_data.py") -> None:
     one_thread_default()  # one thread per run: before numpy / torch load (nothing above imports them)
     argv = sys.argv[1:] if argv is None else list(argv)
     a = build_parser(prog).parse_args(argv)

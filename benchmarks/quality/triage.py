@@ -9,19 +9,23 @@ against the truth, per fold and pooled over the folds' cases, on the cases every
 (``--tuning_fold``, where settings were chosen) is marked. The headline measure per method: the samples for
 DiffOSeg and the Probabilistic U-Net, the heads (``rater_spread``) for the multi-head U-Net.
 
-    python benchmarks/triage.py -d 100 -c 2d -f 0 1 2 3 4 --tuning_fold 0 --out /tmp/triage_lidc
+    python benchmarks/quality/triage.py -d 100 -c 2d -f 0 1 2 3 4 --tuning_fold 0 --out /tmp/triage_lidc
 """
 from __future__ import annotations
 
 import argparse
 import math
 import os
+import sys
 from pathlib import Path
+
+if not __package__:  # run by path, not with -m: make the package `benchmarks` importable (benchmarks/README.md)
+    sys.path.append(str(Path(__file__).resolve().parents[2]))
 
 for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-from bench_lib import PLANS, markdown_table  # noqa: E402
+from benchmarks.lib.bench_lib import PLANS, markdown_table  # noqa: E402
 
 DEFAULT_TRAINERS = ["DiffOSegTrainer", "ProbUNetTrainer", "MultiHeadUNetTrainer"]
 HEADLINE = {"MultiHeadUNet": "rater_spread"}  # else sample_disagreement
@@ -126,7 +130,7 @@ def triage_markdown(table: "pd.DataFrame", tuning_fold: int | None) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="benchmarks/triage.py", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="benchmarks/quality/triage.py", description=__doc__.splitlines()[0])
     p.add_argument("-d", required=True, help="dataset id or name")
     p.add_argument("-c", required=True, help="configuration")
     p.add_argument("-f", nargs="+", type=int, default=[0, 1, 2, 3, 4], help="folds (default: 0 1 2 3 4)")

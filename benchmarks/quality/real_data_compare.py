@@ -10,14 +10,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bench_lib import PLANS, plan_budget_configuration, set_env, train_with_budget
-from real_data_records import REFERENCE_METHODS, record_curve, record_fold, recorded_methods
+from benchmarks.lib.bench_lib import PLANS, plan_budget_configuration, set_env, train_with_budget
+from benchmarks.quality.real_data_records import REFERENCE_METHODS, record_curve, record_fold, recorded_methods
 
 if TYPE_CHECKING:  # pandas loads numpy: real_data.py sets one thread first
     import pandas as pd
 
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 LIDC = ROOT.parent / "shared" / "data" / "lidc_subset" / "lidc_subset.npz"
 BUBIL = ROOT.parent / "shared" / "data" / "bubil_cells" / "BU-BIL_Dataset1"
 DEFAULT_TRAINERS = ["DiffOSegTrainer", "ConsensusUNetTrainer", "MultiHeadUNetTrainer", "ProbUNetTrainer"]
@@ -79,7 +79,7 @@ def add_cpu_configuration(plans_file: Path, name: str, batch_size: int | None = 
             **{k: arch[k][:stages] for k in ("kernel_sizes", "strides", "n_conv_per_stage")},
             "features_per_stage": [max(8, f // spec.feature_divisor) for f in arch["features_per_stage"][:stages]]}
         purpose.append(f"{stages} stages, widths / {spec.feature_divisor}")
-    config["notes"] = {"purpose": "CPU budget: " + ", ".join(purpose) + " (added by benchmarks/real_data.py)"}
+    config["notes"] = {"purpose": "CPU budget: " + ", ".join(purpose) + " (added by benchmarks/quality/real_data.py)"}
     plans["configurations"][name] = config
     save_json(plans, plans_file)
     return config
@@ -362,7 +362,7 @@ def add_compare_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tta", action="store_true", help="mirroring test-time augmentation when predicting")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
                    help="train and predict here (default cpu: one thread, --minutes on the process's CPU clock; cuda: "
-                        "--minutes on the wall clock, benchmarks/gpu_compare.py)")
+                        "--minutes on the wall clock, benchmarks/gpu/gpu_compare.py)")
     p.add_argument("--num_workers", type=int, default=0, help="augmentation workers of training (default 0)")
     p.add_argument("--val_sample", type=int, default=None, metavar="N",
                    help="predict and score a fixed, seeded sample (seed 0) of N of each fold's held-out cases "

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # pandas loads numpy: real_data.py sets one thread first
     import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def revision() -> str:
@@ -255,7 +255,7 @@ def add_records_parser(sub) -> None:
     r.add_argument("folders", nargs="+", help="record folders DIR/<Dataset>/<configuration>")
     r.add_argument("--md", default=None, help="also write the merged tables to this file")
     r.add_argument("--brief", action="store_true",
-                   help="strict mode only and no headings, for a marker block (benchmarks/fill_markers.py)")
+                   help="strict mode only and no headings, for a marker block (benchmarks/lib/fill_markers.py)")
     r.add_argument("--figure", default=None, metavar="PNG",
                    help="also draw the recorded folds' learning curves (mean ± std over folds) into this file")
     r.set_defaults(func=records)
@@ -272,7 +272,7 @@ def held_out_record(record_dir: Path, dataset: str, configuration: str) -> tuple
     import pandas as pd
 
     from diffoseg_auto.utilities.file_ops import load_json
-    from real_data_test_table import KEYS, SAMPLE_LEVEL_COLUMNS
+    from benchmarks.quality.real_data_test_table import KEYS, SAMPLE_LEVEL_COLUMNS
 
     folder = record_folder(record_dir, dataset, configuration)
     summary, csv, meta = (folder / f for f in HELD_OUT_FILES[:3])
@@ -305,7 +305,7 @@ def record_held_out(record_dir: Path, per_case: "pd.DataFrame", sample_level: "p
     import pandas as pd
 
     from diffoseg_auto.utilities.file_ops import atomic_write, save_json
-    from real_data_test_table import summary_table
+    from benchmarks.quality.real_data_test_table import summary_table
 
     dataset, configuration = info["dataset"], info["configuration"]
     _, old_sample, old_info = held_out_record(record_dir, dataset, configuration)

@@ -1,4 +1,4 @@
-"""One-call GPU comparison (benchmarks/gpu_check.sh --compare): LIDC 2d fold 0, the four methods at a fixed number of
+"""One-call GPU comparison (benchmarks/gpu/gpu_check.sh --compare): LIDC 2d fold 0, the four methods at a fixed number of
 GPU seconds each, held-out prediction, the diffoseg_benchmark table and the records; iterations/s per method and the
 projected hours of the full planned schedule.
 
@@ -6,11 +6,11 @@ The data: ``--data`` a raw dataset folder (``DatasetXXX_Name`` with dataset.json
 ``diffoseg_convert_lidc`` writes it), an LIDC slices folder (``LIDC-IDRI-XXXX/nodule-N/images/slice-K.png`` and
 ``mask-0..3/``; converted, its test patients kept out) or an LIDC ``.npz`` (default: the subset that
 fetch_wheels.sh copies into .whl/data, else ../shared/data/lidc_subset). The comparison itself is ``real_data.py compare --device cuda``
-(benchmarks/real_data_compare.py): this script prepares the data, runs it, and reads the speed from the
+(benchmarks/quality/real_data_compare.py): this script prepares the data, runs it, and reads the speed from the
 checkpoints. --dry_run: the same path on the CPU with a tiny network, 12 crops and a few seconds per method.
 
-    python benchmarks/gpu_compare.py --out $OUT --seconds 45
-    python benchmarks/gpu_compare.py --out /tmp/x --dry_run
+    python benchmarks/gpu/gpu_compare.py --out $OUT --seconds 45
+    python benchmarks/gpu/gpu_compare.py --out /tmp/x --dry_run
 """
 from __future__ import annotations
 
@@ -19,15 +19,19 @@ import json
 import os
 import re
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
 
+if not __package__:  # run by path, not with -m: make the package `benchmarks` importable (benchmarks/README.md)
+    sys.path.append(str(Path(__file__).resolve().parents[2]))
+
 import numpy as np
 
-from bench_lib import PLANS, set_env
-from gpu_train_check import lidc_npz, shrink_for_dry_run
-from real_data_compare import DEFAULT_TRAINERS
+from benchmarks.lib.bench_lib import PLANS, set_env
+from benchmarks.gpu.gpu_train_check import lidc_npz, shrink_for_dry_run
+from benchmarks.quality.real_data_compare import DEFAULT_TRAINERS
 
 DATASET_ID = 930            # the .npz's dataset id (a raw folder keeps its own)
 DRY_RUN_CROPS = 12          # the .npz's first 12 crops, 6 patients: enough for 5 folds
@@ -132,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
         a.iterations_per_epoch = 2
     import torch
 
-    import real_data_comparison
+    from benchmarks.quality import real_data
 
     device = "cpu" if a.dry_run or not torch.cuda.is_available() else "cuda"
     work = Path(a.work or tempfile.mkdtemp(prefix="gpu_compare_"))
@@ -143,7 +147,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         dataset_id = prepare_data(Path(a.data) if a.data else lidc_npz(), a.dry_run, work)
         t_prep = time.time()
-        real_data_comparison.main(compare_arguments(a, dataset_id, device))
+        real_data.main(["compare", *compare_arguments(a, dataset_id, device)])
         run = json.loads((out / "compare" / "run.json").read_text())
         report = {"device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu", "dry_run": a.dry_run,
                   "data": str(a.data or lidc_npz()), "seconds_per_method": a.seconds,

@@ -1,11 +1,11 @@
 """Speed against the anchors: preprocessing against nnU-Net v2, a training iteration and sampling against the
 paper's reference configuration, prediction against an earlier revision of this code.
 
-    python benchmarks/speed.py preprocess --setup --cases 24 --size 64 -np 2 --repeats 2 --phases
-    python benchmarks/speed.py train --iterations 3 --plans PLANS.json --configuration 2d
-    python benchmarks/speed.py sampling --plans PLANS.json --precision auto fp32 --with_compile --repeats 3
-    python benchmarks/speed.py profile --precision bf16 fp32
-    python benchmarks/speed.py prediction --steps 3 --threads 1 --with_fp32 --norm_ab
+    python benchmarks/speed/speed.py preprocess --setup --cases 24 --size 64 -np 2 --repeats 2 --phases
+    python benchmarks/speed/speed.py train --iterations 3 --plans PLANS.json --configuration 2d
+    python benchmarks/speed/speed.py sampling --plans PLANS.json --precision auto fp32 --with_compile --repeats 3
+    python benchmarks/speed/speed.py profile --precision bf16 fp32
+    python benchmarks/speed/speed.py prediction --steps 3 --threads 1 --with_fp32 --norm_ab
 
 Each subcommand's --help says what it compares; its code is speed_<subcommand>.py. Numbers are recorded (documentation/results.md, sections 3
 and 4); nothing passes or fails.
@@ -15,17 +15,21 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
-from speed_prediction import PREDICTION_WORKER, prediction, prediction_worker
-from speed_preprocess import DEFAULT_VENV, preprocess
-from speed_sampling import profile, sampling
-from speed_train import TRAIN_NETWORKS, train
+if not __package__:  # run by path, not with -m: make the package `benchmarks` importable (benchmarks/README.md)
+    sys.path.append(str(Path(__file__).resolve().parents[2]))
+
+from benchmarks.speed.speed_prediction import PREDICTION_WORKER, prediction, prediction_worker
+from benchmarks.speed.speed_preprocess import DEFAULT_VENV, preprocess
+from benchmarks.speed.speed_sampling import profile, sampling
+from benchmarks.speed.speed_train import TRAIN_NETWORKS, train
 
 
 # ================================================================ command line
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="benchmarks/speed.py", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="benchmarks/speed/speed.py", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
 
     def command(name: str, func, help: str) -> argparse.ArgumentParser:

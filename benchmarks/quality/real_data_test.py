@@ -32,11 +32,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bench_lib import PLANS, markdown_table, mean_and_se, plan_budget_configuration, set_env, train_with_budget
-from real_data_compare import (DEFAULT_TRAINERS, add_budget_arguments, budget_notes, check_budget_arguments,
-                               model_folder, predict_curve_points, predict_fold, stage_minutes, trained_seconds)
-from real_data_records import (HELD_OUT_FILES, held_out_record, record_folder, record_held_out, record_held_out_curve,
-                               revision, same_sample_or_exit, with_other_methods)
+from benchmarks.lib.bench_lib import (PLANS, markdown_table, mean_and_se, plan_budget_configuration, set_env,
+                                      train_with_budget)
+from benchmarks.quality.real_data_compare import (DEFAULT_TRAINERS, add_budget_arguments, budget_notes,
+                                                  check_budget_arguments, model_folder, predict_curve_points,
+                                                  predict_fold, stage_minutes, trained_seconds)
+from benchmarks.quality.real_data_records import (HELD_OUT_FILES, held_out_record, record_folder, record_held_out,
+                                                  record_held_out_curve, revision, same_sample_or_exit,
+                                                  with_other_methods)
 
 if TYPE_CHECKING:  # pandas loads numpy: real_data.py sets one thread first
     import pandas as pd
@@ -228,7 +231,7 @@ def merged_rows(run: HeldOutRun) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFra
     predicted here, and the methods' provenance (recorded and this run's)."""
     import pandas as pd
 
-    from real_data_test_table import score_test_cases
+    from benchmarks.quality.real_data_test_table import score_test_cases
 
     per_case, sample = score_test_cases(run.ds, predicted_methods(run), run.cases, run.a.num_samples)
     all_cases, all_sample, methods = per_case, sample, dict(run.log)
@@ -246,7 +249,7 @@ def write_outputs(run: HeldOutRun) -> tuple[pd.DataFrame, pd.DataFrame]:
     (per case, sample level) rows, which --record keeps."""
     from diffoseg_auto.evaluation.method_comparison import method_label
     from diffoseg_auto.utilities.file_ops import atomic_write, atomic_write_text, save_json
-    from real_data_test_table import held_out_markdown, paired_differences, summary_table
+    from benchmarks.quality.real_data_test_table import held_out_markdown, paired_differences, summary_table
 
     a, out = run.a, Path(run.a.out)
     per_case, sample, all_cases, all_sample, methods = merged_rows(run)

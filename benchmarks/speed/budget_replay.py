@@ -3,14 +3,18 @@ cost model (planners/budget_candidates.candidate_work) anchored at one measured 
 iteration and per denoiser row; prints what the planner would choose at each budget, its estimate of the whole
 diffoseg_train, and what it would measure and drop (planning.md, "Time budget"). A model, not a timing.
 
-    python benchmarks/budget_replay.py -d 101 --hours 0.1 0.5 2 --anchor 1,2 --train_s 11.7 --row_s 0.111
+    python benchmarks/speed/budget_replay.py -d 101 --hours 0.1 0.5 2 --anchor 1,2 --train_s 11.7 --row_s 0.111
 """
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-from bench_lib import PLANS, set_env
+if not __package__:  # run by path, not with -m: make the package `benchmarks` importable (benchmarks/README.md)
+    sys.path.append(str(Path(__file__).resolve().parents[2]))
+
+from benchmarks.lib.bench_lib import PLANS, set_env
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -2,7 +2,7 @@
 command a user runs next (``diffoseg_train D <that configuration> F``: both stages, the per-epoch validation loss,
 the end-of-stage validation sampling, checkpoints) and compare its wall time with the plan's estimate.
 
-    python benchmarks/budget_word.py -d 100 --hours 0.1 0.25 --out /tmp/word --record documentation/experiments/records/budget_word.json
+    python benchmarks/speed/budget_word.py -d 100 --hours 0.1 0.25 --out /tmp/word --record documentation/experiments/records/budget_word.json
 
 Prints and appends one row per budget: the measuring time (goal: at most a tenth of H), the planned job hours, the
 measured hours and the planner's word (measured / planned - 1; goal: within 15% of H). Numbers are recorded, not
@@ -20,7 +20,7 @@ import time
 from datetime import date
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _revision() -> str:
@@ -59,7 +59,7 @@ def train(dataset: int, configuration: str, fold: int) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="benchmarks/budget_word.py", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="benchmarks/speed/budget_word.py", description=__doc__.splitlines()[0])
     p.add_argument("-d", type=int, required=True, help="a preprocessed dataset (its 2d or 3d_fullres plans)")
     p.add_argument("--hours", type=float, nargs="+", required=True)
     p.add_argument("-f", type=int, default=0, help="the fold trained")
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
                "validation_changed": (notes.get("validation") or {}).get("changed"),
                "device_name": notes.get("device_name"), "num_workers": notes.get("num_workers"),
                "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "revision": _revision(),
-               "date": date.today().isoformat(), "command": " ".join(["python", "benchmarks/budget_word.py",
+               "date": date.today().isoformat(), "command": " ".join(["python", "benchmarks/speed/budget_word.py",
                                                                        *(argv or sys.argv[1:])])}
         rows.append(row)
         print(json.dumps(row), flush=True)

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SPEED = Path(__file__).resolve().parent / "speed.py"  # the worker starts through the command line
 
 
 # ================================================================ prediction: this checkout against an earlier revision
 # Comparison: a BU-BIL-sized image (811x1024 at half resolution = 406x512 preprocessed, the '2d_halfres' CPU
-# configuration of benchmarks/real_data.py: 256x256 patches, 3x3 windows, 8 stages) predicted with N Stage I samples
+# configuration of benchmarks/quality/real_data.py: 256x256 patches, 3x3 windows, 8 stages) predicted with N Stage I samples
 # and every one of the R = 10 rater prompts (Stage II), at the same steps, mirroring and threads, once with the code of
 # --old_rev (exported with git archive into a temporary folder) and once with this checkout, each in its own process,
 # with the same network weights (random, away from the zero inits so that time and rater matter). The new path runs

@@ -2,10 +2,10 @@
 per rater prompt, from the outputs of `toy_proof.py run` (toy_rater_styles.json) and `real_data.py steps`
 (steps_sweep_*.json).
 
-    python benchmarks/sampling_evidence.py /work/runs/toy_s*/toy_rater_styles.json /work/runs/steps_sweep_*.json \\
+    python benchmarks/quality/sampling_evidence.py /work/runs/toy_s*/toy_rater_styles.json /work/runs/steps_sweep_*.json \\
         --out planners/sampling_evidence.json --md /tmp/sampling_curves.md
     # curves of a later session added to the committed evidence
-    python benchmarks/sampling_evidence.py /work/runs/steps_sweep_*_f1.json --add_to planners/sampling_evidence.json \\
+    python benchmarks/quality/sampling_evidence.py /work/runs/steps_sweep_*_f1.json --add_to planners/sampling_evidence.json \\
         --out planners/sampling_evidence.json
 
 Only the tuning seed (toy seed 0) and the tuning fold (fold 0) become the planner's curves; every other file is kept
@@ -18,11 +18,18 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
+import sys
 from pathlib import Path
 
-from bench_lib import markdown_table
+if not __package__:  # run by path, not with -m: make the package `benchmarks` importable (benchmarks/README.md)
+    sys.path.append(str(Path(__file__).resolve().parents[2]))
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks.lib.bench_lib import markdown_table
+
+ROOT = Path(__file__).resolve().parents[2]
+# the "written_by" of an evidence file: this script, and its path before benchmarks/ was split by job (the committed
+# planners/sampling_evidence.json names it)
+WRITERS = ("benchmarks/quality/sampling_evidence.py", "benchmarks/sampling_evidence.py")
 
 
 def curves_of(path: Path) -> tuple[bool, str, list[dict], list[dict]]:
@@ -50,7 +57,7 @@ def build_evidence(files: list[Path], base: dict | None = None) -> dict:
                               text=True).stdout.strip()
     ev = {"rule": "per curve the smallest setting within one standard error of the curve's best; the planned "
                   "setting is the largest of the tuning curves' picks (planners/sampling_budget.py)",
-          "written_by": "benchmarks/sampling_evidence.py", "revision": revision,
+          "written_by": WRITERS[0], "revision": revision,
           "sampling_steps": {"x": "S", "metric": "GED (strict, lower is better)", "curves": [], "reported": []},
           "samples_per_rater": {"x": "samples_per_rater", "metric": "Dice_rater_strict (higher is better)",
                                 "curves": [], "reported": []}}
@@ -86,7 +93,7 @@ def render(ev: dict) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="benchmarks/sampling_evidence.py", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="benchmarks/quality/sampling_evidence.py", description=__doc__.splitlines()[0])
     p.add_argument("files", nargs="+", type=Path, help="toy_rater_styles.json and steps_sweep_*.json files")
     p.add_argument("--out", type=Path, default=None, help="write the evidence JSON here (the planner's: "
                    "planners/sampling_evidence.json)")
@@ -107,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
         if not a.add_to.is_file():
             p.error(f"--add_to {a.add_to}: no such file")
         base = json.loads(a.add_to.read_text())
-        if base.get("written_by") != "benchmarks/sampling_evidence.py":
+        if base.get("written_by") not in WRITERS:
             p.error(f"--add_to {a.add_to}: not an evidence file this script wrote (give an earlier --out)")
     ev = build_evidence(a.files, base)
     text = render(ev)

@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
-# On the CPU machine: put what benchmarks/gpu_check.sh needs on the GPU machine into .whl/ (gitignored; carried
+# On the CPU machine: put what benchmarks/gpu/gpu_check.sh needs on the GPU machine into .whl/ (gitignored; carried
 # with `carry: [".whl"]`; the working tree and .whl travel together, 64 MiB at most): the wheels of the
-# distributions in benchmarks/gpu_wheels.txt (what the GPU image lacks), recompressed with LZMA by
-# benchmarks/repack_wheels.py (the wheels 33 MiB instead of 58; SimpleITK's from 53 to 29 MB), and a copy of the
+# distributions in benchmarks/gpu/gpu_wheels.txt (what the GPU image lacks), recompressed with LZMA by
+# benchmarks/gpu/repack_wheels.py (the wheels 33 MiB instead of 58; SimpleITK's from 53 to 29 MB), and a copy of the
 # LIDC subset (2 MiB; ../shared/data does not travel): about 35 MiB in all instead of about 60.
-#   bash benchmarks/fetch_wheels.sh             # downloads about 60 MB, recompresses (a few CPU minutes)
-#   bash benchmarks/fetch_wheels.sh --dry_run   # what it would fetch, from .venv's versions; no network, no files
+#   bash benchmarks/gpu/fetch_wheels.sh             # downloads about 60 MB, recompresses (a few CPU minutes)
+#   bash benchmarks/gpu/fetch_wheels.sh --dry_run   # what it would fetch, from .venv's versions; no network, no files
 # The versions are the ones installed in .venv (the ones the test suite ran with); binary wheels are
 # for the GPU image's CPython 3.12 on x86-64, pure-Python ones are built from their sdists.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."   # the repository root
 DRY_RUN=0
 [ "${1:-}" = "--dry_run" ] && DRY_RUN=1
 PY=${PYTHON:-.venv/bin/python}
@@ -20,7 +20,7 @@ PLATFORMS="--platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --p
            --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux1_x86_64"
 
 # "name kind version" per line of gpu_wheels.txt; version "-" when .venv lacks the distribution
-LIST=$("$PY" - benchmarks/gpu_wheels.txt <<'PYEOF'
+LIST=$("$PY" - benchmarks/gpu/gpu_wheels.txt <<'PYEOF'
 import importlib.metadata as md, sys
 for line in open(sys.argv[1]):
     parts = line.split("#")[0].split()
@@ -40,7 +40,7 @@ if [ "$DRY_RUN" = 1 ]; then
     for f in lidc_subset.npz lidc.json; do
         [ -f "$LIDC/$f" ] && echo "fetch_wheels: would copy $LIDC/$f" || echo "fetch_wheels: $LIDC/$f is missing" >&2
     done
-    echo "fetch_wheels: then recompress with LZMA (benchmarks/repack_wheels.py) and check $DEST <= $LIMIT_MIB MiB"
+    echo "fetch_wheels: then recompress with LZMA (benchmarks/gpu/repack_wheels.py) and check $DEST <= $LIMIT_MIB MiB"
     exit 0
 fi
 
@@ -54,7 +54,7 @@ while read -r name kind v; do
         "$PY" -m pip wheel -q --no-deps -w "$DEST" "$name==$v"
     fi
 done <<<"$LIST"
-"$PY" benchmarks/repack_wheels.py "$DEST"/*.whl
+"$PY" benchmarks/gpu/repack_wheels.py "$DEST"/*.whl
 cp "$LIDC/lidc_subset.npz" "$LIDC/lidc.json" "$DEST/data/"
 bytes=$(du -sb "$DEST" | cut -f1)
 tree=$( (git ls-files -z -co --exclude-standard | du -cb --files0-from=- 2>/dev/null || true) | tail -n 1 | cut -f1)

@@ -1,4 +1,4 @@
-"""Training throughput at the planned configurations, for benchmarks/gpu_check.sh.
+"""Training throughput at the planned configurations, for benchmarks/gpu/gpu_check.sh.
 
 LIDC 2d fold 0 (converted from the shared LIDC subset) and a 3D toy dataset's 3d_fullres: plan and
 preprocess, then train Stage I and Stage II, each for a fixed number of minutes with the plans'
@@ -8,9 +8,9 @@ samples/s (iterations x batch), peak GPU memory, and the projected wall time of 
 validation sampling are not included). --quick (gpu_check.sh's quick mode, at most 4 minutes with the CUDA
 tests): the 3D toy only takes one Stage I step, on fewer cases. Writes one JSON file.
 
-    python benchmarks/gpu_train_check.py --out $OUT/gpu_check.json --minutes 1
-    python benchmarks/gpu_train_check.py --out $OUT/gpu_check.json --minutes 0.5 --quick
-    python benchmarks/gpu_train_check.py --out /tmp/x.json --dry_run [--quick]   # CPU, tiny sizes, seconds
+    python benchmarks/gpu/gpu_train_check.py --out $OUT/gpu_check.json --minutes 1
+    python benchmarks/gpu/gpu_train_check.py --out $OUT/gpu_check.json --minutes 0.5 --quick
+    python benchmarks/gpu/gpu_train_check.py --out /tmp/x.json --dry_run [--quick]   # CPU, tiny sizes, seconds
 """
 from __future__ import annotations
 
@@ -18,13 +18,17 @@ import argparse
 import json
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 
-import numpy as np
-from budget_common import set_env
+if not __package__:  # run by path, not with -m: make the package `benchmarks` importable (benchmarks/README.md)
+    sys.path.append(str(Path(__file__).resolve().parents[2]))
 
-ROOT = Path(__file__).resolve().parents[1]
+import numpy as np
+from benchmarks.lib.bench_lib import set_env
+
+ROOT = Path(__file__).resolve().parents[2]
 LIDC_NPZ_CANDIDATES = (ROOT / ".whl" / "data" / "lidc_subset.npz", ROOT.parent / "shared" / "data" / "lidc_subset" / "lidc_subset.npz")
 
 
@@ -33,7 +37,7 @@ def lidc_npz() -> Path:
     for p in LIDC_NPZ_CANDIDATES:
         if p.is_file():
             return p
-    raise FileNotFoundError(f"LIDC subset not found at {[str(p) for p in LIDC_NPZ_CANDIDATES]}; run benchmarks/fetch_wheels.sh")
+    raise FileNotFoundError(f"LIDC subset not found at {[str(p) for p in LIDC_NPZ_CANDIDATES]}; run benchmarks/gpu/fetch_wheels.sh")
 
 
 def shrink_for_dry_run(plans_file: Path, configuration: str) -> None:

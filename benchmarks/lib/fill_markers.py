@@ -2,7 +2,7 @@
 of a Markdown file is replaced by a file's content (a table a benchmark wrote), so that no number in results.md is
 typed by hand.
 
-    python benchmarks/fill_markers.py documentation/results.md NAME=path/to/table.md [NAME=...]
+    python benchmarks/lib/fill_markers.py documentation/results.md NAME=path/to/table.md [NAME=...]
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def fill(text: str, name: str, content: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="benchmarks/fill_markers.py", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="benchmarks/lib/fill_markers.py", description=__doc__.splitlines()[0])
     p.add_argument("doc", type=Path, help="the Markdown file to update")
     p.add_argument("blocks", nargs="+", metavar="NAME=FILE", help="marker name and the file whose text goes there")
     return p

@@ -77,7 +77,7 @@ def median_row(rows: list[dict]) -> dict:
 def speedup_markdown(results: list[dict]) -> str:
     """The speed-up table of results.md from one or more ``sampling --json_out`` outputs (e.g. one per precision,
     run side by side): per precision, ours and the reference's median CPU seconds and every run's."""
-    from bench_lib import markdown_table
+    from benchmarks.lib.bench_lib import markdown_table
 
     rows = []
     for result in results:
@@ -216,7 +216,7 @@ def profile_precision(plans, configuration: str, num_samples: int, steps: int, p
 def profile_markdown(result: dict, top: int = 10) -> str:
     """The profile section of results.md: per precision the operator time per step, its share in copies and
     conversions, the ``top`` operators, and the operators that kept float32 inputs under autocast."""
-    from bench_lib import markdown_table
+    from benchmarks.lib.bench_lib import markdown_table
 
     out = []
     for r in result["runs"]:

@@ -5,7 +5,7 @@ ones. The members, their bytes and RECORD (hashes of the uncompressed files) sta
 installed files of gpu_wheels.txt's seven distributions, zipped deflated (level 6, as on PyPI) and then
 repacked: SimpleITK 2.5.7 (a 272 MB library) 52.8 -> 28.8 MB, blosc2 6.7 -> 5.3 MB, all seven 57.8 -> 33.3 MiB.
 
-    python benchmarks/repack_wheels.py .whl/*.whl
+    python benchmarks/gpu/repack_wheels.py .whl/*.whl
 """
 from __future__ import annotations
 

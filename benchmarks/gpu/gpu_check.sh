@@ -1,24 +1,24 @@
 #!/usr/bin/env bash
 # One prepared GPU check for the lent device machine (15 device minutes per task, its start included):
-#   CPU machine:  bash benchmarks/fetch_wheels.sh
-#   GPU machine:  run(command="bash benchmarks/gpu_check.sh --quick", carry=[".whl"], timeout_s=300)   # <= 4 min
-#                 run(command="bash benchmarks/gpu_check.sh", carry=[".whl"], timeout_s=540)           # about 7 min
-#                 run(command="bash benchmarks/gpu_check.sh --compare", carry=[".whl"], timeout_s=540)  # <= 9 min
-#   anywhere:     bash benchmarks/gpu_check.sh --dry_run [--quick | --compare]   # CPU, tiny sizes: the same code path
+#   CPU machine:  bash benchmarks/gpu/fetch_wheels.sh
+#   GPU machine:  run(command="bash benchmarks/gpu/gpu_check.sh --quick", carry=[".whl"], timeout_s=300)   # <= 4 min
+#                 run(command="bash benchmarks/gpu/gpu_check.sh", carry=[".whl"], timeout_s=540)           # about 7 min
+#                 run(command="bash benchmarks/gpu/gpu_check.sh --compare", carry=[".whl"], timeout_s=540)  # <= 9 min
+#   anywhere:     bash benchmarks/gpu/gpu_check.sh --dry_run [--quick | --compare]   # CPU, tiny sizes: the same code path
 # 1. installs the missing dependencies from .whl (no registry there), uses this checkout via PYTHONPATH, and
 #    imports every project module and every bundled distribution with its declared requirements
-#    (benchmarks/check_imports.py), before any training;
+#    (benchmarks/gpu/check_imports.py), before any training;
 # 2. runs the CUDA tests (pytest -m cuda; they skip without a GPU);
 # 3. trains LIDC 2d fold 0, Stage I then Stage II, GPU_CHECK_MINUTES each (1; --quick: 0.5), and a 3D toy
 #    3d_fullres (Stage I and II as long; --quick: one Stage I step), at the planned configuration and precision,
 #    and writes iterations/s, samples/s, peak GPU memory, the projected wall time of the planned schedule and
 #    the seconds of each phase to $OUT/gpu_check.json (+ the logs beside it).
 #    --compare [--data=PATH] instead: the four methods on LIDC 2d fold 0, GPU_COMPARE_SECONDS (45) each, held-out
-#    prediction, the diffoseg_benchmark table and records (benchmarks/gpu_compare.py; PATH: a raw DatasetXXX_Name
+#    prediction, the diffoseg_benchmark table and records (benchmarks/gpu/gpu_compare.py; PATH: a raw DatasetXXX_Name
 #    folder or an LIDC .npz, default the subset in .whl/data), iterations/s per method and the projected hours of
 #    the full planned schedule, into $OUT/gpu_check.json, $OUT/compare/ and $OUT/records/.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."   # the repository root
 DRY_RUN=0
 QUICK=0
 COMPARE=0
@@ -45,7 +45,7 @@ if [ "$DRY_RUN" = 1 ]; then
     export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 else
     PY=python3
-    [ -d .whl ] || { echo "gpu_check: .whl/ missing: run benchmarks/fetch_wheels.sh here and carry .whl" >&2; exit 1; }
+    [ -d .whl ] || { echo "gpu_check: .whl/ missing: run benchmarks/gpu/fetch_wheels.sh here and carry .whl" >&2; exit 1; }
     # the wheels are LZMA-compressed zips (repack_wheels.py): pip reads them through zipfile, which needs lzma
     "$PY" -c "import lzma" || { echo "gpu_check: this Python has no lzma module to unpack .whl" >&2; exit 1; }
     "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
@@ -53,7 +53,7 @@ else
     IMPORT_ARGS+=(--wheels .whl)
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/nvidia_smi.csv" || true
 fi
-"$PY" benchmarks/check_imports.py "${IMPORT_ARGS[@]}" 2>&1 | tee "$OUT/imports.log" | grep -v '^ ' || true
+"$PY" benchmarks/gpu/check_imports.py "${IMPORT_ARGS[@]}" 2>&1 | tee "$OUT/imports.log" | grep -v '^ ' || true
 grep -q ': ok$' "$OUT/imports.log" || { echo "gpu_check: import check failed, see $OUT/imports.log" >&2; exit 1; }
 "$PY" -c "import torch; print('gpu_check: torch', torch.__version__, 'cuda', torch.cuda.is_available())"
 t_install=$(date +%s)
@@ -69,14 +69,14 @@ if [ "$COMPARE" = 1 ]; then
     ARGS=(--out "$OUT" --seconds "${GPU_COMPARE_SECONDS:-45}")
     [ "$DRY_RUN" = 1 ] && ARGS+=(--dry_run --seconds "${GPU_COMPARE_SECONDS:-3}")
     [ -n "$DATA" ] && ARGS+=(--data "$DATA")
-    "$PY" benchmarks/gpu_compare.py "${ARGS[@]}" 2>&1 | tee "$OUT/gpu_compare.log" | grep -E '^gpu_compare:' || true
+    "$PY" benchmarks/gpu/gpu_compare.py "${ARGS[@]}" 2>&1 | tee "$OUT/gpu_compare.log" | grep -E '^gpu_compare:' || true
     PHASE_JSON="$OUT/gpu_compare.json"
 else
     PHASE=training
     ARGS=(--out "$OUT/gpu_train.json" --minutes "$MINUTES")
     [ "$DRY_RUN" = 1 ] && ARGS+=(--dry_run)
     [ "$QUICK" = 1 ] && ARGS+=(--quick)
-    "$PY" benchmarks/gpu_train_check.py "${ARGS[@]}" 2>&1 | tee "$OUT/gpu_train.log" | grep -E '^\{' || true
+    "$PY" benchmarks/gpu/gpu_train_check.py "${ARGS[@]}" 2>&1 | tee "$OUT/gpu_train.log" | grep -E '^\{' || true
     PHASE_JSON="$OUT/gpu_train.json"
 fi
 [ -f "$PHASE_JSON" ] || { echo "gpu_check: $PHASE failed, see ${PHASE_JSON%.json}.log" >&2; tail -n 20 "${PHASE_JSON%.json}.log" >&2; exit 1; }

@@ -12,22 +12,26 @@ BU-BIL (``--bubil``): the same on the BU-BIL cells with one person's masks (both
 the new prompt's strict Dice to that person's masks, the closest existing prompt's and the consensus', and the
 predicted against the person's mean area.
 
-    python benchmarks/new_rater_proof.py --toy_seed 1 --held_out miss_small [--work /tmp/new_rater_s1]
+    python benchmarks/quality/new_rater_proof.py --toy_seed 1 --held_out miss_small [--work /tmp/new_rater_s1]
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
+
+if not __package__:  # run by path, not with -m: make the package `benchmarks` importable (benchmarks/README.md)
+    sys.path.append(str(Path(__file__).resolve().parents[2]))
 
 for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import numpy as np
 
-from bench_lib import plan_budget_configuration, set_env
+from benchmarks.lib.bench_lib import plan_budget_configuration, set_env
 
 IN_PROCESS = {"num_processes_preprocessing": 1, "num_processes_export": 1}
 
@@ -161,7 +165,7 @@ def main() -> None:
 
         full, ending, did = work / "raw" / "Dataset907_BUBILFull", ".png", 908
         if not full.exists():
-            convert_bubil(Path(__file__).resolve().parents[1].parent / "shared/data/bubil_cells/BU-BIL_Dataset1",
+            convert_bubil(Path(__file__).resolve().parents[3] / "shared/data/bubil_cells/BU-BIL_Dataset1",
                           907, name="BUBILFull", overwrite=True)
         person = a.held_out.rsplit("_", 1)[0]
         from diffoseg_auto.dataset.raw_dataset import load_dataset_json
