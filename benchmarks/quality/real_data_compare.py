@@ -311,6 +311,14 @@ def budget_notes(dataset_id: int, configuration: str) -> dict:
     return plans["configurations"][configuration].get("notes", {}).get("time_budget", {})
 
 
+def add_device_arguments(p: argparse.ArgumentParser) -> None:
+    """Where compare and test train and predict."""
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                   help="train and predict here (default cpu: one thread, --minutes on the process's CPU clock; cuda: "
+                        "--minutes on the wall clock, benchmarks/gpu/gpu_compare.py)")
+    p.add_argument("--num_workers", type=int, default=0, help="augmentation workers of training (default 0)")
+
+
 def add_budget_arguments(p: argparse.ArgumentParser, per: str) -> None:
     """The training budget of compare (``per`` 'method and fold') and test ('method'): --minutes or --time_budget."""
     p.add_argument("--minutes", type=float, default=None, help=f"CPU minutes (one thread) per {per}")
@@ -360,10 +368,7 @@ def add_compare_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--curves", action="store_true",
                    help="also predict every learning-curve checkpoint of each fold and write learning_curves.* to --out")
     p.add_argument("--tta", action="store_true", help="mirroring test-time augmentation when predicting")
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
-                   help="train and predict here (default cpu: one thread, --minutes on the process's CPU clock; cuda: "
-                        "--minutes on the wall clock, benchmarks/gpu/gpu_compare.py)")
-    p.add_argument("--num_workers", type=int, default=0, help="augmentation workers of training (default 0)")
+    add_device_arguments(p)
     p.add_argument("--val_sample", type=int, default=None, metavar="N",
                    help="predict and score a fixed, seeded sample (seed 0) of N of each fold's held-out cases "
                         "(a large dataset's fold; every method scores the same cases)")

@@ -34,8 +34,8 @@ from typing import TYPE_CHECKING
 
 from benchmarks.lib.bench_lib import (PLANS, markdown_table, mean_and_se, plan_budget_configuration, set_env,
                                       train_with_budget)
-from benchmarks.quality.real_data_compare import (DEFAULT_TRAINERS, add_budget_arguments, budget_notes,
-                                                  check_budget_arguments, model_folder, predict_curve_points,
+from benchmarks.quality.real_data_compare import (DEFAULT_TRAINERS, add_budget_arguments, add_device_arguments,
+                                                  budget_notes, check_budget_arguments, model_folder, predict_curve_points,
                                                   predict_fold, stage_minutes, trained_seconds)
 from benchmarks.quality.real_data_records import (HELD_OUT_FILES, held_out_record, record_folder, record_held_out,
                                                   record_held_out_curve, revision, same_sample_or_exit,
@@ -67,6 +67,7 @@ def add_test_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-c", "--configuration", required=True)
     p.add_argument("-tr", nargs="+", default=DEFAULT_TRAINERS, help="methods (default: DiffOSeg and the three baselines)")
     add_budget_arguments(p, "method")
+    add_device_arguments(p)
     p.add_argument("--test_sample", type=int, default=300, metavar="N",
                    help="score a fixed sample of N test cases (all of them when there are fewer)")
     p.add_argument("--seed", type=int, default=0, help="the sample's seed")
