@@ -524,3 +524,81 @@ def test_disk_full_is_one_line_leaves_no_half_file_and_the_rerun_finishes(corrup
     assert _run("diffoseg_preprocess", ["-d", str(table.DS_ID), "-c", "2d", "-np", "1"], capsys)[0] == 0
     assert list_preprocessed_cases(folder) == [f"toy_{i:03d}" for i in range(6)]
     assert {p.name: p.read_bytes() for p in folder.glob("*.npz") if p.name in kept} == kept
+
+
+def _state_copy(corruption_state: Path, tmp_path: Path, monkeypatch) -> Path:
+    root = tmp_path / "state"
+    shutil.copytree(corruption_state, root, symlinks=True)
+    for key, value in table._environment(root).items():
+        monkeypatch.setenv(key, value)
+    return root
+
+
+def _disk_full_line(command: str, path: Path) -> str:
+    return f"{command}: error: no space left on device while writing {path}; free space and run the same command again"
+
+
+def test_disk_full_in_an_image_write_is_one_line_and_the_rerun_finishes(corruption_state, tmp_path, monkeypatch,
+                                                                          capsys):
+    """SimpleITK's WriteImage raises RuntimeError without errno when the disk fills: prediction's export stops
+    with the ENOSPC line naming the image, keeps no half-written image, and --continue_prediction finishes."""
+    import SimpleITK as sitk
+
+    root = _state_copy(corruption_state, tmp_path, monkeypatch)
+    args = table.argv(table.Row("diffoseg_predict", "", "", ""), root)
+    out = root / "new_out"
+    written = []
+    real_write = sitk.WriteImage
+
+    def full(image, name, *a):
+        if written:  # the second image finds the disk full, after half its bytes
+            real_write(image, name, *a)
+            Path(name).write_bytes(Path(name).read_bytes()[:20])
+            raise RuntimeError(f"ITK ERROR: NiftiImageIO(0x55d1): Could not write {name}: No space left on device")
+        written.append(name)
+        real_write(image, name, *a)
+    with monkeypatch.context() as m:
+        m.setattr(sitk, "WriteImage", full)
+        code, err = _run("diffoseg_predict", args, capsys)
+    assert code == 1 and "Traceback" not in err, err
+    line = err.splitlines()[-1]
+    assert line.startswith("diffoseg_predict: error: no space left on device while writing ") and \
+        line.endswith(".nii.gz; free space and run the same command again"), line
+    target = Path(line.split(" while writing ")[1].split("; ")[0])
+    assert target.parent.parent == out or target.parent.parent.parent == out
+    assert not target.exists() and not [p for p in out.rglob(".tmp_*")]
+    assert _run("diffoseg_predict", args + ["--continue_prediction"], capsys)[0] == 0
+    assert target.is_file() and sitk.ReadImage(str(target)).GetSize() == (16, 16)
+
+
+def test_disk_full_in_a_checkpoint_write_is_one_line_and_the_rerun_finishes(corruption_state, tmp_path, monkeypatch,
+                                                                              capsys):
+    """torch.save's zip writer raises RuntimeError without errno ("file write failed") when the disk fills: with
+    the file system out of space, training stops with the ENOSPC line naming the checkpoint, keeps no
+    half-written checkpoint, and the same command with --c finishes."""
+    import torch
+
+    root = _state_copy(corruption_state, tmp_path, monkeypatch)
+    shutil.rmtree(root / "results" / table.DS)
+    args = [str(table.DS_ID), "2d", "0", "--stage", "1", "--num_epochs", "1", "--iterations_per_epoch", "1",
+            "-device", "cpu", "--no_final_validation", "--num_workers", "0"]
+    stage1 = root / "results" / table.DS / table.TRAINER / "fold_0" / "stage1"
+    real_save = torch.save
+
+    def full(obj, f, *a, **k):
+        real_save(obj, f, *a, **k)
+        Path(f).write_bytes(Path(f).read_bytes()[:100])
+        raise RuntimeError("[enforce fail at inline_container.cc:595] . PytorchStreamWriter failed writing file "
+                           "data/0: file write failed")
+    with monkeypatch.context() as m:
+        m.setattr(torch, "save", full)
+        m.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(1 << 30, 1 << 30, 4096))
+        code, err = _run("diffoseg_train", args, capsys)
+    assert code == 1 and "Traceback" not in err, err
+    line = err.splitlines()[-1]
+    assert line.startswith("diffoseg_train: error: no space left on device while writing ") and \
+        line.endswith(".pth; free space and run the same command again"), line
+    target = Path(line.split(" while writing ")[1].split("; ")[0])
+    assert target.parent == stage1 and not target.exists() and not list(stage1.glob(".tmp_*"))
+    assert _run("diffoseg_train", args + ["--c"], capsys)[0] == 0
+    assert (stage1 / "checkpoint_final.pth").is_file()
