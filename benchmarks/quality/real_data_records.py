@@ -60,7 +60,7 @@ def _read_csv(path: Path, what: str, columns: list[str], fix: str, exact: bool =
 
     path = Path(path)
     if not path.is_file():
-        raise RecordError(f"{path}: missing. {fix}")
+        raise RecordError(f"{path}: does not exist. {fix}")
     data = path.read_bytes()
     if not data.strip():
         raise RecordError(f"{path}: is empty. {fix}")
