@@ -492,12 +492,27 @@ def _enospc_after_half(write):
     return full
 
 
-def test_disk_full_is_one_line_leaves_no_half_file_and_the_rerun_finishes(corruption_state, tmp_path, monkeypatch,
-                                                                          capsys):
+def _state_copy(corruption_state: Path, tmp_path: Path, monkeypatch) -> Path:
     root = tmp_path / "state"
     shutil.copytree(corruption_state, root, symlinks=True)
     for key, value in table._environment(root).items():
         monkeypatch.setenv(key, value)
+    return root
+
+
+def _disk_full_target(command: str, code: int, err: str, ending: str) -> Path:
+    """The file that ``command``'s one disk-full line names (exit 1, no traceback, the line ends the output)."""
+    assert code == 1 and "Traceback" not in err, err
+    prefix = f"{command}: error: no space left on device while writing "
+    suffix = "; free space and run the same command again"
+    line = err.splitlines()[-1]
+    assert line.startswith(prefix) and line.endswith(ending + suffix), line
+    return Path(line[len(prefix):-len(suffix)])
+
+
+def test_disk_full_is_one_line_leaves_no_half_file_and_the_rerun_finishes(corruption_state, tmp_path, monkeypatch,
+                                                                          capsys):
+    root = _state_copy(corruption_state, tmp_path, monkeypatch)
     args = table.argv(table.Row("diffoseg_evaluate", "", "", ""), root)
     with monkeypatch.context() as m:  # the summary's text hits a full disk halfway
         m.setattr(Path, "write_text", _enospc_after_half(Path.write_text))
@@ -531,18 +546,6 @@ def test_disk_full_is_one_line_leaves_no_half_file_and_the_rerun_finishes(corrup
     assert {p.name: p.read_bytes() for p in folder.glob("*.npz") if p.name in kept} == kept
 
 
-def _state_copy(corruption_state: Path, tmp_path: Path, monkeypatch) -> Path:
-    root = tmp_path / "state"
-    shutil.copytree(corruption_state, root, symlinks=True)
-    for key, value in table._environment(root).items():
-        monkeypatch.setenv(key, value)
-    return root
-
-
-def _disk_full_line(command: str, path: Path) -> str:
-    return f"{command}: error: no space left on device while writing {path}; free space and run the same command again"
-
-
 def test_disk_full_in_an_image_write_is_one_line_and_the_rerun_finishes(corruption_state, tmp_path, monkeypatch,
                                                                           capsys):
     """SimpleITK's WriteImage raises RuntimeError without errno when the disk fills: prediction's export stops
@@ -565,13 +568,8 @@ def test_disk_full_in_an_image_write_is_one_line_and_the_rerun_finishes(corrupti
     with monkeypatch.context() as m:
         m.setattr(sitk, "WriteImage", full)
         code, err = _run("diffoseg_predict", args, capsys)
-    assert code == 1 and "Traceback" not in err, err
-    line = err.splitlines()[-1]
-    assert line.startswith("diffoseg_predict: error: no space left on device while writing ") and \
-        line.endswith(".nii.gz; free space and run the same command again"), line
-    target = Path(line.split(" while writing ")[1].split("; ")[0])
-    assert target.parent.parent == out or target.parent.parent.parent == out
-    assert not target.exists() and not [p for p in out.rglob(".tmp_*")]
+    target = _disk_full_target("diffoseg_predict", code, err, ".nii.gz")
+    assert out in target.parents and not target.exists() and not [p for p in out.rglob(".tmp_*")]
     assert _run("diffoseg_predict", args + ["--continue_prediction"], capsys)[0] == 0
     assert target.is_file() and sitk.ReadImage(str(target)).GetSize() == (16, 16)
 
@@ -599,11 +597,7 @@ def test_disk_full_in_a_checkpoint_write_is_one_line_and_the_rerun_finishes(corr
         m.setattr(torch, "save", full)
         m.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(1 << 30, 1 << 30, 4096))
         code, err = _run("diffoseg_train", args, capsys)
-    assert code == 1 and "Traceback" not in err, err
-    line = err.splitlines()[-1]
-    assert line.startswith("diffoseg_train: error: no space left on device while writing ") and \
-        line.endswith(".pth; free space and run the same command again"), line
-    target = Path(line.split(" while writing ")[1].split("; ")[0])
+    target = _disk_full_target("diffoseg_train", code, err, ".pth")
     assert target.parent == stage1 and not target.exists() and not list(stage1.glob(".tmp_*"))
     assert _run("diffoseg_train", args + ["--c"], capsys)[0] == 0
     assert (stage1 / "checkpoint_final.pth").is_file()
