@@ -238,14 +238,14 @@ def test_fold_records_add_up_to_the_comparison_table(tmp_path):
     assert meta["time_budget"] == {"hours": 0.5} and meta["command"] == "run E"
     assert [r["command"] for r in meta["earlier_runs"]] == ["run two", "run C"]
     assert records.recorded_methods(rec, "Dataset009_X", "2d", 1) == {"A", "B", "C", "D", "E"}
-    with pytest.raises(SystemExit, match="fold_1.csv: recorded on \\[3\\] cases, this run on \\[4\\]"):
+    with pytest.raises(records.RecordError, match="fold_1.csv: recorded on \\[3\\] cases, this run on \\[4\\]"):
         records.record_fold(rec, c.assign(num_cases=4), 1, {"command": "other cases"})
     (rec / "Dataset009_X" / "2d" / "fold_1.csv").write_text(  # back to runs one and two for the checks below
         long(1, 0.7, 0.3).to_csv(index=False))
     records.record_fold(rec, long(1, 0.9, 0.5), 1, {"command": "run three"})  # fold 1 again: replaced
     assert "| A | 0.9000 ± 0.0000 |" in records.merged_markdown([folder])
     (folder / "fold_2.csv").write_text("a,b\n1,2\n")
-    with pytest.raises(SystemExit, match="fold_2.csv: not a fold record"):
+    with pytest.raises(records.RecordError, match="fold_2.csv: not a fold record"):
         records.merged_markdown([folder])
 
 
@@ -322,7 +322,7 @@ def test_recorded_curve_points_merge_into_the_learning_curve_table(tmp_path):
     assert not records.curves_figure([tmp_path / "no_records"], tmp_path / "none.png")
     assert not (tmp_path / "none.png").exists()
     (folder / "curve_fold_3.csv").write_text("a\n1\n")
-    with pytest.raises(SystemExit, match="curve_fold_3.csv: not a curve record"):
+    with pytest.raises(records.RecordError, match="curve_fold_3.csv: not a curve record"):
         records.merged_markdown([folder])
 
 

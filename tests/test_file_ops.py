@@ -39,3 +39,29 @@ def test_image_writes_go_through_atomic_write(tmp_path):
     np.testing.assert_array_equal(back, seg)
     assert read_props["spacing"] == [1.0, 2.0]
     assert [p.name for p in (tmp_path / "labels").iterdir()] == ["c.nii.gz"]
+
+
+def test_a_writer_without_errno_that_fills_the_disk_is_enospc(tmp_path, monkeypatch):
+    """SimpleITK and torch.save raise RuntimeError without errno: their message, or a file system with (almost) no
+    free space, makes it the ENOSPC that names the target; any other RuntimeError stays what it is."""
+    import errno
+    import shutil
+
+    target = tmp_path / "c.nii.gz"
+
+    def failing(message):
+        def write(tmp):
+            tmp.write_bytes(b"half an image")
+            raise RuntimeError(message)
+        return write
+
+    with pytest.raises(OSError) as e:
+        atomic_write(target, failing("ITK ERROR: NiftiImageIO: No space left on device"), keep_extension=True)
+    assert e.value.errno == errno.ENOSPC and e.value.filename == str(target)
+    with pytest.raises(RuntimeError, match="wrong pixel type"):
+        atomic_write(target, failing("wrong pixel type"), keep_extension=True)
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(100 << 20, 100 << 20, 0))
+    with pytest.raises(OSError) as e:
+        atomic_write(target, failing("PytorchStreamWriter failed writing file data/0: file write failed"))
+    assert e.value.errno == errno.ENOSPC and e.value.filename == str(target)
+    assert list(tmp_path.iterdir()) == []

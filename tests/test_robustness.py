@@ -437,19 +437,24 @@ def _snapshot(root: Path) -> dict[str, str]:
 def test_every_file_a_command_reads_fails_in_one_line(row, corruption_state, tmp_path, monkeypatch, capsys):
     """command x file x corruption -> exit 1, one line naming the file and the fix, no traceback, nothing else
     on disk changed (documentation/robustness.md, rendered from these rows)."""
-    from diffoseg_auto.cli.console import command_targets, load_main
     from diffoseg_auto.utilities.command_runner import run_command
 
     root = tmp_path / "state"
     shutil.copytree(corruption_state, root, symlinks=True)
     for key, value in table._environment(root).items():
         monkeypatch.setenv(key, value)
+    for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):  # real_data.py sets them by default
+        monkeypatch.setenv(key, os.environ.get(key, "1"))
     table.prepare(row, root)
     table.corrupt(row.file, root / table.FILES[row.file], row.corruption)
     before = _snapshot(root)
     command = row.command.split()[0]
     capsys.readouterr()
-    code = run_command(command, load_main(command_targets()[command]), table.argv(row, root))
+    threads = torch.get_num_threads()  # the benchmark tool takes one thread
+    try:
+        code = run_command(command, table.main_of(row.command), table.argv(row, root))
+    finally:
+        torch.set_num_threads(threads)
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if line.startswith(f"{command}: error: ")]
     assert code == 1 and len(errors) == 1 and "Traceback" not in err, err
@@ -487,12 +492,27 @@ def _enospc_after_half(write):
     return full
 
 
-def test_disk_full_is_one_line_leaves_no_half_file_and_the_rerun_finishes(corruption_state, tmp_path, monkeypatch,
-                                                                          capsys):
+def _state_copy(corruption_state: Path, tmp_path: Path, monkeypatch) -> Path:
     root = tmp_path / "state"
     shutil.copytree(corruption_state, root, symlinks=True)
     for key, value in table._environment(root).items():
         monkeypatch.setenv(key, value)
+    return root
+
+
+def _disk_full_target(command: str, code: int, err: str, ending: str) -> Path:
+    """The file that ``command``'s one disk-full line names (exit 1, no traceback, the line ends the output)."""
+    assert code == 1 and "Traceback" not in err, err
+    prefix = f"{command}: error: no space left on device while writing "
+    suffix = "; free space and run the same command again"
+    line = err.splitlines()[-1]
+    assert line.startswith(prefix) and line.endswith(ending + suffix), line
+    return Path(line[len(prefix):-len(suffix)])
+
+
+def test_disk_full_is_one_line_leaves_no_half_file_and_the_rerun_finishes(corruption_state, tmp_path, monkeypatch,
+                                                                          capsys):
+    root = _state_copy(corruption_state, tmp_path, monkeypatch)
     args = table.argv(table.Row("diffoseg_evaluate", "", "", ""), root)
     with monkeypatch.context() as m:  # the summary's text hits a full disk halfway
         m.setattr(Path, "write_text", _enospc_after_half(Path.write_text))
@@ -524,3 +544,60 @@ def test_disk_full_is_one_line_leaves_no_half_file_and_the_rerun_finishes(corrup
     assert _run("diffoseg_preprocess", ["-d", str(table.DS_ID), "-c", "2d", "-np", "1"], capsys)[0] == 0
     assert list_preprocessed_cases(folder) == [f"toy_{i:03d}" for i in range(6)]
     assert {p.name: p.read_bytes() for p in folder.glob("*.npz") if p.name in kept} == kept
+
+
+def test_disk_full_in_an_image_write_is_one_line_and_the_rerun_finishes(corruption_state, tmp_path, monkeypatch,
+                                                                          capsys):
+    """SimpleITK's WriteImage raises RuntimeError without errno when the disk fills: prediction's export stops
+    with the ENOSPC line naming the image, keeps no half-written image, and --continue_prediction finishes."""
+    import SimpleITK as sitk
+
+    root = _state_copy(corruption_state, tmp_path, monkeypatch)
+    args = table.argv(table.Row("diffoseg_predict", "", "", ""), root)
+    out = root / "new_out"
+    written = []
+    real_write = sitk.WriteImage
+
+    def full(image, name, *a):
+        if written:  # the second image finds the disk full, after half its bytes
+            real_write(image, name, *a)
+            Path(name).write_bytes(Path(name).read_bytes()[:20])
+            raise RuntimeError(f"ITK ERROR: NiftiImageIO(0x55d1): Could not write {name}: No space left on device")
+        written.append(name)
+        real_write(image, name, *a)
+    with monkeypatch.context() as m:
+        m.setattr(sitk, "WriteImage", full)
+        code, err = _run("diffoseg_predict", args, capsys)
+    target = _disk_full_target("diffoseg_predict", code, err, ".nii.gz")
+    assert out in target.parents and not target.exists() and not [p for p in out.rglob(".tmp_*")]
+    assert _run("diffoseg_predict", args + ["--continue_prediction"], capsys)[0] == 0
+    assert target.is_file() and sitk.ReadImage(str(target)).GetSize() == (16, 16)
+
+
+def test_disk_full_in_a_checkpoint_write_is_one_line_and_the_rerun_finishes(corruption_state, tmp_path, monkeypatch,
+                                                                              capsys):
+    """torch.save's zip writer raises RuntimeError without errno ("file write failed") when the disk fills: with
+    the file system out of space, training stops with the ENOSPC line naming the checkpoint, keeps no
+    half-written checkpoint, and the same command with --c finishes."""
+    import torch
+
+    root = _state_copy(corruption_state, tmp_path, monkeypatch)
+    shutil.rmtree(root / "results" / table.DS)
+    args = [str(table.DS_ID), "2d", "0", "--stage", "1", "--num_epochs", "1", "--iterations_per_epoch", "1",
+            "-device", "cpu", "--no_final_validation", "--num_workers", "0"]
+    stage1 = root / "results" / table.DS / table.TRAINER / "fold_0" / "stage1"
+    real_save = torch.save
+
+    def full(obj, f, *a, **k):
+        real_save(obj, f, *a, **k)
+        Path(f).write_bytes(Path(f).read_bytes()[:100])
+        raise RuntimeError("[enforce fail at inline_container.cc:595] . PytorchStreamWriter failed writing file "
+                           "data/0: file write failed")
+    with monkeypatch.context() as m:
+        m.setattr(torch, "save", full)
+        m.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(1 << 30, 1 << 30, 4096))
+        code, err = _run("diffoseg_train", args, capsys)
+    target = _disk_full_target("diffoseg_train", code, err, ".pth")
+    assert target.parent == stage1 and not target.exists() and not list(stage1.glob(".tmp_*"))
+    assert _run("diffoseg_train", args + ["--c"], capsys)[0] == 0
+    assert (stage1 / "checkpoint_final.pth").is_file()

@@ -124,5 +124,7 @@ def main(argv: list[str] | None = None, prog: str = "benchmarks/quality/real_dat
     a.func(a)
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # a broken record (real_data_records.RecordError) or input: one line, exit 1
+    from diffoseg_auto.utilities.command_runner import run_command
+
+    sys.exit(run_command("real_data.py", main))

@@ -14,6 +14,12 @@ what produced them:
 Committed, the records of several sessions add up: ``real_data.py records DIR/<Dataset>/<configuration> ...`` merges
 their folds into the same table ``compare`` writes (mean ± std over the recorded folds), and their curve points into
 the learning-curve table. A fold recorded again replaces its record.
+
+Every record file has one reader here (``read_fold_record``, ``read_fold_info``, ``read_curve_record``,
+``read_test_summary``, ``read_test_per_case``, ``read_test_info``, ``read_test_curve``; ``read_record`` picks it by
+the file's name): a record that is missing where its partner exists, empty, cut short (a CSV whose last line has
+no end) or of the wrong shape raises ``RecordError``, one line naming the file and the fix
+(documentation/robustness.md).
 """
 from __future__ import annotations
 
@@ -26,7 +32,122 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # pandas loads numpy: real_data.py sets one thread first
     import pandas as pd
 
+from diffoseg_auto.errors import UserError
+
 ROOT = Path(__file__).resolve().parents[2]
+
+
+# ---------------------------------------------------------------- the readers (one per record file)
+
+class RecordError(UserError):
+    """A record file that is missing beside its partner, empty, cut short or of the wrong shape."""
+
+
+FOLD_FIX = ("Restore it (git checkout), or delete the fold's fold_<f>.csv and fold_<f>.json and record "
+            "the fold again with `real_data.py compare --record`.")
+CURVE_FIX = ("Restore it (git checkout), or delete it and record the fold again with `real_data.py "
+             "compare --curves --record`.")
+TEST_FIX = ("Restore it (git checkout), or delete the record's test.csv, test_per_case.csv and test.json "
+            "and record the methods again with `real_data.py test --record`.")
+TEST_CURVE_FIX = ("Restore it (git checkout), or delete it and record the methods again with `real_data.py "
+                  "test --curves --record`.")
+TEST_CURVE_KEYS = ["method", "stage", "fraction", "epoch", "seconds", "cases"]
+
+
+def _read_csv(path: Path, what: str, columns: list[str], fix: str, exact: bool = True) -> "pd.DataFrame":
+    """The table in ``path``, whose columns are ``columns`` (``exact``) or include them; RecordError otherwise."""
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        raise RecordError(f"{path}: does not exist. {fix}")
+    data = path.read_bytes()
+    if not data.strip():
+        raise RecordError(f"{path}: is empty. {fix}")
+    if not data.endswith(b"\n"):  # pandas ends every line it writes: an interrupted copy or a cut file does not
+        raise RecordError(f"{path}: cut short (its last line has no end). {fix}")
+    try:
+        table = pd.read_csv(path)
+    except (ValueError, UnicodeDecodeError) as e:  # pandas' ParserError and EmptyDataError are ValueErrors
+        raise RecordError(f"{path}: not a CSV table ({str(e).strip().splitlines()[-1]}). {fix}") from None
+    got = list(table.columns)
+    fits = got == columns if exact else set(columns) <= set(got)
+    if not fits:
+        raise RecordError(f"{path}: not {what} (columns {got}, expected {columns}{'' if exact else ' and more'}). {fix}")
+    return table
+
+
+def _read_json(path: Path, what: str, fix: str, shape: dict[str, type]) -> dict:
+    """The JSON object in ``path`` whose entries named in ``shape`` (where present) have those types."""
+    from diffoseg_auto.utilities.file_ops import load_json
+
+    info = load_json(path, fix)  # missing, empty or not JSON: one line naming the file and the fix
+    if not isinstance(info, dict):
+        raise RecordError(f"{path}: holds a JSON {type(info).__name__}, not {what}. {fix}")
+    bad = [k for k, t in shape.items() if k in info and not isinstance(info[k], t)]
+    if bad:
+        raise RecordError(f"{path}: not {what} ({', '.join(repr(k) for k in bad)} of the wrong type). {fix}")
+    return info
+
+
+def read_fold_record(path: Path) -> "pd.DataFrame":
+    """fold_<f>.csv: the fold's scored rows (method_comparison.COLUMNS)."""
+    from diffoseg_auto.evaluation.method_comparison import COLUMNS
+
+    return _read_csv(path, "a fold record", COLUMNS, FOLD_FIX)
+
+
+def read_fold_info(path: Path) -> dict:
+    """fold_<f>.json: the fold's provenance (command, revision, date, raters, the methods' entries)."""
+    return _read_json(path, "a fold record's provenance", FOLD_FIX, {"raters": list, "methods": dict})
+
+
+def read_curve_record(path: Path) -> "pd.DataFrame":
+    """curve_fold_<f>.csv: the fold's learning-curve points (learning_curves.CURVE_COLUMNS)."""
+    from diffoseg_auto.evaluation.learning_curves import CURVE_COLUMNS
+
+    return _read_csv(path, "a curve record", CURVE_COLUMNS, CURVE_FIX)
+
+
+def read_test_summary(path: Path) -> "pd.DataFrame":
+    """test.csv: the held-out test's summary (real_data_test_table.SUMMARY_COLUMNS)."""
+    from benchmarks.quality.real_data_test_table import SUMMARY_COLUMNS
+
+    return _read_csv(path, "a held-out test summary", SUMMARY_COLUMNS, TEST_FIX)
+
+
+def read_test_per_case(path: Path) -> "pd.DataFrame":
+    """test_per_case.csv: method, mode, case and one column per metric."""
+    from benchmarks.quality.real_data_test_table import KEYS
+
+    return _read_csv(path, "a held-out test's per-case table", KEYS, TEST_FIX, exact=False)
+
+
+def read_test_info(path: Path) -> dict:
+    """test.json: the test sample and each method's provenance."""
+    info = _read_json(path, "a held-out test record", TEST_FIX, {"sample": dict, "methods": dict})
+    if not isinstance(info.get("sample", {}).get("cases"), list):
+        raise RecordError(f"{path}: not a held-out test record (no list of the sample's cases). {TEST_FIX}")
+    return info
+
+
+def read_test_curve(path: Path) -> "pd.DataFrame":
+    """test_curve.csv: one line per method and learning-curve checkpoint."""
+    return _read_csv(path, "a held-out test's curve record", TEST_CURVE_KEYS, TEST_CURVE_FIX, exact=False)
+
+
+def read_record(path: Path):
+    """The reader of the record file ``path``, picked by its name."""
+    name = Path(path).name
+    if name.startswith("curve_fold_"):
+        return read_curve_record(path)
+    if name.startswith("fold_"):
+        return read_fold_info(path) if name.endswith(".json") else read_fold_record(path)
+    readers = {"test.csv": read_test_summary, "test_per_case.csv": read_test_per_case, "test.json": read_test_info,
+               "test_curve.csv": read_test_curve}
+    if name not in readers:
+        raise ValueError(f"{path}: not a record file name")
+    return readers[name](path)
 
 
 def revision() -> str:
@@ -45,10 +166,8 @@ def record_folder(record_dir: Path, dataset: str, configuration: str) -> Path:
 def recorded_methods(record_dir: Path, dataset: str, configuration: str, fold: int) -> set[str]:
     """The method rows that the fold's record holds (empty when it has none): a later session, whose machine no
     longer has the run folders, reuses a fold recorded for every method instead of training it again."""
-    import pandas as pd
-
     csv = record_folder(record_dir, dataset, configuration) / f"fold_{fold}.csv"
-    return set(pd.read_csv(csv)["method"]) if csv.is_file() else set()
+    return set(read_fold_record(csv)["method"]) if csv.is_file() else set()
 
 
 REFERENCE_METHODS = ("all-empty", "raters' majority repeated", "raters' STAPLE repeated", "inter-rater")  # scored from the labels alone
@@ -61,7 +180,7 @@ def record_fold(record_dir: Path, per_fold: "pd.DataFrame", fold: int, info: dic
     replaced, and the earlier run's provenance stays in the JSON's ``earlier_runs``."""
     import pandas as pd
 
-    from diffoseg_auto.utilities.file_ops import atomic_write, load_json, save_json
+    from diffoseg_auto.utilities.file_ops import atomic_write, save_json
 
     rows = per_fold[per_fold["fold"] == fold]
     written = []
@@ -70,14 +189,14 @@ def record_fold(record_dir: Path, per_fold: "pd.DataFrame", fold: int, info: dic
         csv, meta = folder / f"fold_{fold}.csv", folder / f"fold_{fold}.json"
         entry = {**info, "revision": revision(), "date": datetime.date.today().isoformat()}
         if csv.is_file():
-            old = pd.read_csv(csv)
+            old = read_fold_record(csv)
             if set(old["num_cases"]) != set(sub["num_cases"]):
-                raise SystemExit(f"{csv}: recorded on {sorted(set(old['num_cases']))} cases, this run on "
+                raise RecordError(f"{csv}: recorded on {sorted(set(old['num_cases']))} cases, this run on "
                                  f"{sorted(set(sub['num_cases']))}; a fold's methods must be scored on the same "
                                  "cases (delete the record to start it again)")
             kept = old[~old["method"].isin(set(sub["method"]))]  # the reference rows too, when this run has them
             if len(kept.loc[~kept["method"].isin(REFERENCE_METHODS)]):
-                before = load_json(meta) if meta.is_file() else {}
+                before = read_fold_info(meta)
                 entry["methods"] = {**before.get("methods", {}), **entry.get("methods", {})}
                 for k, v in before.items():  # e.g. the planner's notes of a DiffOSeg run, when this run has none
                     if k != "earlier_runs":
@@ -116,7 +235,7 @@ def with_other_methods(csv: Path, rows: "pd.DataFrame") -> "pd.DataFrame":
 
     if not csv.is_file():
         return rows
-    old = pd.read_csv(csv)
+    old = read_record(csv)
     return pd.concat([old[~old["method"].isin(set(rows["method"]))], rows], ignore_index=True)
 
 
@@ -126,13 +245,7 @@ def load_curves(folders: list[Path]) -> "pd.DataFrame":
 
     from diffoseg_auto.evaluation.learning_curves import CURVE_COLUMNS
 
-    parts = []
-    for f in sorted(p for folder in folders for p in Path(folder).glob("curve_fold_*.csv")):
-        part = pd.read_csv(f)
-        if list(part.columns) != CURVE_COLUMNS:
-            raise SystemExit(f"{f}: not a curve record (columns {list(part.columns)}, expected {CURVE_COLUMNS}); "
-                             "delete it or record the fold again with compare --curves --record")
-        parts.append(part)
+    parts = [read_curve_record(f) for f in sorted(p for folder in folders for p in Path(folder).glob("curve_fold_*.csv"))]
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=CURVE_COLUMNS)
 
 
@@ -140,20 +253,16 @@ def load_records(folders: list[Path]) -> tuple["pd.DataFrame", dict[str, list[st
     """(the long table of every recorded fold, dataset -> raters, 'dataset/configuration/fold' -> its info)."""
     import pandas as pd
 
-    from diffoseg_auto.evaluation.method_comparison import COLUMNS
-    from diffoseg_auto.utilities.file_ops import load_json
-
     longs, raters, infos = [], {}, {}
     for folder in folders:
-        files = sorted(Path(folder).glob("fold_*.csv"))
+        # a fold is its .csv and .json: either one without the other is a broken record
+        files = sorted({p.with_suffix(".csv") for p in Path(folder).glob("fold_*.*") if p.suffix in (".csv", ".json")})
         if not files:
-            raise SystemExit(f"{folder}: no fold_<f>.csv record; give folders that compare --record wrote")
+            raise RecordError(f"{folder}: no fold_<f>.csv record. Give folders DIR/<Dataset>/<configuration> that "
+                              "`real_data.py compare --record DIR` wrote.")
         for f in files:
-            long = pd.read_csv(f)
-            if list(long.columns) != COLUMNS:
-                raise SystemExit(f"{f}: not a fold record (columns {list(long.columns)}, expected {COLUMNS}); "
-                                 "delete it or record the fold again with compare --record")
-            info = load_json(f.with_suffix(".json")) if f.with_suffix(".json").is_file() else {}
+            long = read_fold_record(f)
+            info = read_fold_info(f.with_suffix(".json"))
             for ds in long["dataset"].unique():
                 raters[ds] = info.get("raters", raters.get(ds, []))
             infos[f"{Path(folder).parent.name}/{Path(folder).name}/{f.stem}"] = info
@@ -271,17 +380,15 @@ def held_out_record(record_dir: Path, dataset: str, configuration: str) -> tuple
     (empty tables and {} when none): test_per_case.csv, the sample-level numbers of test.csv and test.json."""
     import pandas as pd
 
-    from diffoseg_auto.utilities.file_ops import load_json
     from benchmarks.quality.real_data_test_table import KEYS, SAMPLE_LEVEL_COLUMNS
 
     folder = record_folder(record_dir, dataset, configuration)
     summary, csv, meta = (folder / f for f in HELD_OUT_FILES[:3])
-    if not csv.is_file():
+    if not any(f.is_file() for f in (summary, csv, meta)):  # record_held_out writes the three together
         return pd.DataFrame(columns=KEYS), pd.DataFrame(columns=SAMPLE_LEVEL_COLUMNS), {}
-    per_case = pd.read_csv(csv)
-    table = pd.read_csv(summary) if summary.is_file() else pd.DataFrame(columns=["method", "mode", "metric", "mean"])
+    per_case, table, info = read_test_per_case(csv), read_test_summary(summary), read_test_info(meta)
     sample = table[~table["metric"].isin(per_case.columns)].rename(columns={"mean": "value"})
-    return per_case, sample[SAMPLE_LEVEL_COLUMNS].reset_index(drop=True), load_json(meta) if meta.is_file() else {}
+    return per_case, sample[SAMPLE_LEVEL_COLUMNS].reset_index(drop=True), info
 
 
 def same_sample_or_exit(recorded: dict, info: dict, folder: Path) -> None:

@@ -335,12 +335,13 @@ def start(a: argparse.Namespace) -> HeldOutRun:
     if a.time_budget is not None:
         a.configuration = plan_budget_configuration(a.dataset_id, a.configuration, a.time_budget, a.candidate,
                                                     a.min_stage1_iterations)
+    # read before any file is written: a broken record fails first
+    recorded = held_out_record(Path(a.record), ds.name, a.configuration)[2] if a.record else {}
     work = Path(a.work) if a.work else Path(a.out)
     cases = link_test_images(a.dataset_id, work / TEST_IMAGES, a.test_sample, a.seed)
     run = HeldOutRun(a, ds, cases, total, work / TEST_IMAGES)
     if a.record:  # before any training: a record of another sample cannot take this run's rows
-        _, _, info = held_out_record(Path(a.record), ds.name, a.configuration)
-        same_sample_or_exit(info, sample_info(run), record_folder(Path(a.record), ds.name, a.configuration))
+        same_sample_or_exit(recorded, sample_info(run), record_folder(Path(a.record), ds.name, a.configuration))
     return run
 
 

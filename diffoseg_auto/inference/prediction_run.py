@@ -7,10 +7,13 @@ and export every case (export_prediction.py: the output layout, in the input's g
 predicted disagreement (evaluation/disagreement.py: disagreement/<case>.json, for diffoseg_rank_cases). Preprocessing
 (-npp) and export (-nps) run in spawned worker processes next to the prediction (in-process with 1 or
 for a single case). A case that fails is reported and skipped; PredictionIncompleteError lists the
-failures after all other cases are written.
+failures after all other cases are written. A full disk (OSError ENOSPC) is not a case's failure: every later
+case would fail the same way, so the run stops with the one line that names the file (run_command), and
+--continue_prediction finishes it once space is freed.
 """
 from __future__ import annotations
 
+import errno
 import logging
 import multiprocessing as mp
 import os
@@ -117,7 +120,10 @@ def _dataset_json_for(model_folder: Path, dataset_name: str) -> dict:
 
 
 def _record_failure(failures: dict[str, str], case: str, error: Exception) -> None:
-    """Note a failed case and go on; an unexpected error (a bug, not bad input) also logs its traceback."""
+    """Note a failed case and go on; an unexpected error (a bug, not bad input) also logs its traceback. A full
+    disk stops the run (raised again): the next cases would fail the same way."""
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        raise error
     failures[case] = str(error) if isinstance(error, UserError) else f"{type(error).__name__}: {error}"
     logger.warning(f"diffoseg_predict: {case} failed, skipped: {failures[case]}",
                    exc_info=None if isinstance(error, UserError) else error)
@@ -188,13 +194,16 @@ class _Exporter:
     def __exit__(self, exc_type, exc, tb) -> None:
         if self.pool is None:
             return
+        finished = exc_type is None
         try:
-            if exc_type is None:
-                while self.pending:
-                    self._collect_one()
-            self.pool.close() if exc_type is None else self.pool.terminate()
-            self.pool.join()
+            while finished and self.pending:
+                self._collect_one()
+        except BaseException:  # a full disk in an export: the other workers' exports are abandoned
+            finished = False
+            raise
         finally:
+            self.pool.close() if finished else self.pool.terminate()
+            self.pool.join()
             self.pool = None
 
 

@@ -96,7 +96,9 @@ def read_seg(path: str | Path) -> tuple[np.ndarray, dict]:
 
 
 def _atomic_write(img: sitk.Image, out_file: str | Path, compress: bool = True) -> None:
-    # the temporary name ends with out_file's name, so SimpleITK picks the writer from the same ending
+    # the temporary name ends with out_file's name, so SimpleITK picks the writer from the same ending; a full
+    # disk makes WriteImage raise RuntimeError without errno: atomic_write removes the temporary and turns it
+    # into the OSError ENOSPC naming out_file (file_ops.out_of_space), one line through run_command
     atomic_write(out_file, lambda tmp: sitk.WriteImage(img, str(tmp), compress), keep_extension=True)
 
 

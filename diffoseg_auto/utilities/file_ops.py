@@ -1,5 +1,7 @@
 """Atomic writes: a kill during a save never leaves a broken file behind, and neither does a full disk (the
-temporary is removed; the OSError ENOSPC names the file, which run_command reports in one line)."""
+temporary is removed; the OSError ENOSPC names the file, which run_command reports in one line). Writers in C++
+(SimpleITK's WriteImage, torch.save's zip writer) raise a RuntimeError without errno when the disk fills: a
+message that says so, or a file system left with (almost) no free space, makes it the same ENOSPC."""
 from __future__ import annotations
 
 import errno
@@ -11,6 +13,9 @@ from typing import Any, Callable
 
 from diffoseg_auto.errors import CorruptFileError, MissingFileError
 from diffoseg_auto.utilities.temp_files import temp_path_for
+
+ALMOST_FULL_BYTES = 1 << 20  # free space below this after a failed write: the disk filled (the temporary is still there)
+_OUT_OF_SPACE_WORDS = ("no space", "space left", "disk full", "quota exceeded")
 
 
 def atomic_write(path: str | Path, write_fn: Callable[[Path], None], keep_extension: bool = False) -> None:
@@ -26,11 +31,32 @@ def atomic_write(path: str | Path, write_fn: Callable[[Path], None], keep_extens
         os.replace(tmp, path)
     except OSError as e:
         if e.errno == errno.ENOSPC:  # name the file the user knows, not the temporary (which is removed below)
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from e
+            raise disk_full_error(path) from e
+        raise
+    except RuntimeError as e:  # SimpleITK, torch.save: no errno
+        if out_of_space(path, e):
+            raise disk_full_error(path) from e
         raise
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def disk_full_error(path: str | Path) -> OSError:
+    """The OSError ENOSPC that names ``path`` (run_command prints it as one line)."""
+    return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+
+def out_of_space(path: str | Path, error: Exception) -> bool:
+    """Whether a write of ``path`` that raised ``error`` (no errno) failed for lack of space: its message says so,
+    or ``path``'s file system has (almost) no free space left. A write that failed for another reason, with
+    space to spare, is not called a full disk."""
+    if any(w in str(error).lower() for w in _OUT_OF_SPACE_WORDS):
+        return True
+    try:
+        return shutil.disk_usage(Path(path).parent).free < ALMOST_FULL_BYTES
+    except OSError:
+        return False
 
 
 def atomic_copy(src: str | Path, dst: str | Path) -> None:

@@ -1,4 +1,5 @@
 """Issue 33's table: every command x every file it reads x three corruptions -> the one error line it gives.
+Commands are the console commands and the benchmark tool real_data.py (``TOOLS``: its records).
 
 tests/test_robustness.py runs each row on a copy of one small pipeline state (``build_state``) and checks: exit
 code 1, one line ``<command>: error: ...`` containing the row's fragment (the file's name and what to do), no
@@ -49,6 +50,13 @@ FILES = {
     "summary.json": f"results/{DS}/{TRAINER}/fold_0/stage1/validation/summary.json",
     "new rater's image": f"new_rater/images/{CASE}_0000.nii.gz",
     "new rater's mask": f"new_rater/masks/{CASE}.nii.gz",
+    # the benchmark records (benchmarks/quality/real_data_records.py), written by the tool's own writers
+    "fold record .csv": f"records/{DS}/2d/fold_0.csv",
+    "fold record .json": f"records/{DS}/2d/fold_0.json",
+    "curve record": f"records/{DS}/2d/curve_fold_0.csv",
+    "test record test.csv": f"records/{DS}/2d/test.csv",
+    "test record test.json": f"records/{DS}/2d/test.json",
+    "test record test_per_case.csv": f"records/{DS}/2d/test_per_case.csv",
 }
 
 # command -> argv (state-root-relative paths in braces)
@@ -71,7 +79,15 @@ ARGV = {
                                              "--learning_curves"],
     "diffoseg_benchmark -tr A B": ["-d", str(DS_ID), "-c", "2d", "-f", "0", "-o", "{new_out}",
                                    "-tr", "DiffOSegTrainer", "ConsensusUNetTrainer"],
+    # benchmarks/quality/real_data.py (TOOLS): its record reads come before any training
+    "real_data.py records": ["records", "{records}/" + DS + "/2d"],
+    "real_data.py compare --record": ["compare", "-d", str(DS_ID), "-c", "2d", "-f", "0", "-tr", "DiffOSegTrainer",
+                                      "--minutes", "0.01", "--out", "{new_out}", "--record", "{records}"],
+    "real_data.py test --record": ["test", "-d", str(DS_ID), "-c", "2d", "-tr", "DiffOSegTrainer", "--minutes", "0.01",
+                                   "--test_sample", "1", "--out", "{new_out}", "--record", "{records}"],
 }
+# tools that are not console commands: name -> 'module:function' of their main(argv) (run through run_command)
+TOOLS = {"real_data.py": "benchmarks.quality.real_data:main"}
 
 
 @dataclass(frozen=True)
@@ -172,6 +188,26 @@ ROWS: list[Row] = [
     *_rows("diffoseg_benchmark -tr A B", "splits_final.json", missing="splits_final.json: no splits yet",
            empty="splits_final.json: is empty", truncated="splits_final.json: is not valid JSON",
            wrong="splits_final.json: expected a non-empty list of"),
+    *_rows("real_data.py records", "fold record .csv", missing="fold_0.csv: does not exist. Restore it (git checkout)",
+           empty="fold_0.csv: is empty. Restore it", truncated="fold_0.csv: cut short (its last line has no end)",
+           wrong="fold_0.csv: not a fold record (columns ['a', 'b'], expected ['dataset',"),
+    *_rows("real_data.py records", "fold record .json", missing="fold_0.json: does not exist. Restore it (git checkout)",
+           empty="fold_0.json: is empty. Restore it", truncated="fold_0.json: is not valid JSON",
+           wrong="fold_0.json: holds a JSON list, not a fold record's provenance"),
+    *_rows("real_data.py records", "curve record", empty="curve_fold_0.csv: is empty. Restore it",
+           truncated="curve_fold_0.csv: cut short", wrong="curve_fold_0.csv: not a curve record (columns ['a', 'b']"),
+    *_rows("real_data.py compare --record", "fold record .csv", empty="fold_0.csv: is empty. Restore it",
+           truncated="fold_0.csv: cut short", wrong="fold_0.csv: not a fold record"),
+    *_rows("real_data.py test --record", "test record test.csv", missing="test.csv: does not exist. Restore it (git checkout)",
+           empty="test.csv: is empty", truncated="test.csv: cut short",
+           wrong="test.csv: not a held-out test summary (columns ['a', 'b']"),
+    *_rows("real_data.py test --record", "test record test.json", missing="test.json: does not exist. Restore it",
+           empty="test.json: is empty", truncated="test.json: is not valid JSON",
+           wrong="test.json: not a held-out test record ('sample' of the wrong type)"),
+    *_rows("real_data.py test --record", "test record test_per_case.csv", missing="test_per_case.csv: does not exist",
+           empty="test_per_case.csv: is empty", truncated="test_per_case.csv: cut short",
+           wrong="test_per_case.csv: not a held-out test's per-case table (columns ['a', 'b'], expected ['method', "
+                 "'mode', 'case'] and more)"),
 ]
 
 # (command, file): why its "missing" row is not an error
@@ -189,6 +225,9 @@ ABSENT_BY_DESIGN = {
     ("diffoseg_evaluate", "consensus"): "scored on the samples",
     ("diffoseg_benchmark", "summary.json"): "reported and skipped: no number is made up",
     ("diffoseg_benchmark --learning_curves", "learning-curve checkpoint"): "not a point of the curve",
+    ("real_data.py records", "curve record"): "the fold was recorded without --curves",
+    ("real_data.py compare --record", "fold record .csv"): "not recorded yet: the fold's methods are trained",
+    ("real_data.py test --record", "the three test records"): "not recorded yet: the methods are trained",
 }
 
 
@@ -221,8 +260,11 @@ def wrong_content(kind: str, path: Path) -> None:
         text = {"splits_final.json": json.dumps({"train": [], "val": []}), "summary.json": json.dumps([0.5]),
                 "fingerprint": json.dumps({"spacings": [[1, 1]], "shapes_after_crop": 3,
                                            "foreground_intensity_properties_per_channel": {}}),
-                "plans": json.dumps({"configurations": 3}), "raters.json": json.dumps({"raters": "reader9"})}
+                "plans": json.dumps({"configurations": 3}), "raters.json": json.dumps({"raters": "reader9"}),
+                "test record test.json": json.dumps({"sample": [0]})}
         path.write_text(text.get(kind, json.dumps([1, 2, 3])))
+    elif path.suffix == ".csv":  # a table of other columns
+        path.write_text("a,b\n1,2\n")
     elif path.suffix == ".pth":
         _wrong_checkpoint(path)
     elif path.suffix == ".npz":
@@ -256,6 +298,14 @@ def render_markdown(rows: list[Row] = ROWS) -> str:
               "| command | file | without it |", "|---|---|---|"]
     lines += [f"| `{c}` | {f} | {why} |" for (c, f), why in ABSENT_BY_DESIGN.items()]
     return "\n".join(lines)
+
+
+def main_of(command: str):
+    """The main(argv) of a row's command (its first word): a console command's, or a tool's (TOOLS)."""
+    from diffoseg_auto.cli.console import command_targets, load_main
+
+    name = command.split()[0]
+    return load_main(TOOLS[name] if name in TOOLS else command_targets()[name])
 
 
 def _environment(root: Path) -> dict[str, str]:
@@ -327,6 +377,41 @@ def build_state(root: Path, monkeypatch) -> None:
     for sub, src in (("images", images[CASE][0]), ("masks", raw / "labelsTr" / ds.raters[0] / f"{CASE}.nii.gz")):
         (root / "new_rater" / sub).mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src, root / "new_rater" / sub / (src.name if sub == "images" else f"{CASE}.nii.gz"))
+    _write_records(root, raw, model, pred)
+
+
+def _write_records(root: Path, raw: Path, model: Path, pred: Path) -> None:
+    """The benchmark records of the prediction folder, written by real_data_records.py's own writers: fold 0's
+    scored rows (compare --record), a learning-curve point and a held-out test record (test --record) on a test
+    split (imagesTs/labelsTs) that holds VAL_CASE."""
+    import pandas as pd
+
+    from benchmarks.quality.real_data_records import record_curve, record_fold, record_held_out
+    from benchmarks.quality.real_data_test_table import score_test_cases
+    from diffoseg_auto.dataset.raw_dataset import RawDataset
+    from diffoseg_auto.evaluation.learning_curves import CURVE_COLUMNS, CURVE_METRICS, curve_points
+    from diffoseg_auto.evaluation.method_comparison import COLUMNS, score_fold
+    from diffoseg_auto.evaluation.summary_file import load_summary
+
+    ds = RawDataset(raw)
+    method = {"DiffOSeg": [pred]}
+    means, _ = score_fold(ds, method, [VAL_CASE], 2, modes=("strict",))
+    rows = [[DS, "2d", row, 0, 1, mode, k, v] for (row, mode), m in means.items() for k, v in m.items()]
+    record_fold(root / "records", pd.DataFrame(rows, columns=COLUMNS), 0,
+                {"command": "corruption_table.py", "raters": ds.raters, "methods": {"DiffOSegTrainer": {}}})
+    metrics = load_summary(model / "fold_0" / "stage1" / "validation" / "summary.json")["metrics"]
+    curve = [{"method": "DiffOSeg", "fold": 0, **{k: p[k] for k in ("stage", "fraction", "epoch", "seconds")},
+              "metric": m, "value": metrics[m]} for p in curve_points(model, 0) for m in CURVE_METRICS]
+    assert record_curve(root / "records", DS, "2d", 0, pd.DataFrame(curve, columns=CURVE_COLUMNS)) is not None
+    (raw / "imagesTs").mkdir()
+    shutil.copyfile(raw / "imagesTr" / f"{VAL_CASE}_0000.nii.gz", raw / "imagesTs" / f"{VAL_CASE}_0000.nii.gz")
+    for r in ds.raters:
+        (raw / "labelsTs" / r).mkdir(parents=True)
+        shutil.copyfile(raw / "labelsTr" / r / f"{VAL_CASE}.nii.gz", raw / "labelsTs" / r / f"{VAL_CASE}.nii.gz")
+    per_case, sample = score_test_cases(ds, method, [VAL_CASE], 2)
+    record_held_out(root / "records", per_case, sample, {"dataset": DS, "configuration": "2d",
+                                                           "sample": {"seed": 0, "cases": [VAL_CASE]}},
+                    {"DiffOSeg": {"command": "corruption_table.py"}})
 
 
 def prepare(row: Row, root: Path) -> None:
@@ -349,7 +434,7 @@ def prepare(row: Row, root: Path) -> None:
 
 def argv(row: Row, root: Path) -> list[str]:
     names = {"raw": str(root / "raw" / DS), "pred": str(root / "pred"), "val_images": str(root / "val_images"),
-             "new_out": str(root / "new_out"), "new_rater": str(root / "new_rater")}
+             "new_out": str(root / "new_out"), "new_rater": str(root / "new_rater"), "records": str(root / "records")}
     return [a.format(**names) for a in ARGV[row.command]]
 
 
