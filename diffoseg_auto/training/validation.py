@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from diffoseg_auto.evaluation.metrics import evaluate_case, summarize
+from diffoseg_auto.evaluation.metrics import CaseScoring, evaluate_case, summarize
 from diffoseg_auto.plans.plans import ConfigurationPlan, Plans
 from diffoseg_auto.preprocessing.case_storage import load_case
 from diffoseg_auto.utilities.file_ops import save_json
@@ -60,7 +60,8 @@ def validate_cases(network: nn.Module, diffusion, plans: Plans, configuration: C
         if stage == 1:
             samples = predictor.sample_case(data, configuration.training.num_val_samples, sampling_steps, seed=i)
             res = evaluate_case(samples, seg, rater_mask, num_classes,
-                                consensus=consensus_from_samples(samples, num_classes), mode=mode, calibration=True)
+                                consensus=consensus_from_samples(samples, num_classes),
+                                scoring=CaseScoring(mode, calibration=True))
             if job.file_ending:
                 export_case(**export, consensus_probabilities=mean_one_hot(samples, num_classes), samples=samples)
         else:
@@ -68,7 +69,8 @@ def validate_cases(network: nn.Module, diffusion, plans: Plans, configuration: C
                                                                  samples_per_rater,
                                                                  sampling_steps, seed=i)))
             preds = np.stack([consensus_from_samples(v, num_classes) for v in per_rater.values()])
-            res = evaluate_case(None, seg, rater_mask, num_classes, rater_predictions=preds, mode=mode)
+            res = evaluate_case(None, seg, rater_mask, num_classes, rater_predictions=preds,
+                                scoring=CaseScoring(mode))
             if job.file_ending:
                 export_case(**export, rater_samples=per_rater)
         per_case.append({"case": case, **res})

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from diffoseg_auto.errors import InvalidArgumentError
-from diffoseg_auto.evaluation.metrics import evaluate_case, summarize
+from diffoseg_auto.evaluation.metrics import CaseScoring, evaluate_case, summarize
 from diffoseg_auto.inference.baseline_predictor import BaselinePredictor
 from diffoseg_auto.inference.export_prediction import export_case, mean_one_hot
 from diffoseg_auto.network.baselines.base import BaselineNetwork
@@ -68,7 +68,7 @@ def validate_baseline(network: BaselineNetwork, plans: Plans, configuration: Con
         samples, rater_preds = network.to_predictions(predictor.predict_case(data, num_samples, seed=i),
                                                       num_samples, len(raters), K)
         res = evaluate_case(samples, seg, rater_mask, K, rater_predictions=rater_preds,
-                            consensus=consensus_from_samples(samples, K), mode=job.mode, calibration=True)
+                            consensus=consensus_from_samples(samples, K), scoring=CaseScoring(job.mode, calibration=True))
         if job.file_ending:
             export_case(case, job.output_folder, job.file_ending, properties, configuration, K,
                         consensus_probabilities=mean_one_hot(samples, K), samples=samples,
