@@ -62,6 +62,7 @@ def validate_baseline(network: BaselineNetwork, plans: Plans, configuration: Con
     predictor = BaselinePredictor(network, configuration, device, configuration.inference.use_mirroring,
                                   configuration.inference.step_size)
     K, raters, num_samples = plans.num_classes, list(plans.raters), configuration.training.num_val_samples
+    target = job.export_target(configuration, K)
     per_case = []
     for i, case in enumerate(tqdm(job.cases, desc="validation")):
         data, seg, rater_mask, properties = load_case(job.data_folder, case, mmap=False)
@@ -69,8 +70,8 @@ def validate_baseline(network: BaselineNetwork, plans: Plans, configuration: Con
                                                       num_samples, len(raters), K)
         res = evaluate_case(samples, seg, rater_mask, K, rater_predictions=rater_preds,
                             consensus=consensus_from_samples(samples, K), scoring=CaseScoring(job.mode, calibration=True))
-        if job.file_ending:
-            export_case(case, job.output_folder, job.file_ending, properties, configuration, K,
+        if target is not None:
+            export_case(case, properties, target,
                         consensus_probabilities=mean_one_hot(samples, K), samples=samples,
                         rater_samples={r: rater_preds[k:k + 1] for k, r in enumerate(raters)})
         per_case.append({"case": case, **res})
