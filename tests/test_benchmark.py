@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from diffoseg_auto.dataset.raw_dataset import write_dataset_json
+from diffoseg_auto.dataset.raw_dataset import DatasetDescription, write_dataset_json
 from diffoseg_auto.evaluation.benchmark_collect import collect_results
 from diffoseg_auto.evaluation.benchmark_entrypoint import BenchmarkSettings, benchmark, main
 from diffoseg_auto.evaluation.benchmark_tables import dataframe_to_markdown
@@ -31,8 +31,9 @@ def cols(*idx: int) -> np.ndarray:
 
 def write_raw(raw_root: Path) -> Path:
     raw = raw_root / DS
-    write_dataset_json(raw, name="Tiny", channel_names={0: "CT"}, labels={"background": 0, "fg": 1},
-                       raters=["a", "b", "c"], num_training=2, file_ending=".nii.gz")
+    write_dataset_json(raw, DatasetDescription(name="Tiny", channel_names={0: "CT"},
+                                               labels={"background": 0, "fg": 1}, raters=["a", "b", "c"],
+                                               num_training=2, file_ending=".nii.gz"))
     for case in ("c1", "c2"):
         write_image(np.arange(16, dtype=np.float32).reshape(4, 4), PROPS, raw / "imagesTr" / f"{case}_0000.nii.gz")
     write_seg(cols(0, 1), PROPS, raw / "labelsTr" / "a" / "c1.nii.gz")
