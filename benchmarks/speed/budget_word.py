@@ -1,5 +1,6 @@
 """The planner's word for the whole ``diffoseg_train``: plan ``--time_budget H`` on this machine, then run the
-command a user runs next (``diffoseg_train D <that configuration> F``: both stages, the per-epoch validation loss,
+commands a user runs next (``diffoseg_preprocess -c <that configuration>``, not counted, then
+``diffoseg_train D <that configuration> F``: both stages, the per-epoch validation loss,
 the end-of-stage validation sampling, checkpoints) and compare its wall time with the plan's estimate.
 
     python benchmarks/speed/budget_word.py -d 100 --hours 0.1 0.25 --out /tmp/word --record documentation/experiments/records/budget_word.json
@@ -51,6 +52,14 @@ def plan(dataset: int, hours: float, name: str) -> tuple[dict, float]:
     return plans["configurations"][name]["notes"]["time_budget"], seconds
 
 
+def preprocess(dataset: int, name: str) -> float:
+    """diffoseg_preprocess of the planned configuration (a coarser spacing has data of its own; a user runs it
+    between planning and training, outside the budget of diffoseg_train); returns the seconds."""
+    t0 = time.time()
+    _command("diffoseg_preprocess", "-d", str(dataset), "-c", name, "-np", "1")
+    return time.time() - t0
+
+
 def train(dataset: int, configuration: str, fold: int) -> float:
     """The whole diffoseg_train of one fold, as a user runs it (a fresh start); returns wall seconds."""
     t0 = time.time()
@@ -76,10 +85,12 @@ def main(argv: list[str] | None = None) -> int:
     for hours in a.hours:
         name = f"word_{hours:g}h"
         notes, plan_s = plan(a.d, hours, name)
+        preprocess_s = preprocess(a.d, name)
         train_s = train(a.d, name, a.f)
         planned_h = notes.get("estimated_job_hours", notes.get("estimated_training_hours"))
         row = {"dataset": a.d, "hours": hours, "configuration": name, "chosen": notes.get("chosen"),
                "planning_minutes": round(plan_s / 60, 2), "measuring_share_of_H": round(plan_s / (3600 * hours), 3),
+               "preprocessing_minutes": round(preprocess_s / 60, 2),
                "planned_job_hours": planned_h, "measured_job_hours": round(train_s / 3600, 3),
                "word": round(train_s / 3600 / planned_h - 1, 3) if planned_h else None,
                "against_H": round(train_s / 3600 / hours - 1, 3),
