@@ -30,7 +30,7 @@ from dataset_conversion.conversion_utils import (
     ConversionError, add_target_arguments, binarize, prepare_target_folder, read_mask_gray, require_dir, run_cli,
     write_image_array, write_label_array,
 )
-from diffoseg_auto.dataset.raw_dataset import write_dataset_json
+from diffoseg_auto.dataset.raw_dataset import DatasetDescription, write_dataset_json
 from diffoseg_auto.io.image_io import read_image_file
 from diffoseg_auto.utilities.command_runner import run_command
 
@@ -117,14 +117,14 @@ def convert_bubil(input_folder: str | Path, dataset_id: int, name: str = "BUBIL"
     for r in raters:
         (out / "labelsTr" / r).mkdir(exist_ok=True)
     several = len(found) > 1
-    write_dataset_json(
-        out, name=name, channel_names={"0": "phase_contrast"}, labels={"background": 0, "cell": 1}, raters=raters,
+    write_dataset_json(out, DatasetDescription(
+        name=name, channel_names={"0": "phase_contrast"}, labels={"background": 0, "cell": 1}, raters=raters,
         num_training=len(sources), file_ending=".png",
         case_groups={c: c for c in sources} if several else None,
         description=f"BU-BIL expert set(s) {', '.join(s.name for s in found)} (Gurari et al., WACV 2015): 5 experts "
                     "x 2 tools; foreground = mask < 128.",
-        **({"case_sources": sources} if several else {}),
-    )
+        extra={"case_sources": sources} if several else {},
+    ))
     return out
 
 

@@ -24,7 +24,7 @@ from dataset_conversion.conversion_utils import (
     ConversionError, binarize, file_stem, prepare_target_folder, read_mask_gray, require_dir, run_cli,
     sanitize_case_name,
 )
-from diffoseg_auto.dataset.raw_dataset import write_dataset_json
+from diffoseg_auto.dataset.raw_dataset import DatasetDescription, write_dataset_json
 from diffoseg_auto.io.image_errors import ImageReadError
 from diffoseg_auto.io.image_io import file_ending_of, read_image_file, write_seg
 from diffoseg_auto.utilities.command_runner import run_command
@@ -104,9 +104,10 @@ def convert_folder(images_dir: str | Path, mask_dirs: list[str | Path], dataset_
     channel_names = ({"0": "R", "1": "G", "2": "B"} if num_channels == 3 and ending in (".png", ".tif", ".tiff", ".bmp")
                      else {str(i): "image" for i in range(num_channels)})
     labels = {"background": 0, **{f"class{v}" if len(values) > 2 else "foreground": v for v in sorted(values) if v > 0}}
-    write_dataset_json(out, name=name, channel_names=channel_names, labels=labels, raters=raters,
-                       num_training=len(images), file_ending=ending,
-                       description=f"Converted from {Path(images_dir).name} with diffoseg_convert_folder.")
+    write_dataset_json(out, DatasetDescription(
+        name=name, channel_names=channel_names, labels=labels, raters=raters, num_training=len(images),
+        file_ending=ending, description=f"Converted from {Path(images_dir).name} with diffoseg_convert_folder.",
+    ))
     return out
 
 

@@ -34,7 +34,7 @@ from dataset_conversion.conversion_utils import (
     sanitize_case_name, write_image_array, write_label_array,
 )
 from dataset_conversion.lidc_slices import NUM_SLOTS, is_slices_layout, is_test_patient, list_lidc_slices
-from diffoseg_auto.dataset.raw_dataset import write_dataset_json
+from diffoseg_auto.dataset.raw_dataset import DatasetDescription, write_dataset_json
 from diffoseg_auto.io.image_io import read_image_file
 from diffoseg_auto.utilities.command_runner import run_command
 
@@ -129,14 +129,14 @@ def convert_lidc(input_path: str | Path, dataset_id: int, name: str = "LIDC", or
         write_image_array(images[i], out / "imagesTr" / f"{case}_0000.nii.gz")
         for k, r in enumerate(RATERS):
             write_label_array(masks[i, k], out / "labelsTr" / r / f"{case}.nii.gz")
-    write_dataset_json(
-        out, name=name, channel_names={"0": "CT"}, labels={"background": 0, "nodule": 1}, raters=RATERS,
+    write_dataset_json(out, DatasetDescription(
+        name=name, channel_names={"0": "CT"}, labels={"background": 0, "nodule": 1}, raters=RATERS,
         num_training=len(cases), file_ending=".nii.gz",
         case_groups={c: _group_of(k, u) for c, k, u in zip(cases, keys, uids)},
         description="LIDC-IDRI 128x128 crops (Probabilistic U-Net release), 4 raters; an empty mask means the "
                     "reader saw no nodule" + ("; raters ordered by mask area per image" if order_raters_by_area else ""),
-        raters_ordered_by_area=bool(order_raters_by_area),
-    )
+        extra={"raters_ordered_by_area": bool(order_raters_by_area)},
+    ))
     return out
 
 
@@ -170,16 +170,16 @@ def _convert_slices(root: Path, dataset_id: int, name: str, flags: tuple[bool, b
     for split in ("Tr", "Ts") if num_test else ("Tr",):
         for r in RATERS:
             (out / f"labels{split}" / r).mkdir(parents=True, exist_ok=True)
-    write_dataset_json(
-        out, name=name, channel_names={"0": "CT"}, labels={"background": 0, "nodule": 1}, raters=RATERS,
+    write_dataset_json(out, DatasetDescription(
+        name=name, channel_names={"0": "CT"}, labels={"background": 0, "nodule": 1}, raters=RATERS,
         num_training=len(groups), file_ending=".png", case_groups=groups,
         description="LIDC-IDRI 128x128 crops (slices layout), 4 reader slots per crop (not the same persons across "
                     "patients); an empty mask means the reader did not mark the slice"
                     + ("; raters ordered by mask area per image" if order_raters_by_area else ""),
-        raters_ordered_by_area=bool(order_raters_by_area), raters_are_slots=True,
-        numTest=num_test, test_split=("patients whose LIDC number is a multiple of 5 (imagesTs/labelsTs)"
-                                      if test_split else "none"),
-    )
+        extra={"raters_ordered_by_area": bool(order_raters_by_area), "raters_are_slots": True, "numTest": num_test,
+               "test_split": ("patients whose LIDC number is a multiple of 5 (imagesTs/labelsTs)"
+                              if test_split else "none")},
+    ))
     return out
 
 

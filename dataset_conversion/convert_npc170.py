@@ -30,7 +30,7 @@ from dataset_conversion.conversion_utils import (
     ConversionError, add_target_arguments, prepare_target_folder, require_dir, run_cli, sanitize_case_name,
     write_image_array, write_label_array,
 )
-from diffoseg_auto.dataset.raw_dataset import write_dataset_json
+from diffoseg_auto.dataset.raw_dataset import DatasetDescription, write_dataset_json
 from diffoseg_auto.utilities.command_runner import run_command
 
 SEQUENCES = ("t1", "t1c", "t2")
@@ -126,11 +126,11 @@ def convert_npc170(input_folder: str | Path, dataset_id: int, name: str = "NPC17
                 write_label_array(lab, out / "labelsTr" / r / f"{case}.nii.gz", spacing)
     for r in RATERS:
         (out / "labelsTr" / r).mkdir(exist_ok=True)
-    write_dataset_json(
-        out, name=name, channel_names={"0": "T1", "1": "T1C", "2": "T2"}, labels={"background": 0, "tumor": 1},
+    write_dataset_json(out, DatasetDescription(
+        name=name, channel_names={"0": "T1", "1": "T1C", "2": "T2"}, labels={"background": 0, "tumor": 1},
         raters=RATERS, num_training=len(cases), file_ending=".nii.gz", case_groups={c: c for c in cases},
         description="NPC-170 / MMIS-2024 Task 1: 2D training slices stacked per patient, validation volumes as is.",
-    )
+    ))
     return out
 
 

@@ -19,7 +19,7 @@ from dataset_conversion.conversion_utils import (
     ConversionError, binarize, prepare_target_folder, read_mask_gray, require_dir, run_cli,
     sanitize_case_name,
 )
-from diffoseg_auto.dataset.raw_dataset import write_dataset_json
+from diffoseg_auto.dataset.raw_dataset import DatasetDescription, write_dataset_json
 from diffoseg_auto.io.image_io import read_image_file, write_image, write_seg
 from diffoseg_auto.utilities.command_runner import run_command
 
@@ -56,11 +56,11 @@ def convert_qubiq(input_folder: str | Path, dataset_id: int, name: str, task: st
             write_seg(binarize(mask, 0.5), props, out / "labelsTr" / f"seg{r:02d}" / f"{case}.nii.gz")
     for r in raters:
         (out / "labelsTr" / r).mkdir(exist_ok=True)
-    write_dataset_json(
-        out, name=f"QUBIQ_{name}", channel_names={str(i): "image" for i in range(num_channels)},
+    write_dataset_json(out, DatasetDescription(
+        name=f"QUBIQ_{name}", channel_names={str(i): "image" for i in range(num_channels)},
         labels={"background": 0, f"task{task}": 1}, raters=raters, num_training=len(case_dirs), file_ending=".nii.gz",
         description=f"QUBIQ {name}, task {task}.",
-    )
+    ))
     return out
 
 

@@ -32,7 +32,7 @@ from scipy import ndimage
 from dataset_conversion.conversion_utils import (
     ConversionError, prepare_target_folder, run_cli, write_image_array, write_label_array,
 )
-from diffoseg_auto.dataset.raw_dataset import write_dataset_json
+from diffoseg_auto.dataset.raw_dataset import DatasetDescription, write_dataset_json
 from diffoseg_auto.utilities.command_runner import run_command
 
 RATER_STYLES = ("dilate", "erode", "smooth", "miss_small")
@@ -189,8 +189,7 @@ def generate_toy_dataset(output_folder: Path, dim: int = 2, num_cases: int = 20,
     for s in styles:  # a rater who skipped every case still has its (empty) folder
         (output_folder / "labelsTr" / s.name).mkdir(parents=True, exist_ok=True)
     labels = {"background": 0, "object": 1} if num_classes == 2 else {"background": 0, "object": 1, "core": 2}
-    write_dataset_json(
-        output_folder,
+    write_dataset_json(output_folder, DatasetDescription(
         name=output_folder.name,
         description=f"Synthetic {dim}D multi-rater toy dataset (seed {seed}); rater styles: "
                     + ", ".join(s.name for s in styles),
@@ -200,7 +199,7 @@ def generate_toy_dataset(output_folder: Path, dim: int = 2, num_cases: int = 20,
         num_training=num_cases,
         file_ending=FILE_ENDING,
         case_groups={c: f"patient_{i // 2:03d}" for i, c in enumerate(cases)},
-    )
+    ))
     return output_folder
 
 

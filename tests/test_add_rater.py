@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from diffoseg_auto.cli.console import run_command
-from diffoseg_auto.dataset.raw_dataset import write_dataset_json
+from diffoseg_auto.dataset.raw_dataset import DatasetDescription, write_dataset_json
 from diffoseg_auto.io.image_io import write_image, write_seg
 from diffoseg_auto.plans.network_arguments import denoiser_from_plans
 from diffoseg_auto.plans.plans import plans_from_dict
@@ -94,9 +94,9 @@ def test_tiny_model_gains_a_working_rater(toy, tmp_path, block):
     # prediction reads the rater list: the new expert by name, and within 'all'
     from diffoseg_auto.inference.predict_entrypoint import predict_from_folder
 
-    write_dataset_json(toy["raw"] / DATASET, name="TrainToy", channel_names={0: "toy"},
-                       labels={"background": 0, "lesion": 1}, raters=["r0", "r1", "r2"], num_training=0,
-                       file_ending=".nii.gz")
+    write_dataset_json(toy["raw"] / DATASET, DatasetDescription(
+        name="TrainToy", channel_names={0: "toy"}, labels={"background": 0, "lesion": 1}, raters=["r0", "r1", "r2"],
+        num_training=0, file_ending=".nii.gz"))
     (folder / "dataset.json").write_text((toy["raw"] / DATASET / "dataset.json").read_text())
     for raters, expected in ((["newbie"], {"newbie"}), ("all", {"r0", "r1", "r2", "newbie"})):
         pred = tmp_path / f"pred_{len(expected)}"

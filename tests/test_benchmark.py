@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from diffoseg_auto.dataset.raw_dataset import write_dataset_json
+from diffoseg_auto.dataset.raw_dataset import DatasetDescription, write_dataset_json
 from diffoseg_auto.evaluation.benchmark_collect import collect_results
-from diffoseg_auto.evaluation.benchmark_entrypoint import benchmark, main
+from diffoseg_auto.evaluation.benchmark_entrypoint import BenchmarkSettings, benchmark, main
 from diffoseg_auto.evaluation.benchmark_tables import dataframe_to_markdown
 from diffoseg_auto.evaluation.inter_rater import inter_rater_reference
 from diffoseg_auto.evaluation.figures import plot_case_grid
@@ -31,8 +31,9 @@ def cols(*idx: int) -> np.ndarray:
 
 def write_raw(raw_root: Path) -> Path:
     raw = raw_root / DS
-    write_dataset_json(raw, name="Tiny", channel_names={0: "CT"}, labels={"background": 0, "fg": 1},
-                       raters=["a", "b", "c"], num_training=2, file_ending=".nii.gz")
+    write_dataset_json(raw, DatasetDescription(name="Tiny", channel_names={0: "CT"},
+                                               labels={"background": 0, "fg": 1}, raters=["a", "b", "c"],
+                                               num_training=2, file_ending=".nii.gz"))
     for case in ("c1", "c2"):
         write_image(np.arange(16, dtype=np.float32).reshape(4, 4), PROPS, raw / "imagesTr" / f"{case}_0000.nii.gz")
     write_seg(cols(0, 1), PROPS, raw / "labelsTr" / "a" / "c1.nii.gz")
@@ -155,7 +156,8 @@ def test_calibration_in_the_benchmark_and_reliability_diagram(env_folders, tmp_p
                       env_folders["results"] / DS / f"{trainer}__DiffOSegPlans__2d" / f"fold_{f}" / "stage1" / "validation"
                       / "summary.json")
     out = tmp_path / "soft"
-    table = benchmark(["1"], ["2d"], [0, 1], out, figures=True).set_index(["configuration", "metric"])
+    with_figures = BenchmarkSettings(figures=True)
+    table = benchmark(["1"], ["2d"], [0, 1], out, settings=with_figures).set_index(["configuration", "metric"])
     assert table.loc[("2d", "ECE"), "mean"] == pytest.approx(0.2) and table.loc[("2d", "Brier"), "mean"] == pytest.approx(0.03)
     assert table.loc[("2d", "Uncertainty_NCC"), "num_folds"] == 2
     assert (out / "figures" / f"reliability__{DS}__2d__DiffOSeg.png").is_file()
@@ -163,7 +165,7 @@ def test_calibration_in_the_benchmark_and_reliability_diagram(env_folders, tmp_p
     assert "| ECE | 0.2000 ± 0.1414 |" in md
 
     det = tmp_path / "det"
-    table = benchmark(["1"], ["2d"], [0, 1], det, trainer="ConsensusUNetTrainer", figures=True)
+    table = benchmark(["1"], ["2d"], [0, 1], det, trainer="ConsensusUNetTrainer", settings=with_figures)
     ece = table[(table["configuration"] == "2d") & (table["metric"] == "ECE")]
     assert ece["mean"].isna().all() and (ece["num_folds"] == 0).all()  # n/a, never a number
     assert "| ECE | n/a |" in (det / "benchmark.md").read_text()

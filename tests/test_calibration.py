@@ -13,9 +13,10 @@ import pytest
 from diffoseg_auto.evaluation import calibration as C
 from diffoseg_auto.evaluation.evaluate_entrypoint import evaluate_folder
 from diffoseg_auto.evaluation.figures import plot_reliability
-from diffoseg_auto.evaluation.metrics import evaluate_case, summarize
+from diffoseg_auto.evaluation.metrics import CaseScoring, evaluate_case, summarize
 from diffoseg_auto.io.image_io import write_seg
 
+CALIBRATED = CaseScoring(calibration=True)
 PROPS = {"spacing": [1.0, 1.0], "origin": [0.0, 0.0], "direction": [1.0, 0.0, 0.0, 1.0], "shape": [4, 8]}
 
 
@@ -117,7 +118,7 @@ def test_multiclass_foreground_is_any_class():
     # sample 1 has class 1 on col 0, sample 2 class 2 there: both are foreground -> p = 1, as the raters
     s = np.stack([cols(0), 2 * cols(0)])
     r = np.stack([cols(0), 2 * cols(0)])
-    got = evaluate_case(s, r, np.ones(2, bool), num_classes=3, calibration=True)
+    got = evaluate_case(s, r, np.ones(2, bool), num_classes=3, scoring=CALIBRATED)
     assert got["ECE"] == 0.0 and got["Brier"] == 0.0 and got["soft_output"] is False
     assert "ECE/class_1" not in got
 
@@ -127,9 +128,9 @@ def test_evaluate_case_adds_calibration_only_when_asked_and_skips_missing_raters
     mask = np.array([True, False, True])
     samples = np.stack([cols(0), cols(0, 1)])
     assert "ECE" not in evaluate_case(samples, labels, mask, 2)
-    got = evaluate_case(samples, labels, mask, 2, calibration=True)
+    got = evaluate_case(samples, labels, mask, 2, scoring=CALIBRATED)
     assert got["ECE"] == 0.0 and got["Brier"] == 0.0  # p = q over the two annotating raters
-    none = evaluate_case(samples, labels, np.zeros(3, bool), 2, calibration=True)
+    none = evaluate_case(samples, labels, np.zeros(3, bool), 2, scoring=CALIBRATED)
     assert math.isnan(none["ECE"]) and none["reliability"] is None
 
 
@@ -138,7 +139,7 @@ def test_summary_of_a_deterministic_prediction_scores_its_overconfidence():
     # counted cols 0-3 (16 px): bin p=0 holds 12 px with sum q 2, bin p=1 4 px with q 1 -> ECE 2/16, Brier 4 x .25 / 16.
     # Its uncertainty p(1-p) is 0 on every pixel of every case: the NCC is undefined -> n/a, never a number
     raters = np.stack([cols(0), cols(0, 1)])
-    det = [{"case": c, **evaluate_case(np.stack([cols(0)] * 3), raters, np.ones(2, bool), 2, calibration=True)}
+    det = [{"case": c, **evaluate_case(np.stack([cols(0)] * 3), raters, np.ones(2, bool), 2, scoring=CALIBRATED)}
            for c in ("a", "b")]
     s = summarize(det, ["r0", "r1"], "strict")
     assert s["metrics"]["ECE"] == pytest.approx(1 / 8) and s["metrics"]["Brier"] == pytest.approx(1 / 16)

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from diffoseg_auto.dataset.raw_dataset import write_dataset_json
+from diffoseg_auto.dataset.raw_dataset import DatasetDescription, write_dataset_json
 from diffoseg_auto.evaluation.disagreement import (case_disagreement, folder_disagreement, mean_pairwise_distance,
                                                    true_disagreement)
 from diffoseg_auto.evaluation.prediction_folder import EvaluationInputError, load_samples_npz
@@ -111,8 +111,9 @@ def test_triage_benchmark_correlates_predicted_with_true_disagreement(env_folder
     reverse order, the multi-head U-Net (per-rater predictions only) in the same order: rho 1, -1, 1."""
     ds = "Dataset004_Triage"
     raw = env_folders["raw"] / ds
-    write_dataset_json(raw, name="Triage", channel_names={0: "CT"}, labels={"background": 0, "fg": 1},
-                       raters=["a", "b"], num_training=4, file_ending=".nii.gz")
+    write_dataset_json(raw, DatasetDescription(name="Triage", channel_names={0: "CT"},
+                                               labels={"background": 0, "fg": 1}, raters=["a", "b"], num_training=4,
+                                               file_ending=".nii.gz"))
     spread = {"c1": 3, "c2": 4, "c3": 5, "c4": 6}  # rater b's square grows: the raters agree less and less
     for case, hi in spread.items():
         write_image(np.zeros((6, 6), np.float32), PROPS, raw / "imagesTr" / f"{case}_0000.nii.gz")

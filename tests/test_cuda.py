@@ -66,7 +66,7 @@ def test_sampling_on_cuda_matches_cpu_x0_and_returns_labels(ieee_fp32):
     from diffoseg_auto.runtime.precision import cuda_has_native_bf16
 
     from diffoseg_auto.diffusion.categorical_diffusion import CategoricalDiffusion
-    from diffoseg_auto.inference.predictor import DiffOSegPredictor
+    from diffoseg_auto.inference.predictor import DiffOSegPredictor, PredictorSettings
     from diffoseg_auto.inference.sliding_window import compute_gaussian, sliding_window_slicers
 
     cfg = make_configuration(patch=(16, 16), mirror_axes=(0, 1))
@@ -76,7 +76,8 @@ def test_sampling_on_cuda_matches_cpu_x0_and_returns_labels(ieee_fp32):
                                       K).movedim(-1, 1).float()
     probs = {}
     for device in ("cpu", "cuda"):
-        pred = DiffOSegPredictor(_tiny_net(cfg), CategoricalDiffusion(K, 20), cfg, device, precision="fp32")
+        pred = DiffOSegPredictor(_tiny_net(cfg), CategoricalDiffusion(K, 20), cfg, device,
+                                 PredictorSettings(precision="fp32"))
         g = compute_gaussian((16, 16), device=device)
         ws = torch.zeros(24, 20, device=device)
         for sl in windows:

@@ -10,7 +10,7 @@ import pytest
 
 from dataset_conversion.generate_toy_dataset import generate_toy_dataset
 from diffoseg_auto.evaluation.benchmark_aggregate import INTER_RATER
-from diffoseg_auto.evaluation.benchmark_entrypoint import benchmark
+from diffoseg_auto.evaluation.benchmark_entrypoint import BenchmarkSettings, benchmark
 from diffoseg_auto.utilities.file_ops import load_json
 from support.pipeline import TRAINER_FOLDER, run_pipeline
 
@@ -39,7 +39,7 @@ def test_toy_end_to_end_with_benchmark(env_folders, tmp_path):
     assert (fold / "stage2" / "validation" / "raters" / "rater0_dilate" / f"{case}.nii.gz").is_file()
 
     out = tmp_path / "bench"
-    table = benchmark([930], ["2d"], [0], output_folder=out, figures=True)
+    table = benchmark([930], ["2d"], [0], output_folder=out, settings=BenchmarkSettings(figures=True))
     for name in ("benchmark.csv", "benchmark.md", "benchmark.png"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0
     figures = sorted((out / "figures").glob("*.png"))

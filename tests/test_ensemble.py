@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from diffoseg_auto.evaluation.disagreement import case_disagreement
-from diffoseg_auto.evaluation.evaluate_entrypoint import evaluate_folder
+from diffoseg_auto.evaluation.evaluate_entrypoint import EvaluationOptions, evaluate_folder
 from diffoseg_auto.evaluation.metrics import majority_vote
 from diffoseg_auto.evaluation.prediction_folder import load_samples_npz
 from diffoseg_auto.inference.ensemble import EnsembleError, ensemble_folders, main
@@ -77,7 +77,7 @@ def test_ensemble_pools_samples_averages_probabilities_votes_raters(two_predicti
         for case in CASES:
             arr, props = read_seg(a / "raters" / r / f"{case}.nii.gz")
             write_seg(arr, props, labels / r / f"{case}.nii.gz")
-    summary = evaluate_folder(labels, out, raters=RATERS, num_classes=2)
+    summary = evaluate_folder(labels, out, options=EvaluationOptions(raters=RATERS, num_classes=2))
     assert summary["num_cases"] == 2 and 0 <= summary["metrics"]["GED"] <= 2
 
     with pytest.raises(OutputFolderInUseError):  # an earlier run's files are never mixed with a new one

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from diffoseg_auto.evaluation.completeness import EvaluationIncompleteError
-from diffoseg_auto.evaluation.evaluate_entrypoint import evaluate_folder, main
+from diffoseg_auto.evaluation.evaluate_entrypoint import EvaluationOptions, evaluate_folder, main
 from diffoseg_auto.evaluation.prediction_folder import EvaluationInputError
 from diffoseg_auto.io.image_io import write_seg
 
@@ -81,7 +81,7 @@ def test_evaluate_folder_values(folders):
 def test_dpersona_mode_and_output_file(folders, tmp_path):
     ref, pred = folders
     out = tmp_path / "elsewhere" / "s.json"
-    s = evaluate_folder(ref, pred, output_file=out, mode="dpersona")
+    s = evaluate_folder(ref, pred, output_file=out, options=EvaluationOptions(mode="dpersona"))
     assert out.is_file() and (out.parent / "summary_per_case.csv").is_file()
     assert s["mode"] == "dpersona"
     # c2: disjoint sample vs raters gets ~1e-10 instead of 0
@@ -117,7 +117,7 @@ def test_missing_references_predictions_and_raters_are_listed(folders, caplog):
     assert s["num_cases"] == 2 and s["missing"] == {"predictions": ["c7"], "references": ["c9"], "raters": ["r_extra"]}
     (pred / "summary.json").unlink()
     with pytest.raises(EvaluationIncompleteError, match="--strict: .*c7") as e:
-        evaluate_folder(ref, pred, strict=True)
+        evaluate_folder(ref, pred, options=EvaluationOptions(strict=True))
     assert len(str(e.value).splitlines()) == 3  # one line per problem
     assert not (pred / "summary.json").exists()  # nothing scored
     assert (pred / "consensus" / "c9.nii.gz").is_file() and (ref / "ra" / "c7.nii.gz").is_file()  # nothing lost

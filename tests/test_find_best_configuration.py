@@ -11,7 +11,7 @@ import shutil
 import numpy as np
 import pytest
 
-from diffoseg_auto.dataset.raw_dataset import write_dataset_json
+from diffoseg_auto.dataset.raw_dataset import DatasetDescription, write_dataset_json
 from diffoseg_auto.evaluation.evaluate_entrypoint import evaluate_folder
 from diffoseg_auto.evaluation.find_best_configuration import (INFORMATION, INSTRUCTIONS, Candidate,
                                                               IncompleteCrossValidationError, Member,
@@ -53,8 +53,9 @@ def model_dir(env, configuration, trainer="DiffOSegTrainer"):
 @pytest.fixture
 def cross_validation(env_folders):
     raw = env_folders["raw"] / DS
-    write_dataset_json(raw, name="Best", channel_names={0: "CT"}, labels={"background": 0, "fg": 1}, raters=["a", "b"],
-                       num_training=len(CASES), file_ending=".nii.gz")
+    write_dataset_json(raw, DatasetDescription(name="Best", channel_names={0: "CT"},
+                                               labels={"background": 0, "fg": 1}, raters=["a", "b"],
+                                               num_training=len(CASES), file_ending=".nii.gz"))
     for case in CASES:
         write_image(np.zeros((4, 4), np.float32), PROPS, raw / "imagesTr" / f"{case}_0000.nii.gz")
         write_seg(RATER_A, PROPS, raw / "labelsTr" / "a" / f"{case}.nii.gz")
@@ -142,8 +143,9 @@ def test_instructions_run_as_written(env_folders, tmp_path, monkeypatch):
     plans.configurations["2d_b"].diffusion.num_timesteps = 10  # another schedule: other samples from the same weights
     raw = env_folders["raw"] / DATASET
     write_raw_input(raw / "imagesTr", n_cases=5)
-    write_dataset_json(raw, name="Tiny", channel_names={0: "MR"}, labels={"background": 0, "lesion": 1},
-                       raters=plans.raters, num_training=5, file_ending=".nii.gz")
+    write_dataset_json(raw, DatasetDescription(name="Tiny", channel_names={0: "MR"},
+                                               labels={"background": 0, "lesion": 1}, raters=plans.raters,
+                                               num_training=5, file_ending=".nii.gz"))
     cases = [f"case{i}" for i in range(5)]
     for i, case in enumerate(cases):
         _, props = read_images([raw / "imagesTr" / f"{case}_0000.nii.gz"])

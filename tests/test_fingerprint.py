@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from diffoseg_auto.dataset.raw_dataset import RawDataset, write_dataset_json
+from diffoseg_auto.dataset.raw_dataset import DatasetDescription, RawDataset, write_dataset_json
 from planners.fingerprint import aggregate_fingerprints, case_fingerprint, extract_fingerprint, extract_fingerprint_dataset
 
 
@@ -37,8 +37,9 @@ def make_known_dataset(folder: Path) -> Path:
     _write(np.full((8, 8), 5, np.float32), (1, 1), folder / "imagesTr" / "case_b_0000.nii.gz")
     _write(np.zeros((8, 8), np.uint8), (1, 1), folder / "labelsTr" / "r0" / "case_b.nii.gz")
     (folder / "labelsTr" / "r1").mkdir(parents=True, exist_ok=True)
-    write_dataset_json(folder, name="Known", channel_names={"0": "MRI"}, labels={"background": 0, "lesion": 1},
-                       raters=["r0", "r1"], num_training=2, file_ending=".nii.gz")
+    write_dataset_json(folder, DatasetDescription(name="Known", channel_names={"0": "MRI"},
+                                                  labels={"background": 0, "lesion": 1}, raters=["r0", "r1"],
+                                                  num_training=2, file_ending=".nii.gz"))
     return folder
 
 
@@ -91,8 +92,9 @@ def test_empty_vs_empty_agree_perfectly(tmp_path: Path) -> None:
     _write(np.ones((6, 6), np.float32), (1, 1), folder / "imagesTr" / "c_0000.nii.gz")
     for r in ("a", "b", "c"):
         _write(np.zeros((6, 6), np.uint8), (1, 1), folder / "labelsTr" / r / "c.nii.gz")
-    write_dataset_json(folder, name="Empty", channel_names={"0": "CT"}, labels={"background": 0, "x": 1},
-                       raters=["a", "b", "c"], num_training=1, file_ending=".nii.gz")
+    write_dataset_json(folder, DatasetDescription(name="Empty", channel_names={"0": "CT"},
+                                                  labels={"background": 0, "x": 1}, raters=["a", "b", "c"],
+                                                  num_training=1, file_ending=".nii.gz"))
     fp = extract_fingerprint(RawDataset(folder), num_processes=1)
     a = fp["inter_rater_agreement"]["per_class"]["1"]
     assert (a["mean_pairwise_dice"], a["mean_pairwise_ged_distance"], a["num_pairs"]) == (1.0, 0.0, 3)
@@ -108,8 +110,9 @@ def test_multiclass_agreement_is_per_class(tmp_path: Path) -> None:
     b = np.array([[1, 1, 0, 0], [0, 0, 0, 0], [2, 0, 0, 0], [0, 0, 0, 0]], np.uint8)
     _write(a, (1, 1), folder / "labelsTr" / "a" / "c.nii.gz")
     _write(b, (1, 1), folder / "labelsTr" / "b" / "c.nii.gz")
-    write_dataset_json(folder, name="Multi", channel_names={"0": "x"}, labels={"background": 0, "p": 1, "q": 2},
-                       raters=["a", "b"], num_training=1, file_ending=".nii.gz")
+    write_dataset_json(folder, DatasetDescription(name="Multi", channel_names={"0": "x"},
+                                                  labels={"background": 0, "p": 1, "q": 2}, raters=["a", "b"],
+                                                  num_training=1, file_ending=".nii.gz"))
     fp = extract_fingerprint(RawDataset(folder), num_processes=1)
     pc = fp["inter_rater_agreement"]["per_class"]
     assert pc["1"]["mean_pairwise_dice"] == 1.0

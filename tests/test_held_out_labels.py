@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from diffoseg_auto.cli.fold_images import link_test_images, sample_cases
-from diffoseg_auto.dataset.raw_dataset import RawDataset, write_dataset_json
+from diffoseg_auto.dataset.raw_dataset import DatasetDescription, RawDataset, write_dataset_json
 from diffoseg_auto.evaluation.inter_rater import inter_rater_reference, labelled_cases
 from diffoseg_auto.evaluation.method_comparison import EMPTY, INTER_RATER, MAJORITY, score_fold
 from diffoseg_auto.evaluation.prediction_folder import EvaluationInputError
@@ -43,8 +43,9 @@ def ged(S, R) -> float:
 @pytest.fixture
 def held_out(env_folders, tmp_path):
     raw = env_folders["raw"] / "Dataset004_Held"
-    write_dataset_json(raw, name="Held", channel_names={0: "CT"}, labels={"background": 0, "fg": 1}, raters=RATERS,
-                       num_training=1, file_ending=".nii.gz", numTest=3, test_split="hand-made")
+    write_dataset_json(raw, DatasetDescription(name="Held", channel_names={0: "CT"},
+                                               labels={"background": 0, "fg": 1}, raters=RATERS, num_training=1,
+                                               file_ending=".nii.gz", extra={"numTest": 3, "test_split": "hand-made"}))
     for split, cases in (("Tr", TRAIN), ("Ts", TEST)):
         for case, by_rater in cases.items():
             write_image(np.arange(16, dtype=np.float32).reshape(4, 4), PROPS, raw / f"images{split}" / f"{case}_0000.nii.gz")

@@ -14,7 +14,7 @@ from dataset_conversion.generate_toy_dataset import generate_toy_dataset
 from diffoseg_auto.dataset.integrity import (
     DatasetIntegrityError, assert_dataset_integrity, main, verify_dataset_integrity,
 )
-from diffoseg_auto.dataset.raw_dataset import write_dataset_json
+from diffoseg_auto.dataset.raw_dataset import DatasetDescription, write_dataset_json
 
 RATERS = ["rater0_dilate", "rater1_erode"]
 
@@ -145,8 +145,9 @@ def _nrrd_dataset(folder: Path, num_cases: int) -> Path:
     for i in range(num_cases):
         write_image_array(rng.normal(size=(8, 8)).astype(np.float32), folder / "imagesTr" / f"c{i}_0000.nrrd")
         write_label_array((rng.random((8, 8)) > 0.5).astype(np.uint8), folder / "labelsTr" / "r0" / f"c{i}.nrrd")
-    write_dataset_json(folder, name="n", channel_names={"0": "MRI"}, labels={"background": 0, "fg": 1},
-                       raters=["r0"], num_training=num_cases, file_ending=".nrrd")
+    write_dataset_json(folder, DatasetDescription(name="n", channel_names={"0": "MRI"},
+                                                  labels={"background": 0, "fg": 1}, raters=["r0"],
+                                                  num_training=num_cases, file_ending=".nrrd"))
     return folder
 
 
@@ -237,8 +238,9 @@ def _rgb_dataset(folder: Path, channel_names: dict) -> Path:
     seg = np.zeros((16, 16), np.uint8)
     seg[4:8, 4:8] = 1
     write_label_array(seg, folder / "labelsTr" / "r0" / "c1.png")
-    write_dataset_json(folder, name="rgb", channel_names=channel_names, labels={"background": 0, "cell": 1},
-                       raters=["r0"], num_training=1, file_ending=".png")
+    write_dataset_json(folder, DatasetDescription(name="rgb", channel_names=channel_names,
+                                                  labels={"background": 0, "cell": 1}, raters=["r0"], num_training=1,
+                                                  file_ending=".png"))
     return folder
 
 

@@ -213,7 +213,7 @@ def test_add_rater_killed_while_fitting_then_run_again(toy, tmp_path):
     temporary file is left in the model folder."""
     import hashlib
 
-    from diffoseg_auto.dataset.raw_dataset import write_dataset_json
+    from diffoseg_auto.dataset.raw_dataset import DatasetDescription, write_dataset_json
     from diffoseg_auto.inference.model_loading import trained_network
     from diffoseg_auto.io.checkpoint_io import save_checkpoint
     from diffoseg_auto.io.image_io import write_image, write_seg
@@ -221,8 +221,9 @@ def test_add_rater_killed_while_fitting_then_run_again(toy, tmp_path):
 
     plans = toy_plans()
     folder = toy["results"] / TOY / "DiffOSegTrainer__DiffOSegPlans__2d"
-    write_dataset_json(folder, name="TrainToy", channel_names={0: "toy"}, labels={"background": 0, "lesion": 1},
-                       raters=plans.raters, num_training=4, file_ending=".nii.gz")
+    write_dataset_json(folder, DatasetDescription(name="TrainToy", channel_names={0: "toy"},
+                                                  labels={"background": 0, "lesion": 1}, raters=plans.raters,
+                                                  num_training=4, file_ending=".nii.gz"))
     torch.manual_seed(0)
     init_args = {"trainer_name": "DiffOSegTrainer", "plans_name": "DiffOSegPlans", "configuration": "2d",
                  "dataset_name": TOY, "stage": 2, "fold": 0, "num_raters": 3, "num_classes": 2}

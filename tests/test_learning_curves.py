@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from diffoseg_auto.dataset.raw_dataset import write_dataset_json
+from diffoseg_auto.dataset.raw_dataset import DatasetDescription, write_dataset_json
 from diffoseg_auto.evaluation.benchmark_entrypoint import main
 from diffoseg_auto.evaluation.learning_curves import curve_points
 from diffoseg_auto.io.image_io import write_image, write_seg
@@ -51,8 +51,9 @@ def fake_checkpoint(path, epoch: int, seconds: float) -> None:
 @pytest.fixture
 def curve_data(env_folders):
     raw = env_folders["raw"] / DS
-    write_dataset_json(raw, name="Curve", channel_names={0: "CT"}, labels={"background": 0, "fg": 1},
-                       raters=list(RATERS), num_training=1, file_ending=".nii.gz")
+    write_dataset_json(raw, DatasetDescription(name="Curve", channel_names={0: "CT"},
+                                               labels={"background": 0, "fg": 1}, raters=list(RATERS), num_training=1,
+                                               file_ending=".nii.gz"))
     write_image(np.zeros((4, 4), np.float32), PROPS, raw / "imagesTr" / "c1_0000.nii.gz")
     for r, m in RATERS.items():
         write_seg(m, PROPS, raw / "labelsTr" / r / "c1.nii.gz")

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import SimpleITK as sitk
 
-from diffoseg_auto.dataset.raw_dataset import write_dataset_json
+from diffoseg_auto.dataset.raw_dataset import DatasetDescription, write_dataset_json
 from diffoseg_auto.evaluation.benchmark_entrypoint import main
 from diffoseg_auto.evaluation.comparison_report import compare_methods
 from diffoseg_auto.evaluation.method_comparison import (AREA_SPEARMAN, EMPTY, INTER_RATER, MAJORITY, MAJORITY_DICE,
@@ -111,8 +111,8 @@ def spearman_by_hand(x: list[float], y: list[float]) -> float:
 @pytest.fixture
 def comparison_data(env_folders):
     raw = env_folders["raw"] / DS
-    write_dataset_json(raw, name="Cmp", channel_names={0: "CT"}, labels={"background": 0, "fg": 1}, raters=RATERS,
-                       num_training=4, file_ending=".nii.gz")
+    write_dataset_json(raw, DatasetDescription(name="Cmp", channel_names={0: "CT"}, labels={"background": 0, "fg": 1},
+                                               raters=RATERS, num_training=4, file_ending=".nii.gz"))
     for case, by_rater in LABELS.items():
         write_image(np.arange(16, dtype=np.float32).reshape(4, 4), PROPS, raw / "imagesTr" / f"{case}_0000.nii.gz")
         for r, m in by_rater.items():

@@ -155,8 +155,8 @@ def test_consensus_metrics():
 def test_empty_reference_evaluate_case_modes():
     labels = np.stack([EMPTY, EMPTY]).astype(np.uint8)
     samples = np.stack([EMPTY, EMPTY]).astype(np.uint8)
-    s = M.evaluate_case(samples, labels, np.ones(2, bool), 2, mode="strict")
-    d = M.evaluate_case(samples, labels, np.ones(2, bool), 2, mode="dpersona")
+    s = M.evaluate_case(samples, labels, np.ones(2, bool), 2, scoring=M.CaseScoring("strict"))
+    d = M.evaluate_case(samples, labels, np.ones(2, bool), 2, scoring=M.CaseScoring("dpersona"))
     assert s["GED"] == 0.0 and s["Dice_max"] == 1.0 and s["Dice_soft"] == 1.0 and s["Dice_match"] == 1.0
     assert d["GED"] == pytest.approx(0.0) and d["Dice_max"] == pytest.approx(1.0)
     # one empty sample against a non-empty rater set

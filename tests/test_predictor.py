@@ -10,7 +10,7 @@ from torch import nn
 
 from diffoseg_auto.errors import UserError
 from diffoseg_auto.diffusion.categorical_diffusion import CategoricalDiffusion
-from diffoseg_auto.inference.predictor import DiffOSegPredictor
+from diffoseg_auto.inference.predictor import DiffOSegPredictor, PredictorSettings
 from diffoseg_auto.inference.sliding_window import compute_gaussian, compute_steps_for_sliding_window, sliding_window_slicers
 from diffoseg_auto.network.denoiser_base import DenoiserBase
 from support.predictor_models import make_configuration, predict, tiny_plans, write_model_folder, write_raw_input
@@ -94,7 +94,7 @@ def test_known_x0_gives_exact_mask_over_several_windows_with_mirroring():
     cfg = make_configuration(patch=(16, 16), mirror_axes=(0, 1))
     net = ThresholdDenoiser()
     data = _blob_image((40, 24))
-    pred = DiffOSegPredictor(net, CategoricalDiffusion(2, 20), cfg, "cpu", use_mirroring=True, step_size=0.5)
+    pred = DiffOSegPredictor(net, CategoricalDiffusion(2, 20), cfg, "cpu", PredictorSettings(use_mirroring=True, step_size=0.5))
     samples = pred.sample_case(data, num_samples=3, sampling_steps=5, seed=1)
     assert samples.shape == (3, 40, 24) and samples.dtype == np.uint8
     expected = (data[0] > 0.5).astype(np.uint8)
@@ -109,7 +109,7 @@ def test_encode_once_per_window_mirror_fold():
     n_windows = len(sliding_window_slicers((40, 24), (16, 16), 0.5))
     assert n_windows == 4 * 2  # ceil((40-16)/8)+1 by ceil((24-16)/8)+1
     # 16 rows per call = 2 windows x 4 mirrorings x 2 samples
-    pred = DiffOSegPredictor(nets, CategoricalDiffusion(2, 20), cfg, "cpu", use_mirroring=True, max_batch=16)
+    pred = DiffOSegPredictor(nets, CategoricalDiffusion(2, 20), cfg, "cpu", PredictorSettings(use_mirroring=True, max_batch=16))
     steps = 4
     samples = pred.sample_case(data, num_samples=2, sampling_steps=steps)
     np.testing.assert_array_equal(samples[0], (data[0] > 0.5))
@@ -181,7 +181,8 @@ def test_deterministic_given_seed():
     assert not np.array_equal(a, c)
     assert not np.array_equal(a[0], a[1])  # samples differ from each other
     # the batching layout does not change the result
-    pred_small = DiffOSegPredictor(RandomDenoiser(num_classes=3), CategoricalDiffusion(3, 20), cfg, "cpu", max_batch=1)
+    pred_small = DiffOSegPredictor(RandomDenoiser(num_classes=3), CategoricalDiffusion(3, 20), cfg, "cpu",
+                                   PredictorSettings(max_batch=1))
     np.testing.assert_array_equal(pred_small.sample_case(data, 4, 5, seed=11), a)
 
 

@@ -8,7 +8,7 @@ import torch
 
 from diffoseg_auto.diffusion.categorical_diffusion import CategoricalDiffusion
 from diffoseg_auto.inference.batching import bytes_per_row, rows_per_call, split_work
-from diffoseg_auto.inference.predictor import DiffOSegPredictor
+from diffoseg_auto.inference.predictor import DiffOSegPredictor, PredictorSettings
 from diffoseg_auto.inference.sliding_window import compute_gaussian, sliding_window_slicers
 from support.predictor_models import TINY_NET_CLASSES as K, make_configuration
 from support.predictor_models import tiny_cached_net as _tiny_net
@@ -47,7 +47,8 @@ def test_batched_x0_equals_the_per_window_loop(max_batch):
     raters = torch.tensor([0, 1])
     with torch.no_grad():
         expected = _reference_x0(net, image, x_t, t, raters, (16, 16), [(), (0,), (1,), (0, 1)])
-        pred = DiffOSegPredictor(net, CategoricalDiffusion(K, 20), cfg, "cpu", max_batch=max_batch, precision="fp32")
+        pred = DiffOSegPredictor(net, CategoricalDiffusion(K, 20), cfg, "cpu",
+                                 PredictorSettings(max_batch=max_batch, precision="fp32"))
         windows = sliding_window_slicers((24, 20), (16, 16), 0.5)
         gauss = compute_gaussian((16, 16))
         wsum = torch.zeros(24, 20)
@@ -63,7 +64,7 @@ def test_bf16_prediction_is_close_to_float32():
     data = np.random.default_rng(2).random((1, 24, 20)).astype(np.float32)
     probs = {}
     for prec in ("fp32", "bf16"):
-        pred = DiffOSegPredictor(net, CategoricalDiffusion(K, 20), cfg, "cpu", precision=prec)
+        pred = DiffOSegPredictor(net, CategoricalDiffusion(K, 20), cfg, "cpu", PredictorSettings(precision=prec))
         assert pred.amp_dtype == (torch.bfloat16 if prec == "bf16" else None)
         # the last step's x_0 probabilities of the same chain: the network's precision is the only difference
         image = torch.from_numpy(data)

@@ -8,7 +8,7 @@ import pytest
 import SimpleITK as sitk
 
 from diffoseg_auto.cli.console import run_command
-from diffoseg_auto.dataset.raw_dataset import write_dataset_json
+from diffoseg_auto.dataset.raw_dataset import DatasetDescription, write_dataset_json
 from diffoseg_auto.plans.plans import load_plans
 from diffoseg_auto.preprocessing.case_storage import list_preprocessed_cases, load_case
 from diffoseg_auto.preprocessing.cropping import crop_to_nonzero
@@ -46,8 +46,9 @@ def make_dataset(root: Path, name: str, cases: dict, raters=("a", "b")) -> Path:
             (folder / "labelsTr" / r).mkdir(parents=True, exist_ok=True)
             if r in labels:
                 _write(labels[r].astype(np.uint8), sp, folder / "labelsTr" / r / f"{case}.nii.gz")
-    write_dataset_json(folder, name=name, channel_names={"0": "MRI"}, labels={"background": 0, "x": 1},
-                       raters=list(raters), num_training=len(cases), file_ending=".nii.gz")
+    write_dataset_json(folder, DatasetDescription(name=name, channel_names={"0": "MRI"},
+                                                  labels={"background": 0, "x": 1}, raters=list(raters),
+                                                  num_training=len(cases), file_ending=".nii.gz"))
     return folder
 
 

@@ -1,12 +1,14 @@
 """RawDataset access, dataset id resolution and environment variable errors."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
 from dataset_conversion.generate_toy_dataset import generate_toy_dataset
 from diffoseg_auto.dataset.dataset_errors import DatasetFormatError
-from diffoseg_auto.dataset.raw_dataset import RawDataset, open_raw_dataset
+from diffoseg_auto.dataset.raw_dataset import DatasetDescription, RawDataset, open_raw_dataset, write_dataset_json
 from diffoseg_auto.paths import EnvironmentVariableNotSetError, preprocessed_root, raw_root, results_root
 from diffoseg_auto.utilities.dataset_name_id import DatasetNotFoundError, dataset_name, resolve_dataset_name
 
@@ -100,3 +102,16 @@ def test_worker_raw_dataset_parses_once_until_dataset_json_changes(toy):
     os.utime(toy.folder / "dataset.json", ns=(1, 10**18))  # a new stamp even within one clock tick
     b = worker_raw_dataset(toy.folder)
     assert b is not a and b.num_raters == 3
+
+
+def test_dataset_description_writes_the_fields_in_order_then_extra(tmp_path):
+    # the dataset.json every converter writes: keys in this order, channel keys as strings, empty case_groups left out
+    path = write_dataset_json(tmp_path / "D", DatasetDescription(
+        name="N", channel_names={0: "CT"}, labels={"background": 0, "fg": 1}, raters=("a", "b"), num_training=2,
+        file_ending=".png", case_groups={}, description="d", extra={"numTest": 1, "test_split": "none"}))
+    assert path.read_text() == json.dumps({
+        "name": "N", "description": "d", "channel_names": {"0": "CT"}, "labels": {"background": 0, "fg": 1},
+        "raters": ["a", "b"], "numTraining": 2, "file_ending": ".png", "numTest": 1, "test_split": "none"}, indent=2)
+    grouped = DatasetDescription("N", {"0": "CT"}, {"background": 0, "fg": 1}, ["a"], 1, ".png", {"c1": "p1"})
+    assert list(grouped.as_json())[-1] == "case_groups" and RawDataset(write_dataset_json(
+        tmp_path / "G", grouped).parent).dataset_json == grouped.as_json()

@@ -98,14 +98,15 @@ def test_bf16_autocast_training_loss_is_finite_and_close_to_fp32(toy):
 def test_compile_flag_compiles_the_predictor_denoiser_and_keeps_its_output():
     """torch.compile works on the CPU (inductor + the system C++ compiler); tens of seconds on 2 cores."""
     from diffoseg_auto.diffusion.categorical_diffusion import CategoricalDiffusion
-    from diffoseg_auto.inference.predictor import DiffOSegPredictor
+    from diffoseg_auto.inference.predictor import DiffOSegPredictor, PredictorSettings
     from support.predictor_models import TINY_NET_CLASSES as K, make_configuration, tiny_cached_net as _tiny_net
 
     cfg = make_configuration(patch=(16, 16), mirror_axes=())
     net = _tiny_net(cfg)
     data = np.random.default_rng(0).random((1, 16, 16)).astype(np.float32)
-    plain = DiffOSegPredictor(net, CategoricalDiffusion(K, 20), cfg, "cpu", precision="fp32")
-    compiled = DiffOSegPredictor(net, CategoricalDiffusion(K, 20), cfg, "cpu", precision="fp32", compile_network=True)
+    plain = DiffOSegPredictor(net, CategoricalDiffusion(K, 20), cfg, "cpu", PredictorSettings(precision="fp32"))
+    compiled = DiffOSegPredictor(net, CategoricalDiffusion(K, 20), cfg, "cpu",
+                                 PredictorSettings(precision="fp32", compile_network=True))
     assert type(compiled._denoise[0]).__name__ != "method" and plain._denoise[0] == net.denoise
     a = plain.sample_case(data, 2, 3, rater_id=[0, 1], seed=4)
     b = compiled.sample_case(data, 2, 3, rater_id=[0, 1], seed=4)

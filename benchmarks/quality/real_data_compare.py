@@ -385,7 +385,7 @@ def compare(a: argparse.Namespace) -> None:
 
     if a.device == "cpu":
         torch.set_num_threads(1)
-    from diffoseg_auto.evaluation.comparison_report import compare_methods
+    from diffoseg_auto.evaluation.comparison_report import ComparisonSettings, compare_methods
     from diffoseg_auto.utilities.file_ops import save_json
 
     out = Path(a.out)
@@ -414,8 +414,8 @@ def compare(a: argparse.Namespace) -> None:
         for trainer in trainers:  # scored and recorded per method: a session cut mid-fold keeps what finished
             run_method(a, fold, trainer, work, log)
             # methods recorded by an earlier run have no predictions here: the table skips them, the record keeps them
-            compare_methods([a.dataset_id], [a.configuration], done, a.tr, out, PLANS, figures=True,
-                            num_samples=a.num_samples)
+            compare_methods([a.dataset_id], [a.configuration], done, a.tr, out, PLANS,
+                            ComparisonSettings(figures=True, num_samples=a.num_samples))
             if a.record:
                 record(a, fold, [trainer], out, log, planned)
         save_json({"command": a.command_line, "configuration": a.configuration, "time_budget_hours": a.time_budget,

@@ -10,6 +10,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -75,6 +76,25 @@ def denoiser_builder():
         return build_denoiser
 
 
+def predictor_for(net: Any, diffusion: Any, cfg: Any, **options: Any) -> Any:
+    """A CPU DiffOSegPredictor of the code root in use: ``options`` (use_mirroring, step_size, precision) in its
+    PredictorSettings, or as keywords in revisions before they were grouped (an old one may lack precision: left out)."""
+    from diffoseg_auto.inference import predictor
+
+    params = inspect.signature(predictor.DiffOSegPredictor).parameters
+    if "settings" in params:
+        return predictor.DiffOSegPredictor(net, diffusion, cfg, "cpu", predictor.PredictorSettings(**options))
+    return predictor.DiffOSegPredictor(net, diffusion, cfg, "cpu", **{k: v for k, v in options.items() if k in params})
+
+
+def predictor_has_precision() -> bool:
+    """Whether the code root in use runs the network under a chosen autocast (older revisions ran fp32 only)."""
+    from diffoseg_auto.inference import predictor
+
+    params = inspect.signature(predictor.DiffOSegPredictor).parameters
+    return "settings" in params or "precision" in params
+
+
 def make_weights(configuration: dict, num_raters: int, path: Path) -> None:
     """Random Stage I and Stage II weights (zero inits perturbed), saved for every worker."""
     import torch
@@ -103,7 +123,6 @@ def prediction_worker(a: dict) -> dict:
 
     import diffoseg_auto
     from diffoseg_auto.diffusion.categorical_diffusion import CategoricalDiffusion
-    from diffoseg_auto.inference.predictor import DiffOSegPredictor
     from diffoseg_auto.plans.plans import plans_from_dict
 
     build_denoiser = denoiser_builder()
@@ -119,17 +138,16 @@ def prediction_worker(a: dict) -> dict:
     # labels are no longer equal to the old ones: the sampler's posterior changed since (documentation/experiments/speed.md)
     diffusion = CategoricalDiffusion(2, d.num_timesteps, d.schedule, d.schedule_shift)
     image = np.random.default_rng(1).standard_normal((1, *a["image_shape"])).astype(np.float32)
-    kwargs = {}
-    if "precision" in inspect.signature(DiffOSegPredictor).parameters:
-        kwargs["precision"] = a["precision"]
-    out = {"code": str(Path(diffoseg_auto.__file__).parent), "precision": a["precision"] if kwargs else "fp32 (old code)"}
+    has_precision = predictor_has_precision()
+    out = {"code": str(Path(diffoseg_auto.__file__).parent),
+           "precision": a["precision"] if has_precision else "fp32 (old code)"}
     labels = {}
     for stage, n in ((1, a["num_samples"]), (2, a["num_raters"])):
         if n == 0:
             continue
         net = build_denoiser(plans, "c", stage)
         net.load_state_dict(weights[stage])
-        pred = DiffOSegPredictor(net, diffusion, cfg, "cpu", use_mirroring=a["tta"], step_size=0.5, **kwargs)
+        pred = predictor_for(net, diffusion, cfg, use_mirroring=a["tta"], step_size=0.5, precision=a["precision"])
         raters = None if stage == 1 else list(range(n))
         t0, c0 = time.perf_counter(), time.process_time()
         labels[stage] = pred.sample_case(image, n, a["steps"], rater_id=raters, seed=3)

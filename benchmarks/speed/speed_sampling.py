@@ -44,7 +44,7 @@ def time_configuration(plans, configuration: str, num_samples: int, steps: int |
     (with ``compile_network``: torch.compile's compilation) is timed separately."""
     import torch
 
-    from diffoseg_auto.inference.predictor import DiffOSegPredictor
+    from diffoseg_auto.inference.predictor import DiffOSegPredictor, PredictorSettings
     from diffoseg_auto.plans.network_arguments import denoiser_from_plans, diffusion_from_plans
 
     cfg = plans.get_configuration(configuration)
@@ -52,8 +52,8 @@ def time_configuration(plans, configuration: str, num_samples: int, steps: int |
     net = denoiser_from_plans(plans, configuration, 1)
     d = cfg.diffusion
     diffusion = diffusion_from_plans(plans, configuration)
-    pred = DiffOSegPredictor(net, diffusion, cfg, "cpu", use_mirroring=False, precision=precision,
-                             compile_network=compile_network)
+    pred = DiffOSegPredictor(net, diffusion, cfg, "cpu", PredictorSettings(use_mirroring=False, precision=precision,
+                                                                           compile_network=compile_network))
     steps = int(steps or d.sampling_steps)
     image = np.random.RandomState(0).randn(plans.num_input_channels, *cfg.patch_size).astype(np.float32)
     t0, c0 = time.time(), time.process_time()
@@ -182,14 +182,14 @@ def dispatch_census(run) -> dict[str, dict]:
 def profile_precision(plans, configuration: str, num_samples: int, steps: int, precision: str, top: int) -> dict:
     import torch
 
-    from diffoseg_auto.inference.predictor import DiffOSegPredictor
+    from diffoseg_auto.inference.predictor import DiffOSegPredictor, PredictorSettings
     from diffoseg_auto.plans.network_arguments import denoiser_from_plans, diffusion_from_plans
 
     cfg = plans.get_configuration(configuration)
     torch.manual_seed(0)
     net = denoiser_from_plans(plans, configuration, 1)
     pred = DiffOSegPredictor(net, diffusion_from_plans(plans, configuration), cfg, "cpu",
-                             use_mirroring=False, precision=precision)
+                             PredictorSettings(use_mirroring=False, precision=precision))
     image = np.random.RandomState(0).randn(plans.num_input_channels, *cfg.patch_size).astype(np.float32)
     pred.sample_case(image, num_samples, 2, seed=0)  # warm-up: oneDNN primitives are created here, not profiled
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:

@@ -214,22 +214,40 @@ def open_raw_dataset(id_or_name: str | int) -> RawDataset:
     return RawDataset(folder)
 
 
-def write_dataset_json(folder: str | Path, *, name: str, channel_names: dict, labels: dict, raters: list[str],
-                       num_training: int, file_ending: str, case_groups: dict | None = None,
-                       description: str = "", **extra) -> Path:
-    """Write a dataset.json (used by every converter and the toy generator)."""
-    dj = {
-        "name": name,
-        "description": description,
-        "channel_names": {str(k): v for k, v in channel_names.items()},
-        "labels": labels,
-        "raters": list(raters),
-        "numTraining": int(num_training),
-        "file_ending": file_ending,
-    }
-    if case_groups:
-        dj["case_groups"] = case_groups
-    dj.update(extra)
+@dataclass(frozen=True)
+class DatasetDescription:
+    """The content of a dataset.json (documentation/dataset_format.md), as every converter and the toy generator
+    describe their dataset (nnU-Net's generate_dataset_json takes the same, by keyword)."""
+    name: str
+    channel_names: dict                 # {channel index: name}; the keys are written as strings
+    labels: dict                        # {class name: value}, background 0
+    raters: list[str]
+    num_training: int                   # numTraining
+    file_ending: str
+    case_groups: dict | None = None     # {case: group}: cases of one group share a fold (written when not empty)
+    description: str = ""
+    extra: dict = field(default_factory=dict)   # further top-level entries (e.g. numTest, test_split), written last
+
+    def as_json(self) -> dict:
+        """The dataset.json dict, keys in the order they are written."""
+        dj = {
+            "name": self.name,
+            "description": self.description,
+            "channel_names": {str(k): v for k, v in self.channel_names.items()},
+            "labels": self.labels,
+            "raters": list(self.raters),
+            "numTraining": int(self.num_training),
+            "file_ending": self.file_ending,
+        }
+        if self.case_groups:
+            dj["case_groups"] = self.case_groups
+        dj.update(self.extra)
+        return dj
+
+
+def write_dataset_json(folder: str | Path, description: DatasetDescription) -> Path:
+    """Write ``folder``/dataset.json (used by every converter and the toy generator); returns its path."""
+    dj = description.as_json()
     path = Path(folder) / "dataset.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(dj, indent=2))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -24,7 +25,7 @@ from diffoseg_auto.evaluation.benchmark_collect import (collect_reliability, col
                                                         summary_mode)
 from diffoseg_auto.evaluation.benchmark_figures import case_figures, plot_table, reliability_figure
 from diffoseg_auto.evaluation.benchmark_tables import benchmark_markdown, write_tables
-from diffoseg_auto.evaluation.comparison_report import compare_methods
+from diffoseg_auto.evaluation.comparison_report import ComparisonSettings, compare_methods
 from diffoseg_auto.evaluation.inter_rater import inter_rater_reference
 from diffoseg_auto.evaluation.method_comparison import method_label
 from diffoseg_auto.evaluation.metrics import MODES
@@ -37,10 +38,19 @@ from diffoseg_auto.utilities.file_ops import save_json
 logger = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class BenchmarkSettings:
+    """What diffoseg_benchmark writes beyond its tables and how it scores the inter-rater row."""
+    figures: bool = False               # sample grids and the reliability diagram (figures/)
+    inter_rater_details: bool = False   # inter_rater__<dataset>.json (per-case, per-rater leave-one-out)
+    mode: str | None = None             # metric mode of the inter-rater row (None: the summaries' mode)
+
+
 def benchmark(datasets: list[str], configurations: list[str], folds: list[int], output_folder: str | Path | None = None,
-              trainer: str = "DiffOSegTrainer", plans: str = "DiffOSegPlans", figures: bool = False,
-              inter_rater_details: bool = False, mode: str | None = None) -> pd.DataFrame:
+              trainer: str = "DiffOSegTrainer", plans: str = "DiffOSegPlans",
+              settings: BenchmarkSettings = BenchmarkSettings()) -> pd.DataFrame:
     """Write benchmark.csv / benchmark.md / benchmark.png (and figures/) and return the aggregated table."""
+    mode = settings.mode
     res_root = results_root()
     names = [resolve_dataset_name(d) for d in datasets]
     out = Path(output_folder) if output_folder is not None else res_root / "benchmark"
@@ -64,11 +74,11 @@ def benchmark(datasets: list[str], configurations: list[str], folds: list[int], 
         logger.warning("nothing to tabulate: no validation summary and no raw labels were found.")
         return table
     written = write_tables(table, out)
-    if inter_rater_details:
+    if settings.inter_rater_details:
         for ds, ref in inter.items():
             save_json(ref, out / f"inter_rater__{ds}.json")
     plot_table(table, matrices, out / "benchmark.png")
-    if figures:
+    if settings.figures:
         reliability = collect_reliability(res_root, names, configurations, folds, trainer, plans)
         for ds in names:
             for cfg in configurations:
@@ -139,10 +149,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.learning_curves:
         learning_curves(args.d, args.c, args.f, args.tr, args.o, args.p)
     if len(args.tr) > 1 or args.compare:
-        compare_methods(args.d, args.c, args.f, args.tr, args.o, args.p, figures=args.figures)
+        compare_methods(args.d, args.c, args.f, args.tr, args.o, args.p, ComparisonSettings(figures=args.figures))
         return
-    table = benchmark(args.d, args.c, args.f, args.o, args.tr[0], args.p, figures=args.figures,
-                      inter_rater_details=args.inter_rater, mode=args.mode)
+    table = benchmark(args.d, args.c, args.f, args.o, args.tr[0], args.p,
+                      BenchmarkSettings(figures=args.figures, inter_rater_details=args.inter_rater, mode=args.mode))
     if not table.empty:
         print(benchmark_markdown(table))
 

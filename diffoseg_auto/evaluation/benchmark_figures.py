@@ -38,7 +38,7 @@ def case_figures(raw_folder: Path, pred_folders: Path | list[Path], out_dir: Pat
     ``pred_folders``: one prediction folder or several (e.g. Stage I and Stage II validation); the
     samples come from the first that has them, the per-rater predictions likewise."""
     from diffoseg_auto.dataset.raw_dataset import RawDataset
-    from diffoseg_auto.evaluation.figures import plot_case_grid
+    from diffoseg_auto.evaluation.figures import CaseGridLayout, plot_case_grid
     from diffoseg_auto.evaluation.prediction_folder import list_predicted_cases, load_prediction, load_reference
 
     folders = [Path(pred_folders)] if isinstance(pred_folders, (str, Path)) else [Path(f) for f in pred_folders]
@@ -58,8 +58,8 @@ def case_figures(raw_folder: Path, pred_folders: Path | list[Path], out_dir: Pat
             rater_preds = rater_preds if rater_preds is not None else r
         image, _, _, _ = ds.load_case(case, images[case])
         out = out_dir / f"{prefix}__{case}.png"
-        plot_case_grid(image, labels, samples, rater_preds, out, rater_names=ds.raters, rater_mask=mask,
-                       title=f"{prefix} {case}")
+        plot_case_grid(image, labels, samples, rater_preds, out, mask,
+                       CaseGridLayout(rater_names=ds.raters, title=f"{prefix} {case}"))
         written.append(out)
     return written
 

@@ -13,6 +13,7 @@ configurations, written as CSV, JSON, Markdown, bar charts and sample grids.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -56,11 +57,20 @@ def sample_grids(ds: RawDataset, results_folder: Path, configuration: str, train
     return written
 
 
+@dataclass(frozen=True)
+class ComparisonSettings:
+    """What the method comparison draws and with which N its trivial rows are scored."""
+    figures: bool = False             # sample grids and reliability diagrams (bar charts are always drawn)
+    num_samples: int | None = None    # N of the trivial rows (None: the plans' diffusion.num_samples)
+    figure_cases: int = 3             # cases per sample-grid figure set
+
+
 def compare_methods(datasets: list[str | int], configurations: list[str], folds: list[int], trainers: list[str],
-                    output_folder: str | Path | None = None, plans: str = "DiffOSegPlans", figures: bool = False,
-                    num_samples: int | None = None, figure_cases: int = 3) -> pd.DataFrame:
+                    output_folder: str | Path | None = None, plans: str = "DiffOSegPlans",
+                    settings: ComparisonSettings = ComparisonSettings()) -> pd.DataFrame:
     """Score every trainer, the trivial rows and the inter-rater row; write the files; return the aggregated table."""
     out = Path(output_folder) if output_folder is not None else results_root() / "method_comparison"
+    figures, num_samples = settings.figures, settings.num_samples
     longs, info, raters, fold_lists = [], {}, {}, {}
     for d in datasets:
         name = resolve_dataset_name(d)
@@ -83,7 +93,8 @@ def compare_methods(datasets: list[str | int], configurations: list[str], folds:
                     reliability_figure(bins, out / "figures", name, cfg, row)
             if figures and cases:
                 first = min(cases)
-                sample_grids(ds, results_root(), cfg, trainers, plans, first, cases[first][:figure_cases], out / "figures")
+                sample_grids(ds, results_root(), cfg, trainers, plans, first, cases[first][:settings.figure_cases],
+                             out / "figures")
     long = pd.concat(longs, ignore_index=True) if longs else pd.DataFrame()
     table = aggregate(long)
     if table.empty:

@@ -5,6 +5,7 @@ import argparse
 import logging
 import os
 import sys
+from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Sequence
@@ -16,7 +17,7 @@ from diffoseg_auto.dataset.splits_file import fold_validation_cases
 from diffoseg_auto.errors import InvalidArgumentError
 from diffoseg_auto.evaluation.calibration import RELIABILITY_KEY
 from diffoseg_auto.evaluation.completeness import EvaluationIncompleteError, find_missing
-from diffoseg_auto.evaluation.metrics import MODES, evaluate_case, summarize
+from diffoseg_auto.evaluation.metrics import MODES, CaseScoring, evaluate_case, summarize
 from diffoseg_auto.evaluation.prediction_folder import (EvaluationInputError, list_predicted_cases, load_prediction,
                                                         load_reference, reference_info)
 from diffoseg_auto.paths import preprocessed_dataset_folder
@@ -33,8 +34,8 @@ def _evaluate_one(job: tuple) -> dict:
     labels, mask, ref_props, ref_file = load_reference(ref_folder, raters, case, ending)
     pred = load_prediction(pred_folder, raters, case, ending, ref_props, ref_file)
     res = evaluate_case(pred.samples, labels, mask, num_classes, rater_predictions=pred.rater_predictions,
-                        consensus=pred.consensus, mode=mode, calibration=True,
-                        foreground_probability=pred.foreground_probability)
+                        consensus=pred.consensus, foreground_probability=pred.foreground_probability,
+                        scoring=CaseScoring(mode, calibration=True))
     return {"case": case, "num_raters_available": int(mask.sum()), **res}
 
 
@@ -52,20 +53,32 @@ def per_case_table(per_case: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("case") if rows else pd.DataFrame()
 
 
+@dataclass(frozen=True)
+class EvaluationOptions:
+    """How diffoseg_evaluate scores a folder; None: taken from the reference (dataset.json, else the labels)."""
+    mode: str = "strict"                     # metrics.MODES
+    raters: list[str] | None = None          # rater order (default: dataset.json, else sorted sub-folders)
+    num_classes: int | None = None           # incl. background (default: dataset.json, else largest label + 1)
+    file_ending: str | None = None           # default: dataset.json's
+    dataset_json: str | Path | None = None   # default: REF/../dataset.json when it exists
+    num_processes: int = 1                   # worker processes
+    strict: bool = False                     # missing predictions, references or raters raise instead of warning
+
+
 def evaluate_folder(ref_folder: str | Path, pred_folder: str | Path, output_file: str | Path | None = None,
-                    mode: str = "strict", raters: list[str] | None = None, num_classes: int | None = None,
-                    file_ending: str | None = None, num_processes: int = 1, dataset_json: str | Path | None = None,
-                    strict: bool = False, expected_cases: Sequence[str] | None = None) -> dict:
+                    expected_cases: Sequence[str] | None = None,
+                    options: EvaluationOptions = EvaluationOptions()) -> dict:
     """Evaluate every predicted case that has a reference; writes summary.json (+ summary_per_case.csv) and
     returns the summary. Missing predictions, references and raters are printed and listed in
-    summary["missing"]; with ``strict`` they raise EvaluationIncompleteError before anything is scored. A
+    summary["missing"]; with ``options.strict`` they raise EvaluationIncompleteError before anything is scored. A
     prediction is missing for a case of ``expected_cases`` (a fold's held-out cases; None: every reference case)."""
+    mode, num_classes, num_processes = options.mode, options.num_classes, options.num_processes
     if mode not in MODES:
         raise InvalidArgumentError(f"unknown mode '{mode}'. Use one of {MODES}.")
     ref_folder, pred_folder = Path(ref_folder), Path(pred_folder)
     if not pred_folder.is_dir():
         raise EvaluationInputError(f"{pred_folder}: prediction folder does not exist. Create it with diffoseg_predict.")
-    info = reference_info(ref_folder, raters, dataset_json, file_ending)
+    info = reference_info(ref_folder, options.raters, options.dataset_json, options.file_ending)
     cases = list_predicted_cases(pred_folder, info.file_ending)
     if not cases:
         raise EvaluationInputError(
@@ -75,7 +88,7 @@ def evaluate_folder(ref_folder: str | Path, pred_folder: str | Path, output_file
     missing = find_missing(ref_folder, pred_folder, info.raters, info.file_ending, cases, expected_cases)
     if missing.any():
         lines = missing.lines(ref_folder, pred_folder)
-        if strict:
+        if options.strict:
             raise EvaluationIncompleteError("--strict: " + "\n".join(lines))
         for line in lines:
             logger.warning(line)
@@ -161,9 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     expected = None if args.fold is None else fold_held_out_cases(args.ref, args.fold)
-    summary = evaluate_folder(args.ref, args.pred, args.o, mode=args.mode, num_classes=args.num_classes,
-                              num_processes=args.np, dataset_json=args.dataset_json, strict=args.strict,
-                              expected_cases=expected)
+    options = EvaluationOptions(mode=args.mode, num_classes=args.num_classes, dataset_json=args.dataset_json,
+                                num_processes=args.np, strict=args.strict)
+    summary = evaluate_folder(args.ref, args.pred, args.o, expected, options)
     print(format_summary(summary))
     out = Path(args.o) if args.o else Path(args.pred) / "summary.json"
     print(f"written: {out} and {out.parent / 'summary_per_case.csv'}")

@@ -3,6 +3,7 @@ benchmark overview (metric bars + rater x prompt Dice heat map). Uses matplotlib
 directly, so importing this module never changes the global backend."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -54,20 +55,27 @@ def draw_image_and_raters(axes_row, img: np.ndarray, labels: np.ndarray, mask: n
             ax.text(0.5, 0.5, "not annotated", ha="center", va="center", fontsize=7, transform=ax.transAxes)
 
 
+@dataclass(frozen=True)
+class CaseGridLayout:
+    """The captions and size of a case grid."""
+    rater_names: list[str] | None = None   # default: "rater 0", "rater 1", ...
+    title: str | None = None
+    max_samples: int = 8                   # samples drawn in the second row
+
+
 def plot_case_grid(image: np.ndarray, rater_labels: np.ndarray, samples: np.ndarray | None,
-                   rater_predictions: np.ndarray | None, out_png: str | Path,
-                   rater_names: list[str] | None = None, rater_mask: np.ndarray | None = None,
-                   title: str | None = None, max_samples: int = 8) -> None:
+                   rater_predictions: np.ndarray | None, out_png: str | Path, rater_mask: np.ndarray | None = None,
+                   layout: CaseGridLayout = CaseGridLayout()) -> None:
     """Row 1: image and each rater's mask; row 2: predicted samples; row 3: per-rater predictions.
 
-    image (C,*S) or (*S); rater_labels (R,*S); samples (N,*S) or None; rater_predictions (R,*S) or None.
-    3D cases show the slice with the most rater foreground.
+    image (C,*S) or (*S); rater_labels (R,*S); samples (N,*S) or None; rater_predictions (R,*S) or None;
+    rater_mask (R,) bool (False: "not annotated"). 3D cases show the slice with the most rater foreground.
     """
     img, labels, (samples, rater_predictions) = display_slice(image, rater_labels, [samples, rater_predictions])
     R = labels.shape[0]
-    names = rater_names or [f"rater {k}" for k in range(R)]
+    names = layout.rater_names or [f"rater {k}" for k in range(R)]
     mask = np.ones(R, bool) if rater_mask is None else np.asarray(rater_mask, bool)
-    n_s = 0 if samples is None else min(len(samples), max_samples)
+    n_s = 0 if samples is None else min(len(samples), layout.max_samples)
     ncols = max(1 + R, n_s, R if rater_predictions is not None else 0)
     nrows = 1 + (n_s > 0) + (rater_predictions is not None)
     fig = Figure(figsize=(1.8 * ncols, 1.9 * nrows))
@@ -86,8 +94,8 @@ def plot_case_grid(image: np.ndarray, rater_labels: np.ndarray, samples: np.ndar
         for k in range(R):
             axes[row, k].imshow(rater_predictions[k], cmap="viridis", vmin=0, vmax=vmax, interpolation="nearest")
             axes[row, k].set_title(f"prompt {names[k]}", fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=9)
+    if layout.title:
+        fig.suptitle(layout.title, fontsize=9)
     save_figure(fig, out_png)
 
 

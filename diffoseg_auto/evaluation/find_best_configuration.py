@@ -38,7 +38,7 @@ from diffoseg_auto.dataset.raw_dataset import RawDataset
 from diffoseg_auto.errors import MissingFileError
 from diffoseg_auto.dataset.splits_file import fold_validation_cases
 from diffoseg_auto.evaluation.method_comparison import load_method_case, prediction_folders
-from diffoseg_auto.evaluation.metrics import evaluate_case
+from diffoseg_auto.evaluation.metrics import CaseScoring, evaluate_case
 from diffoseg_auto.evaluation.prediction_folder import EvaluationInputError, list_predicted_cases, load_reference
 from diffoseg_auto.paths import preprocessed_dataset_folder, raw_root, results_root
 from diffoseg_auto.results_layout import (VAL_PREDICTIONS, fold_folder, parse_trainer_folder_name, trainer_folder,
@@ -149,7 +149,7 @@ def score_candidates(ds: RawDataset, folders: dict[Member, dict[int, list[Path]]
                                                f"cases with --save_samples into {VAL_PREDICTIONS} ({m.name}, fold {fold}).")
             for cand in candidates:
                 pooled = np.concatenate([samples[m] for m in cand.members])
-                res = evaluate_case(pooled, labels, mask, ds.num_classes, mode="strict")
+                res = evaluate_case(pooled, labels, mask, ds.num_classes, scoring=CaseScoring("strict"))
                 cand.ged.append(float(res["GED"]))
                 cand.dice_soft.append(float(res["Dice_soft"]))
     return scored

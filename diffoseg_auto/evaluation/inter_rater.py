@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from diffoseg_auto.dataset.raw_dataset import RawDataset
-from diffoseg_auto.evaluation.metrics import SAMPLE_METRICS, evaluate_case
+from diffoseg_auto.evaluation.metrics import SAMPLE_METRICS, CaseScoring, evaluate_case
 from diffoseg_auto.io.image_io import read_seg
 
 
@@ -46,7 +46,7 @@ def case_leave_one_out(labels: np.ndarray, mask: np.ndarray, num_classes: int, m
     for k in avail:
         others = mask.copy()
         others[k] = False
-        out[int(k)] = evaluate_case(labels[k][None], labels, others, num_classes, mode=mode)
+        out[int(k)] = evaluate_case(labels[k][None], labels, others, num_classes, scoring=CaseScoring(mode))
     return out
 
 

@@ -49,7 +49,7 @@ from diffoseg_auto.evaluation.benchmark_collect import prediction_folders as val
 from diffoseg_auto.evaluation.benchmark_tables import format_cell
 from diffoseg_auto.evaluation.calibration import NCC_LEGEND, RELIABILITY_KEY, SOFT_METRICS, mark_constant_uncertainty, pool_reliability
 from diffoseg_auto.evaluation.inter_rater import inter_rater_reference
-from diffoseg_auto.evaluation.metrics import MODES, evaluate_case, majority_vote
+from diffoseg_auto.evaluation.metrics import MODES, CaseScoring, evaluate_case, majority_vote
 from diffoseg_auto.evaluation.prediction_folder import (CasePrediction, list_predicted_cases, load_prediction,
                                                         load_reference)
 from diffoseg_auto.evaluation.staple import staple_consensus
@@ -138,8 +138,8 @@ def score_fold(ds: RawDataset, method_folders: dict[str, list[Path]], cases: lis
                 predicted_area.setdefault(name, []).append((raters > 0).reshape(len(raters), -1).sum(1).astype(float))
             for mode in modes:
                 res = evaluate_case(pred.samples, labels, mask, ds.num_classes, rater_predictions=raters,
-                                    consensus=pred.consensus, mode=mode, calibration=True,
-                                    foreground_probability=pred.foreground_probability)
+                                    consensus=pred.consensus, foreground_probability=pred.foreground_probability,
+                                    scoring=CaseScoring(mode, calibration=True))
                 per_case.setdefault((name, mode), []).append(res)
     out, reliability = {}, {}
     for (name, mode), results in per_case.items():

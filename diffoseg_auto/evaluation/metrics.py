@@ -17,6 +17,7 @@ are dropped, never scored as empty masks.
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -228,22 +229,29 @@ def _binary_case_metrics(c: int, samples, labels, mask, rater_predictions, conse
     return out
 
 
+@dataclass(frozen=True)
+class CaseScoring:
+    """How a case is scored: the metric ``mode`` (MODES) and whether calibration is scored too."""
+    mode: str = "strict"
+    calibration: bool = False
+
+
 def evaluate_case(samples: np.ndarray | None, rater_labels: np.ndarray, rater_mask: np.ndarray, num_classes: int,
                   rater_predictions: np.ndarray | None = None, consensus: np.ndarray | None = None,
-                  mode: str = "strict", calibration: bool = False,
-                  foreground_probability: np.ndarray | None = None) -> dict:
+                  foreground_probability: np.ndarray | None = None, scoring: CaseScoring = CaseScoring()) -> dict:
     """All metrics of one case (2D or 3D, whole-volume) as a flat dict.
 
     samples (N,*S) int, rater_labels (R,*S) int, rater_mask (R,) bool, rater_predictions (R,*S) int
     (Stage II, one per rater prompt), consensus (*S) int. With K == 2 keys are plain metric names;
     with several foreground classes each metric is reported as "<metric>/class_<c>" and the plain
     name holds the mean over classes. "rater_prompt_dice_matrix" (list of lists, mean over
-    foreground classes) is present when rater_predictions are given. ``calibration`` adds ECE, Brier and
+    foreground classes) is present when rater_predictions are given. ``scoring.calibration`` adds ECE, Brier and
     Uncertainty_NCC of the foreground (any class > 0, once per case), the "soft_output" flag and the
     "reliability" bins (calibration.py) of the samples, else of the consensus as one 0/1 map; summarize turns
     the NCC into "n/a" for a prediction without soft output. ``foreground_probability`` (*S): the method's own
     soft prediction for calibration (a deterministic baseline's softmax), instead of the samples' foreground fraction.
     """
+    mode = scoring.mode
     _check_mode(mode)
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2 (background + at least one class), got {num_classes}")
@@ -278,7 +286,7 @@ def evaluate_case(samples: np.ndarray | None, rater_labels: np.ndarray, rater_ma
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns of missing raters stay NaN
             out["rater_prompt_dice_matrix"] = np.nanmean(mats, 0).tolist()
     scored = samples if samples is not None else None if consensus is None else np.asarray(consensus)[None]
-    if calibration and scored is not None:
+    if scoring.calibration and scored is not None:
         out.update(calibration_metrics(scored, labels[mask], foreground_probability=foreground_probability))
     return out
 

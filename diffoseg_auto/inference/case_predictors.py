@@ -21,7 +21,7 @@ from diffoseg_auto.inference.model_loading import ModelLoadError, has_stage2, lo
 from diffoseg_auto.inference.model_loading import model_raters as model_raters_of
 from diffoseg_auto.inference.prediction_cost import PredictionCost, SamplingWork, prediction_cost
 from diffoseg_auto.inference.prediction_request import PredictionError, PredictionRequest
-from diffoseg_auto.inference.predictor import DiffOSegPredictor
+from diffoseg_auto.inference.predictor import DiffOSegPredictor, PredictorSettings
 from diffoseg_auto.network.baselines import BASELINE_NETWORKS
 from diffoseg_auto.network.baselines.base import BaselineNetwork
 from diffoseg_auto.plans.plans import Plans
@@ -170,13 +170,14 @@ def load_case_predictor(request: PredictionRequest, dataset_name: str, model_fol
         model_raters = model_raters_of(model_folder, folds, plans.raters, request.checkpoint_name)
     raters = select_raters(request.raters, model_raters, stage2_available, model_folder)
     use_mirroring = cfg.inference.use_mirroring if request.use_mirroring is None else bool(request.use_mirroring)
-    run = dict(precision=request.precision, compile_network=request.compile_network)
-    stage1 = DiffOSegPredictor(nets, diffusion, cfg, device, use_mirroring, request.step_size, **run)
+    settings = PredictorSettings(use_mirroring, request.step_size, precision=request.precision,
+                                 compile_network=request.compile_network)
+    stage1 = DiffOSegPredictor(nets, diffusion, cfg, device, settings)
     stage2 = None
     if raters:
         nets2, _, _, diffusion2 = load_trained_model(model_folder, folds, 2, request.checkpoint_name, device,
                                                      expected_dataset=dataset_name)
-        stage2 = DiffOSegPredictor(nets2, diffusion2, cfg, device, use_mirroring, request.step_size, **run)
+        stage2 = DiffOSegPredictor(nets2, diffusion2, cfg, device, settings)
     sampling_steps = int(cfg.diffusion.sampling_steps if request.sampling_steps is None else request.sampling_steps)
     rater_num_samples = int(cfg.stage2.num_samples_per_rater if request.rater_num_samples is None
                             else request.rater_num_samples)

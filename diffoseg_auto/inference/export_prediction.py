@@ -17,6 +17,7 @@ All writes are atomic (image_io.write_*, utilities.file_ops.atomic_write).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -75,17 +76,28 @@ def save_npz(path: Path, **arrays: np.ndarray) -> None:
     atomic_write(path, write)
 
 
-def export_case(case: str, output_folder: str | Path, file_ending: str, properties: dict, configuration: ConfigurationPlan,
-                num_classes: int, consensus_probabilities: np.ndarray | None = None, samples: np.ndarray | None = None,
-                rater_samples: dict[str, np.ndarray] | None = None, save_probabilities: bool = False) -> None:
-    """Revert and write one case. Arrays are in preprocessed geometry:
+@dataclass(frozen=True)
+class ExportTarget:
+    """Where and how every case of a run is written: the output folder, the raw images' file ending, the
+    configuration the arrays were preprocessed with (to undo it) and the class count."""
+    output_folder: Path
+    file_ending: str
+    configuration: ConfigurationPlan
+    num_classes: int
+    save_probabilities: bool = False   # also consensus/<case>.npz
+
+
+def export_case(case: str, properties: dict, target: ExportTarget, consensus_probabilities: np.ndarray | None = None,
+                samples: np.ndarray | None = None, rater_samples: dict[str, np.ndarray] | None = None) -> None:
+    """Revert and write one case (``properties``: its preprocessing properties). Arrays are in preprocessed geometry:
     ``consensus_probabilities`` (K,*S), ``samples`` (N,*S) (written only if given), ``rater_samples`` {rater: (n,*S)}."""
-    out = Path(output_folder)
+    out, file_ending = Path(target.output_folder), target.file_ending
+    configuration, num_classes = target.configuration, target.num_classes
     props = properties["original_props"]
     if consensus_probabilities is not None:
         probs = revert_probabilities(consensus_probabilities, properties, configuration)
         write_seg(np.argmax(probs, 0).astype(np.uint8), props, out / "consensus" / f"{case}{file_ending}")
-        if save_probabilities:
+        if target.save_probabilities:
             save_npz(out / "consensus" / f"{case}.npz", probabilities=probs.astype(np.float16))
         write_image(uncertainty_map(probs, file_ending), props, out / "uncertainty" / f"{case}{file_ending}")
     for rater, rs in (rater_samples or {}).items():

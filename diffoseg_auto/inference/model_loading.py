@@ -146,7 +146,8 @@ def load_predictor_from_training_output(model_folder: str | Path, folds: Sequenc
                                         checkpoint_name: str = CHECKPOINT_FINAL, device: torch.device | str = "cpu",
                                         use_mirroring: bool = True, step_size: float = 0.5):
     """Convenience: ``load_trained_model`` wrapped in a ``DiffOSegPredictor`` (the fold ensemble)."""
-    from diffoseg_auto.inference.predictor import DiffOSegPredictor
+    from diffoseg_auto.inference.predictor import DiffOSegPredictor, PredictorSettings
 
     nets, plans, configuration, diffusion = load_trained_model(model_folder, folds, stage, checkpoint_name, device)
-    return DiffOSegPredictor(nets, diffusion, plans.get_configuration(configuration), device, use_mirroring, step_size)
+    return DiffOSegPredictor(nets, diffusion, plans.get_configuration(configuration), device,
+                             PredictorSettings(use_mirroring, step_size))

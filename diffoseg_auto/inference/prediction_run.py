@@ -29,7 +29,7 @@ from diffoseg_auto.dataset.raw_dataset import extra_channel_files, list_cases, l
 from diffoseg_auto.errors import UserError
 from diffoseg_auto.evaluation.disagreement import case_disagreement, rater_label_maps, save_case_disagreement
 from diffoseg_auto.inference.case_predictors import CasePredictor, load_case_predictor
-from diffoseg_auto.inference.export_prediction import export_case, mean_one_hot
+from diffoseg_auto.inference.export_prediction import ExportTarget, export_case, mean_one_hot
 from diffoseg_auto.inference.prediction_cost import PredictionCost, median_preprocessed_shape
 from diffoseg_auto.inference.prediction_outputs import expected_files, failure_report, prepare_output_folder
 from diffoseg_auto.inference.prediction_request import PredictionError, PredictionRequest
@@ -78,6 +78,7 @@ def _predict_cases(predictor: CasePredictor, request: PredictionRequest, plans: 
         print(planned_cost_line(len(jobs), median_cost), flush=True)
         # the bar counts network evaluations: planned from the median image, corrected as each case's shape is known
         bar = tqdm(total=len(jobs) * per_case, desc=predictor.description, unit="eval", unit_scale=True)
+        target = ExportTarget(out, ending, cfg, K, request.save_probabilities)
         with _Exporter(nps, len(jobs), failures) as exporter, bar:
             for case, data, properties in _iter_preprocessed(jobs, npp, failures):
                 actual = predictor.prediction_cost(data.shape[1:]).network_evaluations
@@ -91,10 +92,9 @@ def _predict_cases(predictor: CasePredictor, request: PredictionRequest, plans: 
                 # case triage: how much the samples and the per-rater predictions disagree (no labels needed)
                 save_case_disagreement(out, case, case_disagreement(samples, rater_label_maps(rater_samples, K), K))
                 probabilities = mean_one_hot(samples, K) if soft is None else soft
-                exporter.submit(dict(case=case, output_folder=out, file_ending=ending, properties=properties,
-                                     configuration=cfg, num_classes=K, consensus_probabilities=probabilities,
-                                     samples=samples if request.save_samples else None, rater_samples=rater_samples,
-                                     save_probabilities=request.save_probabilities))
+                exporter.submit(dict(case=case, properties=properties, target=target,
+                                     consensus_probabilities=probabilities,
+                                     samples=samples if request.save_samples else None, rater_samples=rater_samples))
     if failures:
         raise failure_report(dict(sorted(failures.items())), len(cases), out)
     return list(cases)

@@ -18,6 +18,7 @@ like windows. The chain still runs on the whole volume (one x_t per sample).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -33,20 +34,28 @@ from diffoseg_auto.runtime.compilation import maybe_compile
 from diffoseg_auto.runtime.precision import autocast, autocast_dtype
 
 
+@dataclass(frozen=True)
+class PredictorSettings:
+    """How DiffOSegPredictor runs: mirroring and window step (the windows), rows per call, autocast, compilation."""
+    use_mirroring: bool = True      # mirroring TTA over the configuration's mirror axes
+    step_size: float = 0.5          # window step as a fraction of the patch, in (0, 1]
+    max_batch: int | None = None    # rows (windows x mirrorings x samples) per network call (None: the plans' budget)
+    precision: str | None = None    # autocast: auto | bf16 | fp16 | fp32 (None: the plans' inference.precision)
+    compile_network: bool = False   # torch.compile the networks' denoise
+
+
 class DiffOSegPredictor:
     """Samples label maps for one preprocessed case.
 
     ``network``: one denoiser or a list (fold ensemble: x_0 probabilities averaged over folds at
     every step). All networks must be of the same stage (Stage I: no rater; Stage II: rater prompts).
-    ``max_batch``: rows (windows x mirrorings x samples) per network call; default from the plans'
-    ``inference.batch_memory_mb``. ``precision``: autocast (auto | bf16 | fp16 | fp32), default the
-    plans' ``inference.precision``. ``compile_network``: torch.compile the networks' denoise.
+    ``settings``: mirroring, window step, rows per network call, autocast and compilation (PredictorSettings).
     """
 
     def __init__(self, network: DenoiserBase | Sequence[DenoiserBase], diffusion: CategoricalDiffusion,
-                 configuration: ConfigurationPlan, device: torch.device | str = "cpu", use_mirroring: bool = True,
-                 step_size: float = 0.5, max_batch: int | None = None, precision: str | None = None,
-                 compile_network: bool = False):
+                 configuration: ConfigurationPlan, device: torch.device | str = "cpu",
+                 settings: PredictorSettings = PredictorSettings()):
+        step_size, max_batch = settings.step_size, settings.max_batch
         nets = list(network) if isinstance(network, (list, tuple)) else [network]
         if not nets:
             raise ValueError("DiffOSegPredictor needs at least one network")
@@ -66,9 +75,9 @@ class DiffOSegPredictor:
         self.configuration = configuration
         self.step_size = float(step_size)
         self.max_batch = max_batch
-        self.amp_dtype = autocast_dtype(precision or configuration.inference.precision, self.device)
-        self._denoise: list[Callable] = [maybe_compile(n.denoise, compile_network) for n in self.networks]
-        self.use_mirroring = bool(use_mirroring)
+        self.amp_dtype = autocast_dtype(settings.precision or configuration.inference.precision, self.device)
+        self._denoise: list[Callable] = [maybe_compile(n.denoise, settings.compile_network) for n in self.networks]
+        self.use_mirroring = bool(settings.use_mirroring)
         self.mirror_combinations = mirror_combinations(configuration, self.use_mirroring)
 
     # ------------------------------------------------------------------ sampling

@@ -9,7 +9,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from diffoseg_auto.evaluation.metrics import evaluate_case, summarize
+from diffoseg_auto.evaluation.metrics import CaseScoring, evaluate_case, summarize
+from diffoseg_auto.inference.export_prediction import ExportTarget, export_case, mean_one_hot
 from diffoseg_auto.plans.plans import ConfigurationPlan, Plans
 from diffoseg_auto.preprocessing.case_storage import load_case
 from diffoseg_auto.utilities.file_ops import save_json
@@ -17,8 +18,6 @@ from diffoseg_auto.utilities.file_ops import save_json
 
 def consensus_from_samples(samples: np.ndarray, num_classes: int) -> np.ndarray:
     """Argmax of the mean one-hot over samples (N,*S) -> (*S) uint8 (ties -> lower class)."""
-    from diffoseg_auto.inference.export_prediction import mean_one_hot
-
     return np.argmax(mean_one_hot(samples, num_classes), axis=0).astype(np.uint8)
 
 
@@ -32,6 +31,12 @@ class ValidationJob:
     file_ending: str | None = None   # the raw images' ending: also export in their geometry (None: scores only)
     mode: str = "strict"             # evaluation.metrics' handling of raters who did not annotate a case
 
+    def export_target(self, configuration: ConfigurationPlan, num_classes: int) -> ExportTarget | None:
+        """Where and how the predictions are exported; None when they are only scored (no file ending)."""
+        if not self.file_ending:
+            return None
+        return ExportTarget(self.output_folder, self.file_ending, configuration, num_classes)
+
 
 def validate_cases(network: nn.Module, diffusion, plans: Plans, configuration: ConfigurationPlan, stage: int,
                    device: torch.device, job: ValidationJob) -> dict:
@@ -42,35 +47,36 @@ def validate_cases(network: nn.Module, diffusion, plans: Plans, configuration: C
     ``job.output_folder/summary.json`` (atomic) and returns the summary. With ``job.file_ending`` the
     predictions are also exported in the raw images' geometry (samples/, consensus/, uncertainty/,
     raters/ as diffoseg_predict writes them), for diffoseg_evaluate and diffoseg_benchmark --figures."""
-    from diffoseg_auto.inference.export_prediction import export_case, mean_one_hot
-    from diffoseg_auto.inference.predictor import DiffOSegPredictor
+    from diffoseg_auto.inference.predictor import DiffOSegPredictor, PredictorSettings
 
     network.eval()
     predictor = DiffOSegPredictor(network, diffusion, configuration, device,
-                                  use_mirroring=configuration.inference.use_mirroring,
-                                  step_size=configuration.inference.step_size)
+                                  PredictorSettings(configuration.inference.use_mirroring,
+                                                    configuration.inference.step_size))
     num_classes, raters, mode = plans.num_classes, list(plans.raters), job.mode
     sampling_steps = configuration.training.val_sampling_steps or configuration.diffusion.sampling_steps
     samples_per_rater = configuration.training.val_samples_per_rater or configuration.stage2.num_samples_per_rater
+    target = job.export_target(configuration, num_classes)
     per_case = []
     for i, case in enumerate(tqdm(job.cases, desc=f"validation stage {stage}")):
         data, seg, rater_mask, properties = load_case(job.data_folder, case, mmap=False)
-        export = dict(case=case, output_folder=job.output_folder, file_ending=job.file_ending, properties=properties,
-                      configuration=configuration, num_classes=num_classes)
         if stage == 1:
             samples = predictor.sample_case(data, configuration.training.num_val_samples, sampling_steps, seed=i)
             res = evaluate_case(samples, seg, rater_mask, num_classes,
-                                consensus=consensus_from_samples(samples, num_classes), mode=mode, calibration=True)
-            if job.file_ending:
-                export_case(**export, consensus_probabilities=mean_one_hot(samples, num_classes), samples=samples)
+                                consensus=consensus_from_samples(samples, num_classes),
+                                scoring=CaseScoring(mode, calibration=True))
+            if target is not None:
+                export_case(case, properties, target, consensus_probabilities=mean_one_hot(samples, num_classes),
+                            samples=samples)
         else:
             per_rater = dict(zip(raters, predictor.sample_raters(data, range(len(raters)),
                                                                  samples_per_rater,
                                                                  sampling_steps, seed=i)))
             preds = np.stack([consensus_from_samples(v, num_classes) for v in per_rater.values()])
-            res = evaluate_case(None, seg, rater_mask, num_classes, rater_predictions=preds, mode=mode)
-            if job.file_ending:
-                export_case(**export, rater_samples=per_rater)
+            res = evaluate_case(None, seg, rater_mask, num_classes, rater_predictions=preds,
+                                scoring=CaseScoring(mode))
+            if target is not None:
+                export_case(case, properties, target, rater_samples=per_rater)
         per_case.append({"case": case, **res})
     summary = summarize(per_case, raters, mode)
     save_json(summary, Path(job.output_folder) / "summary.json")

@@ -320,7 +320,7 @@ def build_state(root: Path, monkeypatch) -> None:
     import torch
 
     from dataset_conversion.generate_toy_dataset import generate_toy_dataset
-    from diffoseg_auto.dataset.raw_dataset import RawDataset, write_dataset_json
+    from diffoseg_auto.dataset.raw_dataset import DatasetDescription, RawDataset, write_dataset_json
     from diffoseg_auto.evaluation.evaluate_entrypoint import evaluate_folder
     from diffoseg_auto.inference.model_loading import trained_network
     from diffoseg_auto.io.checkpoint_io import save_checkpoint
@@ -343,8 +343,9 @@ def build_state(root: Path, monkeypatch) -> None:
     assert VAL_CASE in val and CASE not in val, val
     plans = load_plans(pp / "DiffOSegPlans.json")
     model = root / "results" / DS / TRAINER
-    write_dataset_json(model, name="Robust", channel_names={0: "toy"}, labels={"background": 0, "fg": 1},
-                       raters=plans.raters, num_training=6, file_ending=".nii.gz")
+    write_dataset_json(model, DatasetDescription(name="Robust", channel_names={0: "toy"},
+                                                 labels={"background": 0, "fg": 1}, raters=plans.raters,
+                                                 num_training=6, file_ending=".nii.gz"))
     logging_state = {"epoch_start_timestamps": [0.0], "epoch_end_timestamps": [1.0]}
     for stage, names in ((1, ("checkpoint_final.pth", "checkpoint_latest.pth", "checkpoint_stage1_at_0.5.pth")),
                          (2, ("checkpoint_final.pth",))):

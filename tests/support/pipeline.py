@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from diffoseg_auto.dataset.raw_dataset import RawDataset, write_dataset_json
+from diffoseg_auto.dataset.raw_dataset import DatasetDescription, RawDataset, write_dataset_json
 from diffoseg_auto.evaluation.evaluate_entrypoint import evaluate_folder
 from diffoseg_auto.evaluation.prediction_folder import load_samples_npz
 from diffoseg_auto.inference.predict_entrypoint import predict_from_folder
@@ -40,9 +40,10 @@ def subset_dataset(src: Path, dataset_id: int, name: str, cases: list[str]) -> P
                 shutil.copyfile(ds.label_file(r, case), dst / "labelsTr" / r / f"{case}{ds.file_ending}")
     dj = ds.dataset_json
     groups = {c: g for c, g in ds.case_groups.items() if c in cases}
-    write_dataset_json(dst, name=name, channel_names=dj["channel_names"], labels=dj["labels"], raters=ds.raters,
-                       num_training=len(cases), file_ending=ds.file_ending, case_groups=groups or None,
-                       description=f"{len(cases)} cases of {src.name}")
+    write_dataset_json(dst, DatasetDescription(name=name, channel_names=dj["channel_names"], labels=dj["labels"],
+                                               raters=ds.raters, num_training=len(cases), file_ending=ds.file_ending,
+                                               case_groups=groups or None,
+                                               description=f"{len(cases)} cases of {src.name}"))
     return dst
 
 

@@ -59,13 +59,14 @@ def write_model_folder(results, plans, stages=(1, 2), trained_on=DATASET, folds=
                        configuration="2d"):
     """A results folder as diffoseg_train writes it: random-weight checkpoints (timing of weights is irrelevant here).
     A baseline ``trainer`` (network.baselines) has its one network in stage1."""
-    from diffoseg_auto.dataset.raw_dataset import write_dataset_json
+    from diffoseg_auto.dataset.raw_dataset import DatasetDescription, write_dataset_json
     from diffoseg_auto.inference.model_loading import trained_network
     from diffoseg_auto.io.checkpoint_io import save_checkpoint
 
     folder = results / DATASET / f"{trainer}__DiffOSegPlans__{configuration}"
-    write_dataset_json(folder, name="Tiny", channel_names={0: "MR"}, labels={"background": 0, "lesion": 1},
-                       raters=plans.raters, num_training=2, file_ending=".nii.gz")
+    write_dataset_json(folder, DatasetDescription(name="Tiny", channel_names={0: "MR"},
+                                                  labels={"background": 0, "lesion": 1}, raters=plans.raters,
+                                                  num_training=2, file_ending=".nii.gz"))
     for fold in folds:
         for stage in stages:
             torch.manual_seed(10 * stage + fold)

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from diffoseg_auto.errors import InvalidArgumentError
-from diffoseg_auto.evaluation.metrics import evaluate_case, summarize
+from diffoseg_auto.evaluation.metrics import CaseScoring, evaluate_case, summarize
 from diffoseg_auto.inference.baseline_predictor import BaselinePredictor
 from diffoseg_auto.inference.export_prediction import export_case, mean_one_hot
 from diffoseg_auto.network.baselines.base import BaselineNetwork
@@ -62,15 +62,16 @@ def validate_baseline(network: BaselineNetwork, plans: Plans, configuration: Con
     predictor = BaselinePredictor(network, configuration, device, configuration.inference.use_mirroring,
                                   configuration.inference.step_size)
     K, raters, num_samples = plans.num_classes, list(plans.raters), configuration.training.num_val_samples
+    target = job.export_target(configuration, K)
     per_case = []
     for i, case in enumerate(tqdm(job.cases, desc="validation")):
         data, seg, rater_mask, properties = load_case(job.data_folder, case, mmap=False)
         samples, rater_preds = network.to_predictions(predictor.predict_case(data, num_samples, seed=i),
                                                       num_samples, len(raters), K)
         res = evaluate_case(samples, seg, rater_mask, K, rater_predictions=rater_preds,
-                            consensus=consensus_from_samples(samples, K), mode=job.mode, calibration=True)
-        if job.file_ending:
-            export_case(case, job.output_folder, job.file_ending, properties, configuration, K,
+                            consensus=consensus_from_samples(samples, K), scoring=CaseScoring(job.mode, calibration=True))
+        if target is not None:
+            export_case(case, properties, target,
                         consensus_probabilities=mean_one_hot(samples, K), samples=samples,
                         rater_samples={r: rater_preds[k:k + 1] for k, r in enumerate(raters)})
         per_case.append({"case": case, **res})
