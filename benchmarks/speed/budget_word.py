@@ -69,18 +69,37 @@ def train(dataset: int, configuration: str, fold: int) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="benchmarks/speed/budget_word.py", description=__doc__.splitlines()[0])
-    p.add_argument("-d", type=int, required=True, help="a preprocessed dataset (its 2d or 3d_fullres plans)")
-    p.add_argument("--hours", type=float, nargs="+", required=True)
+    p.add_argument("-d", type=int, default=None, help="a preprocessed dataset (its 2d or 3d_fullres plans)")
+    p.add_argument("--hours", type=float, nargs="+", default=[])
     p.add_argument("-f", type=int, default=0, help="the fold trained")
     p.add_argument("--out", required=True, help="folder for budget_word.json and .md")
     p.add_argument("--record", default=None, help="also append the rows to this JSON file (kept in the repository)")
+    p.add_argument("--render", default=None, metavar="RECORD",
+                   help="only write the table of a record file (e.g. for fill_markers.py) into --out/budget_word.md")
     return p
 
 
+def table(rows: list[dict]) -> str:
+    """The planner's-word table of the rows (one per dataset and budget)."""
+    lines = ["| dataset | H | chosen candidate | measuring: min (share of H) | planned job h | measured job h | word | vs H | date, revision |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---|"]
+    lines += [f"| {r['dataset']} | {r['hours']:g} | {r['chosen']} | {r['planning_minutes']} ({r['measuring_share_of_H']:.0%}) "
+              f"| {r['planned_job_hours']} | {r['measured_job_hours']} | {r['word']:+.0%} | {r['against_H']:+.0%} "
+              f"| {r['date']}, {r['revision']} |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
-    a = build_parser().parse_args(argv)
+    p = build_parser()
+    a = p.parse_args(argv)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
+    if a.render:
+        (out / "budget_word.md").write_text(table(json.loads(Path(a.render).read_text())))
+        print((out / "budget_word.md").read_text(), end="")
+        return 0
+    if a.d is None or not a.hours:
+        p.error("give -d and --hours (or --render RECORD)")
     rows = []
     for hours in a.hours:
         name = f"word_{hours:g}h"
@@ -107,13 +126,8 @@ def main(argv: list[str] | None = None) -> int:
             old = json.loads(rec.read_text()) if rec.is_file() else []
             rec.parent.mkdir(parents=True, exist_ok=True)
             rec.write_text(json.dumps(old + [row], indent=2))
-    lines = ["| dataset | H | chosen | measuring (min, share of H) | planned job h | measured job h | word | vs H |",
-             "|---|---:|---|---:|---:|---:|---:|---:|"]
-    lines += [f"| {r['dataset']} | {r['hours']:g} | {r['chosen']} | {r['planning_minutes']} ({r['measuring_share_of_H']:.0%}) "
-              f"| {r['planned_job_hours']} | {r['measured_job_hours']} | {r['word']:+.0%} | {r['against_H']:+.0%} |"
-              for r in rows]
-    (out / "budget_word.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    (out / "budget_word.md").write_text(table(rows))
+    print(table(rows), end="")
     return 0
 
 
