@@ -116,7 +116,7 @@ def convert_lidc(input_path: str | Path, dataset_id: int, name: str = "LIDC", or
     ``test_split`` and ``max_patients`` apply to the slices layout (the pickle and npz carry no test split).
     """
     if is_slices_layout(input_path):
-        return _convert_slices(Path(input_path), dataset_id, name, (order_raters_by_area, overwrite, test_split),
+        return _convert_slices(Path(input_path), dataset_id, name, order_raters_by_area, overwrite, test_split,
                                max_patients)
     keys, images, masks, uids = load_lidc(input_path)
     if order_raters_by_area:
@@ -140,9 +140,8 @@ def convert_lidc(input_path: str | Path, dataset_id: int, name: str = "LIDC", or
     return out
 
 
-def _convert_slices(root: Path, dataset_id: int, name: str, flags: tuple[bool, bool, bool],
-                    max_patients: int | None) -> Path:
-    order_raters_by_area, overwrite, test_split = flags
+def _convert_slices(root: Path, dataset_id: int, name: str, order_raters_by_area: bool, overwrite: bool,
+                    test_split: bool, max_patients: int | None) -> Path:
     slices = list_lidc_slices(root, max_patients)
     out = prepare_target_folder(dataset_id, name, overwrite)
     groups: dict[str, str] = {}

@@ -22,14 +22,10 @@ from datetime import date
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+if not __package__:  # run by path, not with -m: make the package `benchmarks` importable (benchmarks/README.md)
+    sys.path.append(str(ROOT))
 
-
-def _revision() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+from benchmarks.quality.real_data_records import revision  # noqa: E402  (after the path set-up)
 
 
 def _command(name: str, *args: str) -> None:
@@ -115,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
                "against_H": round(train_s / 3600 / hours - 1, 3),
                "validation_changed": (notes.get("validation") or {}).get("changed"),
                "device_name": notes.get("device_name"), "num_workers": notes.get("num_workers"),
-               "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "revision": _revision(),
+               "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "revision": revision(),
                "date": date.today().isoformat(), "command": " ".join(["python", "benchmarks/speed/budget_word.py",
                                                                        *(argv or sys.argv[1:])])}
         rows.append(row)
